@@ -1,0 +1,275 @@
+//! The engine: the runtime behind every task call.
+//!
+//! An [`Engine`] is a cheap handle (an `Arc`) over a store, an in-process
+//! cache of results, a single-flight table and counters. Task calls find it
+//! through a tokio task-local set by [`Engine::scope`]; users rarely touch it
+//! beyond setting it up.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::key::Key;
+use crate::registry::{self, TaskSpec};
+use crate::store::{FileStore, MemoryStore, Store};
+
+mod cache;
+mod call;
+mod flight;
+
+pub use self::call::{CallOutcome, CallReport};
+#[doc(hidden)]
+pub use self::call::{call, run_blocking, Outcome, Plain};
+
+use self::cache::ResultCache;
+use self::flight::Flights;
+
+/// Default bound on the memory the in-process result cache may hold.
+pub const DEFAULT_CACHE_CAPACITY: usize = 64 * 1024 * 1024;
+
+tokio::task_local! {
+    static CURRENT: Engine;
+}
+
+/// The runtime that memoizes task calls. Clones share everything.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), routine_core::Error> {
+/// use routine_core::Engine;
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let engine = Engine::local(dir.path())?;
+/// let answer = engine.scope(async {
+///     // Task calls made here use `engine`.
+///     assert!(Engine::try_current().is_some());
+///     42
+/// }).await;
+/// assert_eq!(answer, 42);
+/// assert_eq!(engine.stats().hits, 0);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+type Observer = Arc<dyn Fn(&CallReport) + Send + Sync>;
+
+struct Inner {
+    store: Arc<dyn Store>,
+    cache: ResultCache,
+    flights: Flights,
+    counters: Counters,
+    observer: Option<Observer>,
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    failures: AtomicU64,
+    store_errors: AtomicU64,
+    corrupt_entries: AtomicU64,
+}
+
+/// What an engine has done since it was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Calls answered from storage (or from an identical call in flight).
+    pub hits: u64,
+    /// Calls that ran the task body.
+    pub misses: u64,
+    /// Calls whose body returned `Err` or panicked.
+    pub failures: u64,
+    /// Store reads or writes that failed; each such call still got its value.
+    pub store_errors: u64,
+    /// Stored entries found corrupt or undecodable (and recomputed).
+    pub corrupt_entries: u64,
+    /// Bytes held by the in-process result cache now.
+    pub cache_bytes: u64,
+}
+
+impl Engine {
+    /// The local engine over a file store rooted at `dir` (created if
+    /// missing), with default settings.
+    ///
+    /// Fails if the directory cannot be created, or if two tasks in the
+    /// program share a name and version.
+    pub fn local(dir: impl AsRef<Path>) -> Result<Engine, Error> {
+        Engine::builder(FileStore::open(dir)?).build()
+    }
+
+    /// An engine over a fresh in-memory store: memoization and single-flight
+    /// for the life of the engine, nothing on disk.
+    ///
+    /// # Panics
+    /// If two tasks in the program share a name and version.
+    pub fn in_memory() -> Engine {
+        Engine::builder(MemoryStore::new())
+            .cache_capacity(0)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts configuring an engine over `store`.
+    ///
+    /// ```
+    /// use routine_core::store::{Durability, FileStore};
+    /// use routine_core::Engine;
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = FileStore::open(dir.path()).unwrap().with_durability(Durability::Fsync);
+    /// let engine = Engine::builder(store)
+    ///     .cache_capacity(16 << 20)
+    ///     .on_call(|report| println!("{} {:?}", report.task.name(), report.outcome))
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(engine);
+    /// ```
+    pub fn builder(store: impl Store) -> EngineBuilder {
+        EngineBuilder {
+            store: Arc::new(store),
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+            observer: None,
+        }
+    }
+
+    /// Runs `fut` with this engine as the current one. Scopes nest: the
+    /// innermost wins.
+    pub fn scope<F: Future>(&self, fut: F) -> impl Future<Output = F::Output> {
+        CURRENT.scope(self.clone(), fut)
+    }
+
+    /// The engine of the current scope, if any.
+    pub fn try_current() -> Option<Engine> {
+        CURRENT.try_with(Engine::clone).ok()
+    }
+
+    /// The engine of the current scope.
+    ///
+    /// # Panics
+    /// Outside any [`scope`](Self::scope).
+    pub fn current() -> Engine {
+        Engine::try_current().unwrap_or_else(|| panic!("{}", no_engine_message("this code")))
+    }
+
+    /// Counters since the engine was built.
+    pub fn stats(&self) -> Stats {
+        let c = &self.inner.counters;
+        Stats {
+            hits: c.hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            failures: c.failures.load(Ordering::Relaxed),
+            store_errors: c.store_errors.load(Ordering::Relaxed),
+            corrupt_entries: c.corrupt_entries.load(Ordering::Relaxed),
+            cache_bytes: self.inner.cache.used() as u64,
+        }
+    }
+
+    /// The store behind this engine.
+    pub fn store(&self) -> &dyn Store {
+        &*self.inner.store
+    }
+
+    /// Drops `key` from the in-process cache (not from the store).
+    pub fn forget_cached(&self, key: &Key) {
+        self.inner.cache.remove(key);
+    }
+
+    pub(crate) fn current_for(task: &TaskSpec) -> Engine {
+        Engine::try_current().unwrap_or_else(|| {
+            panic!(
+                "{}",
+                no_engine_message(&format!("task `{}` (version {})", task.name(), task.version()))
+            )
+        })
+    }
+}
+
+fn no_engine_message(what: &str) -> String {
+    format!(
+        "{what} was called outside an engine scope: there is no current routine engine. \
+         Run it inside `engine.scope(..)`, for example \
+         `routine::Engine::local(\".routine\")?.scope(async {{ .. }}).await`, \
+         and use `routine::spawn` (or spawn from inside a scope) for new tokio tasks"
+    )
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("store", &self.inner.store)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Configures an [`Engine`]; made by [`Engine::builder`].
+#[must_use]
+pub struct EngineBuilder {
+    store: Arc<dyn Store>,
+    cache_capacity: usize,
+    observer: Option<Observer>,
+}
+
+impl EngineBuilder {
+    /// Bounds the bytes the in-process cache of results may hold (default
+    /// 64 MiB); 0 turns it off. Results larger than an eighth of it are
+    /// never cached.
+    pub fn cache_capacity(mut self, bytes: usize) -> Self {
+        self.cache_capacity = bytes;
+        self
+    }
+
+    /// Calls `observer` after every task call with what happened. It runs on
+    /// the caller's task: keep it short.
+    pub fn on_call(mut self, observer: impl Fn(&CallReport) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// Builds the engine; fails if two tasks share a name and version.
+    pub fn build(self) -> Result<Engine, Error> {
+        registry::check()?;
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                store: self.store,
+                cache: ResultCache::new(self.cache_capacity),
+                flights: Flights::default(),
+                counters: Counters::default(),
+                observer: self.observer,
+            }),
+        })
+    }
+}
+
+/// `tokio::spawn` that keeps the current engine: the spawned future runs in
+/// the same engine scope as the code that spawned it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let engine = routine_core::Engine::in_memory();
+/// engine.scope(async {
+///     let inherited = routine_core::spawn(async { routine_core::Engine::try_current().is_some() });
+///     assert!(inherited.await.unwrap());
+/// }).await;
+/// # }
+/// ```
+pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match Engine::try_current() {
+        Some(engine) => tokio::spawn(CURRENT.scope(engine, fut)),
+        None => tokio::spawn(fut),
+    }
+}
+
+fn elapsed_micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}

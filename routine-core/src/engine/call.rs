@@ -1,0 +1,456 @@
+//! The call path: what happens when a task wrapper is awaited.
+//!
+//! ```text
+//! key = Key::of(name, version, args)          streamed, canonical
+//! loop:
+//!   lookup: in-process cache, then store      bad entry = miss (warned)
+//!     hit  -> return the stored value
+//!   single-flight: follow a leader (wait, loop) or lead:
+//!     run the body, store the value (failure logged, value kept), return
+//! ```
+
+use std::future::Future;
+use std::io::Write;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::runtime::{Handle, RuntimeFlavor};
+use tracing::Instrument;
+
+use super::cache::CachedEntry;
+use super::flight::{landed, Flight};
+use super::{elapsed_micros, Engine, Inner};
+use crate::codec;
+use crate::entry::{self, EntryError, EntryMeta, HEADER_LEN, TRAILER_LEN};
+use crate::key::Key;
+use crate::registry::{Fingerprint, TaskSpec};
+use crate::store::{Found, Slot, StoreError};
+
+/// Entries larger than this are read and written with
+/// `tokio::task::block_in_place` (on a multi-threaded runtime), so that a
+/// large transfer does not stall the other tasks of its worker thread. Small
+/// ones stay inline: handing them to another thread costs more than the I/O.
+const LARGE_ENTRY: u64 = 4 * 1024 * 1024;
+
+/// How a task's return value maps to what is stored. `#[task]` picks
+/// [`Plain`] or `Result`.
+#[doc(hidden)]
+pub trait Outcome: Sized {
+    /// What is stored on success.
+    type Value: Serialize + DeserializeOwned;
+    /// What the caller receives.
+    type Output;
+    /// The value to store, or `None` to store nothing (an `Err`).
+    fn stored(&self) -> Option<&Self::Value>;
+    /// Rebuilds the outcome from a stored value.
+    fn from_stored(value: Self::Value) -> Self;
+    /// Unwraps for the caller.
+    fn into_output(self) -> Self::Output;
+}
+
+/// A task result that is always stored.
+#[doc(hidden)]
+pub struct Plain<T>(pub T);
+
+impl<T: Serialize + DeserializeOwned> Outcome for Plain<T> {
+    type Value = T;
+    type Output = T;
+    fn stored(&self) -> Option<&T> {
+        Some(&self.0)
+    }
+    fn from_stored(value: T) -> Self {
+        Plain(value)
+    }
+    fn into_output(self) -> T {
+        self.0
+    }
+}
+
+/// `Ok` is stored; `Err` goes to the caller and is not stored.
+impl<T: Serialize + DeserializeOwned, E> Outcome for Result<T, E> {
+    type Value = T;
+    type Output = Result<T, E>;
+    fn stored(&self) -> Option<&T> {
+        self.as_ref().ok()
+    }
+    fn from_stored(value: T) -> Self {
+        Ok(value)
+    }
+    fn into_output(self) -> Self {
+        self
+    }
+}
+
+/// How one task call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CallOutcome {
+    /// Answered from storage; the body did not run.
+    Hit,
+    /// The body ran and its result was returned (and stored, unless the
+    /// store failed).
+    Computed,
+    /// The body returned `Err`; nothing was stored.
+    Failed,
+    /// The body panicked; the panic goes on to the caller.
+    Panicked,
+    /// The caller dropped the call before it finished.
+    Cancelled,
+}
+
+impl CallOutcome {
+    /// A lower-case word for logs: `hit`, `computed`, `failed`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Hit => "hit",
+            CallOutcome::Computed => "computed",
+            CallOutcome::Failed => "failed",
+            CallOutcome::Panicked => "panicked",
+            CallOutcome::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What an engine's observer (see
+/// [`EngineBuilder::on_call`](super::EngineBuilder::on_call)) is told after
+/// each call.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CallReport {
+    /// The task called.
+    pub task: &'static TaskSpec,
+    /// The call's key.
+    pub key: Key,
+    /// How it ended.
+    pub outcome: CallOutcome,
+    /// From the call's start to its end, lookups and storing included.
+    pub elapsed: Duration,
+}
+
+/// The entry point of every `#[task]` wrapper: captures the current engine
+/// now (so the returned future can be spawned anywhere) and runs the call
+/// when awaited.
+///
+/// # Panics
+/// Outside an engine scope, with a message naming the task.
+#[doc(hidden)]
+pub fn call<A, O, F, Fut>(task: &'static TaskSpec, args: A, body: F) -> impl Future<Output = O::Output>
+where
+    A: Serialize,
+    O: Outcome,
+    F: FnOnce(A) -> Fut,
+    Fut: Future<Output = O>,
+{
+    let engine = Engine::current_for(task);
+    async move { engine.run(task, args, body).await.into_output() }
+}
+
+/// Runs a synchronous task body on tokio's blocking pool, so a long
+/// computation does not stall the async workers. A panic in the body is
+/// resumed in the caller.
+#[doc(hidden)]
+pub async fn run_blocking<T, F>(body: F) -> T
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(body).await {
+        Ok(value) => value,
+        Err(e) if e.is_panic() => panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("the blocking task body was cancelled: {e}"),
+    }
+}
+
+impl Engine {
+    async fn run<A, O, F, Fut>(self, task: &'static TaskSpec, args: A, body: F) -> O
+    where
+        A: Serialize,
+        O: Outcome,
+        F: FnOnce(A) -> Fut,
+        Fut: Future<Output = O>,
+    {
+        let started = Instant::now();
+        let key = match Key::of(task.name(), task.version(), &args) {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::warn!(task = task.name(), version = task.version(), error = %e,
+                    "the arguments cannot be hashed; running the task without memoization");
+                return body(args).await;
+            }
+        };
+        let span = tracing::info_span!(
+            "routine.task",
+            task = task.name(),
+            version = task.version(),
+            key = %key.short(),
+            outcome = tracing::field::Empty,
+            elapsed_us = tracing::field::Empty,
+        );
+        let mut pending = Some((body, args));
+        let engine = self;
+        let call_span = span.clone();
+        async move {
+            let inner = &*engine.inner;
+            let mut report = CallGuard {
+                inner,
+                task,
+                key,
+                started,
+                span: call_span,
+                outcome: None,
+            };
+            loop {
+                let finished_before = inner.flights.finished();
+                if let Some(value) = inner.lookup(task, &key) {
+                    report.outcome = Some(CallOutcome::Hit);
+                    return O::from_stored(value);
+                }
+                let leader = match inner.flights.join(key) {
+                    Flight::Lead(leader) => leader,
+                    Flight::Follow(wait) => {
+                        landed(wait).await;
+                        continue;
+                    }
+                };
+                // A flight that landed after our lookup may have stored this
+                // very result; only then is a second lookup worth its cost.
+                if inner.flights.finished() != finished_before {
+                    if let Some(value) = inner.lookup(task, &key) {
+                        report.outcome = Some(CallOutcome::Hit);
+                        return O::from_stored(value);
+                    }
+                }
+                let (body, args) = pending.take().expect("a call runs its body at most once");
+                inner.counters.misses.fetch_add(1, Ordering::Relaxed);
+                let run_started = Instant::now();
+                let outcome = body(args).await;
+                let run_time = run_started.elapsed();
+                report.outcome = Some(match outcome.stored() {
+                    Some(value) => {
+                        inner.save(task, &key, value, run_time);
+                        CallOutcome::Computed
+                    }
+                    None => CallOutcome::Failed,
+                });
+                drop(leader);
+                return outcome;
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// Records how a call ended, however it ends: in its span, the counters and
+/// the observer. Dropped without an outcome, the call panicked or was
+/// cancelled.
+struct CallGuard<'a> {
+    inner: &'a Inner,
+    task: &'static TaskSpec,
+    key: Key,
+    started: Instant,
+    span: tracing::Span,
+    outcome: Option<CallOutcome>,
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        let outcome = self.outcome.unwrap_or(if std::thread::panicking() {
+            CallOutcome::Panicked
+        } else {
+            CallOutcome::Cancelled
+        });
+        let counters = &self.inner.counters;
+        match outcome {
+            CallOutcome::Hit => counters.hits.fetch_add(1, Ordering::Relaxed),
+            CallOutcome::Failed | CallOutcome::Panicked => counters.failures.fetch_add(1, Ordering::Relaxed),
+            CallOutcome::Computed | CallOutcome::Cancelled => 0,
+        };
+        let elapsed = self.started.elapsed();
+        self.span.record("outcome", outcome.as_str());
+        self.span.record("elapsed_us", elapsed_micros(elapsed));
+        tracing::debug!(parent: &self.span, outcome = outcome.as_str(), elapsed_us = elapsed_micros(elapsed), "task call finished");
+        if let Some(observer) = &self.inner.observer {
+            let report = CallReport {
+                task: self.task,
+                key: self.key,
+                outcome,
+                elapsed,
+            };
+            // An observer that panics while a task panic unwinds would abort
+            // the process; contain it.
+            if panic::catch_unwind(AssertUnwindSafe(|| observer(&report))).is_err() {
+                tracing::error!(task = self.task.name(), "the engine's call observer panicked");
+            }
+        }
+    }
+}
+
+/// Why a result could not be stored.
+#[derive(Debug, thiserror::Error)]
+enum SaveError {
+    #[error(transparent)]
+    Entry(#[from] EntryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Inner {
+    /// The stored value for `key`, from the cache or the store. Anything
+    /// wrong with a stored entry makes this a miss, with a warning.
+    fn lookup<T: DeserializeOwned>(&self, task: &'static TaskSpec, key: &Key) -> Option<T> {
+        if let Some(cached) = self.cache.get(key) {
+            match entry::decode_payload(cached.payload()) {
+                Ok(value) => {
+                    self.check_fingerprint(task, &cached.fingerprint);
+                    return Some(value);
+                }
+                Err(e) => {
+                    self.cache.remove(key);
+                    self.corrupt(task, key, &e);
+                }
+            }
+        }
+        let slot = Slot {
+            name: task.name(),
+            version: task.version(),
+            key,
+        };
+        let found = match self.store.get(&slot) {
+            Ok(Some(found)) => found,
+            Ok(None) => return None,
+            Err(e) => {
+                self.store_failed(task, key, "read", &e);
+                return None;
+            }
+        };
+        match found {
+            Found::Bytes(bytes) => {
+                let decoded = entry::verify(&bytes, key)
+                    .and_then(|(meta, payload)| Ok((entry::decode_payload(&bytes[payload.clone()])?, meta, payload)));
+                match decoded {
+                    Ok((value, meta, payload)) => {
+                        self.check_fingerprint(task, &meta.fingerprint);
+                        let fingerprint = meta.fingerprint;
+                        self.cache.insert(*key, CachedEntry { bytes, payload, fingerprint });
+                        Some(value)
+                    }
+                    Err(e) => {
+                        self.corrupt(task, key, &e);
+                        None
+                    }
+                }
+            }
+            Found::Stream { reader, len } => match large_io(len, || entry::read(reader, len, key)) {
+                Ok((meta, value)) => {
+                    self.check_fingerprint(task, &meta.fingerprint);
+                    Some(value)
+                }
+                Err(EntryError::Io(e)) => {
+                    self.store_failed(task, key, "read", &e);
+                    None
+                }
+                Err(e) => {
+                    self.corrupt(task, key, &e);
+                    None
+                }
+            },
+        }
+    }
+
+    /// Stores a computed value. Never fails the call: a failure is logged and
+    /// counted, and the caller still gets its value.
+    fn save<T: Serialize>(&self, task: &'static TaskSpec, key: &Key, value: &T, run_time: Duration) {
+        let saved = codec::encoded_len(value)
+            .map_err(|e| SaveError::Entry(EntryError::Encode(e)))
+            .and_then(|payload_len| {
+                let meta = EntryMeta {
+                    key: *key,
+                    fingerprint: task.fingerprint(),
+                    created_at: SystemTime::now(),
+                    run_time,
+                    payload_len,
+                };
+                large_io(meta.entry_len(), || self.write_entry(task, &meta, value))
+            });
+        match saved {
+            Ok(Some(bytes)) => {
+                let payload = HEADER_LEN..bytes.len() - TRAILER_LEN;
+                let fingerprint = task.fingerprint();
+                self.cache.insert(*key, CachedEntry { bytes, payload, fingerprint });
+            }
+            Ok(None) => {}
+            Err(e) => self.store_failed(task, key, "write", &e),
+        }
+    }
+
+    /// Writes the entry; returns its bytes when they are small enough to be
+    /// cached (they were encoded in memory once, for both uses).
+    fn write_entry<T: Serialize>(
+        &self,
+        task: &'static TaskSpec,
+        meta: &EntryMeta,
+        value: &T,
+    ) -> Result<Option<Arc<Vec<u8>>>, SaveError> {
+        let slot = Slot {
+            name: task.name(),
+            version: task.version(),
+            key: &meta.key,
+        };
+        let len = meta.entry_len();
+        let writer = self.store.create(&slot, len)?;
+        if self.cache.admits(len) {
+            let bytes = entry::write(Vec::with_capacity(len as usize), meta, value)?;
+            let mut writer = writer;
+            writer
+                .write_all(&bytes)
+                .map_err(|e| SaveError::Entry(EntryError::Io(e)))?;
+            writer.commit()?;
+            Ok(Some(Arc::new(bytes)))
+        } else {
+            entry::write(writer, meta, value)?.commit()?;
+            Ok(None)
+        }
+    }
+
+    fn check_fingerprint(&self, task: &'static TaskSpec, stored: &Fingerprint) {
+        if task.first_fingerprint_mismatch(stored) {
+            tracing::warn!(
+                task = task.name(),
+                version = task.version(),
+                stored = %stored.short(),
+                current = %task.fingerprint().short(),
+                "the body of task `{}` changed but its version {} did not: stored results of the old \
+                 body are still returned. Bump the version if the change alters results",
+                task.name(),
+                task.version(),
+            );
+        }
+    }
+
+    fn corrupt(&self, task: &'static TaskSpec, key: &Key, error: &EntryError) {
+        self.counters.corrupt_entries.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(task = task.name(), version = task.version(), key = %key.short(), error = %error,
+            "stored entry is unusable; recomputing it");
+    }
+
+    fn store_failed(&self, task: &'static TaskSpec, key: &Key, op: &str, error: &dyn std::error::Error) {
+        self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(task = task.name(), version = task.version(), key = %key.short(), error = %error,
+            "cannot {op} the store; the call goes on without it");
+    }
+}
+
+/// Runs `io` where a large transfer will not stall other tasks.
+fn large_io<R>(len: u64, io: impl FnOnce() -> R) -> R {
+    let multi_thread = Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+    if len > LARGE_ENTRY && multi_thread {
+        tokio::task::block_in_place(io)
+    } else {
+        io()
+    }
+}

@@ -1,0 +1,47 @@
+//! The runtime of [routine](https://docs.rs/routine): keys, entries, stores,
+//! the registry and the engine.
+//!
+//! Users depend on the `routine` facade crate, which re-exports this crate and
+//! the `#[task]` macro. The macro's output calls only public items and the
+//! `#[doc(hidden)]` [`__private`] module.
+//!
+//! | module | idea |
+//! |---|---|
+//! | [`key`] | canonical SHA-256 of a call: name, version, arguments |
+//! | [`codec`] | encoding of results (the only module naming bincode) |
+//! | [`entry`] | the stored entry format: header, payload, checksums |
+//! | [`store`] | the `Store` trait and its backends (files, memory) |
+//! | [`registry`] | every task of the program, by name and version |
+//! | [`engine`] | the runtime: scope, lookup, single-flight, storing |
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod engine;
+pub mod entry;
+mod error;
+pub mod key;
+pub mod registry;
+pub mod store;
+
+pub use crate::engine::{spawn, CallOutcome, CallReport, Engine, EngineBuilder, Stats};
+pub use crate::error::Error;
+pub use crate::key::Key;
+pub use crate::registry::{RoutineId, TaskSpec};
+
+/// What `#[task]` expands to calls; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::engine::{call, run_blocking, Outcome, Plain};
+    pub use crate::registry::{Registered, TaskSpec};
+    pub use inventory;
+
+    use serde::de::DeserializeOwned;
+    use serde::Serialize;
+
+    /// Spanned at each argument type by the macro, so a missing serde impl is
+    /// reported at the user's type.
+    pub const fn assert_argument<T: Serialize + DeserializeOwned + Send + 'static>() {}
+
+    /// Spanned at the return type by the macro.
+    pub const fn assert_output<O: super::engine::Outcome>() {}
+}

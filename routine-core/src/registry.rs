@@ -1,0 +1,269 @@
+//! The registry: every task linked into the program, found by name and
+//! version.
+//!
+//! Each `#[task]` registers a [`TaskSpec`] through `inventory` at link time,
+//! so the registry costs nothing at run time and needs no start-up code. A
+//! worker or a command line finds a routine here from its [`RoutineId`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+/// SHA-256 of a task's signature and body tokens, taken by the macro at
+/// compile time. Formatting and comments do not change it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    /// Wraps raw bytes.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Fingerprint {
+        Fingerprint(bytes)
+    }
+
+    /// The raw bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The first 12 hex digits, for logs and tables.
+    pub fn short(&self) -> String {
+        self.0[..6].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({})", self.short())
+    }
+}
+
+/// Everything the program knows about one task, written by `#[task]`.
+///
+/// ```
+/// for task in routine_core::registry::tasks() {
+///     println!("{} {} {}", task.id(), task.signature(), task.fingerprint().short());
+/// }
+/// ```
+pub struct TaskSpec {
+    name: &'static str,
+    version: &'static str,
+    fingerprint: Fingerprint,
+    signature: &'static str,
+    module_path: &'static str,
+    file: &'static str,
+    line: u32,
+    /// Set once the "body changed but version did not" warning was given.
+    fingerprint_warned: AtomicBool,
+}
+
+impl TaskSpec {
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    pub const fn __new(
+        name: &'static str,
+        version: &'static str,
+        fingerprint: [u8; 32],
+        signature: &'static str,
+        module_path: &'static str,
+        file: &'static str,
+        line: u32,
+    ) -> TaskSpec {
+        TaskSpec {
+            name,
+            version,
+            fingerprint: Fingerprint(fingerprint),
+            signature,
+            module_path,
+            file,
+            line,
+            fingerprint_warned: AtomicBool::new(false),
+        }
+    }
+
+    /// The task's name, as given to `#[task(name = ..)]`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The task's semver version.
+    pub fn version(&self) -> &'static str {
+        self.version
+    }
+
+    /// The routine ID, `tname:{name}:{version}`.
+    pub fn id(&self) -> RoutineId {
+        RoutineId {
+            project: None,
+            name: self.name.to_owned(),
+            version: self.version.to_owned(),
+        }
+    }
+
+    /// The fingerprint of the body and signature this program was built with.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// The Rust signature, for example `fn train(epochs: u32) -> Vec<Model>`.
+    pub fn signature(&self) -> &'static str {
+        self.signature
+    }
+
+    /// Where the task is defined: `module::path (file:line)`.
+    pub fn location(&self) -> String {
+        format!("{} ({}:{})", self.module_path, self.file, self.line)
+    }
+
+    /// True the first time it is called for a stored fingerprint that differs
+    /// from this build's: the caller then warns, once per task and process.
+    pub(crate) fn first_fingerprint_mismatch(&self, stored: &Fingerprint) -> bool {
+        *stored != self.fingerprint && !self.fingerprint_warned.swap(true, Ordering::Relaxed)
+    }
+}
+
+impl fmt::Debug for TaskSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskSpec")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("signature", &self.signature)
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+#[doc(hidden)]
+pub struct Registered(pub &'static TaskSpec);
+
+inventory::collect!(Registered);
+
+/// Every task linked into this program, in no particular order.
+pub fn tasks() -> impl Iterator<Item = &'static TaskSpec> {
+    inventory::iter::<Registered>.into_iter().map(|r| r.0)
+}
+
+/// The task with this name and version, if the program has it.
+///
+/// ```
+/// assert!(routine_core::registry::find("no-such-task", "1.0.0").is_none());
+/// ```
+pub fn find(name: &str, version: &str) -> Option<&'static TaskSpec> {
+    tasks().find(|t| t.name == name && t.version == version)
+}
+
+/// Checks that no two tasks share a name and version. Engines call this when
+/// they are built, so a duplicate is reported at start-up, not at the first
+/// call that happens to collide.
+pub fn check() -> Result<(), RegistryError> {
+    static RESULT: OnceLock<Result<(), RegistryError>> = OnceLock::new();
+    RESULT
+        .get_or_init(|| {
+            let mut seen: HashMap<(&str, &str), &TaskSpec> = HashMap::new();
+            let mut duplicates = Vec::new();
+            for task in tasks() {
+                if let Some(first) = seen.insert((task.name, task.version), task) {
+                    duplicates.push(Duplicate {
+                        id: task.id(),
+                        first: first.location(),
+                        second: task.location(),
+                    });
+                }
+            }
+            duplicates.sort_by(|a, b| a.id.to_string().cmp(&b.id.to_string()));
+            match duplicates.is_empty() {
+                true => Ok(()),
+                false => Err(RegistryError::Duplicates(duplicates)),
+            }
+        })
+        .clone()
+}
+
+/// One name and version defined twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    /// The shared routine ID.
+    pub id: RoutineId,
+    /// Where one definition is.
+    pub first: String,
+    /// Where the other is.
+    pub second: String,
+}
+
+/// The program's tasks are inconsistent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// Two tasks have the same name and version: their results would share
+    /// storage.
+    #[error("{}", describe_duplicates(.0))]
+    Duplicates(Vec<Duplicate>),
+}
+
+fn describe_duplicates(duplicates: &[Duplicate]) -> String {
+    let mut text = String::from("tasks defined more than once with the same name and version (their results would overwrite each other; rename one or give it another version):");
+    for d in duplicates {
+        text.push_str(&format!("\n  {}: {} and {}", d.id, d.first, d.second));
+    }
+    text
+}
+
+/// How a routine is named across processes: `tname:{name}:{version}`, or
+/// `tname:{project}:{name}:{version}` across projects.
+///
+/// ```
+/// use routine_core::RoutineId;
+///
+/// let id: RoutineId = "tname:train:0.0.1".parse().unwrap();
+/// assert_eq!((id.name.as_str(), id.version.as_str()), ("train", "0.0.1"));
+/// let global: RoutineId = "tname:ml:train:0.0.1".parse().unwrap();
+/// assert_eq!(global.project.as_deref(), Some("ml"));
+/// assert!("train".parse::<RoutineId>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoutineId {
+    /// The project, for IDs that cross projects.
+    pub project: Option<String>,
+    /// The task name.
+    pub name: String,
+    /// The task version.
+    pub version: String,
+}
+
+impl fmt::Display for RoutineId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.project {
+            Some(project) => write!(f, "tname:{project}:{}:{}", self.name, self.version),
+            None => write!(f, "tname:{}:{}", self.name, self.version),
+        }
+    }
+}
+
+/// A string is not a routine ID.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a routine ID: expected `tname:<name>:<version>` or `tname:<project>:<name>:<version>`")]
+pub struct RoutineIdError(String);
+
+impl FromStr for RoutineId {
+    type Err = RoutineIdError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = text.split(':').collect();
+        let nonempty = |s: &&str| !s.is_empty();
+        match parts.as_slice() {
+            ["tname", name, version] if [name, version].iter().all(|s| nonempty(s)) => Ok(RoutineId {
+                project: None,
+                name: name.to_string(),
+                version: version.to_string(),
+            }),
+            ["tname", project, name, version] if [project, name, version].iter().all(|s| nonempty(s)) => {
+                Ok(RoutineId {
+                    project: Some(project.to_string()),
+                    name: name.to_string(),
+                    version: version.to_string(),
+                })
+            }
+            _ => Err(RoutineIdError(text.to_owned())),
+        }
+    }
+}

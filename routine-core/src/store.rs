@@ -1,0 +1,150 @@
+//! Stores: where results live, laid out by task name and version.
+//!
+//! A [`Store`] moves whole entries (see [`crate::entry`]) in and out; it knows
+//! nothing of keys' meaning or of values. Every backend passes one contract
+//! test suite (`store/contract.rs`), and the engine relies on that contract
+//! alone:
+//!
+//! - an entry becomes visible whole, at [`EntryWrite::commit`], or not at all;
+//! - a writer dropped without commit leaves nothing behind;
+//! - `put` of an existing slot replaces it.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::key::Key;
+
+mod fs;
+mod memory;
+
+#[cfg(test)]
+mod contract;
+
+pub use self::fs::{Durability, FileStore};
+pub use self::memory::MemoryStore;
+
+/// Where one result lives: task name, task version and key.
+#[derive(Debug, Clone, Copy)]
+pub struct Slot<'a> {
+    /// Task name; matches `[A-Za-z0-9][A-Za-z0-9_.-]*`.
+    pub name: &'a str,
+    /// Task version (semver).
+    pub version: &'a str,
+    /// The call's key.
+    pub key: &'a Key,
+}
+
+/// An entry found by [`Store::get`].
+pub enum Found {
+    /// The whole entry, already in memory.
+    Bytes(Arc<Vec<u8>>),
+    /// A large entry, to be read as a stream of `len` bytes.
+    Stream {
+        /// The entry's bytes, from the start.
+        reader: Box<dyn Read + Send>,
+        /// Total length of the entry.
+        len: u64,
+    },
+}
+
+impl fmt::Debug for Found {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Found::Bytes(bytes) => write!(f, "Found::Bytes({} bytes)", bytes.len()),
+            Found::Stream { len, .. } => write!(f, "Found::Stream({len} bytes)"),
+        }
+    }
+}
+
+/// An entry being written; it becomes visible at [`commit`](Self::commit).
+/// Dropping it uncommitted discards it.
+pub trait EntryWrite: Write + Send {
+    /// Publishes the entry atomically.
+    fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// One stored entry, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// Task name.
+    pub name: String,
+    /// Task version.
+    pub version: String,
+    /// The call's key.
+    pub key: Key,
+    /// Size of the whole entry in bytes.
+    pub size: u64,
+}
+
+/// Storage for entries. Implement it to add a backend; run the contract suite
+/// against it.
+///
+/// ```
+/// use routine_core::store::{MemoryStore, Slot, Store};
+/// use routine_core::Key;
+/// use std::io::Write;
+///
+/// let store = MemoryStore::new();
+/// let key = Key::of("train", "0.0.1", &1u32).unwrap();
+/// let slot = Slot { name: "train", version: "0.0.1", key: &key };
+/// let mut writer = store.create(&slot, 3).unwrap();
+/// writer.write_all(b"abc").unwrap();
+/// writer.commit().unwrap();
+/// assert_eq!(store.list(Some("train"), None).unwrap().len(), 1);
+/// assert!(store.get(&slot).unwrap().is_some());
+/// ```
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// The entry in `slot`, if any.
+    fn get(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError>;
+
+    /// Starts writing the entry for `slot`; `len` is its exact size, a hint
+    /// for buffering and uploads.
+    fn create(&self, slot: &Slot<'_>, len: u64) -> Result<Box<dyn EntryWrite>, StoreError>;
+
+    /// Removes the entry in `slot`; false if there was none.
+    fn remove(&self, slot: &Slot<'_>) -> Result<bool, StoreError>;
+
+    /// Lists entries, optionally of one task, optionally of one version.
+    fn list(&self, name: Option<&str>, version: Option<&str>) -> Result<Vec<Listing>, StoreError>;
+}
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file system or network said no.
+    #[error("cannot {op} `{}`: {source}", .path.display())]
+    Io {
+        /// What was being done: "read", "create", "rename", ...
+        op: &'static str,
+        /// The path or object involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A name or version that could leave the store's layout.
+    #[error("`{0}` is not a valid task name or version in a store path")]
+    InvalidComponent(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {
+        let path = path.into();
+        move |source| StoreError::Io { op, path, source }
+    }
+}
+
+/// Rejects names and versions that are not plain file-name components, so
+/// that no slot, whatever its origin (a command line, a message), can point
+/// outside the store.
+pub(crate) fn check_component(text: &str) -> Result<(), StoreError> {
+    let mut chars = text.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '+'));
+    match first_ok && rest_ok {
+        true => Ok(()),
+        false => Err(StoreError::InvalidComponent(text.to_owned())),
+    }
+}

@@ -1,0 +1,327 @@
+//! The embedded default store: one file per entry under
+//! `<root>/<name>/<version>/<key-hex>`.
+//!
+//! Writes go to a hidden temporary file in the same directory and are renamed
+//! into place, so a reader or a crash sees the old entry or the new one, never
+//! a part. With [`Durability::Fsync`] the file and its directory are also
+//! synced, so a committed entry survives power loss.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::{check_component, EntryWrite, Found, Listing, Slot, Store, StoreError};
+use crate::key::Key;
+
+/// Entries up to this size are read whole in one system call; larger ones are
+/// streamed.
+const READ_WHOLE_MAX: u64 = 1024 * 1024;
+
+/// How hard a committed entry is pushed to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Rename into place without syncing: the entry survives the process
+    /// being killed at any point (the kernel holds it), not power loss.
+    #[default]
+    Process,
+    /// `fsync` the entry and its directory before the call returns: the entry
+    /// survives power loss. Costs a disk flush per stored result.
+    Fsync,
+}
+
+/// The file store. Cheap to clone; safe to share between threads and
+/// processes.
+///
+/// ```
+/// use routine_core::store::{Durability, FileStore};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = FileStore::open(dir.path()).unwrap().with_durability(Durability::Fsync);
+/// assert_eq!(store.root(), dir.path());
+/// ```
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    root: Arc<PathBuf>,
+    durability: Durability,
+}
+
+impl FileStore {
+    /// Opens the store rooted at `root`, creating the directory if missing.
+    pub fn open(root: impl AsRef<Path>) -> Result<FileStore, StoreError> {
+        let root = root.as_ref();
+        fs::create_dir_all(root).map_err(StoreError::io("create the store directory", root))?;
+        let probe = fs::metadata(root).map_err(StoreError::io("read the store directory", root))?;
+        if !probe.is_dir() {
+            return Err(StoreError::Io {
+                op: "use as the store directory",
+                path: root.to_owned(),
+                source: io::Error::other("it is not a directory"),
+            });
+        }
+        Ok(FileStore {
+            root: Arc::new(root.to_owned()),
+            durability: Durability::default(),
+        })
+    }
+
+    /// The same store with another durability.
+    pub fn with_durability(mut self, durability: Durability) -> FileStore {
+        self.durability = durability;
+        self
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory holding one version of one task.
+    pub fn version_dir(&self, name: &str, version: &str) -> Result<PathBuf, StoreError> {
+        check_component(name)?;
+        check_component(version)?;
+        Ok(self.root.join(name).join(version))
+    }
+
+    fn entry_path(&self, slot: &Slot<'_>) -> Result<PathBuf, StoreError> {
+        Ok(self.version_dir(slot.name, slot.version)?.join(slot.key.to_hex()))
+    }
+}
+
+impl Store for FileStore {
+    fn get(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
+        let path = self.entry_path(slot)?;
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io("open", path)(e)),
+        };
+        let len = file.metadata().map_err(StoreError::io("stat", &path))?.len();
+        if len > READ_WHOLE_MAX {
+            return Ok(Some(Found::Stream {
+                reader: Box::new(file),
+                len,
+            }));
+        }
+        let mut bytes = vec![0; len as usize];
+        file.read_exact(&mut bytes).map_err(StoreError::io("read", &path))?;
+        Ok(Some(Found::Bytes(Arc::new(bytes))))
+    }
+
+    fn create(&self, slot: &Slot<'_>, _len: u64) -> Result<Box<dyn EntryWrite>, StoreError> {
+        let dest = self.entry_path(slot)?;
+        let dir = dest.parent().expect("an entry path has a parent").to_owned();
+        let tmp = dir.join(temp_name(slot.key));
+        let open = || OpenOptions::new().write(true).create_new(true).open(&tmp);
+        let file = match open() {
+            Ok(file) => file,
+            // The first result of a task version, or the directory was removed
+            // by hand while the program ran.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
+                open().map_err(StoreError::io("create", &tmp))?
+            }
+            Err(e) => return Err(StoreError::io("create", &tmp)(e)),
+        };
+        Ok(Box::new(FileWriter {
+            file,
+            tmp,
+            dest,
+            dir,
+            durability: self.durability,
+            committed: false,
+        }))
+    }
+
+    fn remove(&self, slot: &Slot<'_>) -> Result<bool, StoreError> {
+        let path = self.entry_path(slot)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError::io("remove", path)(e)),
+        }
+    }
+
+    fn list(&self, name: Option<&str>, version: Option<&str>) -> Result<Vec<Listing>, StoreError> {
+        let names = match name {
+            Some(name) => {
+                check_component(name)?;
+                vec![name.to_owned()]
+            }
+            None => subdirectories(&self.root)?,
+        };
+        let mut out = Vec::new();
+        for name in names {
+            let task_dir = self.root.join(&name);
+            let versions = match version {
+                Some(version) => {
+                    check_component(version)?;
+                    vec![version.to_owned()]
+                }
+                None => subdirectories(&task_dir)?,
+            };
+            for version in versions {
+                let dir = task_dir.join(&version);
+                for (key, size) in entries_in(&dir)? {
+                    out.push(Listing {
+                        name: name.clone(),
+                        version: version.clone(),
+                        key,
+                        size,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Unique per process and call: the pid keeps processes apart, the counter
+/// keeps concurrent writers of one process apart.
+fn temp_name(key: &Key) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(".{}.{}.{n}.tmp", key.short(), std::process::id())
+}
+
+/// Directory names under `dir` that are valid components; a missing `dir` is
+/// empty.
+fn subdirectories(dir: &Path) -> Result<Vec<String>, StoreError> {
+    let read = match fs::read_dir(dir) {
+        Ok(read) => read,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io("list", dir)(e)),
+    };
+    let mut out = Vec::new();
+    for item in read {
+        let item = item.map_err(StoreError::io("list", dir))?;
+        let is_dir = item.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if let (true, Some(name)) = (is_dir, item.file_name().to_str()) {
+            if check_component(name).is_ok() {
+                out.push(name.to_owned());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Entries (files named by a full key) under one version directory; temporary
+/// and foreign files are skipped.
+fn entries_in(dir: &Path) -> Result<Vec<(Key, u64)>, StoreError> {
+    let read = match fs::read_dir(dir) {
+        Ok(read) => read,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io("list", dir)(e)),
+    };
+    let mut out = Vec::new();
+    for item in read {
+        let item = item.map_err(StoreError::io("list", dir))?;
+        let Some(key) = item.file_name().to_str().and_then(|n| Key::from_hex(n).ok()) else {
+            continue;
+        };
+        match item.metadata() {
+            Ok(meta) if meta.is_file() => out.push((key, meta.len())),
+            Ok(_) => {}
+            // Removed between listing and stat: it is simply gone.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("stat", item.path())(e)),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+struct FileWriter {
+    file: File,
+    tmp: PathBuf,
+    dest: PathBuf,
+    dir: PathBuf,
+    durability: Durability,
+    committed: bool,
+}
+
+impl Write for FileWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.file.write(bytes)
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all(bytes)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl EntryWrite for FileWriter {
+    fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        if self.durability == Durability::Fsync {
+            self.file.sync_all().map_err(StoreError::io("sync", &self.tmp))?;
+        }
+        fs::rename(&self.tmp, &self.dest).map_err(StoreError::io("rename into place", &self.dest))?;
+        self.committed = true;
+        if self.durability == Durability::Fsync {
+            // The rename itself is durable only once the directory is synced.
+            File::open(&self.dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(StoreError::io("sync", &self.dir))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FileWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract() {
+        let dir = tempfile::tempdir().unwrap();
+        super::super::contract::run(&FileStore::open(dir.path()).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        super::super::contract::run(&FileStore::open(dir.path()).unwrap().with_durability(Durability::Fsync));
+    }
+
+    #[test]
+    fn layout_is_name_version_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let key = Key::of("train", "0.0.1", &1u8).unwrap();
+        let slot = Slot {
+            name: "train",
+            version: "0.0.1",
+            key: &key,
+        };
+        let mut w = store.create(&slot, 1).unwrap();
+        w.write_all(b"x").unwrap();
+        w.commit().unwrap();
+        assert!(dir.path().join("train/0.0.1").join(key.to_hex()).is_file());
+        // No temporary file is left next to it.
+        assert_eq!(fs::read_dir(dir.path().join("train/0.0.1")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn bad_components_and_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let key = Key::of("t", "1", &()).unwrap();
+        for (name, version) in [("..", "1"), ("a/b", "1"), ("t", "../x"), ("", "1"), ("t", ".")] {
+            let slot = Slot { name, version, key: &key };
+            assert!(matches!(store.get(&slot), Err(StoreError::InvalidComponent(_))), "{name} {version}");
+        }
+        let file = dir.path().join("plain-file");
+        fs::write(&file, b"").unwrap();
+        assert!(FileStore::open(&file).is_err());
+    }
+}

@@ -1,0 +1,111 @@
+//! The attribute's arguments: `#[task(name = "train", version = "0.0.1")]`.
+
+use proc_macro2::{Span, TokenStream};
+use syn::meta::ParseNestedMeta;
+use syn::LitStr;
+
+/// The parsed and checked arguments.
+pub(crate) struct TaskAttr {
+    pub(crate) name: LitStr,
+    pub(crate) version: LitStr,
+}
+
+const USAGE: &str = "write `#[routine::task(name = \"train\", version = \"0.1.0\")]`";
+
+impl TaskAttr {
+    pub(crate) fn parse(tokens: TokenStream) -> syn::Result<TaskAttr> {
+        let mut name: Option<LitStr> = None;
+        let mut version: Option<LitStr> = None;
+        let parser = syn::meta::parser(|meta| {
+            if meta.path.is_ident("name") {
+                set_once(&meta, &mut name, "name")
+            } else if meta.path.is_ident("version") {
+                set_once(&meta, &mut version, "version")
+            } else {
+                let path = meta.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+                Err(meta.error(format_args!(
+                    "unknown task option `{path}`; a task takes `name` and `version`"
+                )))
+            }
+        });
+        syn::parse::Parser::parse2(parser, tokens)?;
+
+        let name = name.ok_or_else(|| {
+            syn::Error::new(Span::call_site(), format!("missing `name`: every task needs a unique name; {USAGE}"))
+        })?;
+        let version = version.ok_or_else(|| {
+            syn::Error::new(
+                Span::call_site(),
+                format!("missing `version`: every task needs a semver version; {USAGE}"),
+            )
+        })?;
+        let mut errors = check_name(&name).err();
+        if let Err(e) = check_version(&version) {
+            combine(&mut errors, e);
+        }
+        match errors {
+            Some(errors) => Err(errors),
+            None => Ok(TaskAttr { name, version }),
+        }
+    }
+}
+
+fn set_once(meta: &ParseNestedMeta<'_>, slot: &mut Option<LitStr>, what: &str) -> syn::Result<()> {
+    if slot.is_some() {
+        return Err(meta.error(format_args!("`{what}` is given twice")));
+    }
+    let value = meta.value()?;
+    let literal: LitStr = value
+        .parse()
+        .map_err(|e| syn::Error::new(e.span(), format!("`{what}` takes a string literal, as in `{what} = \"...\"`")))?;
+    *slot = Some(literal);
+    Ok(())
+}
+
+/// Names become a directory of the store: keep them to a safe alphabet so
+/// that no name can leave it.
+fn check_name(name: &LitStr) -> syn::Result<()> {
+    let text = name.value();
+    if text.is_empty() {
+        return Err(syn::Error::new(
+            name.span(),
+            "the task name is empty: give the task a unique, stable name such as \"train\"",
+        ));
+    }
+    let mut chars = text.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if first_ok && rest_ok {
+        Ok(())
+    } else {
+        Err(syn::Error::new(
+            name.span(),
+            format!(
+                "task name \"{text}\" is not allowed: it must match `[A-Za-z0-9][A-Za-z0-9_.-]*` \
+                 (letters, digits, `_`, `.` and `-`, starting with a letter or digit), \
+                 because it names a directory of the store"
+            ),
+        ))
+    }
+}
+
+fn check_version(version: &LitStr) -> syn::Result<()> {
+    let text = version.value();
+    semver::Version::parse(&text).map(drop).map_err(|e| {
+        syn::Error::new(
+            version.span(),
+            format!(
+                "task version \"{text}\" is not a semver version ({e}); write MAJOR.MINOR.PATCH such as \"0.1.0\", \
+                 and bump it whenever a change to the task can change its results"
+            ),
+        )
+    })
+}
+
+/// Adds `error` to the errors gathered so far, so that all are reported at once.
+pub(crate) fn combine(errors: &mut Option<syn::Error>, error: syn::Error) {
+    match errors {
+        Some(errors) => errors.combine(error),
+        None => *errors = Some(error),
+    }
+}

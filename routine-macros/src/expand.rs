@@ -1,0 +1,195 @@
+//! The wrapper written around a task body.
+//!
+//! ```text
+//! #[doc..] pub fn train(data: Data, epochs: u32) -> impl Future<Output = R> {
+//!     async fn __routine_body(data: Data, epochs: u32) -> R { <the user's body> }
+//!     static __ROUTINE_TASK: TaskSpec = ..;           name, version, fingerprint
+//!     inventory::submit!(Registered(&__ROUTINE_TASK));
+//!     <type assertions, spanned at the user's types>
+//!     call(&__ROUTINE_TASK, (data, epochs), |(data, epochs)| async move { .. })
+//! }
+//! ```
+//! The wrapper is a plain `fn` returning a future so that it captures the
+//! current engine when the future is created, not when it is first polled:
+//! `tokio::spawn(train(..))` inside a scope works.
+
+use proc_macro2::{Delimiter, Ident, Span, TokenStream, TokenTree};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+use syn::ItemFn;
+
+use crate::attr::{combine, TaskAttr};
+use crate::fingerprint;
+use crate::signature::TaskSignature;
+
+pub(crate) fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let function: ItemFn = match syn::parse2(item.clone()) {
+        Ok(function) => function,
+        Err(_) => {
+            let error = syn::Error::new(
+                Span::call_site(),
+                "#[routine::task] goes on a free `async fn` or `fn`",
+            );
+            return with_original(item, error);
+        }
+    };
+    let attr = TaskAttr::parse(attr);
+    let signature = TaskSignature::check(&function);
+    match (attr, signature) {
+        (Ok(attr), Ok(signature)) => wrap(&attr, &signature, function),
+        (attr, signature) => {
+            let mut errors = None;
+            if let Err(e) = attr {
+                combine(&mut errors, e);
+            }
+            if let Err(e) = signature {
+                combine(&mut errors, e);
+            }
+            with_original(item, errors.expect("one of them failed"))
+        }
+    }
+}
+
+/// The function as the user wrote it, plus the errors: IDEs and the rest of
+/// the crate keep seeing the function while the attribute is being fixed.
+fn with_original(item: TokenStream, error: syn::Error) -> TokenStream {
+    let error = error.to_compile_error();
+    quote!(#item #error)
+}
+
+fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenStream {
+    let fingerprint = fingerprint::of(&function);
+    let ItemFn { attrs, vis, sig, block } = function;
+    let ident = &sig.ident;
+    let body_ident = format_ident!("__routine_body");
+    let (name, version) = (&attr.name, &attr.version);
+    let names: Vec<&Ident> = signature.arguments.iter().map(|a| &a.name).collect();
+    let types: Vec<&syn::Type> = signature.arguments.iter().map(|a| &a.ty).collect();
+    let output = &signature.output;
+    let rendered = render_signature(ident, signature);
+
+    let mut inner_sig = sig.clone();
+    inner_sig.ident = body_ident.clone();
+
+    let outcome = if signature.returns_result {
+        quote!(#output)
+    } else {
+        quote!(::routine::__private::Plain<#output>)
+    };
+    let wrap_result = |call: TokenStream| match signature.returns_result {
+        true => call,
+        false => quote!(::routine::__private::Plain(#call)),
+    };
+    let run = if signature.is_async {
+        let result = wrap_result(quote!(#body_ident(#(#names),*).await));
+        quote!(async move { #result })
+    } else {
+        let result = wrap_result(quote!(#body_ident(#(#names),*)));
+        quote!(::routine::__private::run_blocking(move || #result))
+    };
+
+    // Spanned at the user's own types, so that a type lacking serde support
+    // is reported there and not inside this expansion.
+    let argument_checks = types.iter().map(|ty| {
+        quote_spanned!(ty.span()=> let _ = ::routine::__private::assert_argument::<#ty>;)
+    });
+    let output_check = {
+        let span = match &sig.output {
+            syn::ReturnType::Type(_, ty) => ty.span(),
+            syn::ReturnType::Default => sig.ident.span(),
+        };
+        quote_spanned!(span=> let _ = ::routine::__private::assert_output::<#outcome>;)
+    };
+    let fingerprint_bytes = fingerprint.iter();
+
+    quote! {
+        #(#attrs)*
+        #vis fn #ident(#(#names: #types),*) -> impl ::core::future::Future<Output = #output> {
+            #inner_sig #block
+
+            static __ROUTINE_TASK: ::routine::__private::TaskSpec = ::routine::__private::TaskSpec::__new(
+                #name,
+                #version,
+                [#(#fingerprint_bytes),*],
+                #rendered,
+                ::core::module_path!(),
+                ::core::file!(),
+                ::core::line!(),
+            );
+            ::routine::__private::inventory::submit! {
+                ::routine::__private::Registered(&__ROUTINE_TASK)
+            }
+            #(#argument_checks)*
+            #output_check
+
+            ::routine::__private::call::<_, #outcome, _, _>(
+                &__ROUTINE_TASK,
+                (#(#names,)*),
+                |(#(#names,)*)| #run,
+            )
+        }
+    }
+}
+
+/// The signature as a person would write it:
+/// `async fn train(data: Data, epochs: u32) -> Vec<Model>`.
+fn render_signature(ident: &Ident, signature: &TaskSignature) -> String {
+    let arguments: Vec<String> = signature
+        .arguments
+        .iter()
+        .map(|a| format!("{}: {}", a.name, render_tokens(a.ty.to_token_stream())))
+        .collect();
+    let prefix = if signature.is_async { "async fn" } else { "fn" };
+    format!(
+        "{prefix} {ident}({}) -> {}",
+        arguments.join(", "),
+        render_tokens(signature.output.to_token_stream())
+    )
+}
+
+/// Joins tokens with spaces only where Rust needs or people expect them.
+fn render_tokens(tokens: TokenStream) -> String {
+    let mut out = String::new();
+    let mut previous_word = false;
+    for token in tokens {
+        let word = matches!(token, TokenTree::Ident(_) | TokenTree::Literal(_));
+        match &token {
+            TokenTree::Group(group) => {
+                let inner = render_tokens(group.stream());
+                let (open, close) = match group.delimiter() {
+                    Delimiter::Parenthesis => ("(", ")"),
+                    Delimiter::Bracket => ("[", "]"),
+                    Delimiter::Brace => ("{", "}"),
+                    Delimiter::None => ("", ""),
+                };
+                out.push_str(open);
+                out.push_str(&inner);
+                out.push_str(close);
+            }
+            TokenTree::Punct(punct) => {
+                let c = punct.as_char();
+                if c == '-' || (c == '=' && out.ends_with(' ')) {
+                    // `->` and `=` stand apart: `dyn Fn(u8) -> u8`.
+                    if !out.ends_with(' ') && !out.is_empty() {
+                        out.push(' ');
+                    }
+                }
+                out.push(c);
+                if matches!(c, ',' | ';' | '>' ) && punct.spacing() == proc_macro2::Spacing::Alone && c != '>' {
+                    out.push(' ');
+                }
+                if c == '>' && out.ends_with("->") {
+                    out.push(' ');
+                }
+            }
+            _ => {
+                if previous_word {
+                    out.push(' ');
+                }
+                out.push_str(&token.to_string());
+            }
+        }
+        previous_word = word;
+    }
+    out
+}

@@ -1,0 +1,20 @@
+//! The body fingerprint: SHA-256 of the task's signature and body tokens.
+//!
+//! Tokens, not text: comments and formatting are not tokens, so reformatting
+//! or commenting a task leaves its fingerprint alone, while any change to
+//! what it computes changes it. The function's own Rust name is left out, so
+//! renaming the function is not a change of the task.
+
+use quote::ToTokens;
+use sha2::{Digest, Sha256};
+use syn::ItemFn;
+
+pub(crate) fn of(item: &ItemFn) -> [u8; 32] {
+    let sig = &item.sig;
+    let mut tokens = proc_macro2::TokenStream::new();
+    sig.asyncness.to_tokens(&mut tokens);
+    sig.inputs.to_tokens(&mut tokens);
+    sig.output.to_tokens(&mut tokens);
+    item.block.to_tokens(&mut tokens);
+    Sha256::digest(tokens.to_string().as_bytes()).into()
+}

@@ -1,0 +1,27 @@
+//! The `#[task]` attribute of routine: syntax in, tokens out.
+//!
+//! Use it through the `routine` crate (`#[routine::task]`), which documents it
+//! with examples. This crate only reads the user's function, reports what is
+//! wrong with it at the offending token, and writes the wrapper that hands
+//! each call to the runtime in `routine-core`.
+//!
+//! | module | concern |
+//! |---|---|
+//! | `attr` | the attribute's arguments: `name`, `version` |
+//! | `signature` | what a task function may look like |
+//! | `fingerprint` | the compile-time hash of the body |
+//! | `expand` | the wrapper written around the body |
+
+mod attr;
+mod expand;
+mod fingerprint;
+mod signature;
+
+use proc_macro::TokenStream;
+
+/// Turns a free `async fn` or `fn` into a memoized, versioned task. See the
+/// `routine` crate for the full documentation.
+#[proc_macro_attribute]
+pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::task(attr.into(), item.into()).into()
+}

@@ -1,0 +1,3 @@
+//! placeholder
+pub use routine_core::*;
+pub use routine_macros::task;
