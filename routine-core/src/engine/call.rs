@@ -131,12 +131,15 @@ pub struct CallReport {
     pub elapsed: Duration,
 }
 
-/// The entry point of every `#[task]` wrapper: captures the current engine
-/// now (so the returned future can be spawned anywhere) and runs the call
-/// when awaited.
+/// The entry point of every `#[task]` wrapper. It captures the current
+/// engine when the future is created, so the future can be spawned and still
+/// use it; a future created outside any scope (as in
+/// `engine.scope(train(..))`) takes the engine of the scope it is first
+/// polled in.
 ///
 /// # Panics
-/// Outside an engine scope, with a message naming the task.
+/// When first polled outside any engine scope, with a message naming the
+/// task.
 #[doc(hidden)]
 pub fn call<A, O, F, Fut>(task: &'static TaskSpec, args: A, body: F) -> impl Future<Output = O::Output>
 where
@@ -145,8 +148,11 @@ where
     F: FnOnce(A) -> Fut,
     Fut: Future<Output = O>,
 {
-    let engine = Engine::current_for(task);
-    async move { engine.run(task, args, body).await.into_output() }
+    let captured = Engine::try_current();
+    async move {
+        let engine = captured.unwrap_or_else(|| Engine::current_for(task));
+        engine.run(task, args, body).await.into_output()
+    }
 }
 
 /// Runs a synchronous task body on tokio's blocking pool, so a long
