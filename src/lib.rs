@@ -38,8 +38,8 @@
 //! rules, the limits of what a task may do, the store format and performance.
 
 pub use routine_core::{
-    codec, engine, entry, key, registry, spawn, store, CallOutcome, CallReport, Engine, EngineBuilder, Error,
-    Key, RoutineId, Stats, TaskSpec,
+    codec, engine, entry, key, registry, spawn, store, CallOutcome, CallReport, Engine,
+    EngineBuilder, Error, Key, RoutineId, Stats, TaskSpec,
 };
 
 #[doc(hidden)]

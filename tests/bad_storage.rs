@@ -53,7 +53,11 @@ async fn survives(n: u32, damage: impl FnOnce(&Path)) {
     assert_eq!(engine.scope(words(n)).await, expected(n));
     assert_eq!(runs(n), 2, "the body did not run again");
     assert_eq!(engine.stats().corrupt_entries, 1);
-    assert!(logs.text().contains("stored entry is unusable"), "{}", logs.text());
+    assert!(
+        logs.text().contains("stored entry is unusable"),
+        "{}",
+        logs.text()
+    );
 
     // The entry was overwritten with a good one.
     let fresh = Engine::local(dir.path()).unwrap();
@@ -140,11 +144,19 @@ async fn changed_body_with_same_version_warns_once_and_still_hits() {
             run_time: Duration::from_millis(1),
             payload_len: routine::codec::encoded_len(&value).unwrap(),
         };
-        let slot = Slot { name: "shifted", version: "1.0.0", key: &key };
-        entry::write(store.create(&slot, meta.entry_len()).unwrap(), &meta, &value)
-            .unwrap()
-            .commit()
-            .unwrap();
+        let slot = Slot {
+            name: "shifted",
+            version: "1.0.0",
+            key: &key,
+        };
+        entry::write(
+            store.create(&slot, meta.entry_len()).unwrap(),
+            &meta,
+            &value,
+        )
+        .unwrap()
+        .commit()
+        .unwrap();
     }
     let logs = Logs::default();
     let _guard = logs.capture();
@@ -155,9 +167,18 @@ async fn changed_body_with_same_version_warns_once_and_still_hits() {
             assert_eq!(shifted(2).await, 4);
         })
         .await;
-    assert_eq!(SHIFTED_RUNS.load(Ordering::SeqCst), 0, "the version is the authority");
+    assert_eq!(
+        SHIFTED_RUNS.load(Ordering::SeqCst),
+        0,
+        "the version is the authority"
+    );
     let text = logs.text();
-    assert_eq!(text.matches("changed but its version 1.0.0 did not").count(), 1, "{text}");
+    assert_eq!(
+        text.matches("changed but its version 1.0.0 did not")
+            .count(),
+        1,
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -177,7 +198,11 @@ async fn unwritable_task_directory_keeps_the_value() {
         .await;
     assert_eq!(runs(3), 2, "nothing could be stored, so both ran");
     assert!(engine.stats().store_errors >= 2);
-    assert!(logs.text().contains("cannot write the store"), "{}", logs.text());
+    assert!(
+        logs.text().contains("cannot write the store"),
+        "{}",
+        logs.text()
+    );
 }
 
 /// A store whose disk is always full and whose reads always fail.
@@ -188,7 +213,10 @@ struct FullDisk;
 
 impl io::Write for FullDisk {
     fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-        Err(io::Error::new(io::ErrorKind::StorageFull, "no space left on device"))
+        Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            "no space left on device",
+        ))
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -224,11 +252,17 @@ impl Store for BrokenStore {
 async fn full_disk_and_failing_reads_keep_the_value() {
     for capacity in [0, 1 << 20] {
         // With and without the in-process cache (which changes the write path).
-        let engine = Engine::builder(BrokenStore).cache_capacity(capacity).build().unwrap();
+        let engine = Engine::builder(BrokenStore)
+            .cache_capacity(capacity)
+            .build()
+            .unwrap();
         assert_eq!(engine.scope(words(5)).await, expected(5));
         assert_eq!(engine.scope(words(5)).await, expected(5));
         let stats = engine.stats();
         assert_eq!(stats.misses, 2);
-        assert_eq!(stats.store_errors, 4, "two failed reads and two failed writes");
+        assert_eq!(
+            stats.store_errors, 4,
+            "two failed reads and two failed writes"
+        );
     }
 }

@@ -43,7 +43,9 @@ async fn results_persist_across_engines_on_one_directory() {
     assert_eq!(second.scope(square(2_000_003)).await, 2_000_003 * 2_000_003);
     assert_eq!((second.stats().hits, second.stats().misses), (1, 0));
     // The layout is <dir>/<name>/<version>/<key>.
-    let entries = std::fs::read_dir(dir.path().join("square").join("1.0.0")).unwrap().count();
+    let entries = std::fs::read_dir(dir.path().join("square").join("1.0.0"))
+        .unwrap()
+        .count();
     assert_eq!(entries, 1);
 }
 
@@ -58,13 +60,19 @@ static CONFIG_RUNS: AtomicUsize = AtomicUsize::new(0);
 #[routine::task(name = "configured", version = "0.1.0")]
 async fn configured(params: Params, extra: HashMap<String, u32>) -> BTreeMap<String, u32> {
     CONFIG_RUNS.fetch_add(1, Ordering::SeqCst);
-    extra.into_iter().map(|(k, v)| (format!("{k}@{}", params.lr), v)).collect()
+    extra
+        .into_iter()
+        .map(|(k, v)| (format!("{k}@{}", params.lr), v))
+        .collect()
 }
 
 #[tokio::test]
 async fn equal_hash_maps_hit_whatever_their_order() {
     let engine = Engine::in_memory();
-    let params = Params { lr: 0.5, tags: vec!["a".into()] };
+    let params = Params {
+        lr: 0.5,
+        tags: vec!["a".into()],
+    };
     let forward: HashMap<String, u32> = (0..64).map(|i| (format!("k{i}"), i)).collect();
     let backward: HashMap<String, u32> = (0..64).rev().map(|i| (format!("k{i}"), i)).collect();
     engine
@@ -100,7 +108,14 @@ async fn versions_and_arguments_separate_results() {
     assert_eq!(engine.stats().misses, 3);
     let listed = engine.store().list(Some("versioned"), None).unwrap();
     assert_eq!(listed.len(), 3);
-    assert_eq!(engine.store().list(Some("versioned"), Some("2.0.0")).unwrap().len(), 1);
+    assert_eq!(
+        engine
+            .store()
+            .list(Some("versioned"), Some("2.0.0"))
+            .unwrap()
+            .len(),
+        1
+    );
     assert!(dir.path().join("versioned/2.0.0").is_dir());
 }
 
@@ -127,7 +142,10 @@ async fn ok_is_stored_and_err_is_not() {
         .await;
     let stats = engine.stats();
     assert_eq!((stats.hits, stats.misses, stats.failures), (1, 3, 2));
-    assert_eq!(engine.store().list(Some("fallible"), None).unwrap().len(), 1);
+    assert_eq!(
+        engine.store().list(Some("fallible"), None).unwrap().len(),
+        1
+    );
 }
 
 #[routine::task(name = "sync-sleep", version = "1.0.0")]
@@ -207,7 +225,11 @@ async fn observer_sees_every_call() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&seen);
     let engine = Engine::builder(routine::store::MemoryStore::new())
-        .on_call(move |report| sink.lock().unwrap().push((report.task.name(), report.outcome)))
+        .on_call(move |report| {
+            sink.lock()
+                .unwrap()
+                .push((report.task.name(), report.outcome))
+        })
         .build()
         .unwrap();
     engine
@@ -239,15 +261,26 @@ async fn every_call_is_a_span_with_outcome() {
         })
         .await;
     let text = logs.text();
-    let key = routine::Key::of("square", "1.0.0", &(7u64,)).unwrap().short();
-    let closes: Vec<&str> = text.lines().filter(|l| l.contains("routine.task") && l.contains("close")).collect();
+    let key = routine::Key::of("square", "1.0.0", &(7u64,))
+        .unwrap()
+        .short();
+    let closes: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("routine.task") && l.contains("close"))
+        .collect();
     assert_eq!(closes.len(), 2, "{text}");
     for line in &closes {
-        assert!(line.contains("task=\"square\"") || line.contains("task=square"), "{line}");
+        assert!(
+            line.contains("task=\"square\"") || line.contains("task=square"),
+            "{line}"
+        );
         assert!(line.contains(&key), "{line}");
         assert!(line.contains("elapsed_us="), "{line}");
     }
-    assert!(closes[0].contains("computed") && closes[1].contains("hit"), "{text}");
+    assert!(
+        closes[0].contains("computed") && closes[1].contains("hit"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -264,7 +297,12 @@ fn registry_lists_tasks_with_signature_and_fingerprint() {
         "async fn configured(params: Params, extra: HashMap<String, u32>) -> BTreeMap<String, u32>"
     );
     assert_ne!(square.fingerprint(), sync.fingerprint());
-    let names: Vec<_> = routine::registry::tasks().map(|t| t.id().to_string()).collect();
-    assert!(names.contains(&"tname:versioned:2.0.0".to_string()), "{names:?}");
+    let names: Vec<_> = routine::registry::tasks()
+        .map(|t| t.id().to_string())
+        .collect();
+    assert!(
+        names.contains(&"tname:versioned:2.0.0".to_string()),
+        "{names:?}"
+    );
     routine::registry::check().unwrap();
 }

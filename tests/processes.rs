@@ -50,7 +50,11 @@ impl Serialize for SlowBlob {
 }
 
 fn blob(seed: u8) -> SlowBlob {
-    SlowBlob((0..CHUNKS).map(|i| vec![seed.wrapping_add(i as u8); CHUNK]).collect())
+    SlowBlob(
+        (0..CHUNKS)
+            .map(|i| vec![seed.wrapping_add(i as u8); CHUNK])
+            .collect(),
+    )
 }
 
 #[routine::task(name = "blob", version = "1.0.0")]
@@ -87,7 +91,13 @@ fn child_process() {
 
 fn child(mode: &str, dir: &Path, seed: u8) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "child_process", "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            "child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("ROUTINE_CHILD", mode)
         .env("ROUTINE_DIR", dir)
         .env("ROUTINE_SEED", seed.to_string())
@@ -102,15 +112,24 @@ fn child_report(mode: &str, dir: &Path) -> String {
     let output = child(mode, dir, 0).wait_with_output().unwrap();
     assert!(output.status.success(), "child failed: {output:?}");
     let text = String::from_utf8(output.stdout).unwrap();
-    text.lines().filter(|l| l.starts_with("CHILD ")).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .filter(|l| l.starts_with("CHILD "))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[tokio::test]
 async fn results_and_hash_map_keys_are_shared_across_processes() {
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(child_report("histogram", dir.path()), "CHILD hits=0 misses=1");
+    assert_eq!(
+        child_report("histogram", dir.path()),
+        "CHILD hits=0 misses=1"
+    );
     // A second process, with another HashMap seed, finds the same key.
-    assert_eq!(child_report("histogram", dir.path()), "CHILD hits=1 misses=0");
+    assert_eq!(
+        child_report("histogram", dir.path()),
+        "CHILD hits=1 misses=0"
+    );
     // And so does this one.
     let engine = Engine::local(dir.path()).unwrap();
     let before = HISTOGRAM_RUNS.load(Ordering::SeqCst);
@@ -145,7 +164,10 @@ fn wait_for_partial_write(root: &Path) -> bool {
 async fn a_process_killed_while_writing_leaves_no_partial_entry() {
     let dir = tempfile::tempdir().unwrap();
     let mut writer = child("blob", dir.path(), 1);
-    assert!(wait_for_partial_write(dir.path()), "never saw the child writing");
+    assert!(
+        wait_for_partial_write(dir.path()),
+        "never saw the child writing"
+    );
     writer.kill().unwrap();
     writer.wait().unwrap();
 
@@ -156,7 +178,10 @@ async fn a_process_killed_while_writing_leaves_no_partial_entry() {
     assert!(store.list(Some("blob"), None).unwrap().is_empty());
     let engine = Engine::local(dir.path()).unwrap();
     assert_eq!(engine.scope(make_blob(1)).await, blob(1));
-    assert_eq!((engine.stats().misses, engine.stats().corrupt_entries), (1, 0));
+    assert_eq!(
+        (engine.stats().misses, engine.stats().corrupt_entries),
+        (1, 0)
+    );
     assert_eq!(store.list(Some("blob"), None).unwrap().len(), 1);
 }
 
@@ -165,7 +190,10 @@ async fn a_result_survives_the_process_being_killed_after_the_call_returned() {
     let dir = tempfile::tempdir().unwrap();
     let mut process = child("blob", dir.path(), 2);
     let stdout = BufReader::new(process.stdout.take().unwrap());
-    let returned = stdout.lines().map_while(Result::ok).any(|line| line == "CHILD returned");
+    let returned = stdout
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line == "CHILD returned");
     assert!(returned, "child never returned from the call");
     process.kill().unwrap(); // SIGKILL: no destructors, no flushing
     process.wait().unwrap();

@@ -56,7 +56,11 @@ async fn followers_do_not_hang_when_the_leader_panics() {
             let calls: Vec<_> = (0..8).map(|_| routine::spawn(panics_first(1))).collect();
             let mut outcomes = Vec::new();
             for call in calls {
-                outcomes.push(tokio::time::timeout(Duration::from_secs(10), call).await.expect("a caller hung"));
+                outcomes.push(
+                    tokio::time::timeout(Duration::from_secs(10), call)
+                        .await
+                        .expect("a caller hung"),
+                );
             }
             outcomes
         })
@@ -90,7 +94,9 @@ async fn a_follower_takes_over_when_the_leader_is_dropped() {
             let follower = routine::spawn(cancellable(5));
             tokio::time::sleep(Duration::from_millis(50)).await;
             leader.abort();
-            let value = tokio::time::timeout(Duration::from_secs(10), follower).await.expect("follower hung");
+            let value = tokio::time::timeout(Duration::from_secs(10), follower)
+                .await
+                .expect("follower hung");
             assert_eq!(value.unwrap(), 5);
         })
         .await;

@@ -43,7 +43,10 @@ pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<u64, CodecError> 
 }
 
 /// Streams the encoding of `value` into `writer`.
-pub fn encode_into<W: Write, T: Serialize + ?Sized>(writer: W, value: &T) -> Result<(), CodecError> {
+pub fn encode_into<W: Write, T: Serialize + ?Sized>(
+    writer: W,
+    value: &T,
+) -> Result<(), CodecError> {
     Ok(options().serialize_into(writer, value)?)
 }
 

@@ -20,9 +20,11 @@ mod cache;
 mod call;
 mod flight;
 
-pub use self::call::{CallOutcome, CallReport};
 #[doc(hidden)]
-pub use self::call::{call, run_blocking, Outcome, Plain};
+pub use self::call::{
+    call, outcome_codec, run_blocking, KeyBuilder, Outcome, OutcomeCodec, Plain, TaskArgument,
+};
+pub use self::call::{CallOutcome, CallReport};
 
 use self::cache::ResultCache;
 use self::flight::Flights;
@@ -184,7 +186,11 @@ impl Engine {
         Engine::try_current().unwrap_or_else(|| {
             panic!(
                 "{}",
-                no_engine_message(&format!("task `{}` (version {})", task.name(), task.version()))
+                no_engine_message(&format!(
+                    "task `{}` (version {})",
+                    task.name(),
+                    task.version()
+                ))
             )
         })
     }

@@ -70,7 +70,14 @@ impl EntryMeta {
         out[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
         out[16..48].copy_from_slice(self.key.as_bytes());
         out[48..80].copy_from_slice(self.fingerprint.as_bytes());
-        out[80..88].copy_from_slice(&nanos(self.created_at.duration_since(UNIX_EPOCH).unwrap_or_default()).to_le_bytes());
+        out[80..88].copy_from_slice(
+            &nanos(
+                self.created_at
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default(),
+            )
+            .to_le_bytes(),
+        );
         out[88..96].copy_from_slice(&nanos(self.run_time).to_le_bytes());
         out[96..104].copy_from_slice(&self.payload_len.to_le_bytes());
         let crc = crc32fast::hash(&out[..104]);
@@ -111,7 +118,9 @@ impl EntryMeta {
                 found: self.key,
             });
         }
-        let declared = self.payload_len.checked_add((HEADER_LEN + TRAILER_LEN) as u64);
+        let declared = self
+            .payload_len
+            .checked_add((HEADER_LEN + TRAILER_LEN) as u64);
         if declared != Some(entry_len) {
             return Err(EntryError::Length {
                 declared: self.payload_len,
@@ -215,7 +224,9 @@ pub fn read<R: Read, T: DeserializeOwned>(
     expected: &Key,
 ) -> Result<(EntryMeta, T), EntryError> {
     let mut header = [0u8; HEADER_LEN];
-    reader.read_exact(&mut header).map_err(truncated(entry_len))?;
+    reader
+        .read_exact(&mut header)
+        .map_err(truncated(entry_len))?;
     let meta = EntryMeta::parse(&header)?;
     meta.check(expected, entry_len)?;
     let mut payload = ChecksumReader::new(&mut reader, meta.payload_len);
@@ -226,7 +237,9 @@ pub fn read<R: Read, T: DeserializeOwned>(
     }
     let crc = payload.crc();
     let mut trailer = [0u8; TRAILER_LEN];
-    reader.read_exact(&mut trailer).map_err(truncated(entry_len))?;
+    reader
+        .read_exact(&mut trailer)
+        .map_err(truncated(entry_len))?;
     if u32::from_le_bytes(trailer) != crc {
         return Err(EntryError::PayloadChecksum);
     }
@@ -245,7 +258,11 @@ fn truncated(entry_len: u64) -> impl Fn(io::Error) -> EntryError {
 
 /// Writes a whole entry for `value`; `meta.payload_len` must be
 /// `codec::encoded_len(value)`. Returns the writer, flushed.
-pub fn write<W: Write, T: Serialize + ?Sized>(writer: W, meta: &EntryMeta, value: &T) -> Result<W, EntryError> {
+pub fn write<W: Write, T: Serialize + ?Sized>(
+    writer: W,
+    meta: &EntryMeta,
+    value: &T,
+) -> Result<W, EntryError> {
     let mut out = ChecksumWriter::new(writer, meta);
     codec::encode_into(&mut out, value).map_err(|e| match e.into_io() {
         Ok(io) => EntryError::Io(io),
@@ -255,7 +272,11 @@ pub fn write<W: Write, T: Serialize + ?Sized>(writer: W, meta: &EntryMeta, value
 }
 
 /// Writes a whole entry around a payload that is already encoded.
-pub fn write_encoded<W: Write>(writer: W, meta: &EntryMeta, payload: &[u8]) -> Result<W, EntryError> {
+pub fn write_encoded<W: Write>(
+    writer: W,
+    meta: &EntryMeta,
+    payload: &[u8],
+) -> Result<W, EntryError> {
     let mut out = ChecksumWriter::new(writer, meta);
     out.write_all(payload)?;
     out.finish()
@@ -360,7 +381,9 @@ const READ_BUFFER: usize = 256 * 1024;
 
 impl<R: Read> ChecksumReader<R> {
     fn new(inner: R, len: u64) -> Self {
-        let size = usize::try_from(len).unwrap_or(usize::MAX).clamp(1, READ_BUFFER);
+        let size = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .clamp(1, READ_BUFFER);
         ChecksumReader {
             inner,
             buf: vec![0; size].into_boxed_slice(),
@@ -372,7 +395,9 @@ impl<R: Read> ChecksumReader<R> {
     }
 
     fn refill(&mut self) -> io::Result<usize> {
-        let want = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(self.buf.len());
+        let want = usize::try_from(self.remaining)
+            .unwrap_or(usize::MAX)
+            .min(self.buf.len());
         if want == 0 {
             return Ok(0);
         }
@@ -453,8 +478,12 @@ mod tests {
         let bytes = entry_bytes(key, &value);
         let (meta, payload) = verify(&bytes, &key).unwrap();
         assert_eq!(meta, meta_for(key, &value));
-        assert_eq!(decode_payload::<(String, Vec<u64>)>(&bytes[payload]).unwrap(), value);
-        let (meta2, back): (_, (String, Vec<u64>)) = read(bytes.as_slice(), bytes.len() as u64, &key).unwrap();
+        assert_eq!(
+            decode_payload::<(String, Vec<u64>)>(&bytes[payload]).unwrap(),
+            value
+        );
+        let (meta2, back): (_, (String, Vec<u64>)) =
+            read(bytes.as_slice(), bytes.len() as u64, &key).unwrap();
         assert_eq!(meta2, meta);
         assert_eq!(back, value);
         // write_encoded produces the same bytes from a pre-encoded payload.
@@ -489,7 +518,10 @@ mod tests {
             assert!(verify(&bytes[..len], &key).is_err());
             assert!(read::<_, String>(&bytes[..len], len as u64, &key).is_err());
         }
-        assert!(matches!(verify(&bytes, &other), Err(EntryError::KeyMismatch { .. })));
+        assert!(matches!(
+            verify(&bytes, &other),
+            Err(EntryError::KeyMismatch { .. })
+        ));
     }
 
     #[test]

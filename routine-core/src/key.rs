@@ -90,13 +90,9 @@ impl Key {
     ///
     /// Fails only when `args`' own `Serialize` implementation reports an error.
     pub fn of<A: Serialize + ?Sized>(name: &str, version: &str, args: &A) -> Result<Key, KeyError> {
-        let mut sink = HashSink::new();
-        sink.write(b"routine-key");
-        sink.byte(KEY_FORMAT_VERSION);
-        sink.len_prefixed(name.as_bytes());
-        sink.len_prefixed(version.as_bytes());
+        let mut sink = HashSink::for_task(name, version);
         args.serialize(&mut sink)?;
-        Ok(Key(sink.finish()))
+        Ok(sink.finish_key())
     }
 
     /// Wraps raw digest bytes (as stored in an entry header).
@@ -249,6 +245,20 @@ impl HashSink {
     fn len_prefixed(&mut self, bytes: &[u8]) {
         self.write(&(bytes.len() as u64).to_le_bytes());
         self.write(bytes);
+    }
+
+    /// A sink primed with the key prefix of one task; the arguments follow.
+    pub(crate) fn for_task(name: &str, version: &str) -> HashSink {
+        let mut sink = HashSink::new();
+        sink.write(b"routine-key");
+        sink.byte(KEY_FORMAT_VERSION);
+        sink.len_prefixed(name.as_bytes());
+        sink.len_prefixed(version.as_bytes());
+        sink
+    }
+
+    pub(crate) fn finish_key(self) -> Key {
+        Key(self.finish())
     }
 
     pub(crate) fn finish(mut self) -> [u8; 32] {
@@ -647,8 +657,7 @@ mod tests {
     #[test]
     fn hash_map_key_ignores_insertion_order_and_seed() {
         let forward: HashMap<String, u32> = (0..200).map(|i| (format!("k{i}"), i)).collect();
-        let backward: HashMap<String, u32> =
-            (0..200).rev().map(|i| (format!("k{i}"), i)).collect();
+        let backward: HashMap<String, u32> = (0..200).rev().map(|i| (format!("k{i}"), i)).collect();
         assert_eq!(key(&forward), key(&backward));
         let mut changed = forward.clone();
         changed.insert("k7".into(), 8);
@@ -698,7 +707,10 @@ mod tests {
             Key::of("a", "b1.0.0", &()).unwrap()
         );
         assert_ne!(key(&("ab", "c")), key(&("a", "bc")));
-        assert_ne!(key(&(vec![1u8], vec![2u8, 3])), key(&(vec![1u8, 2], vec![3u8])));
+        assert_ne!(
+            key(&(vec![1u8], vec![2u8, 3])),
+            key(&(vec![1u8, 2], vec![3u8]))
+        );
         assert_ne!(key(&Some(0u8)), key(&None::<u8>));
         assert_eq!(key(&f64::NAN), key(&-f64::NAN));
     }
@@ -719,12 +731,31 @@ mod tests {
     fn known_vector_pins_the_format() {
         // Changing this value means every stored result is orphaned: bump
         // KEY_FORMAT_VERSION and say so in the changelog.
-        let key = Key::of("train", "0.0.1", &(String::from("data"), 100_u32, vec![0.1_f64])).unwrap();
-        assert_eq!(key.to_hex(), "ba67de32e1df58a1d01a8d87b9b08568a461454ab5de1cdb3b25887f7e1698f2");
+        let key = Key::of(
+            "train",
+            "0.0.1",
+            &(String::from("data"), 100_u32, vec![0.1_f64]),
+        )
+        .unwrap();
+        assert_eq!(
+            key.to_hex(),
+            "ba67de32e1df58a1d01a8d87b9b08568a461454ab5de1cdb3b25887f7e1698f2"
+        );
         // The same serde shape from other Rust types gives the same key.
         let borrowed = Key::of("train", "0.0.1", &("data", 100_u32, [0.1_f64].as_slice())).unwrap();
         assert_eq!(borrowed, key);
         assert_eq!(key.short().len(), 12);
+    }
+
+    #[test]
+    fn arguments_hashed_one_by_one_equal_the_tuple() {
+        // `#[task]` hashes arguments one at a time; it must agree with
+        // `Key::of` over the tuple of them.
+        let mut sink = HashSink::for_task("train", "0.0.1");
+        "data".serialize(&mut sink).unwrap();
+        100_u32.serialize(&mut sink).unwrap();
+        let tuple = Key::of("train", "0.0.1", &("data", 100_u32)).unwrap();
+        assert_eq!(sink.finish_key(), tuple);
     }
 
     #[test]

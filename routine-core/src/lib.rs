@@ -31,17 +31,10 @@ pub use crate::registry::{RoutineId, TaskSpec};
 /// What `#[task]` expands to calls; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::engine::{call, run_blocking, Outcome, Plain};
+    pub use crate::engine::{
+        call, outcome_codec, run_blocking, KeyBuilder, Outcome, Plain, TaskArgument,
+    };
+    pub use crate::key::{Key, KeyError};
     pub use crate::registry::{Registered, TaskSpec};
     pub use inventory;
-
-    use serde::de::DeserializeOwned;
-    use serde::Serialize;
-
-    /// Spanned at each argument type by the macro, so a missing serde impl is
-    /// reported at the user's type.
-    pub const fn assert_argument<T: Serialize + DeserializeOwned + Send + 'static>() {}
-
-    /// Spanned at the return type by the macro.
-    pub const fn assert_output<O: super::engine::Outcome>() {}
 }

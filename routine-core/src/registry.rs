@@ -171,7 +171,7 @@ pub fn check() -> Result<(), RegistryError> {
                     });
                 }
             }
-            duplicates.sort_by(|a, b| a.id.to_string().cmp(&b.id.to_string()));
+            duplicates.sort_by_key(|d| d.id.to_string());
             match duplicates.is_empty() {
                 true => Ok(()),
                 false => Err(RegistryError::Duplicates(duplicates)),
@@ -251,12 +251,16 @@ impl FromStr for RoutineId {
         let parts: Vec<&str> = text.split(':').collect();
         let nonempty = |s: &&str| !s.is_empty();
         match parts.as_slice() {
-            ["tname", name, version] if [name, version].iter().all(|s| nonempty(s)) => Ok(RoutineId {
-                project: None,
-                name: name.to_string(),
-                version: version.to_string(),
-            }),
-            ["tname", project, name, version] if [project, name, version].iter().all(|s| nonempty(s)) => {
+            ["tname", name, version] if [name, version].iter().all(|s| nonempty(s)) => {
+                Ok(RoutineId {
+                    project: None,
+                    name: name.to_string(),
+                    version: version.to_string(),
+                })
+            }
+            ["tname", project, name, version]
+                if [project, name, version].iter().all(|s| nonempty(s)) =>
+            {
                 Ok(RoutineId {
                     project: Some(project.to_string()),
                     name: name.to_string(),

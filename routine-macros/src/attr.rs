@@ -22,7 +22,11 @@ impl TaskAttr {
             } else if meta.path.is_ident("version") {
                 set_once(&meta, &mut version, "version")
             } else {
-                let path = meta.path.get_ident().map(|i| i.to_string()).unwrap_or_default();
+                let path = meta
+                    .path
+                    .get_ident()
+                    .map(|i| i.to_string())
+                    .unwrap_or_default();
                 Err(meta.error(format_args!(
                     "unknown task option `{path}`; a task takes `name` and `version`"
                 )))
@@ -31,7 +35,10 @@ impl TaskAttr {
         syn::parse::Parser::parse2(parser, tokens)?;
 
         let name = name.ok_or_else(|| {
-            syn::Error::new(Span::call_site(), format!("missing `name`: every task needs a unique name; {USAGE}"))
+            syn::Error::new(
+                Span::call_site(),
+                format!("missing `name`: every task needs a unique name; {USAGE}"),
+            )
         })?;
         let version = version.ok_or_else(|| {
             syn::Error::new(
@@ -55,9 +62,12 @@ fn set_once(meta: &ParseNestedMeta<'_>, slot: &mut Option<LitStr>, what: &str) -
         return Err(meta.error(format_args!("`{what}` is given twice")));
     }
     let value = meta.value()?;
-    let literal: LitStr = value
-        .parse()
-        .map_err(|e| syn::Error::new(e.span(), format!("`{what}` takes a string literal, as in `{what} = \"...\"`")))?;
+    let literal: LitStr = value.parse().map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            format!("`{what}` takes a string literal, as in `{what} = \"...\"`"),
+        )
+    })?;
     *slot = Some(literal);
     Ok(())
 }

@@ -59,7 +59,12 @@ fn with_original(item: TokenStream, error: syn::Error) -> TokenStream {
 
 fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenStream {
     let fingerprint = fingerprint::of(&function);
-    let ItemFn { attrs, vis, sig, block } = function;
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = function;
     let ident = &sig.ident;
     let body_ident = format_ident!("__routine_body");
     let (name, version) = (&attr.name, &attr.version);
@@ -71,11 +76,22 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
     let mut inner_sig = sig.clone();
     inner_sig.ident = body_ident.clone();
 
-    let outcome = if signature.returns_result {
-        quote!(#output)
-    } else {
-        quote!(::routine::__private::Plain<#output>)
+    // Every bound on the user's types is checked by a call spanned at that
+    // type: a type lacking serde support is reported there, and only there
+    // (`__private::call` itself has no bound on them).
+    let output_span = match &sig.output {
+        syn::ReturnType::Type(_, ty) => ty.span(),
+        syn::ReturnType::Default => sig.ident.span(),
     };
+    let codec = if signature.returns_result {
+        quote_spanned!(output_span=> ::routine::__private::outcome_codec::<#output>())
+    } else {
+        quote_spanned!(output_span=> ::routine::__private::outcome_codec::<::routine::__private::Plain<#output>>())
+    };
+    let key_parts = names
+        .iter()
+        .zip(&types)
+        .map(|(name, ty)| quote_spanned!(ty.span()=> __routine_key.add::<#ty>(#name)?;));
     let wrap_result = |call: TokenStream| match signature.returns_result {
         true => call,
         false => quote!(::routine::__private::Plain(#call)),
@@ -88,18 +104,6 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
         quote!(::routine::__private::run_blocking(move || #result))
     };
 
-    // Spanned at the user's own types, so that a type lacking serde support
-    // is reported there and not inside this expansion.
-    let argument_checks = types.iter().map(|ty| {
-        quote_spanned!(ty.span()=> let _ = ::routine::__private::assert_argument::<#ty>;)
-    });
-    let output_check = {
-        let span = match &sig.output {
-            syn::ReturnType::Type(_, ty) => ty.span(),
-            syn::ReturnType::Default => sig.ident.span(),
-        };
-        quote_spanned!(span=> let _ = ::routine::__private::assert_output::<#outcome>;)
-    };
     let fingerprint_bytes = fingerprint.iter();
 
     quote! {
@@ -119,12 +123,15 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
             ::routine::__private::inventory::submit! {
                 ::routine::__private::Registered(&__ROUTINE_TASK)
             }
-            #(#argument_checks)*
-            #output_check
-
-            ::routine::__private::call::<_, #outcome, _, _>(
+            ::routine::__private::call(
                 &__ROUTINE_TASK,
                 (#(#names,)*),
+                |(#(#names,)*): &(#(#types,)*)| -> ::core::result::Result<::routine::__private::Key, ::routine::__private::KeyError> {
+                    let mut __routine_key = ::routine::__private::KeyBuilder::new(&__ROUTINE_TASK);
+                    #(#key_parts)*
+                    ::core::result::Result::Ok(__routine_key.finish())
+                },
+                #codec,
                 |(#(#names,)*)| #run,
             )
         }
@@ -175,7 +182,10 @@ fn render_tokens(tokens: TokenStream) -> String {
                     }
                 }
                 out.push(c);
-                if matches!(c, ',' | ';' | '>' ) && punct.spacing() == proc_macro2::Spacing::Alone && c != '>' {
+                if matches!(c, ',' | ';' | '>')
+                    && punct.spacing() == proc_macro2::Spacing::Alone
+                    && c != '>'
+                {
                     out.push(' ');
                 }
                 if c == '>' && out.ends_with("->") {

@@ -5,7 +5,7 @@
 //! stored. Every rule here follows from that, and each violation is reported
 //! at the offending token with the reason.
 
-use syn::spanned::Spanned;
+use quote::ToTokens;
 use syn::{FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, ReturnType, Type};
 
 use crate::attr::combine;
@@ -30,34 +30,43 @@ impl TaskSignature {
     pub(crate) fn check(item: &ItemFn) -> syn::Result<TaskSignature> {
         let sig = &item.sig;
         let mut errors: Option<syn::Error> = None;
-        let mut fail = |span: proc_macro2::Span, message: &str| combine(&mut errors, syn::Error::new(span, message));
+        let mut fail = |tokens: &dyn ToTokens, message: &str| {
+            combine(&mut errors, syn::Error::new_spanned(tokens, message))
+        };
 
         if let Some(constness) = &sig.constness {
-            fail(constness.span(), "a task cannot be a `const fn`: its calls go through the engine at run time");
+            fail(
+                &constness,
+                "a task cannot be a `const fn`: its calls go through the engine at run time",
+            );
         }
         if let Some(unsafety) = &sig.unsafety {
-            fail(unsafety.span(), "a task cannot be `unsafe`: it may be called from another process by name, where no caller can uphold its safety contract");
+            fail(
+                &unsafety, "a task cannot be `unsafe`: it may be called from another process by name, where no caller can uphold its safety contract");
         }
         if let Some(abi) = &sig.abi {
-            fail(abi.span(), "a task cannot have an `extern` ABI");
+            fail(&abi, "a task cannot have an `extern` ABI");
         }
         if let Some(variadic) = &sig.variadic {
-            fail(variadic.span(), "a task cannot be variadic");
+            fail(&variadic, "a task cannot be variadic");
         }
         if !sig.generics.params.is_empty() {
             fail(
-                sig.generics.params.span(),
+                &sig.generics.params,
                 "a task cannot be generic: each name and version stores one concrete result type, and a worker must find one concrete function to run; write one task per type",
             );
         } else if let Some(clause) = &sig.generics.where_clause {
-            fail(clause.span(), "a task cannot have a `where` clause: it has no generic parameters to constrain");
+            fail(
+                &clause,
+                "a task cannot have a `where` clause: it has no generic parameters to constrain",
+            );
         }
 
         let mut arguments = Vec::new();
         for input in &sig.inputs {
             match input {
                 FnArg::Receiver(receiver) => fail(
-                    receiver.span(),
+                &receiver,
                     "a task cannot take `self`: it is a free function of its arguments, so that it can be keyed and run anywhere; pass the value as an ordinary argument",
                 ),
                 FnArg::Typed(typed) => {
@@ -66,7 +75,7 @@ impl TaskSignature {
                             arguments.push(Argument { name: pat.ident.clone(), ty: (*typed.ty).clone() });
                         }
                         other => fail(
-                            other.span(),
+                &other,
                             "a task argument must be a plain name such as `data: Data`: patterns are not supported here; destructure inside the body instead",
                         ),
                     }
@@ -98,16 +107,16 @@ impl TaskSignature {
 /// Rejects borrowed and opaque types anywhere inside `ty`: a task's values
 /// are hashed, stored and possibly sent to another process, so they must be
 /// owned, nameable and serializable.
-fn check_owned(ty: &Type, role: &str, fail: &mut impl FnMut(proc_macro2::Span, &str)) {
+fn check_owned(ty: &Type, role: &str, fail: &mut impl FnMut(&dyn ToTokens, &str)) {
     match ty {
         Type::Reference(reference) => fail(
-            reference.and_token.span(),
+                reference,
             &format!(
                 "a task {role} cannot be a reference: task values are hashed, stored and may be sent to another process, so they are taken by value; use an owned type (`String` for `&str`, `Vec<T>` for `&[T]`) or an `Arc<T>`"
             ),
         ),
         Type::ImplTrait(opaque) => fail(
-            opaque.span(),
+                &opaque,
             &format!(
                 "a task {role} cannot be `impl Trait`: the engine must know the concrete type to store and decode it; name the type"
             ),
@@ -136,9 +145,11 @@ fn check_owned(ty: &Type, role: &str, fail: &mut impl FnMut(proc_macro2::Span, &
 /// an alias named `Result`): its `Err` is returned to the caller, not stored.
 fn is_result(ty: &Type) -> bool {
     match ty {
-        Type::Path(path) if path.qself.is_none() => {
-            path.path.segments.last().is_some_and(|segment| segment.ident == "Result")
-        }
+        Type::Path(path) if path.qself.is_none() => path
+            .path
+            .segments
+            .last()
+            .is_some_and(|segment| segment.ident == "Result"),
         Type::Paren(inner) => is_result(&inner.elem),
         Type::Group(inner) => is_result(&inner.elem),
         _ => false,

@@ -103,7 +103,11 @@ impl ResultCache {
 /// returns the new `used`. Evicting a whole eighth at once keeps the cost of
 /// sorting rare.
 fn evict(state: &mut State, mut used: usize, target: usize) -> usize {
-    let mut by_age: Vec<(u64, Key)> = state.entries.iter().map(|(k, s)| (s.last_used, *k)).collect();
+    let mut by_age: Vec<(u64, Key)> = state
+        .entries
+        .iter()
+        .map(|(k, s)| (s.last_used, *k))
+        .collect();
     by_age.sort_unstable();
     for (_, key) in by_age {
         if used <= target {
@@ -143,8 +147,14 @@ mod tests {
         assert!(cache.get(&key(0)).is_some());
         cache.insert(key(100), entry(1000));
         assert!(cache.used() <= 8000);
-        assert!(cache.get(&key(0)).is_some(), "recently used entry was evicted");
-        assert!(cache.get(&key(1)).is_none(), "least recently used entry was kept");
+        assert!(
+            cache.get(&key(0)).is_some(),
+            "recently used entry was evicted"
+        );
+        assert!(
+            cache.get(&key(1)).is_none(),
+            "least recently used entry was kept"
+        );
         for i in 0..1000 {
             cache.insert(key(1000 + i), entry(700));
             assert!(cache.used() <= 8000);

@@ -26,7 +26,7 @@ use super::flight::{landed, Flight};
 use super::{elapsed_micros, Engine, Inner};
 use crate::codec;
 use crate::entry::{self, EntryError, EntryMeta, HEADER_LEN, TRAILER_LEN};
-use crate::key::Key;
+use crate::key::{HashSink, Key, KeyError};
 use crate::registry::{Fingerprint, TaskSpec};
 use crate::store::{Found, Slot, StoreError};
 
@@ -131,29 +131,98 @@ pub struct CallReport {
     pub elapsed: Duration,
 }
 
+/// How the engine stores and restores one task's outcome type: the
+/// monomorphized functions of its [`Outcome`] impl. `#[task]` builds it with
+/// [`outcome_codec`], spanned at the user's return type, so that the trait
+/// bounds on the user's types are checked there and only there: [`call`]
+/// itself puts no bound on them.
+#[doc(hidden)]
+pub struct OutcomeCodec<O, Out> {
+    lookup: fn(&Inner, &'static TaskSpec, &Key) -> Option<O>,
+    save: fn(&Inner, &'static TaskSpec, &Key, &O, Duration) -> CallOutcome,
+    into_output: fn(O) -> Out,
+}
+
+/// The codec of an outcome type.
+#[doc(hidden)]
+pub fn outcome_codec<O: Outcome>() -> OutcomeCodec<O, O::Output> {
+    OutcomeCodec {
+        lookup: |inner, task, key| inner.lookup(task, key).map(O::from_stored),
+        save: |inner, task, key, outcome, run_time| match outcome.stored() {
+            Some(value) => {
+                inner.save(task, key, value, run_time);
+                CallOutcome::Computed
+            }
+            None => CallOutcome::Failed,
+        },
+        into_output: O::into_output,
+    }
+}
+
 /// The entry point of every `#[task]` wrapper. It captures the current
 /// engine when the future is created, so the future can be spawned and still
 /// use it; a future created outside any scope (as in
 /// `engine.scope(train(..))`) takes the engine of the scope it is first
 /// polled in.
 ///
+/// `key_of` hashes the arguments (see [`KeyBuilder`]); `codec` comes from
+/// [`outcome_codec`]; `body` runs the user's function.
+///
 /// # Panics
 /// When first polled outside any engine scope, with a message naming the
 /// task.
 #[doc(hidden)]
-pub fn call<A, O, F, Fut>(task: &'static TaskSpec, args: A, body: F) -> impl Future<Output = O::Output>
+pub fn call<A, O, Out, K, F, Fut>(
+    task: &'static TaskSpec,
+    args: A,
+    key_of: K,
+    codec: OutcomeCodec<O, Out>,
+    body: F,
+) -> impl Future<Output = Out>
 where
-    A: Serialize,
-    O: Outcome,
+    K: FnOnce(&A) -> Result<Key, KeyError>,
     F: FnOnce(A) -> Fut,
     Fut: Future<Output = O>,
 {
     let captured = Engine::try_current();
     async move {
         let engine = captured.unwrap_or_else(|| Engine::current_for(task));
-        engine.run(task, args, body).await.into_output()
+        let into_output = codec.into_output;
+        into_output(engine.run(task, args, key_of, codec, body).await)
     }
 }
+
+/// Hashes a task's arguments one by one, exactly as [`Key::of`] hashes the
+/// tuple of them.
+#[doc(hidden)]
+pub struct KeyBuilder(HashSink);
+
+impl KeyBuilder {
+    pub fn new(task: &'static TaskSpec) -> KeyBuilder {
+        KeyBuilder(HashSink::for_task(task.name(), task.version()))
+    }
+
+    /// Adds one argument; the bound is where a non-serializable argument
+    /// type is reported, at the user's type.
+    #[inline]
+    pub fn add<T: TaskArgument>(&mut self, argument: &T) -> Result<(), KeyError> {
+        argument.serialize(&mut self.0)
+    }
+
+    pub fn finish(self) -> Key {
+        self.0.finish_key()
+    }
+}
+
+/// What a task argument must be: hashable, storable, decodable on a worker.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a task argument",
+    note = "task arguments must implement serde's `Serialize` and `Deserialize`, be `Send` and own their data"
+)]
+pub trait TaskArgument: Serialize + DeserializeOwned + Send + 'static {}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> TaskArgument for T {}
 
 /// Runs a synchronous task body on tokio's blocking pool, so a long
 /// computation does not stall the async workers. A panic in the body is
@@ -172,15 +241,21 @@ where
 }
 
 impl Engine {
-    async fn run<A, O, F, Fut>(self, task: &'static TaskSpec, args: A, body: F) -> O
+    async fn run<A, O, Out, K, F, Fut>(
+        self,
+        task: &'static TaskSpec,
+        args: A,
+        key_of: K,
+        codec: OutcomeCodec<O, Out>,
+        body: F,
+    ) -> O
     where
-        A: Serialize,
-        O: Outcome,
+        K: FnOnce(&A) -> Result<Key, KeyError>,
         F: FnOnce(A) -> Fut,
         Fut: Future<Output = O>,
     {
         let started = Instant::now();
-        let key = match Key::of(task.name(), task.version(), &args) {
+        let key = match key_of(&args) {
             Ok(key) => key,
             Err(e) => {
                 tracing::warn!(task = task.name(), version = task.version(), error = %e,
@@ -211,9 +286,9 @@ impl Engine {
             };
             loop {
                 let finished_before = inner.flights.finished();
-                if let Some(value) = inner.lookup(task, &key) {
+                if let Some(outcome) = (codec.lookup)(inner, task, &key) {
                     report.outcome = Some(CallOutcome::Hit);
-                    return O::from_stored(value);
+                    return outcome;
                 }
                 let leader = match inner.flights.join(key) {
                     Flight::Lead(leader) => leader,
@@ -225,9 +300,9 @@ impl Engine {
                 // A flight that landed after our lookup may have stored this
                 // very result; only then is a second lookup worth its cost.
                 if inner.flights.finished() != finished_before {
-                    if let Some(value) = inner.lookup(task, &key) {
+                    if let Some(outcome) = (codec.lookup)(inner, task, &key) {
                         report.outcome = Some(CallOutcome::Hit);
-                        return O::from_stored(value);
+                        return outcome;
                     }
                 }
                 let (body, args) = pending.take().expect("a call runs its body at most once");
@@ -235,13 +310,7 @@ impl Engine {
                 let run_started = Instant::now();
                 let outcome = body(args).await;
                 let run_time = run_started.elapsed();
-                report.outcome = Some(match outcome.stored() {
-                    Some(value) => {
-                        inner.save(task, &key, value, run_time);
-                        CallOutcome::Computed
-                    }
-                    None => CallOutcome::Failed,
-                });
+                report.outcome = Some((codec.save)(inner, task, &key, &outcome, run_time));
                 drop(leader);
                 return outcome;
             }
@@ -273,7 +342,9 @@ impl Drop for CallGuard<'_> {
         let counters = &self.inner.counters;
         match outcome {
             CallOutcome::Hit => counters.hits.fetch_add(1, Ordering::Relaxed),
-            CallOutcome::Failed | CallOutcome::Panicked => counters.failures.fetch_add(1, Ordering::Relaxed),
+            CallOutcome::Failed | CallOutcome::Panicked => {
+                counters.failures.fetch_add(1, Ordering::Relaxed)
+            }
             CallOutcome::Computed | CallOutcome::Cancelled => 0,
         };
         let elapsed = self.started.elapsed();
@@ -290,7 +361,10 @@ impl Drop for CallGuard<'_> {
             // An observer that panics while a task panic unwinds would abort
             // the process; contain it.
             if panic::catch_unwind(AssertUnwindSafe(|| observer(&report))).is_err() {
-                tracing::error!(task = self.task.name(), "the engine's call observer panicked");
+                tracing::error!(
+                    task = self.task.name(),
+                    "the engine's call observer panicked"
+                );
             }
         }
     }
@@ -336,13 +410,25 @@ impl Inner {
         };
         match found {
             Found::Bytes(bytes) => {
-                let decoded = entry::verify(&bytes, key)
-                    .and_then(|(meta, payload)| Ok((entry::decode_payload(&bytes[payload.clone()])?, meta, payload)));
+                let decoded = entry::verify(&bytes, key).and_then(|(meta, payload)| {
+                    Ok((
+                        entry::decode_payload(&bytes[payload.clone()])?,
+                        meta,
+                        payload,
+                    ))
+                });
                 match decoded {
                     Ok((value, meta, payload)) => {
                         self.check_fingerprint(task, &meta.fingerprint);
                         let fingerprint = meta.fingerprint;
-                        self.cache.insert(*key, CachedEntry { bytes, payload, fingerprint });
+                        self.cache.insert(
+                            *key,
+                            CachedEntry {
+                                bytes,
+                                payload,
+                                fingerprint,
+                            },
+                        );
                         Some(value)
                     }
                     Err(e) => {
@@ -351,26 +437,34 @@ impl Inner {
                     }
                 }
             }
-            Found::Stream { reader, len } => match large_io(len, || entry::read(reader, len, key)) {
-                Ok((meta, value)) => {
-                    self.check_fingerprint(task, &meta.fingerprint);
-                    Some(value)
+            Found::Stream { reader, len } => {
+                match large_io(len, || entry::read(reader, len, key)) {
+                    Ok((meta, value)) => {
+                        self.check_fingerprint(task, &meta.fingerprint);
+                        Some(value)
+                    }
+                    Err(EntryError::Io(e)) => {
+                        self.store_failed(task, key, "read", &e);
+                        None
+                    }
+                    Err(e) => {
+                        self.corrupt(task, key, &e);
+                        None
+                    }
                 }
-                Err(EntryError::Io(e)) => {
-                    self.store_failed(task, key, "read", &e);
-                    None
-                }
-                Err(e) => {
-                    self.corrupt(task, key, &e);
-                    None
-                }
-            },
+            }
         }
     }
 
     /// Stores a computed value. Never fails the call: a failure is logged and
     /// counted, and the caller still gets its value.
-    fn save<T: Serialize>(&self, task: &'static TaskSpec, key: &Key, value: &T, run_time: Duration) {
+    fn save<T: Serialize>(
+        &self,
+        task: &'static TaskSpec,
+        key: &Key,
+        value: &T,
+        run_time: Duration,
+    ) {
         let saved = codec::encoded_len(value)
             .map_err(|e| SaveError::Entry(EntryError::Encode(e)))
             .and_then(|payload_len| {
@@ -387,7 +481,14 @@ impl Inner {
             Ok(Some(bytes)) => {
                 let payload = HEADER_LEN..bytes.len() - TRAILER_LEN;
                 let fingerprint = task.fingerprint();
-                self.cache.insert(*key, CachedEntry { bytes, payload, fingerprint });
+                self.cache.insert(
+                    *key,
+                    CachedEntry {
+                        bytes,
+                        payload,
+                        fingerprint,
+                    },
+                );
             }
             Ok(None) => {}
             Err(e) => self.store_failed(task, key, "write", &e),
@@ -439,12 +540,20 @@ impl Inner {
     }
 
     fn corrupt(&self, task: &'static TaskSpec, key: &Key, error: &EntryError) {
-        self.counters.corrupt_entries.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .corrupt_entries
+            .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(task = task.name(), version = task.version(), key = %key.short(), error = %error,
             "stored entry is unusable; recomputing it");
     }
 
-    fn store_failed(&self, task: &'static TaskSpec, key: &Key, op: &str, error: &dyn std::error::Error) {
+    fn store_failed(
+        &self,
+        task: &'static TaskSpec,
+        key: &Key,
+        op: &str,
+        error: &dyn std::error::Error,
+    ) {
         self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(task = task.name(), version = task.version(), key = %key.short(), error = %error,
             "cannot {op} the store; the call goes on without it");
@@ -453,7 +562,8 @@ impl Inner {
 
 /// Runs `io` where a large transfer will not stall other tasks.
 fn large_io<R>(len: u64, io: impl FnOnce() -> R) -> R {
-    let multi_thread = Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+    let multi_thread =
+        Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
     if len > LARGE_ENTRY && multi_thread {
         tokio::task::block_in_place(io)
     } else {

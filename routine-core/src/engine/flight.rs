@@ -7,7 +7,6 @@
 //! A follower therefore never hangs, and never receives a value that was not
 //! stored.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -51,11 +50,9 @@ impl Flights {
 }
 
 /// Waits until the leader of a flight is gone.
-pub(crate) fn landed(mut rx: watch::Receiver<()>) -> impl Future<Output = ()> {
-    async move {
-        // The leader never sends; `changed` fails once its sender is dropped.
-        while rx.changed().await.is_ok() {}
-    }
+pub(crate) async fn landed(mut rx: watch::Receiver<()>) {
+    // The leader never sends; `changed` fails once its sender is dropped.
+    while rx.changed().await.is_ok() {}
 }
 
 /// Held by the caller that runs the body; dropping it lands the flight.
@@ -67,7 +64,11 @@ pub(crate) struct Leader<'a> {
 
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
-        let mut table = self.flights.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut table = self
+            .flights
+            .table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         table.remove(&self.key);
         self.flights.finished.fetch_add(1, Ordering::Release);
         // `_done` drops after this body, waking the followers.

@@ -29,10 +29,26 @@ pub(crate) fn run(store: &dyn Store) {
     let k2 = Key::of("train", "0.0.1", &2u8).unwrap();
     let k3 = Key::of("train", "0.0.2", &1u8).unwrap();
     let k4 = Key::of("eval", "1.0.0", &1u8).unwrap();
-    let s1 = Slot { name: "train", version: "0.0.1", key: &k1 };
-    let s2 = Slot { name: "train", version: "0.0.1", key: &k2 };
-    let s3 = Slot { name: "train", version: "0.0.2", key: &k3 };
-    let s4 = Slot { name: "eval", version: "1.0.0", key: &k4 };
+    let s1 = Slot {
+        name: "train",
+        version: "0.0.1",
+        key: &k1,
+    };
+    let s2 = Slot {
+        name: "train",
+        version: "0.0.1",
+        key: &k2,
+    };
+    let s3 = Slot {
+        name: "train",
+        version: "0.0.2",
+        key: &k3,
+    };
+    let s4 = Slot {
+        name: "eval",
+        version: "1.0.0",
+        key: &k4,
+    };
 
     // Empty store: nothing found, nothing listed, nothing removed.
     assert!(store.get(&s1).unwrap().is_none());
@@ -83,7 +99,11 @@ pub(crate) fn run(store: &dyn Store) {
 
     // A slot is name, version and key: the same key under another task is not
     // the same entry.
-    let wrong = Slot { name: "eval", version: "0.0.1", key: &k1 };
+    let wrong = Slot {
+        name: "eval",
+        version: "0.0.1",
+        key: &k1,
+    };
     assert!(store.get(&wrong).unwrap().is_none());
 
     // Remove.
@@ -108,7 +128,11 @@ pub(crate) fn run(store: &dyn Store) {
             for _ in 0..50 {
                 if let Some(found) = store.get(&s1).unwrap() {
                     let got = read_all(found);
-                    assert!(got == a || got == b, "saw a partial entry of {} bytes", got.len());
+                    assert!(
+                        got == a || got == b,
+                        "saw a partial entry of {} bytes",
+                        got.len()
+                    );
                 }
             }
         });

@@ -85,7 +85,9 @@ impl FileStore {
     }
 
     fn entry_path(&self, slot: &Slot<'_>) -> Result<PathBuf, StoreError> {
-        Ok(self.version_dir(slot.name, slot.version)?.join(slot.key.to_hex()))
+        Ok(self
+            .version_dir(slot.name, slot.version)?
+            .join(slot.key.to_hex()))
     }
 }
 
@@ -97,7 +99,10 @@ impl Store for FileStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StoreError::io("open", path)(e)),
         };
-        let len = file.metadata().map_err(StoreError::io("stat", &path))?.len();
+        let len = file
+            .metadata()
+            .map_err(StoreError::io("stat", &path))?
+            .len();
         if len > READ_WHOLE_MAX {
             return Ok(Some(Found::Stream {
                 reader: Box::new(file),
@@ -105,13 +110,17 @@ impl Store for FileStore {
             }));
         }
         let mut bytes = vec![0; len as usize];
-        file.read_exact(&mut bytes).map_err(StoreError::io("read", &path))?;
+        file.read_exact(&mut bytes)
+            .map_err(StoreError::io("read", &path))?;
         Ok(Some(Found::Bytes(Arc::new(bytes))))
     }
 
     fn create(&self, slot: &Slot<'_>, _len: u64) -> Result<Box<dyn EntryWrite>, StoreError> {
         let dest = self.entry_path(slot)?;
-        let dir = dest.parent().expect("an entry path has a parent").to_owned();
+        let dir = dest
+            .parent()
+            .expect("an entry path has a parent")
+            .to_owned();
         let tmp = dir.join(temp_name(slot.key));
         let open = || OpenOptions::new().write(true).create_new(true).open(&tmp);
         let file = match open() {
@@ -218,7 +227,11 @@ fn entries_in(dir: &Path) -> Result<Vec<(Key, u64)>, StoreError> {
     let mut out = Vec::new();
     for item in read {
         let item = item.map_err(StoreError::io("list", dir))?;
-        let Some(key) = item.file_name().to_str().and_then(|n| Key::from_hex(n).ok()) else {
+        let Some(key) = item
+            .file_name()
+            .to_str()
+            .and_then(|n| Key::from_hex(n).ok())
+        else {
             continue;
         };
         match item.metadata() {
@@ -259,9 +272,12 @@ impl Write for FileWriter {
 impl EntryWrite for FileWriter {
     fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         if self.durability == Durability::Fsync {
-            self.file.sync_all().map_err(StoreError::io("sync", &self.tmp))?;
+            self.file
+                .sync_all()
+                .map_err(StoreError::io("sync", &self.tmp))?;
         }
-        fs::rename(&self.tmp, &self.dest).map_err(StoreError::io("rename into place", &self.dest))?;
+        fs::rename(&self.tmp, &self.dest)
+            .map_err(StoreError::io("rename into place", &self.dest))?;
         self.committed = true;
         if self.durability == Durability::Fsync {
             // The rename itself is durable only once the directory is synced.
@@ -290,7 +306,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         super::super::contract::run(&FileStore::open(dir.path()).unwrap());
         let dir = tempfile::tempdir().unwrap();
-        super::super::contract::run(&FileStore::open(dir.path()).unwrap().with_durability(Durability::Fsync));
+        super::super::contract::run(
+            &FileStore::open(dir.path())
+                .unwrap()
+                .with_durability(Durability::Fsync),
+        );
     }
 
     #[test]
@@ -308,7 +328,12 @@ mod tests {
         w.commit().unwrap();
         assert!(dir.path().join("train/0.0.1").join(key.to_hex()).is_file());
         // No temporary file is left next to it.
-        assert_eq!(fs::read_dir(dir.path().join("train/0.0.1")).unwrap().count(), 1);
+        assert_eq!(
+            fs::read_dir(dir.path().join("train/0.0.1"))
+                .unwrap()
+                .count(),
+            1
+        );
     }
 
     #[test]
@@ -316,9 +341,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::open(dir.path()).unwrap();
         let key = Key::of("t", "1", &()).unwrap();
-        for (name, version) in [("..", "1"), ("a/b", "1"), ("t", "../x"), ("", "1"), ("t", ".")] {
-            let slot = Slot { name, version, key: &key };
-            assert!(matches!(store.get(&slot), Err(StoreError::InvalidComponent(_))), "{name} {version}");
+        for (name, version) in [
+            ("..", "1"),
+            ("a/b", "1"),
+            ("t", "../x"),
+            ("", "1"),
+            ("t", "."),
+        ] {
+            let slot = Slot {
+                name,
+                version,
+                key: &key,
+            };
+            assert!(
+                matches!(store.get(&slot), Err(StoreError::InvalidComponent(_))),
+                "{name} {version}"
+            );
         }
         let file = dir.path().join("plain-file");
         fs::write(&file, b"").unwrap();

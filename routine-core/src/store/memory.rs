@@ -78,7 +78,9 @@ impl Store for MemoryStore {
         let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
         let mut out: Vec<Listing> = entries
             .iter()
-            .filter(|(_, s)| name.is_none_or(|n| *s.name == *n) && version.is_none_or(|v| *s.version == *v))
+            .filter(|(_, s)| {
+                name.is_none_or(|n| *s.name == *n) && version.is_none_or(|v| *s.version == *v)
+            })
             .map(|(key, s)| Listing {
                 name: s.name.to_string(),
                 version: s.version.to_string(),
@@ -124,7 +126,10 @@ impl EntryWrite for MemoryWriter {
             version,
             bytes: Arc::new(bytes),
         };
-        entries.write().unwrap_or_else(PoisonError::into_inner).insert(key, stored);
+        entries
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, stored);
         Ok(())
     }
 }

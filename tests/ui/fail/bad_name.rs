@@ -1,0 +1,11 @@
+#[routine::task(name = "../etc/passwd", version = "1.0.0")]
+async fn escapes(x: u32) -> u32 {
+    x
+}
+
+#[routine::task(name = "has space", version = "1.0.0")]
+async fn spaced(x: u32) -> u32 {
+    x
+}
+
+fn main() {}
