@@ -212,7 +212,7 @@ impl HashSink {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn byte(&mut self, byte: u8) {
         if self.len == SINK_BUFFER {
             self.flush();
@@ -221,7 +221,7 @@ impl HashSink {
         self.len += 1;
     }
 
-    #[inline]
+    #[inline(always)]
     fn write(&mut self, bytes: &[u8]) {
         if bytes.len() <= SINK_BUFFER - self.len {
             self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
@@ -237,6 +237,8 @@ impl HashSink {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn flush(&mut self) {
         self.hasher.update(&self.buf[..self.len]);
         self.len = 0;
@@ -313,74 +315,91 @@ impl<'a> ser::Serializer for &'a mut HashSink {
     type SerializeStruct = Self;
     type SerializeStructVariant = Self;
 
+    #[inline]
     fn serialize_bool(self, v: bool) -> Result<(), KeyError> {
         self.byte(u8::from(v));
         Ok(())
     }
+    #[inline]
     fn serialize_i8(self, v: i8) -> Result<(), KeyError> {
         self.write(&v.to_le_bytes());
         Ok(())
     }
+    #[inline]
     fn serialize_i16(self, v: i16) -> Result<(), KeyError> {
         self.write(&v.to_le_bytes());
         Ok(())
     }
+    #[inline]
     fn serialize_i32(self, v: i32) -> Result<(), KeyError> {
         self.write(&v.to_le_bytes());
         Ok(())
     }
+    #[inline]
     fn serialize_i64(self, v: i64) -> Result<(), KeyError> {
         self.write(&v.to_le_bytes());
         Ok(())
     }
+    #[inline]
     fn serialize_i128(self, v: i128) -> Result<(), KeyError> {
         self.write(&v.to_le_bytes());
         Ok(())
     }
+    #[inline]
     fn serialize_u8(self, v: u8) -> Result<(), KeyError> {
         self.byte(v);
         Ok(())
     }
+    #[inline]
     fn serialize_u16(self, v: u16) -> Result<(), KeyError> {
         self.write(&v.to_le_bytes());
         Ok(())
     }
+    #[inline]
     fn serialize_u32(self, v: u32) -> Result<(), KeyError> {
         self.write(&v.to_le_bytes());
         Ok(())
     }
+    #[inline]
     fn serialize_u64(self, v: u64) -> Result<(), KeyError> {
         self.write(&v.to_le_bytes());
         Ok(())
     }
+    #[inline]
     fn serialize_u128(self, v: u128) -> Result<(), KeyError> {
         self.write(&v.to_le_bytes());
         Ok(())
     }
     // Every NaN is one value for keying purposes; -0.0 and 0.0 stay distinct
     // because they are distinct inputs to a deterministic function.
+    #[inline]
     fn serialize_f32(self, v: f32) -> Result<(), KeyError> {
         let v = if v.is_nan() { f32::NAN } else { v };
         self.write(&v.to_bits().to_le_bytes());
         Ok(())
     }
+    #[inline]
     fn serialize_f64(self, v: f64) -> Result<(), KeyError> {
         let v = if v.is_nan() { f64::NAN } else { v };
         self.write(&v.to_bits().to_le_bytes());
         Ok(())
     }
+    #[inline]
     fn serialize_char(self, v: char) -> Result<(), KeyError> {
         self.write(&u32::from(v).to_le_bytes());
         Ok(())
     }
+    #[inline]
     fn serialize_str(self, v: &str) -> Result<(), KeyError> {
         self.len_prefixed(v.as_bytes());
         Ok(())
     }
+    #[inline]
     fn serialize_bytes(self, v: &[u8]) -> Result<(), KeyError> {
         self.len_prefixed(v);
         Ok(())
     }
+    #[inline]
     fn serialize_none(self) -> Result<(), KeyError> {
         self.byte(0);
         Ok(())
@@ -389,6 +408,7 @@ impl<'a> ser::Serializer for &'a mut HashSink {
         self.byte(1);
         value.serialize(self)
     }
+    #[inline]
     fn serialize_unit(self) -> Result<(), KeyError> {
         Ok(())
     }
@@ -452,15 +472,32 @@ impl<'a> ser::Serializer for &'a mut HashSink {
             return Ok(());
         }
         let iter = iter.into_iter();
-        let len = match iter.size_hint() {
-            (low, Some(high)) if low == high => Some(low),
-            _ => None,
-        };
-        let mut seq = ser::Serializer::serialize_seq(self, len)?;
-        for item in iter {
-            ser::SerializeSeq::serialize_element(&mut seq, &item)?;
+        match iter.size_hint() {
+            (low, Some(high)) if low == high => {
+                // The hot path of large vectors: elements straight into the
+                // sink, no per-element dispatch.
+                self.byte(SEQ_INLINE);
+                self.write(&(low as u64).to_le_bytes());
+                let mut count = 0usize;
+                for item in iter {
+                    item.serialize(&mut *self)?;
+                    count += 1;
+                }
+                if count != low {
+                    return Err(ser::Error::custom(
+                        "a sequence yielded another number of items than it announced",
+                    ));
+                }
+                Ok(())
+            }
+            _ => {
+                let mut seq = ser::Serializer::serialize_seq(self, None)?;
+                for item in iter {
+                    ser::SerializeSeq::serialize_element(&mut seq, &item)?;
+                }
+                ser::SerializeSeq::end(seq)
+            }
         }
-        ser::SerializeSeq::end(seq)
     }
     fn serialize_tuple(self, _len: usize) -> Result<Self, KeyError> {
         Ok(self)

@@ -1,0 +1,695 @@
+//! `cargo bench -p routine-bench`: routine's hit and miss paths against their
+//! floors and against the `cached` crate's disk-backed macro, in one table.
+//!
+//! Every figure is a median over interleaved batches; each ratio divides two
+//! figures measured in this same run, so machine noise mostly cancels.
+//! Files are never deleted between timed runs: each run writes into a fresh
+//! directory under `target/routine-bench/`.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cached::macros::concurrent_cached;
+use routine::entry::{HEADER_LEN, TRAILER_LEN};
+use routine::store::{Durability, FileStore};
+use routine::{Engine, Key};
+use sha2::{Digest, Sha256};
+
+// ---------------------------------------------------------------- workloads
+
+/// The small-argument task: a name, a count and a short vector.
+#[routine::task(name = "bench-small", version = "1.0.0")]
+async fn small(name: String, n: u32, values: Vec<u32>) -> Vec<f64> {
+    small_body(&name, n, &values)
+}
+
+fn small_body(name: &str, n: u32, values: &[u32]) -> Vec<f64> {
+    values
+        .iter()
+        .map(|v| f64::from(*v + n) / name.len() as f64)
+        .collect()
+}
+
+fn small_args(n: u32) -> (String, u32, Vec<u32>) {
+    ("experiment-alpha-042".to_owned(), n, (0..8).collect())
+}
+
+#[routine::task(name = "bench-big-arg", version = "1.0.0")]
+async fn big_arg(data: Vec<u8>) -> u64 {
+    data.len() as u64
+}
+
+/// The same bytes as one serde byte string: hashed in bulk.
+#[routine::task(name = "bench-big-bytes", version = "1.0.0")]
+async fn big_bytes(data: serde_bytes::ByteBuf) -> u64 {
+    data.len() as u64
+}
+
+#[routine::task(name = "bench-trivial", version = "1.0.0")]
+async fn trivial(i: u64) -> u64 {
+    i
+}
+
+#[routine::task(name = "bench-gib", version = "1.0.0")]
+async fn gib(len: u64) -> Vec<u8> {
+    vec![7u8; len as usize]
+}
+
+#[concurrent_cached(
+    disk = true,
+    disk_dir = "/tmp/routine-bench-cached/small",
+    durable = false,
+    key = "String",
+    convert = r#"{ format!("{name}:{n}:{values:?}") }"#,
+    map_error = |e| format!("{e:?}")
+)]
+fn cached_small(name: String, n: u32, values: Vec<u32>) -> Result<Vec<f64>, String> {
+    Ok(small_body(&name, n, &values))
+}
+
+#[concurrent_cached(
+    disk = true,
+    disk_dir = "/tmp/routine-bench-cached/trivial",
+    durable = false,
+    key = "String",
+    convert = r#"{ i.to_string() }"#,
+    map_error = |e| format!("{e:?}")
+)]
+fn cached_trivial(i: u64) -> Result<u64, String> {
+    Ok(i)
+}
+
+#[concurrent_cached(
+    disk = true,
+    disk_dir = "/tmp/routine-bench-cached/durable",
+    durable = true,
+    key = "String",
+    convert = r#"{ i.to_string() }"#,
+    map_error = |e| format!("{e:?}")
+)]
+fn cached_trivial_durable(i: u64) -> Result<u64, String> {
+    Ok(i)
+}
+
+#[concurrent_cached(
+    disk = true,
+    disk_dir = "/tmp/routine-bench-cached/big",
+    durable = false,
+    key = "String",
+    convert = r#"{ format!("{data:?}") }"#,
+    map_error = |e| format!("{e:?}")
+)]
+fn cached_big_arg(data: Vec<u8>) -> Result<u64, String> {
+    Ok(data.len() as u64)
+}
+
+// ---------------------------------------------------------------- timing
+
+/// Runs `base` and `subject` in alternating batches; returns the median
+/// nanoseconds per operation of each. A batch returns (time, operations).
+fn compare(
+    batches: usize,
+    mut base: impl FnMut() -> (Duration, u64),
+    mut subject: impl FnMut() -> (Duration, u64),
+) -> (f64, f64) {
+    let (mut b, mut s) = (Vec::new(), Vec::new());
+    // One untimed round of each warms caches and allocators.
+    base();
+    subject();
+    for _ in 0..batches {
+        let (t, n) = base();
+        b.push(t.as_nanos() as f64 / n as f64);
+        let (t, n) = subject();
+        s.push(t.as_nanos() as f64 / n as f64);
+    }
+    (median(b), median(s))
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn timed(ops: u64, f: impl FnOnce()) -> (Duration, u64) {
+    let started = Instant::now();
+    f();
+    (started.elapsed(), ops)
+}
+
+struct Table {
+    rows: Vec<[String; 6]>,
+}
+
+impl Table {
+    fn row(&mut self, name: &str, ours: f64, base_name: &str, base: f64, target: &str, ok: bool) {
+        self.rows.push([
+            name.to_owned(),
+            human(ours),
+            format!("{base_name} {}", human(base)),
+            format!("{:.2}x", ours / base),
+            target.to_owned(),
+            if ok { "yes".into() } else { "NO".into() },
+        ]);
+        eprintln!("  measured: {name}");
+    }
+
+    fn print(&self) {
+        let headers = ["row", "routine", "baseline", "ratio", "target", "met"];
+        let mut widths = headers.map(str::len);
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.len());
+            }
+        }
+        let line = |cells: [&str; 6]| {
+            let padded: Vec<String> = cells
+                .iter()
+                .zip(widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            println!("| {} |", padded.join(" | "));
+        };
+        line(headers);
+        println!("|{}|", widths.map(|w| "-".repeat(w + 2)).join("|"));
+        for row in &self.rows {
+            line(row.each_ref().map(String::as_str));
+        }
+    }
+}
+
+fn human(ns: f64) -> String {
+    match ns {
+        ns if ns < 1e3 => format!("{ns:.0} ns"),
+        ns if ns < 1e6 => format!("{:.2} us", ns / 1e3),
+        ns if ns < 1e9 => format!("{:.2} ms", ns / 1e6),
+        ns => format!("{:.2} s", ns / 1e9),
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn bench_root() -> PathBuf {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/routine-bench")
+        .join(stamp.to_string());
+    fs::create_dir_all(&root).unwrap();
+    root
+}
+
+/// Keys never seen before in this or any earlier run.
+fn fresh_base() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    (stamp << 20) + NEXT.fetch_add(1 << 16, Ordering::Relaxed)
+}
+
+fn engine(dir: &Path, durability: Durability, cache: usize) -> Engine {
+    Engine::builder(FileStore::open(dir).unwrap().with_durability(durability))
+        .cache_capacity(cache)
+        .build()
+        .unwrap()
+}
+
+fn entry_path(root: &Path, name: &str, key: &Key) -> PathBuf {
+    root.join(name).join("1.0.0").join(key.to_hex())
+}
+
+/// Peak resident memory since the last reset, in bytes (Linux).
+fn peak_rss() -> Option<u64> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn reset_peak_rss() -> bool {
+    fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn current_rss() -> Option<u64> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+// ---------------------------------------------------------------- main
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` probes with --list
+    }
+    let quick = std::env::var_os("ROUTINE_BENCH_QUICK").is_some();
+    let batches = if quick { 5 } else { 21 };
+    let root = bench_root();
+    let rt = runtime();
+    let mut table = Table { rows: Vec::new() };
+    eprintln!("routine bench: store under {}", root.display());
+
+    // Floor of a warm hit: hash the arguments, decode the stored result.
+    let (name, n, values) = small_args(1);
+    let result_bytes = bincode::serialize(&small_body(&name, n, &values)).unwrap();
+    let floor = || {
+        timed(2000, || {
+            for _ in 0..2000 {
+                let args = (name.clone(), n, values.clone());
+                let key = Key::of("bench-small", "1.0.0", &args).unwrap();
+                let value: Vec<f64> = routine::codec::decode_slice(&result_bytes).unwrap();
+                std::hint::black_box((key, value));
+            }
+        })
+    };
+
+    // 1. Warm hit, file store (in-process cache).
+    let warm_dir = root.join("warm");
+    let warm = engine(
+        &warm_dir,
+        Durability::Process,
+        routine::engine::DEFAULT_CACHE_CAPACITY,
+    );
+    rt.block_on(warm.scope(small(name.clone(), n, values.clone())));
+    let (floor_ns, warm_ns) = compare(batches, floor, || {
+        timed(2000, || {
+            rt.block_on(warm.scope(async {
+                for _ in 0..2000 {
+                    std::hint::black_box(small(name.clone(), n, values.clone()).await);
+                }
+            }))
+        })
+    });
+    table.row(
+        "hit, small args, warm",
+        warm_ns,
+        "hash+decode",
+        floor_ns,
+        "<= 2x",
+        warm_ns <= 2.0 * floor_ns,
+    );
+
+    // 2. In-memory store hit.
+    let memory = Engine::in_memory();
+    rt.block_on(memory.scope(small(name.clone(), n, values.clone())));
+    let (floor_ns, memory_ns) = compare(batches, floor, || {
+        timed(2000, || {
+            rt.block_on(memory.scope(async {
+                for _ in 0..2000 {
+                    std::hint::black_box(small(name.clone(), n, values.clone()).await);
+                }
+            }))
+        })
+    });
+    table.row(
+        "hit, in-memory store",
+        memory_ns,
+        "hash+decode",
+        floor_ns,
+        "< 1 us",
+        memory_ns < 1000.0,
+    );
+
+    // 3. Cold hit: a process with no in-process state reading the store.
+    let cold_dir = root.join("cold");
+    let per_batch = 400u32;
+    let cold_keys = per_batch * (batches as u32 + 1);
+    let filler = engine(&cold_dir, Durability::Process, 0);
+    rt.block_on(filler.scope(async {
+        for i in 0..cold_keys {
+            let (name, _, values) = small_args(0);
+            small(name, i, values).await;
+        }
+    }));
+    let mut next_base = 0u32;
+    let mut next_sub = 0u32;
+    let (floor_cold, cold_ns) = compare(
+        batches,
+        || {
+            let start = next_base % cold_keys;
+            next_base += per_batch;
+            let paths: Vec<PathBuf> = (start..start + per_batch)
+                .map(|i| {
+                    let (name, _, values) = small_args(0);
+                    let key = Key::of("bench-small", "1.0.0", &(name, i, values)).unwrap();
+                    entry_path(&cold_dir, "bench-small", &key)
+                })
+                .collect();
+            timed(u64::from(per_batch), || {
+                for path in &paths {
+                    let bytes = fs::read(path).unwrap();
+                    let value: Vec<f64> =
+                        routine::codec::decode_slice(&bytes[HEADER_LEN..bytes.len() - TRAILER_LEN])
+                            .unwrap();
+                    std::hint::black_box(value);
+                }
+            })
+        },
+        || {
+            let start = next_sub % cold_keys;
+            next_sub += per_batch;
+            // A new engine with no in-process cache: what a fresh process sees.
+            let fresh = engine(&cold_dir, Durability::Process, 0);
+            timed(u64::from(per_batch), || {
+                rt.block_on(fresh.scope(async {
+                    for i in start..start + per_batch {
+                        let (name, _, values) = small_args(0);
+                        std::hint::black_box(small(name, i, values).await);
+                    }
+                }))
+            })
+        },
+    );
+    table.row(
+        "hit, small args, cold",
+        cold_ns,
+        "open+read+decode",
+        floor_cold,
+        "<= 2x",
+        cold_ns <= 2.0 * floor_cold,
+    );
+
+    // 4. Hit with a 64 MiB argument: hashing dominates.
+    let big: Vec<u8> = (0..64u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let big_dir = root.join("big");
+    let big_engine = engine(&big_dir, Durability::Process, 0);
+    rt.block_on(big_engine.scope(big_arg(big.clone())));
+    let big_batches = if quick { 3 } else { 7 };
+    let (sha_ns, big_ns) = compare(
+        big_batches,
+        || {
+            timed(1, || {
+                std::hint::black_box(Sha256::digest(&big))
+                    .len()
+                    .eq(&32)
+                    .then_some(())
+                    .unwrap()
+            })
+        },
+        || {
+            let arg = big.clone();
+            timed(1, || {
+                std::hint::black_box(rt.block_on(big_engine.scope(big_arg(arg))));
+            })
+        },
+    );
+    table.row(
+        "hit, 64 MiB argument, Vec<u8>",
+        big_ns,
+        "SHA-256 of 64 MiB",
+        sha_ns,
+        ">= 80% of SHA-256 (<= 1.25x)",
+        big_ns <= 1.25 * sha_ns,
+    );
+    let bytes = serde_bytes::ByteBuf::from(big.clone());
+    rt.block_on(big_engine.scope(big_bytes(bytes.clone())));
+    let (sha_ns, bytes_ns) = compare(
+        big_batches,
+        || {
+            timed(1, || {
+                std::hint::black_box(Sha256::digest(&big))
+                    .len()
+                    .eq(&32)
+                    .then_some(())
+                    .unwrap()
+            })
+        },
+        || {
+            let arg = bytes.clone();
+            timed(1, || {
+                std::hint::black_box(rt.block_on(big_engine.scope(big_bytes(arg))));
+            })
+        },
+    );
+    drop(bytes);
+    table.row(
+        "hit, 64 MiB argument, serde_bytes",
+        bytes_ns,
+        "SHA-256 of 64 MiB",
+        sha_ns,
+        ">= 80% of SHA-256 (<= 1.25x)",
+        bytes_ns <= 1.25 * sha_ns,
+    );
+
+    // 5. Miss with a trivial body, not synced and synced.
+    for (label, durability, sync) in [
+        ("miss, trivial body", Durability::Process, false),
+        ("miss, trivial body, fsync", Durability::Fsync, true),
+    ] {
+        let dir = root.join(if sync { "miss-fsync" } else { "miss" });
+        let floor_dir = root.join(if sync { "floor-fsync" } else { "floor" });
+        fs::create_dir_all(&floor_dir).unwrap();
+        let misses = engine(&dir, durability, routine::engine::DEFAULT_CACHE_CAPACITY);
+        let ops = if sync { 50 } else { 400 };
+        let entry_len = (HEADER_LEN + TRAILER_LEN + 8) as u64;
+        let payload = vec![0u8; entry_len as usize];
+        let mut floor_counter = 0u64;
+        let (floor_ns, miss_ns) = compare(
+            batches,
+            || {
+                timed(ops, || {
+                    for _ in 0..ops {
+                        floor_counter += 1;
+                        let tmp = floor_dir.join(format!(".{floor_counter}.tmp"));
+                        let mut file = fs::File::create(&tmp).unwrap();
+                        file.write_all(&payload).unwrap();
+                        if sync {
+                            file.sync_all().unwrap();
+                        }
+                        drop(file);
+                        fs::rename(&tmp, floor_dir.join(floor_counter.to_string())).unwrap();
+                    }
+                })
+            },
+            || {
+                let base = fresh_base();
+                timed(ops, || {
+                    rt.block_on(misses.scope(async {
+                        for i in 0..ops {
+                            std::hint::black_box(trivial(base + i).await);
+                        }
+                    }))
+                })
+            },
+        );
+        let floor_name = if sync {
+            "write+fsync+rename"
+        } else {
+            "write+rename"
+        };
+        table.row(
+            label,
+            miss_ns,
+            floor_name,
+            floor_ns,
+            "<= 1.5x",
+            miss_ns <= 1.5 * floor_ns,
+        );
+    }
+
+    // 6. The same through `cached`'s disk-backed macro (redb).
+    let (name, n, values) = small_args(1);
+    cached_small(name.clone(), n, values.clone()).unwrap();
+    let (cached_ns, warm_ns) = compare(
+        batches,
+        || {
+            timed(2000, || {
+                for _ in 0..2000 {
+                    std::hint::black_box(cached_small(name.clone(), n, values.clone()).unwrap());
+                }
+            })
+        },
+        || {
+            timed(2000, || {
+                rt.block_on(warm.scope(async {
+                    for _ in 0..2000 {
+                        std::hint::black_box(small(name.clone(), n, values.clone()).await);
+                    }
+                }))
+            })
+        },
+    );
+    table.row(
+        "peer: hit, small args, warm",
+        warm_ns,
+        "cached",
+        cached_ns,
+        "ahead (< 1x)",
+        warm_ns < cached_ns,
+    );
+
+    for i in 0..cold_keys {
+        let (name, _, values) = small_args(0);
+        cached_small(name, i, values).unwrap();
+    }
+    let mut next_peer = 0u32;
+    let mut next_ours = 0u32;
+    let (cached_cold, cold_ns) = compare(
+        batches,
+        || {
+            let start = next_peer % cold_keys;
+            next_peer += per_batch;
+            timed(u64::from(per_batch), || {
+                for i in start..start + per_batch {
+                    let (name, _, values) = small_args(0);
+                    std::hint::black_box(cached_small(name, i, values).unwrap());
+                }
+            })
+        },
+        || {
+            let start = next_ours % cold_keys;
+            next_ours += per_batch;
+            let fresh = engine(&cold_dir, Durability::Process, 0);
+            timed(u64::from(per_batch), || {
+                rt.block_on(fresh.scope(async {
+                    for i in start..start + per_batch {
+                        let (name, _, values) = small_args(0);
+                        std::hint::black_box(small(name, i, values).await);
+                    }
+                }))
+            })
+        },
+    );
+    table.row(
+        "peer: hit, small args, cold",
+        cold_ns,
+        "cached",
+        cached_cold,
+        "ahead (< 1x)",
+        cold_ns < cached_cold,
+    );
+
+    let big_for_cached = big.clone();
+    let _ = cached_big_arg(big_for_cached);
+    let (cached_big_ns, big_ns) = compare(
+        if quick { 2 } else { 3 },
+        || {
+            let arg = big.clone();
+            timed(1, || {
+                std::hint::black_box(cached_big_arg(arg).unwrap());
+            })
+        },
+        || {
+            let arg = big.clone();
+            timed(1, || {
+                std::hint::black_box(rt.block_on(big_engine.scope(big_arg(arg))));
+            })
+        },
+    );
+    table.row(
+        "peer: hit, 64 MiB argument",
+        big_ns,
+        "cached",
+        cached_big_ns,
+        "ahead (< 1x)",
+        big_ns < cached_big_ns,
+    );
+
+    for (label, durable) in [
+        ("peer: miss, trivial body", false),
+        ("peer: miss, trivial body, fsync", true),
+    ] {
+        let dir = root.join(if durable {
+            "peer-miss-fsync"
+        } else {
+            "peer-miss"
+        });
+        let misses = engine(
+            &dir,
+            if durable {
+                Durability::Fsync
+            } else {
+                Durability::Process
+            },
+            routine::engine::DEFAULT_CACHE_CAPACITY,
+        );
+        let ops = if durable { 50 } else { 400 };
+        let (cached_miss, miss_ns) = compare(
+            batches,
+            || {
+                let base = fresh_base();
+                timed(ops, || {
+                    for i in 0..ops {
+                        let value = if durable {
+                            cached_trivial_durable(base + i)
+                        } else {
+                            cached_trivial(base + i)
+                        };
+                        std::hint::black_box(value.unwrap());
+                    }
+                })
+            },
+            || {
+                let base = fresh_base();
+                timed(ops, || {
+                    rt.block_on(misses.scope(async {
+                        for i in 0..ops {
+                            std::hint::black_box(trivial(base + i).await);
+                        }
+                    }))
+                })
+            },
+        );
+        table.row(
+            label,
+            miss_ns,
+            "cached",
+            cached_miss,
+            "ahead (< 1x)",
+            miss_ns < cached_miss,
+        );
+    }
+    drop(big);
+
+    // 7. Memory: store and load a 1 GiB result.
+    let gib_len: u64 = if quick { 256 << 20 } else { 1 << 30 };
+    let gib_dir = root.join("gib");
+    let gib_engine = engine(
+        &gib_dir,
+        Durability::Process,
+        routine::engine::DEFAULT_CACHE_CAPACITY,
+    );
+    let mut memory_rows = Vec::new();
+    if reset_peak_rss() {
+        for phase in ["store: compute, encode, write", "load: read, decode"] {
+            let before = current_rss().unwrap_or(0);
+            reset_peak_rss();
+            let started = Instant::now();
+            let value = rt.block_on(gib_engine.scope(gib(gib_len)));
+            let elapsed = started.elapsed();
+            let peak = peak_rss().unwrap_or(0).saturating_sub(before);
+            assert_eq!(value.len() as u64, gib_len);
+            drop(value);
+            memory_rows.push((phase, peak as f64 / gib_len as f64, elapsed));
+        }
+    }
+    let _ = fs::remove_dir_all(&gib_dir); // one file, after every timed run
+
+    println!();
+    table.print();
+    println!();
+    println!(
+        "| memory, {} MiB result | peak RSS / value size | time |",
+        gib_len >> 20
+    );
+    println!("|---|---|---|");
+    for (phase, ratio, elapsed) in memory_rows {
+        println!("| {phase} | {ratio:.2}x | {:.2} s |", elapsed.as_secs_f64());
+    }
+}

@@ -1,0 +1,1 @@
+//! Benchmarks live in `benches/engine.rs`; run `cargo bench -p routine-bench`.
