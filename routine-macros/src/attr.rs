@@ -5,6 +5,7 @@ use syn::meta::ParseNestedMeta;
 use syn::LitStr;
 
 /// The parsed and checked arguments.
+#[derive(Debug)]
 pub(crate) struct TaskAttr {
     pub(crate) name: LitStr,
     pub(crate) version: LitStr,
@@ -117,5 +118,35 @@ pub(crate) fn combine(errors: &mut Option<syn::Error>, error: syn::Error) {
     match errors {
         Some(errors) => errors.combine(error),
         None => *errors = Some(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<TaskAttr, String> {
+        TaskAttr::parse(text.parse().unwrap()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn accepts_names_and_semver() {
+        let attr = parse(r#"name = "prepare-data.v2_x", version = "1.2.3-rc.1+build.7""#).unwrap();
+        assert_eq!(attr.name.value(), "prepare-data.v2_x");
+        assert_eq!(attr.version.value(), "1.2.3-rc.1+build.7");
+    }
+
+    #[test]
+    fn rejects_what_could_leave_the_store() {
+        for name in ["..", ".hidden", "a/b", "a\\b", "-flag", "ü", " x"] {
+            let error = parse(&format!(r#"name = {name:?}, version = "1.0.0""#)).unwrap_err();
+            assert!(error.contains("is not allowed"), "{name}: {error}");
+        }
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let error = TaskAttr::parse(r#"name = "a b", version = "1""#.parse().unwrap()).unwrap_err();
+        assert_eq!(error.into_iter().count(), 2);
     }
 }

@@ -203,3 +203,39 @@ fn render_tokens(tokens: TokenStream) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(text: &str) -> String {
+        render_tokens(text.parse().unwrap())
+    }
+
+    #[test]
+    fn types_render_as_people_write_them() {
+        assert_eq!(rendered("Vec < HyperParams >"), "Vec<HyperParams>");
+        assert_eq!(
+            rendered("HashMap < String , Vec < u8 > >"),
+            "HashMap<String, Vec<u8>>"
+        );
+        assert_eq!(
+            rendered("std :: io :: Result < usize >"),
+            "std::io::Result<usize>"
+        );
+        assert_eq!(rendered("(u32 , String)"), "(u32, String)");
+        assert_eq!(rendered("[u8 ; 32]"), "[u8; 32]");
+        assert_eq!(
+            rendered("Box < dyn Fn (u8) -> u8 + Send >"),
+            "Box<dyn Fn(u8) -> u8+Send>"
+        );
+    }
+
+    #[test]
+    fn errors_keep_the_original_item() {
+        let item: TokenStream = "async fn f(x: &str) -> usize { x.len() }".parse().unwrap();
+        let out = task("name = \"f\", version = \"1.0.0\"".parse().unwrap(), item).to_string();
+        assert!(out.starts_with("async fn f"), "{out}");
+        assert!(out.contains("compile_error"), "{out}");
+    }
+}

@@ -18,3 +18,30 @@ pub(crate) fn of(item: &ItemFn) -> [u8; 32] {
     item.block.to_tokens(&mut tokens);
     Sha256::digest(tokens.to_string().as_bytes()).into()
 }
+
+#[cfg(test)]
+mod tests {
+    fn fingerprint(text: &str) -> [u8; 32] {
+        super::of(&syn::parse_str(text).unwrap())
+    }
+
+    #[test]
+    fn formatting_comments_docs_and_the_rust_name_do_not_count() {
+        let base = fingerprint("async fn train(x: u32) -> u32 { x + 1 }");
+        let same = [
+            "async fn train(x: u32) -> u32 {\n    // one more\n    x   +   1\n}",
+            "/// Docs.\n#[inline] async fn renamed(x: u32) -> u32 { x + 1 }",
+        ];
+        for text in same {
+            assert_eq!(fingerprint(text), base, "{text}");
+        }
+        let different = [
+            "async fn train(x: u32) -> u32 { x + 2 }",
+            "async fn train(x: u64) -> u64 { x + 1 }",
+            "fn train(x: u32) -> u32 { x + 1 }",
+        ];
+        for text in different {
+            assert_ne!(fingerprint(text), base, "{text}");
+        }
+    }
+}

@@ -155,3 +155,31 @@ fn is_result(ty: &Type) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result_type(text: &str) -> bool {
+        is_result(&syn::parse_str(text).unwrap())
+    }
+
+    #[test]
+    fn recognises_results_under_any_path() {
+        assert!(result_type("Result<u8, String>"));
+        assert!(result_type("std::io::Result<u8>"));
+        assert!(result_type("anyhow::Result<Vec<u8>>"));
+        assert!(!result_type("Option<Result<u8, u8>>"));
+        assert!(!result_type("Vec<u8>"));
+    }
+
+    #[test]
+    fn finds_references_deep_inside_types() {
+        let item: ItemFn =
+            syn::parse_str("async fn f(x: Vec<(u8, [&'static str; 2])>) {}").unwrap();
+        let error = TaskSignature::check(&item)
+            .err()
+            .expect("a nested reference is refused");
+        assert!(error.to_string().contains("cannot be a reference"));
+    }
+}
