@@ -45,6 +45,11 @@ pub use routine_core::{
 #[doc(hidden)]
 pub use routine_core::__private;
 
+// The README's examples are compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}
+
 /// Turns a free `async fn` or `fn` into a memoized, versioned task.
 ///
 /// ```

@@ -108,24 +108,23 @@ fn cached_big_arg(data: Vec<u8>) -> Result<u64, String> {
 
 // ---------------------------------------------------------------- timing
 
-/// Runs `base` and `subject` in alternating batches; returns the median
-/// nanoseconds per operation of each. A batch returns (time, operations).
-fn compare(
-    batches: usize,
-    mut base: impl FnMut() -> (Duration, u64),
-    mut subject: impl FnMut() -> (Duration, u64),
-) -> (f64, f64) {
-    let (mut b, mut s) = (Vec::new(), Vec::new());
-    // One untimed round of each warms caches and allocators.
-    base();
-    subject();
-    for _ in 0..batches {
-        let (t, n) = base();
-        b.push(t.as_nanos() as f64 / n as f64);
-        let (t, n) = subject();
-        s.push(t.as_nanos() as f64 / n as f64);
+/// One timed batch: how long it took and how many operations it ran.
+type Batch<'a> = Box<dyn FnMut() -> (Duration, u64) + 'a>;
+
+/// Runs the batches in turn, `rounds` times, after one untimed round that
+/// warms caches and allocators; returns each one's median nanoseconds per
+/// operation. Interleaving makes every column see the same machine noise.
+fn medians(rounds: usize, mut batches: Vec<Batch<'_>>) -> Vec<f64> {
+    let mut samples = vec![Vec::new(); batches.len()];
+    for round in 0..=rounds {
+        for (batch, samples) in batches.iter_mut().zip(&mut samples) {
+            let (time, ops) = batch();
+            if round > 0 {
+                samples.push(time.as_nanos() as f64 / ops as f64);
+            }
+        }
     }
-    (median(b), median(s))
+    samples.into_iter().map(median).collect()
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -227,10 +226,6 @@ fn engine(dir: &Path, durability: Durability, cache: usize) -> Engine {
         .unwrap()
 }
 
-fn entry_path(root: &Path, name: &str, key: &Key) -> PathBuf {
-    root.join(name).join("1.0.0").join(key.to_hex())
-}
-
 /// Peak resident memory since the last reset, in bytes (Linux).
 fn peak_rss() -> Option<u64> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
@@ -261,70 +256,84 @@ fn main() {
     let root = bench_root();
     let rt = runtime();
     let mut table = Table { rows: Vec::new() };
+    let mut peer_rows: Vec<(&str, f64, f64)> = Vec::new();
     eprintln!("routine bench: store under {}", root.display());
 
-    // Floor of a warm hit: hash the arguments, decode the stored result.
+    // Hits with small arguments, warm: the floor, the file store with its
+    // in-process cache, the in-memory store, and the peer.
     let (name, n, values) = small_args(1);
     let result_bytes = bincode::serialize(&small_body(&name, n, &values)).unwrap();
-    let floor = || {
-        timed(2000, || {
-            for _ in 0..2000 {
-                let args = (name.clone(), n, values.clone());
-                let key = Key::of("bench-small", "1.0.0", &args).unwrap();
-                let value: Vec<f64> = routine::codec::decode_slice(&result_bytes).unwrap();
-                std::hint::black_box((key, value));
-            }
-        })
-    };
-
-    // 1. Warm hit, file store (in-process cache).
-    let warm_dir = root.join("warm");
     let warm = engine(
-        &warm_dir,
+        &root.join("warm"),
         Durability::Process,
         routine::engine::DEFAULT_CACHE_CAPACITY,
     );
-    rt.block_on(warm.scope(small(name.clone(), n, values.clone())));
-    let (floor_ns, warm_ns) = compare(batches, floor, || {
-        timed(2000, || {
-            rt.block_on(warm.scope(async {
-                for _ in 0..2000 {
-                    std::hint::black_box(small(name.clone(), n, values.clone()).await);
-                }
-            }))
+    let memory = Engine::in_memory();
+    for engine in [&warm, &memory] {
+        rt.block_on(engine.scope(small(name.clone(), n, values.clone())));
+    }
+    cached_small(name.clone(), n, values.clone()).unwrap();
+    let ours_repeated = |engine: &Engine| -> Batch<'_> {
+        let (rt, name, values) = (&rt, &name, &values);
+        let engine = engine.clone();
+        Box::new(move || {
+            timed(2000, || {
+                rt.block_on(engine.scope(async {
+                    for _ in 0..2000 {
+                        std::hint::black_box(small(name.clone(), n, values.clone()).await);
+                    }
+                }))
+            })
         })
-    });
+    };
+    let m = medians(
+        batches,
+        vec![
+            Box::new(|| {
+                timed(2000, || {
+                    for _ in 0..2000 {
+                        let args = (name.clone(), n, values.clone());
+                        let key = Key::of("bench-small", "1.0.0", &args).unwrap();
+                        let value: Vec<f64> = routine::codec::decode_slice(&result_bytes).unwrap();
+                        std::hint::black_box((key, value));
+                    }
+                })
+            }),
+            ours_repeated(&warm),
+            ours_repeated(&memory),
+            Box::new(|| {
+                timed(2000, || {
+                    for _ in 0..2000 {
+                        std::hint::black_box(
+                            cached_small(name.clone(), n, values.clone()).unwrap(),
+                        );
+                    }
+                })
+            }),
+        ],
+    );
+    let (floor, warm_ns, memory_ns, peer) = (m[0], m[1], m[2], m[3]);
     table.row(
         "hit, small args, warm",
         warm_ns,
         "hash+decode",
-        floor_ns,
+        floor,
         "<= 2x",
-        warm_ns <= 2.0 * floor_ns,
+        warm_ns <= 2.0 * floor,
     );
-
-    // 2. In-memory store hit.
-    let memory = Engine::in_memory();
-    rt.block_on(memory.scope(small(name.clone(), n, values.clone())));
-    let (floor_ns, memory_ns) = compare(batches, floor, || {
-        timed(2000, || {
-            rt.block_on(memory.scope(async {
-                for _ in 0..2000 {
-                    std::hint::black_box(small(name.clone(), n, values.clone()).await);
-                }
-            }))
-        })
-    });
     table.row(
         "hit, in-memory store",
         memory_ns,
         "hash+decode",
-        floor_ns,
+        floor,
         "< 1 us",
         memory_ns < 1000.0,
     );
+    peer_rows.push(("peer: hit, small args, warm", warm_ns, peer));
 
-    // 3. Cold hit: a process with no in-process state reading the store.
+    // Hits with small arguments, cold: every call reads an entry this
+    // process has not seen, from an engine with no in-process cache (what a
+    // fresh process sees). Each column walks its own range of keys.
     let cold_dir = root.join("cold");
     let per_batch = 400u32;
     let cold_keys = per_batch * (batches as u32 + 1);
@@ -335,327 +344,216 @@ fn main() {
             small(name, i, values).await;
         }
     }));
-    let mut next_base = 0u32;
-    let mut next_sub = 0u32;
-    let (floor_cold, cold_ns) = compare(
+    for i in 0..cold_keys {
+        let (name, _, values) = small_args(0);
+        cached_small(name, i, values).unwrap();
+    }
+    let next_range = |next: &mut u32| {
+        let start = *next;
+        *next = (*next + per_batch) % cold_keys;
+        start..start + per_batch
+    };
+    let (mut floor_next, mut ours_next, mut peer_next) = (0, 0, 0);
+    let m = medians(
         batches,
-        || {
-            let start = next_base % cold_keys;
-            next_base += per_batch;
-            let paths: Vec<PathBuf> = (start..start + per_batch)
-                .map(|i| {
-                    let (name, _, values) = small_args(0);
-                    let key = Key::of("bench-small", "1.0.0", &(name, i, values)).unwrap();
-                    entry_path(&cold_dir, "bench-small", &key)
-                })
-                .collect();
-            timed(u64::from(per_batch), || {
-                for path in &paths {
-                    let bytes = fs::read(path).unwrap();
-                    let value: Vec<f64> =
-                        routine::codec::decode_slice(&bytes[HEADER_LEN..bytes.len() - TRAILER_LEN])
-                            .unwrap();
-                    std::hint::black_box(value);
-                }
-            })
-        },
-        || {
-            let start = next_sub % cold_keys;
-            next_sub += per_batch;
-            // A new engine with no in-process cache: what a fresh process sees.
-            let fresh = engine(&cold_dir, Durability::Process, 0);
-            timed(u64::from(per_batch), || {
-                rt.block_on(fresh.scope(async {
-                    for i in start..start + per_batch {
+        vec![
+            Box::new(|| {
+                let paths: Vec<PathBuf> = next_range(&mut floor_next)
+                    .map(|i| {
                         let (name, _, values) = small_args(0);
-                        std::hint::black_box(small(name, i, values).await);
+                        let key = Key::of("bench-small", "1.0.0", &(name, i, values)).unwrap();
+                        cold_dir.join("bench-small/1.0.0").join(key.to_hex())
+                    })
+                    .collect();
+                timed(u64::from(per_batch), || {
+                    for path in &paths {
+                        let bytes = fs::read(path).unwrap();
+                        let payload = &bytes[HEADER_LEN..bytes.len() - TRAILER_LEN];
+                        let value: Vec<f64> = routine::codec::decode_slice(payload).unwrap();
+                        std::hint::black_box(value);
                     }
-                }))
-            })
-        },
+                })
+            }),
+            Box::new(|| {
+                let keys = next_range(&mut ours_next);
+                let fresh = engine(&cold_dir, Durability::Process, 0);
+                timed(u64::from(per_batch), || {
+                    rt.block_on(fresh.scope(async {
+                        for i in keys {
+                            let (name, _, values) = small_args(0);
+                            std::hint::black_box(small(name, i, values).await);
+                        }
+                    }))
+                })
+            }),
+            Box::new(|| {
+                let keys = next_range(&mut peer_next);
+                timed(u64::from(per_batch), || {
+                    for i in keys {
+                        let (name, _, values) = small_args(0);
+                        std::hint::black_box(cached_small(name, i, values).unwrap());
+                    }
+                })
+            }),
+        ],
     );
+    let (floor, cold_ns, peer) = (m[0], m[1], m[2]);
     table.row(
         "hit, small args, cold",
         cold_ns,
         "open+read+decode",
-        floor_cold,
+        floor,
         "<= 2x",
-        cold_ns <= 2.0 * floor_cold,
+        cold_ns <= 2.0 * floor,
     );
+    peer_rows.push(("peer: hit, small args, cold", cold_ns, peer));
 
-    // 4. Hit with a 64 MiB argument: hashing dominates.
+    // Hits with a 64 MiB argument: hashing dominates. The argument is cloned
+    // outside the timed part; the peer keys its disk cache by a string.
     let big: Vec<u8> = (0..64u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
-    let big_dir = root.join("big");
-    let big_engine = engine(&big_dir, Durability::Process, 0);
-    rt.block_on(big_engine.scope(big_arg(big.clone())));
-    let big_batches = if quick { 3 } else { 7 };
-    let (sha_ns, big_ns) = compare(
-        big_batches,
-        || {
-            timed(1, || {
-                std::hint::black_box(Sha256::digest(&big))
-                    .len()
-                    .eq(&32)
-                    .then_some(())
-                    .unwrap()
-            })
-        },
-        || {
-            let arg = big.clone();
-            timed(1, || {
-                std::hint::black_box(rt.block_on(big_engine.scope(big_arg(arg))));
-            })
-        },
+    let bytes = serde_bytes::ByteBuf::from(big.clone());
+    let big_engine = engine(&root.join("big"), Durability::Process, 0);
+    rt.block_on(big_engine.scope(async {
+        big_arg(big.clone()).await;
+        big_bytes(bytes.clone()).await;
+    }));
+    cached_big_arg(big.clone()).unwrap();
+    let m = medians(
+        if quick { 2 } else { 5 },
+        vec![
+            Box::new(|| {
+                timed(1, || {
+                    std::hint::black_box(Sha256::digest(&big));
+                })
+            }),
+            Box::new(|| {
+                let arg = big.clone();
+                timed(1, || {
+                    std::hint::black_box(rt.block_on(big_engine.scope(big_arg(arg))));
+                })
+            }),
+            Box::new(|| {
+                let arg = bytes.clone();
+                timed(1, || {
+                    std::hint::black_box(rt.block_on(big_engine.scope(big_bytes(arg))));
+                })
+            }),
+            Box::new(|| {
+                let arg = big.clone();
+                timed(1, || {
+                    std::hint::black_box(cached_big_arg(arg).unwrap());
+                })
+            }),
+        ],
     );
+    let (sha, vec_ns, bytes_ns, peer) = (m[0], m[1], m[2], m[3]);
+    let target = ">= 80% of SHA-256 (<= 1.25x)";
     table.row(
         "hit, 64 MiB argument, Vec<u8>",
-        big_ns,
+        vec_ns,
         "SHA-256 of 64 MiB",
-        sha_ns,
-        ">= 80% of SHA-256 (<= 1.25x)",
-        big_ns <= 1.25 * sha_ns,
+        sha,
+        target,
+        vec_ns <= 1.25 * sha,
     );
-    let bytes = serde_bytes::ByteBuf::from(big.clone());
-    rt.block_on(big_engine.scope(big_bytes(bytes.clone())));
-    let (sha_ns, bytes_ns) = compare(
-        big_batches,
-        || {
-            timed(1, || {
-                std::hint::black_box(Sha256::digest(&big))
-                    .len()
-                    .eq(&32)
-                    .then_some(())
-                    .unwrap()
-            })
-        },
-        || {
-            let arg = bytes.clone();
-            timed(1, || {
-                std::hint::black_box(rt.block_on(big_engine.scope(big_bytes(arg))));
-            })
-        },
-    );
-    drop(bytes);
     table.row(
         "hit, 64 MiB argument, serde_bytes",
         bytes_ns,
         "SHA-256 of 64 MiB",
-        sha_ns,
-        ">= 80% of SHA-256 (<= 1.25x)",
-        bytes_ns <= 1.25 * sha_ns,
+        sha,
+        target,
+        bytes_ns <= 1.25 * sha,
     );
+    peer_rows.push(("peer: hit, 64 MiB argument", vec_ns, peer));
+    drop((big, bytes));
 
-    // 5. Miss with a trivial body, not synced and synced.
-    for (label, durability, sync) in [
-        ("miss, trivial body", Durability::Process, false),
-        ("miss, trivial body, fsync", Durability::Fsync, true),
-    ] {
-        let dir = root.join(if sync { "miss-fsync" } else { "miss" });
-        let floor_dir = root.join(if sync { "floor-fsync" } else { "floor" });
+    // Misses with a trivial body, new keys every call: not synced, then
+    // synced.
+    for durability in [Durability::Process, Durability::Fsync] {
+        let sync = durability == Durability::Fsync;
+        let suffix = if sync { ", fsync" } else { "" };
+        let floor_dir = root.join(format!("floor{suffix}"));
         fs::create_dir_all(&floor_dir).unwrap();
-        let misses = engine(&dir, durability, routine::engine::DEFAULT_CACHE_CAPACITY);
-        let ops = if sync { 50 } else { 400 };
-        let entry_len = (HEADER_LEN + TRAILER_LEN + 8) as u64;
-        let payload = vec![0u8; entry_len as usize];
-        let mut floor_counter = 0u64;
-        let (floor_ns, miss_ns) = compare(
-            batches,
-            || {
-                timed(ops, || {
-                    for _ in 0..ops {
-                        floor_counter += 1;
-                        let tmp = floor_dir.join(format!(".{floor_counter}.tmp"));
-                        let mut file = fs::File::create(&tmp).unwrap();
-                        file.write_all(&payload).unwrap();
-                        if sync {
-                            file.sync_all().unwrap();
-                        }
-                        drop(file);
-                        fs::rename(&tmp, floor_dir.join(floor_counter.to_string())).unwrap();
-                    }
-                })
-            },
-            || {
-                let base = fresh_base();
-                timed(ops, || {
-                    rt.block_on(misses.scope(async {
-                        for i in 0..ops {
-                            std::hint::black_box(trivial(base + i).await);
-                        }
-                    }))
-                })
-            },
+        let misses = engine(
+            &root.join(format!("miss{suffix}")),
+            durability,
+            routine::engine::DEFAULT_CACHE_CAPACITY,
         );
+        let ops = if sync { 50 } else { 400 };
+        let payload = vec![0u8; HEADER_LEN + TRAILER_LEN + 8];
+        let mut written = 0u64;
+        let m = medians(
+            batches,
+            vec![
+                Box::new(|| {
+                    timed(ops, || {
+                        for _ in 0..ops {
+                            written += 1;
+                            let tmp = floor_dir.join(format!(".{written}.tmp"));
+                            let mut file = fs::File::create(&tmp).unwrap();
+                            file.write_all(&payload).unwrap();
+                            if sync {
+                                file.sync_all().unwrap();
+                            }
+                            drop(file);
+                            fs::rename(&tmp, floor_dir.join(written.to_string())).unwrap();
+                        }
+                    })
+                }),
+                Box::new(|| {
+                    let base = fresh_base();
+                    timed(ops, || {
+                        rt.block_on(misses.scope(async {
+                            for i in 0..ops {
+                                std::hint::black_box(trivial(base + i).await);
+                            }
+                        }))
+                    })
+                }),
+                Box::new(|| {
+                    let base = fresh_base();
+                    timed(ops, || {
+                        for i in 0..ops {
+                            let value = if sync {
+                                cached_trivial_durable(base + i)
+                            } else {
+                                cached_trivial(base + i)
+                            };
+                            std::hint::black_box(value.unwrap());
+                        }
+                    })
+                }),
+            ],
+        );
+        let (floor, miss_ns, peer) = (m[0], m[1], m[2]);
         let floor_name = if sync {
             "write+fsync+rename"
         } else {
             "write+rename"
         };
         table.row(
-            label,
+            &format!("miss, trivial body{suffix}"),
             miss_ns,
             floor_name,
-            floor_ns,
+            floor,
             "<= 1.5x",
-            miss_ns <= 1.5 * floor_ns,
+            miss_ns <= 1.5 * floor,
         );
-    }
-
-    // 6. The same through `cached`'s disk-backed macro (redb).
-    let (name, n, values) = small_args(1);
-    cached_small(name.clone(), n, values.clone()).unwrap();
-    let (cached_ns, warm_ns) = compare(
-        batches,
-        || {
-            timed(2000, || {
-                for _ in 0..2000 {
-                    std::hint::black_box(cached_small(name.clone(), n, values.clone()).unwrap());
-                }
-            })
-        },
-        || {
-            timed(2000, || {
-                rt.block_on(warm.scope(async {
-                    for _ in 0..2000 {
-                        std::hint::black_box(small(name.clone(), n, values.clone()).await);
-                    }
-                }))
-            })
-        },
-    );
-    table.row(
-        "peer: hit, small args, warm",
-        warm_ns,
-        "cached",
-        cached_ns,
-        "ahead (< 1x)",
-        warm_ns < cached_ns,
-    );
-
-    for i in 0..cold_keys {
-        let (name, _, values) = small_args(0);
-        cached_small(name, i, values).unwrap();
-    }
-    let mut next_peer = 0u32;
-    let mut next_ours = 0u32;
-    let (cached_cold, cold_ns) = compare(
-        batches,
-        || {
-            let start = next_peer % cold_keys;
-            next_peer += per_batch;
-            timed(u64::from(per_batch), || {
-                for i in start..start + per_batch {
-                    let (name, _, values) = small_args(0);
-                    std::hint::black_box(cached_small(name, i, values).unwrap());
-                }
-            })
-        },
-        || {
-            let start = next_ours % cold_keys;
-            next_ours += per_batch;
-            let fresh = engine(&cold_dir, Durability::Process, 0);
-            timed(u64::from(per_batch), || {
-                rt.block_on(fresh.scope(async {
-                    for i in start..start + per_batch {
-                        let (name, _, values) = small_args(0);
-                        std::hint::black_box(small(name, i, values).await);
-                    }
-                }))
-            })
-        },
-    );
-    table.row(
-        "peer: hit, small args, cold",
-        cold_ns,
-        "cached",
-        cached_cold,
-        "ahead (< 1x)",
-        cold_ns < cached_cold,
-    );
-
-    let big_for_cached = big.clone();
-    let _ = cached_big_arg(big_for_cached);
-    let (cached_big_ns, big_ns) = compare(
-        if quick { 2 } else { 3 },
-        || {
-            let arg = big.clone();
-            timed(1, || {
-                std::hint::black_box(cached_big_arg(arg).unwrap());
-            })
-        },
-        || {
-            let arg = big.clone();
-            timed(1, || {
-                std::hint::black_box(rt.block_on(big_engine.scope(big_arg(arg))));
-            })
-        },
-    );
-    table.row(
-        "peer: hit, 64 MiB argument",
-        big_ns,
-        "cached",
-        cached_big_ns,
-        "ahead (< 1x)",
-        big_ns < cached_big_ns,
-    );
-
-    for (label, durable) in [
-        ("peer: miss, trivial body", false),
-        ("peer: miss, trivial body, fsync", true),
-    ] {
-        let dir = root.join(if durable {
-            "peer-miss-fsync"
-        } else {
-            "peer-miss"
-        });
-        let misses = engine(
-            &dir,
-            if durable {
-                Durability::Fsync
+        peer_rows.push((
+            if sync {
+                "peer: miss, trivial body, fsync"
             } else {
-                Durability::Process
+                "peer: miss, trivial body"
             },
-            routine::engine::DEFAULT_CACHE_CAPACITY,
-        );
-        let ops = if durable { 50 } else { 400 };
-        let (cached_miss, miss_ns) = compare(
-            batches,
-            || {
-                let base = fresh_base();
-                timed(ops, || {
-                    for i in 0..ops {
-                        let value = if durable {
-                            cached_trivial_durable(base + i)
-                        } else {
-                            cached_trivial(base + i)
-                        };
-                        std::hint::black_box(value.unwrap());
-                    }
-                })
-            },
-            || {
-                let base = fresh_base();
-                timed(ops, || {
-                    rt.block_on(misses.scope(async {
-                        for i in 0..ops {
-                            std::hint::black_box(trivial(base + i).await);
-                        }
-                    }))
-                })
-            },
-        );
-        table.row(
-            label,
             miss_ns,
-            "cached",
-            cached_miss,
-            "ahead (< 1x)",
-            miss_ns < cached_miss,
-        );
+            peer,
+        ));
     }
-    drop(big);
+    for (label, ours, peer) in peer_rows {
+        table.row(label, ours, "cached", peer, "ahead (< 1x)", ours < peer);
+    }
 
     // 7. Memory: store and load a 1 GiB result.
     let gib_len: u64 = if quick { 256 << 20 } else { 1 << 30 };
