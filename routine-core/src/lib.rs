@@ -13,6 +13,7 @@
 //! | [`store`] | the `Store` trait and its backends (files, memory) |
 //! | [`registry`] | every task of the program, by name and version |
 //! | [`engine`] | the runtime: scope, lookup, single-flight, storing |
+//! | [`redact`] | credentials kept out of printed URLs |
 #![warn(missing_docs)]
 
 pub mod codec;
@@ -20,6 +21,7 @@ pub mod engine;
 pub mod entry;
 mod error;
 pub mod key;
+pub mod redact;
 pub mod registry;
 pub mod store;
 

@@ -18,12 +18,16 @@ use crate::key::Key;
 
 mod fs;
 mod memory;
+#[cfg(feature = "distributed")]
+mod object;
 
 #[cfg(test)]
 mod contract;
 
 pub use self::fs::{Durability, FileStore};
 pub use self::memory::MemoryStore;
+#[cfg(feature = "distributed")]
+pub use self::object::ObjectStoreBackend;
 
 /// Where one result lives: task name, task version and key.
 #[derive(Debug, Clone, Copy)]
@@ -124,6 +128,9 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// The store is misconfigured: a bad URL, a missing bucket name.
+    #[error("{0}")]
+    Config(String),
     /// A name or version that could leave the store's layout.
     #[error("`{0}` is not a valid task name or version in a store path")]
     InvalidComponent(String),

@@ -74,7 +74,8 @@ pub(crate) fn run(store: &dyn Store) {
     assert_eq!(read_all(store.get(&s1).unwrap().unwrap()), b"second");
 
     // A large entry round-trips, streamed or not.
-    let large: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    // Over every backend's threshold for streaming and for multipart upload.
+    let large: Vec<u8> = (0..20_000_000u32).map(|i| (i % 251) as u8).collect();
     put(store, &s2, &large);
     assert_eq!(read_all(store.get(&s2).unwrap().unwrap()), large);
 

@@ -1,0 +1,457 @@
+//! The shared store: entries in object storage (S3 and S3-compatible servers,
+//! GCS, Azure, a local folder) through the `object_store` crate, under
+//! `<prefix>/<name>/<version>/<key-hex>`, the layout and entry format of the
+//! file store. A result computed on one machine is a hit on every other.
+//!
+//! The [`Store`] trait is synchronous (the file store, the hot path, needs no
+//! executor); this backend runs its requests on a small runtime of its own
+//! and waits for them, inside `block_in_place` when the caller is on a
+//! multi-threaded tokio runtime so that its other tasks keep running.
+//!
+//! Objects appear atomically: a small entry is one `PUT`, a large one a
+//! multipart upload completed at commit (aborted if the writer is dropped).
+//! A large entry is read back as a stream of chunks, never whole.
+
+use std::fmt;
+use std::future::Future;
+use std::io::{self, Read, Write};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use object_store::path::Path;
+use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
+use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
+
+use super::{check_component, EntryWrite, Found, Listing, Slot, Store, StoreError};
+use crate::key::Key;
+use crate::redact::redact_url;
+
+/// Entries up to this size are fetched whole; larger ones are streamed.
+const FETCH_WHOLE_MAX: u64 = 1024 * 1024;
+/// Entries up to this size are uploaded with one `PUT`; larger ones in parts
+/// of this size (S3 wants at least 5 MiB per part).
+const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Chunks of a streamed read that may wait in memory for the reader.
+const STREAM_DEPTH: usize = 4;
+
+/// Entries in an object store. Cheap to clone.
+///
+/// ```
+/// use routine_core::store::{ObjectStoreBackend, Store};
+///
+/// let store = ObjectStoreBackend::from_url("memory:///results").unwrap();
+/// assert!(store.list(None, None).unwrap().is_empty());
+/// assert_eq!(store.to_string(), "memory:///results");
+/// ```
+#[derive(Clone)]
+pub struct ObjectStoreBackend {
+    inner: Arc<dyn ObjectStore>,
+    prefix: Path,
+    runtime: Arc<Runtime>,
+    url: String,
+}
+
+impl ObjectStoreBackend {
+    /// Opens the store at `url`:
+    ///
+    /// - `s3://bucket/prefix`: credentials, region and endpoint from the
+    ///   usual `AWS_*` environment variables (`AWS_ENDPOINT` and
+    ///   `AWS_ALLOW_HTTP=true` for an S3-compatible server);
+    /// - `gs://bucket/prefix` and `az://container/prefix`: from the
+    ///   `GOOGLE_*` and `AZURE_*` variables;
+    /// - `file:///absolute/folder`: a local folder (created if missing);
+    /// - `memory:///prefix`: in this process only, for tests.
+    pub fn from_url(url: &str) -> Result<ObjectStoreBackend, StoreError> {
+        let invalid = |why: String| {
+            StoreError::Config(format!(
+                "cannot open the store `{}`: {why}",
+                redact_url(url)
+            ))
+        };
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| invalid("it is not a URL".into()))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let store: Arc<dyn ObjectStore> = match scheme {
+            "s3" | "s3a" => Arc::new(
+                object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map_err(|e| invalid(e.to_string()))?,
+            ),
+            "gs" => Arc::new(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map_err(|e| invalid(e.to_string()))?,
+            ),
+            "az" | "azure" => Arc::new(
+                object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_container_name(bucket)
+                    .build()
+                    .map_err(|e| invalid(e.to_string()))?,
+            ),
+            "file" => {
+                let folder = format!("/{prefix}");
+                std::fs::create_dir_all(&folder).map_err(|e| invalid(e.to_string()))?;
+                let local = object_store::local::LocalFileSystem::new_with_prefix(&folder)
+                    .map_err(|e| invalid(e.to_string()))?;
+                return Ok(ObjectStoreBackend::new(Arc::new(local), "", url));
+            }
+            "memory" => Arc::new(object_store::memory::InMemory::new()),
+            other => {
+                return Err(invalid(format!(
+                    "unknown scheme `{other}` (use s3, gs, az, file or memory)"
+                )))
+            }
+        };
+        Ok(ObjectStoreBackend::new(store, prefix, url))
+    }
+
+    /// Wraps an object store you built; entries go under `prefix`. `url`
+    /// names it in messages (credentials are redacted).
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str, url: &str) -> ObjectStoreBackend {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("routine-object-store")
+            .enable_all()
+            .build()
+            .expect("cannot start the object store's I/O threads");
+        ObjectStoreBackend {
+            inner: store,
+            prefix: Path::from(prefix),
+            runtime: Arc::new(runtime),
+            url: redact_url(url),
+        }
+    }
+
+    fn location(&self, slot: &Slot<'_>) -> Result<Path, StoreError> {
+        check_component(slot.name)?;
+        check_component(slot.version)?;
+        Ok(self
+            .prefix
+            .clone()
+            .join(slot.name)
+            .join(slot.version)
+            .join(slot.key.to_hex().as_str()))
+    }
+
+    fn error(&self, op: &'static str, location: &Path, error: object_store::Error) -> StoreError {
+        StoreError::Io {
+            op,
+            path: format!("{}/{location}", self.url).into(),
+            source: io::Error::other(error),
+        }
+    }
+
+    /// Runs `request` on the store's runtime and waits for it.
+    fn wait<T: Send + 'static>(&self, request: impl Future<Output = T> + Send + 'static) -> T {
+        wait_on(&self.runtime, request)
+    }
+}
+
+fn wait_on<T: Send + 'static>(
+    runtime: &Runtime,
+    request: impl Future<Output = T> + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = tx.send(request.await);
+    });
+    let receive = move || rx.recv().expect("the object store's runtime stopped");
+    blocking(receive)
+}
+
+/// Blocks the calling thread, letting a multi-threaded tokio runtime move
+/// its other tasks elsewhere meanwhile.
+fn blocking<T>(wait: impl FnOnce() -> T) -> T {
+    let multi_thread =
+        Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(wait)
+    } else {
+        wait()
+    }
+}
+
+impl fmt::Display for ObjectStoreBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+impl fmt::Debug for ObjectStoreBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectStoreBackend({})", self.url)
+    }
+}
+
+impl Store for ObjectStoreBackend {
+    fn get(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
+        let location = self.location(slot)?;
+        let (store, at) = (Arc::clone(&self.inner), location.clone());
+        let opened = self.wait(async move { store.get(&at).await });
+        let result = match opened {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.error("read", &location, e)),
+        };
+        let len = result.meta.size;
+        if len <= FETCH_WHOLE_MAX {
+            let bytes = self
+                .wait(async move { result.bytes().await })
+                .map_err(|e| self.error("read", &location, e))?;
+            return Ok(Some(Found::Bytes(Arc::new(bytes.to_vec()))));
+        }
+        // A bounded channel paces the download to the decoder.
+        let (tx, rx) = mpsc::sync_channel(STREAM_DEPTH);
+        self.runtime.spawn(async move {
+            let mut chunks = result.into_stream();
+            while let Some(chunk) = chunks.next().await {
+                let failed = chunk.is_err();
+                let tx = tx.clone();
+                let chunk = chunk.map(|bytes| bytes.to_vec()).map_err(io::Error::other);
+                let sent = tokio::task::spawn_blocking(move || tx.send(chunk))
+                    .await
+                    .is_ok_and(|sent| sent.is_ok());
+                if !sent || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Some(Found::Stream {
+            reader: Box::new(ChunkReader {
+                chunks: rx,
+                current: Vec::new(),
+                at: 0,
+            }),
+            len,
+        }))
+    }
+
+    fn create(&self, slot: &Slot<'_>, len: u64) -> Result<Box<dyn EntryWrite>, StoreError> {
+        let location = self.location(slot)?;
+        let capacity = usize::try_from(len).unwrap_or(PART_SIZE).min(PART_SIZE);
+        Ok(Box::new(ObjectWriter {
+            backend: self.clone(),
+            location,
+            buffer: Vec::with_capacity(capacity),
+            upload: None,
+        }))
+    }
+
+    fn remove(&self, slot: &Slot<'_>) -> Result<bool, StoreError> {
+        let location = self.location(slot)?;
+        let (store, at) = (Arc::clone(&self.inner), location.clone());
+        // S3 deletes are idempotent and say nothing about existence: ask
+        // first, so the answer is true only for a real removal.
+        let removed = self.wait(async move {
+            match store.head(&at).await {
+                Ok(_) => store.delete(&at).await.map(|()| true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(e),
+            }
+        });
+        removed.map_err(|e| self.error("remove", &location, e))
+    }
+
+    fn list(&self, name: Option<&str>, version: Option<&str>) -> Result<Vec<Listing>, StoreError> {
+        let mut under = self.prefix.clone();
+        for part in [name, version].into_iter().flatten() {
+            check_component(part)?;
+            under = under.join(part);
+        }
+        if name.is_none() && version.is_some() {
+            return Err(StoreError::Config(
+                "a version can only be listed together with its task name".into(),
+            ));
+        }
+        let (store, at) = (Arc::clone(&self.inner), under.clone());
+        let metas = self
+            .wait(async move { store.list(Some(&at)).collect::<Vec<_>>().await })
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.error("list", &under, e))?;
+        let skip = self.prefix.parts().count();
+        let mut out: Vec<Listing> = metas
+            .into_iter()
+            .filter_map(|meta| {
+                let parts: Vec<String> = meta
+                    .location
+                    .parts()
+                    .skip(skip)
+                    .map(|p| p.as_ref().to_owned())
+                    .collect();
+                let [name, version, key] = parts.as_slice() else {
+                    return None;
+                };
+                let key = Key::from_hex(key).ok()?;
+                (check_component(name).is_ok() && check_component(version).is_ok()).then(|| {
+                    Listing {
+                        name: name.clone(),
+                        version: version.clone(),
+                        key,
+                        size: meta.size,
+                    }
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.name, &a.version, a.key).cmp(&(&b.name, &b.version, b.key)));
+        Ok(out)
+    }
+}
+
+/// Reads the chunks of a streamed download.
+struct ChunkReader {
+    chunks: mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.current.len() {
+            match blocking(|| self.chunks.recv()) {
+                Ok(chunk) => {
+                    self.current = chunk?;
+                    self.at = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.current.len() - self.at);
+        out[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Buffers an entry; uploads it in one `PUT` at commit, or in parts once it
+/// outgrows one part.
+struct ObjectWriter {
+    backend: ObjectStoreBackend,
+    location: Path,
+    buffer: Vec<u8>,
+    upload: Option<Box<dyn MultipartUpload>>,
+}
+
+impl ObjectWriter {
+    fn send_part(&mut self) -> io::Result<()> {
+        let upload = match &mut self.upload {
+            Some(upload) => upload,
+            None => {
+                let (store, at) = (Arc::clone(&self.backend.inner), self.location.clone());
+                let started = self
+                    .backend
+                    .wait(async move { store.put_multipart(&at).await });
+                self.upload.insert(started.map_err(io::Error::other)?)
+            }
+        };
+        let part = upload.put_part(PutPayload::from(std::mem::take(&mut self.buffer)));
+        self.backend.wait(part).map_err(io::Error::other)?;
+        self.buffer.reserve(PART_SIZE);
+        Ok(())
+    }
+}
+
+impl Write for ObjectWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let room = PART_SIZE - self.buffer.len();
+        let taken = bytes.len().min(room);
+        self.buffer.extend_from_slice(&bytes[..taken]);
+        if self.buffer.len() == PART_SIZE {
+            self.send_part()?;
+        }
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl EntryWrite for ObjectWriter {
+    fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        let location = self.location.clone();
+        let fail = |e: object_store::Error| self.backend.error("write", &location, e);
+        match self.upload.take() {
+            None => {
+                let (store, at) = (Arc::clone(&self.backend.inner), location.clone());
+                let payload = PutPayload::from(std::mem::take(&mut self.buffer));
+                self.backend
+                    .wait(async move { store.put(&at, payload).await })
+                    .map(drop)
+                    .map_err(fail)
+            }
+            Some(mut upload) => {
+                if !self.buffer.is_empty() {
+                    let part = upload.put_part(PutPayload::from(std::mem::take(&mut self.buffer)));
+                    if let Err(e) = self.backend.wait(part) {
+                        self.upload = Some(upload);
+                        return Err(fail(e));
+                    }
+                }
+                let completed = self.backend.wait(async move {
+                    let result = upload.complete().await;
+                    (upload, result)
+                });
+                match completed {
+                    (_, Ok(_)) => Ok(()),
+                    (upload, Err(e)) => {
+                        self.upload = Some(upload);
+                        Err(fail(e))
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ObjectWriter {
+    fn drop(&mut self) {
+        // An uncommitted multipart upload leaves parts behind on S3 until
+        // aborted; nothing is visible either way.
+        if let Some(mut upload) = self.upload.take() {
+            let _ = self.backend.wait(async move { upload.abort().await });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_in_memory() {
+        super::super::contract::run(
+            &ObjectStoreBackend::from_url("memory:///some/prefix").unwrap(),
+        );
+    }
+
+    #[test]
+    fn contract_local_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        super::super::contract::run(&ObjectStoreBackend::from_url(&url).unwrap());
+    }
+
+    #[test]
+    fn bad_urls_are_clear_errors() {
+        for url in ["nothing", "ftp://host/x"] {
+            let error = ObjectStoreBackend::from_url(url).unwrap_err().to_string();
+            assert!(error.contains("cannot open the store"), "{error}");
+        }
+    }
+
+    /// The same contract against a real S3-compatible server; `./scripts/test`
+    /// starts one and sets `ROUTINE_TEST_S3_URL`.
+    #[test]
+    fn contract_s3() {
+        let url = std::env::var("ROUTINE_TEST_S3_URL").expect(
+            "ROUTINE_TEST_S3_URL is not set: run the tests with ./scripts/test, which starts an S3 server",
+        );
+        let store = ObjectStoreBackend::from_url(&url).unwrap();
+        super::super::contract::run(&store);
+    }
+}
