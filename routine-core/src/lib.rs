@@ -12,6 +12,7 @@
 //! | [`entry`] | the stored entry format: header, payload, checksums |
 //! | [`store`] | the `Store` trait and its backends (files, memory) |
 //! | [`registry`] | every task of the program, by name and version |
+//! | [`invoke`] | running a task from encoded arguments, as a worker does |
 //! | [`engine`] | the runtime: scope, lookup, single-flight, storing |
 //! | [`redact`] | credentials kept out of printed URLs |
 #![warn(missing_docs)]
@@ -20,6 +21,7 @@ pub mod codec;
 pub mod engine;
 pub mod entry;
 mod error;
+pub mod invoke;
 pub mod key;
 pub mod redact;
 pub mod registry;
@@ -35,6 +37,10 @@ pub use crate::registry::{RoutineId, TaskSpec};
 pub mod __private {
     pub use crate::engine::{
         call, outcome_codec, run_blocking, KeyBuilder, Outcome, Plain, TaskArgument,
+    };
+    pub use crate::invoke::{
+        argument, ArgumentCodec, ArgumentsDecoder, ArgumentsError, Described, Invocation, ViaDebug,
+        ViaDisplay, ViaName,
     };
     pub use crate::key::{Key, KeyError};
     pub use crate::registry::{Registered, TaskSpec};

@@ -11,6 +11,11 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
+use crate::invoke::{ArgumentsError, Invocation};
+
+/// Starts a task from encoded arguments; written by `#[task]`.
+type Invoke = fn(&[u8]) -> Result<Invocation, ArgumentsError>;
+
 /// SHA-256 of a task's signature and body tokens, taken by the macro at
 /// compile time. Formatting and comments do not change it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,6 +59,7 @@ pub struct TaskSpec {
     module_path: &'static str,
     file: &'static str,
     line: u32,
+    invoke: Invoke,
     /// Set once the "body changed but version did not" warning was given.
     fingerprint_warned: AtomicBool,
 }
@@ -69,6 +75,7 @@ impl TaskSpec {
         module_path: &'static str,
         file: &'static str,
         line: u32,
+        invoke: Invoke,
     ) -> TaskSpec {
         TaskSpec {
             name,
@@ -78,6 +85,7 @@ impl TaskSpec {
             module_path,
             file,
             line,
+            invoke,
             fingerprint_warned: AtomicBool::new(false),
         }
     }
@@ -114,6 +122,13 @@ impl TaskSpec {
     /// Where the task is defined: `module::path (file:line)`.
     pub fn location(&self) -> String {
         format!("{} ({}:{})", self.module_path, self.file, self.line)
+    }
+
+    /// Starts the task from its encoded arguments (the bincode encodings of
+    /// each argument, one after the other), as a worker does. It runs through
+    /// the current engine, so its result is looked up and stored as usual.
+    pub fn invoke(&self, encoded_arguments: &[u8]) -> Result<Invocation, ArgumentsError> {
+        (self.invoke)(encoded_arguments)
     }
 
     /// True the first time it is called for a stored fingerprint that differs

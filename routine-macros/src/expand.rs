@@ -88,10 +88,24 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
     } else {
         quote_spanned!(output_span=> ::routine::__private::outcome_codec::<::routine::__private::Plain<#output>>())
     };
-    let key_parts = names
+    let argument_codecs = types
         .iter()
-        .zip(&types)
-        .map(|(name, ty)| quote_spanned!(ty.span()=> __routine_key.add::<#ty>(#name)?;));
+        .map(|ty| quote_spanned!(ty.span()=> ::routine::__private::argument::<#ty>()));
+    let indices: Vec<syn::Index> = (0..names.len()).map(syn::Index::from).collect();
+    let report = if signature.returns_result {
+        quote! {
+            match &__routine_output {
+                ::core::result::Result::Ok(_) => ::core::result::Result::Ok(()),
+                ::core::result::Result::Err(__routine_error) => {
+                    #[allow(unused_imports)]
+                    use ::routine::__private::{ViaDebug as _, ViaDisplay as _, ViaName as _};
+                    ::core::result::Result::Err((&&&::routine::__private::Described(__routine_error)).describe())
+                }
+            }
+        }
+    } else {
+        quote!(::core::result::Result::Ok(()))
+    };
     let wrap_result = |call: TokenStream| match signature.returns_result {
         true => call,
         false => quote!(::routine::__private::Plain(#call)),
@@ -111,6 +125,22 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
         #vis fn #ident(#(#names: #types),*) -> impl ::core::future::Future<Output = #output> {
             #inner_sig #block
 
+            // Every bound on the argument types is checked here, once.
+            const __ROUTINE_ARGUMENTS: (#(::routine::__private::ArgumentCodec<#types>,)*) = (#(#argument_codecs,)*);
+
+            /// Runs the task from encoded arguments: what a worker calls.
+            fn __routine_invoke(
+                __routine_encoded: &[u8],
+            ) -> ::core::result::Result<::routine::__private::Invocation, ::routine::__private::ArgumentsError> {
+                let mut __routine_decoder = ::routine::__private::ArgumentsDecoder::new(__routine_encoded);
+                #(let #names = (__ROUTINE_ARGUMENTS.#indices.decode)(&mut __routine_decoder)?;)*
+                __routine_decoder.finish()?;
+                ::core::result::Result::Ok(::routine::__private::Invocation::new(async move {
+                    let __routine_output = #ident(#(#names),*).await;
+                    #report
+                }))
+            }
+
             static __ROUTINE_TASK: ::routine::__private::TaskSpec = ::routine::__private::TaskSpec::__new(
                 #name,
                 #version,
@@ -119,6 +149,7 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
                 ::core::module_path!(),
                 ::core::file!(),
                 ::core::line!(),
+                __routine_invoke,
             );
             ::routine::__private::inventory::submit! {
                 ::routine::__private::Registered(&__ROUTINE_TASK)
@@ -126,10 +157,9 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
             ::routine::__private::call(
                 &__ROUTINE_TASK,
                 (#(#names,)*),
-                |(#(#names,)*): &(#(#types,)*)| -> ::core::result::Result<::routine::__private::Key, ::routine::__private::KeyError> {
-                    let mut __routine_key = ::routine::__private::KeyBuilder::new(&__ROUTINE_TASK);
-                    #(#key_parts)*
-                    ::core::result::Result::Ok(__routine_key.finish())
+                |(#(#names,)*): &(#(#types,)*), __routine_key: &mut ::routine::__private::KeyBuilder| {
+                    #((__ROUTINE_ARGUMENTS.#indices.add)(#names, __routine_key)?;)*
+                    ::core::result::Result::Ok(())
                 },
                 #codec,
                 |(#(#names,)*)| #run,

@@ -165,7 +165,7 @@ pub fn outcome_codec<O: Outcome>() -> OutcomeCodec<O, O::Output> {
 /// `engine.scope(train(..))`) takes the engine of the scope it is first
 /// polled in.
 ///
-/// `key_of` hashes the arguments (see [`KeyBuilder`]); `codec` comes from
+/// `key_of` feeds the arguments to a [`KeyBuilder`]; `codec` comes from
 /// [`outcome_codec`]; `body` runs the user's function.
 ///
 /// # Panics
@@ -180,7 +180,7 @@ pub fn call<A, O, Out, K, F, Fut>(
     body: F,
 ) -> impl Future<Output = Out>
 where
-    K: FnOnce(&A) -> Result<Key, KeyError>,
+    K: FnOnce(&A, &mut KeyBuilder) -> Result<(), KeyError>,
     F: FnOnce(A) -> Fut,
     Fut: Future<Output = O>,
 {
@@ -193,24 +193,35 @@ where
 }
 
 /// Hashes a task's arguments one by one, exactly as [`Key::of`] hashes the
-/// tuple of them.
+/// tuple of them; when the call may be sent to a worker, it also encodes them.
 #[doc(hidden)]
-pub struct KeyBuilder(HashSink);
+pub struct KeyBuilder {
+    sink: HashSink,
+    encoded: Option<Vec<u8>>,
+}
 
 impl KeyBuilder {
-    pub fn new(task: &'static TaskSpec) -> KeyBuilder {
-        KeyBuilder(HashSink::for_task(task.name(), task.version()))
+    pub(crate) fn new(task: &'static TaskSpec, encode: bool) -> KeyBuilder {
+        KeyBuilder {
+            sink: HashSink::for_task(task.name(), task.version()),
+            encoded: encode.then(Vec::new),
+        }
     }
 
-    /// Adds one argument; the bound is where a non-serializable argument
-    /// type is reported, at the user's type.
+    /// Adds one argument.
     #[inline]
     pub fn add<T: TaskArgument>(&mut self, argument: &T) -> Result<(), KeyError> {
-        argument.serialize(&mut self.0)
+        argument.serialize(&mut self.sink)?;
+        if let Some(encoded) = &mut self.encoded {
+            codec::encode_into(&mut *encoded, argument)
+                .map_err(|e| <KeyError as serde::ser::Error>::custom(e))?;
+        }
+        Ok(())
     }
 
-    pub fn finish(self) -> Key {
-        self.0.finish_key()
+    /// The key, and the encoded arguments if they were asked for.
+    pub(crate) fn finish(self) -> (Key, Option<Vec<u8>>) {
+        (self.sink.finish_key(), self.encoded)
     }
 }
 
@@ -250,13 +261,14 @@ impl Engine {
         body: F,
     ) -> O
     where
-        K: FnOnce(&A) -> Result<Key, KeyError>,
+        K: FnOnce(&A, &mut KeyBuilder) -> Result<(), KeyError>,
         F: FnOnce(A) -> Fut,
         Fut: Future<Output = O>,
     {
         let started = Instant::now();
-        let key = match key_of(&args) {
-            Ok(key) => key,
+        let mut key_builder = KeyBuilder::new(task, false);
+        let key = match key_of(&args, &mut key_builder) {
+            Ok(()) => key_builder.finish().0,
             Err(e) => {
                 tracing::warn!(task = task.name(), version = task.version(), error = %e,
                     "the arguments cannot be hashed; running the task without memoization");

@@ -1,0 +1,197 @@
+//! Running a task from encoded arguments: what a worker does with a request.
+//!
+//! `#[task]` registers, with each task, a function that decodes the task's
+//! arguments and calls it (through the worker's engine, so memoization applies
+//! there too). The helpers here are what that generated code calls.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::codec;
+use crate::engine::{KeyBuilder, TaskArgument};
+use crate::key::KeyError;
+
+/// How to hash, encode and decode one argument type; built by [`argument`]
+/// where the bounds on the type are checked, used without bounds elsewhere.
+#[doc(hidden)]
+pub struct ArgumentCodec<T> {
+    /// Hashes the argument into the key (and encodes it, when asked).
+    pub add: fn(&T, &mut KeyBuilder) -> Result<(), KeyError>,
+    /// Decodes the next argument of a request.
+    pub decode: fn(&mut ArgumentsDecoder<'_>) -> Result<T, ArgumentsError>,
+}
+
+/// The codec of one argument type.
+#[doc(hidden)]
+pub const fn argument<T: TaskArgument>() -> ArgumentCodec<T> {
+    ArgumentCodec {
+        add: add_argument::<T>,
+        decode: decode_argument::<T>,
+    }
+}
+
+fn add_argument<T: TaskArgument>(value: &T, key: &mut KeyBuilder) -> Result<(), KeyError> {
+    key.add(value)
+}
+
+fn decode_argument<T: TaskArgument>(
+    decoder: &mut ArgumentsDecoder<'_>,
+) -> Result<T, ArgumentsError> {
+    decoder.next()
+}
+
+/// Reads a task's arguments, one after the other, from their encoding.
+#[doc(hidden)]
+pub struct ArgumentsDecoder<'a> {
+    rest: &'a [u8],
+    position: usize,
+}
+
+impl<'a> ArgumentsDecoder<'a> {
+    pub fn new(encoded: &'a [u8]) -> Self {
+        ArgumentsDecoder {
+            rest: encoded,
+            position: 0,
+        }
+    }
+
+    pub fn next<T: TaskArgument>(&mut self) -> Result<T, ArgumentsError> {
+        let limit = self.rest.len() as u64;
+        let value = codec::decode_from(&mut self.rest, limit).map_err(|e| ArgumentsError {
+            position: self.position,
+            type_name: std::any::type_name::<T>(),
+            reason: e.to_string(),
+        })?;
+        self.position += 1;
+        Ok(value)
+    }
+
+    pub fn finish(self) -> Result<(), ArgumentsError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(ArgumentsError {
+                position: self.position,
+                type_name: "nothing",
+                reason: format!("{} bytes are left over", self.rest.len()),
+            })
+        }
+    }
+}
+
+/// A request's arguments do not decode as the task's argument types (a
+/// caller built from other code for the same name and version).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("argument {position} does not decode as `{type_name}`: {reason}")]
+pub struct ArgumentsError {
+    /// Zero-based position of the argument.
+    pub position: usize,
+    /// The type the task expects there.
+    pub type_name: &'static str,
+    /// What the decoder said.
+    pub reason: String,
+}
+
+/// A running task started from encoded arguments: resolves to `Ok` once its
+/// result is stored, or to the error message of an `Err` result.
+pub struct Invocation(Pin<Box<dyn Future<Output = Result<(), String>>>>);
+
+impl Invocation {
+    #[doc(hidden)]
+    pub fn new(run: impl Future<Output = Result<(), String>> + 'static) -> Invocation {
+        Invocation(Box::pin(run))
+    }
+}
+
+impl Future for Invocation {
+    type Output = Result<(), String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for Invocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Invocation")
+    }
+}
+
+/// An error value to describe, with the best of `Display`, `Debug` or its
+/// type name. The generated code picks by autoref:
+/// `(&&&Described(e)).describe()`.
+#[doc(hidden)]
+pub struct Described<'a, T>(pub &'a T);
+
+#[doc(hidden)]
+pub trait ViaDisplay {
+    fn describe(&self) -> String;
+}
+
+impl<T: fmt::Display> ViaDisplay for &&Described<'_, T> {
+    fn describe(&self) -> String {
+        self.0.to_string()
+    }
+}
+
+#[doc(hidden)]
+pub trait ViaDebug {
+    fn describe(&self) -> String;
+}
+
+impl<T: fmt::Debug> ViaDebug for &Described<'_, T> {
+    fn describe(&self) -> String {
+        format!("{:?}", self.0)
+    }
+}
+
+#[doc(hidden)]
+pub trait ViaName {
+    fn describe(&self) -> String;
+}
+
+impl<T> ViaName for Described<'_, T> {
+    fn describe(&self) -> String {
+        format!("an error of type `{}`", std::any::type_name::<T>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_described_by_the_best_available_trait() {
+        struct Opaque;
+        #[derive(Debug)]
+        #[allow(dead_code)]
+        struct OnlyDebug(u8);
+        let display = String::from("disk on fire");
+        assert_eq!((&&&Described(&display)).describe(), "disk on fire");
+        assert_eq!((&&&Described(&OnlyDebug(7))).describe(), "OnlyDebug(7)");
+        assert!((&&&Described(&Opaque)).describe().contains("Opaque"));
+    }
+
+    #[test]
+    fn arguments_decode_in_order_and_completely() {
+        let mut encoded = Vec::new();
+        codec::encode_into(&mut encoded, &String::from("data")).unwrap();
+        codec::encode_into(&mut encoded, &7u32).unwrap();
+        let mut decoder = ArgumentsDecoder::new(&encoded);
+        assert_eq!(decoder.next::<String>().unwrap(), "data");
+        assert_eq!(decoder.next::<u32>().unwrap(), 7);
+        decoder.finish().unwrap();
+
+        let mut short = ArgumentsDecoder::new(&encoded[..6]);
+        let error = short.next::<String>().unwrap_err();
+        assert_eq!(
+            (error.position, error.type_name),
+            (0, "alloc::string::String")
+        );
+        let mut long = ArgumentsDecoder::new(&encoded);
+        long.next::<String>().unwrap();
+        assert!(long.finish().is_err());
+    }
+}
