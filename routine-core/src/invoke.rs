@@ -39,7 +39,7 @@ fn add_argument<T: TaskArgument>(value: &T, key: &mut KeyBuilder) -> Result<(), 
 fn decode_argument<T: TaskArgument>(
     decoder: &mut ArgumentsDecoder<'_>,
 ) -> Result<T, ArgumentsError> {
-    decoder.next()
+    decoder.argument()
 }
 
 /// Reads a task's arguments, one after the other, from their encoding.
@@ -57,7 +57,7 @@ impl<'a> ArgumentsDecoder<'a> {
         }
     }
 
-    pub fn next<T: TaskArgument>(&mut self) -> Result<T, ArgumentsError> {
+    pub fn argument<T: TaskArgument>(&mut self) -> Result<T, ArgumentsError> {
         let limit = self.rest.len() as u64;
         let value = codec::decode_from(&mut self.rest, limit).map_err(|e| ArgumentsError {
             position: self.position,
@@ -180,18 +180,18 @@ mod tests {
         codec::encode_into(&mut encoded, &String::from("data")).unwrap();
         codec::encode_into(&mut encoded, &7u32).unwrap();
         let mut decoder = ArgumentsDecoder::new(&encoded);
-        assert_eq!(decoder.next::<String>().unwrap(), "data");
-        assert_eq!(decoder.next::<u32>().unwrap(), 7);
+        assert_eq!(decoder.argument::<String>().unwrap(), "data");
+        assert_eq!(decoder.argument::<u32>().unwrap(), 7);
         decoder.finish().unwrap();
 
         let mut short = ArgumentsDecoder::new(&encoded[..6]);
-        let error = short.next::<String>().unwrap_err();
+        let error = short.argument::<String>().unwrap_err();
         assert_eq!(
             (error.position, error.type_name),
             (0, "alloc::string::String")
         );
         let mut long = ArgumentsDecoder::new(&encoded);
-        long.next::<String>().unwrap();
+        long.argument::<String>().unwrap();
         assert!(long.finish().is_err());
     }
 }

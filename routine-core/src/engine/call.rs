@@ -214,7 +214,7 @@ impl KeyBuilder {
         argument.serialize(&mut self.sink)?;
         if let Some(encoded) = &mut self.encoded {
             codec::encode_into(&mut *encoded, argument)
-                .map_err(|e| <KeyError as serde::ser::Error>::custom(e))?;
+                .map_err(<KeyError as serde::ser::Error>::custom)?;
         }
         Ok(())
     }
