@@ -163,6 +163,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::needless_borrow)] // the borrows select the trait
     fn errors_are_described_by_the_best_available_trait() {
         struct Opaque;
         #[derive(Debug)]

@@ -96,6 +96,7 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
         quote! {
             match &__routine_output {
                 ::core::result::Result::Ok(_) => ::core::result::Result::Ok(()),
+                #[allow(clippy::needless_borrow)]
                 ::core::result::Result::Err(__routine_error) => {
                     #[allow(unused_imports)]
                     use ::routine::__private::{ViaDebug as _, ViaDisplay as _, ViaName as _};
