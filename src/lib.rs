@@ -37,9 +37,11 @@
 //! The guides live in the repository's `docs/` folder: concepts, versioning
 //! rules, the limits of what a task may do, the store format and performance.
 
+#[cfg(feature = "distributed")]
+pub use routine_core::{broker, worker};
 pub use routine_core::{
-    codec, engine, entry, key, registry, spawn, store, CallOutcome, CallReport, Engine,
-    EngineBuilder, Error, Key, RoutineId, Stats, TaskSpec,
+    codec, engine, entry, invoke, key, redact, registry, spawn, store, CallOutcome, CallReport,
+    Engine, EngineBuilder, Error, Key, RoutineId, Stats, TaskSpec,
 };
 
 #[doc(hidden)]

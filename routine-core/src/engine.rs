@@ -19,12 +19,17 @@ use crate::store::{FileStore, MemoryStore, Store};
 mod cache;
 mod call;
 mod flight;
+#[cfg(feature = "distributed")]
+mod remote;
 
 #[doc(hidden)]
 pub use self::call::{
     call, outcome_codec, run_blocking, KeyBuilder, Outcome, OutcomeCodec, Plain, TaskArgument,
 };
 pub use self::call::{CallOutcome, CallReport};
+
+#[cfg(feature = "distributed")]
+pub use self::remote::{DispatchSettings, DistributedConfig, Policy};
 
 use self::cache::ResultCache;
 use self::flight::Flights;
@@ -33,7 +38,27 @@ use self::flight::Flights;
 pub const DEFAULT_CACHE_CAPACITY: usize = 64 * 1024 * 1024;
 
 tokio::task_local! {
-    static CURRENT: Engine;
+    static CURRENT: Current;
+}
+
+/// What a task-local scope knows: the engine, and whether the code runs
+/// inside a routine's body (then the routines it awaits are *sub-routines*,
+/// which a distributed policy sends to workers).
+#[derive(Clone)]
+pub(crate) struct Current {
+    pub(crate) engine: Engine,
+    pub(crate) in_routine: bool,
+}
+
+impl Current {
+    pub(crate) fn get() -> Option<Current> {
+        CURRENT.try_with(Current::clone).ok()
+    }
+
+    /// Runs `fut` in this scope.
+    pub(crate) fn scope<F: Future>(self, fut: F) -> impl Future<Output = F::Output> {
+        CURRENT.scope(self, fut)
+    }
 }
 
 /// The runtime that memoizes task calls. Clones share everything.
@@ -66,6 +91,8 @@ struct Inner {
     flights: Flights,
     counters: Counters,
     observer: Option<Observer>,
+    #[cfg(feature = "distributed")]
+    remote: Option<Arc<remote::Remote>>,
 }
 
 #[derive(Default)]
@@ -73,6 +100,7 @@ struct Counters {
     hits: AtomicU64,
     misses: AtomicU64,
     failures: AtomicU64,
+    dispatched: AtomicU64,
     store_errors: AtomicU64,
     corrupt_entries: AtomicU64,
 }
@@ -85,8 +113,10 @@ pub struct Stats {
     pub hits: u64,
     /// Calls that ran the task body.
     pub misses: u64,
-    /// Calls whose body returned `Err` or panicked.
+    /// Calls whose body returned `Err` or panicked (here or on a worker).
     pub failures: u64,
+    /// Calls run by a worker and then read from the shared store.
+    pub dispatched: u64,
     /// Store reads or writes that failed; each such call still got its value.
     pub store_errors: u64,
     /// Stored entries found corrupt or undecodable (and recomputed).
@@ -137,18 +167,24 @@ impl Engine {
             store: Arc::new(store),
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             observer: None,
+            #[cfg(feature = "distributed")]
+            remote: None,
         }
     }
 
     /// Runs `fut` with this engine as the current one. Scopes nest: the
     /// innermost wins.
     pub fn scope<F: Future>(&self, fut: F) -> impl Future<Output = F::Output> {
-        CURRENT.scope(self.clone(), fut)
+        Current {
+            engine: self.clone(),
+            in_routine: false,
+        }
+        .scope(fut)
     }
 
     /// The engine of the current scope, if any.
     pub fn try_current() -> Option<Engine> {
-        CURRENT.try_with(Engine::clone).ok()
+        CURRENT.try_with(|current| current.engine.clone()).ok()
     }
 
     /// The engine of the current scope.
@@ -166,6 +202,7 @@ impl Engine {
             hits: c.hits.load(Ordering::Relaxed),
             misses: c.misses.load(Ordering::Relaxed),
             failures: c.failures.load(Ordering::Relaxed),
+            dispatched: c.dispatched.load(Ordering::Relaxed),
             store_errors: c.store_errors.load(Ordering::Relaxed),
             corrupt_entries: c.corrupt_entries.load(Ordering::Relaxed),
             cache_bytes: self.inner.cache.used() as u64,
@@ -182,8 +219,8 @@ impl Engine {
         self.inner.cache.remove(key);
     }
 
-    pub(crate) fn current_for(task: &TaskSpec) -> Engine {
-        Engine::try_current().unwrap_or_else(|| {
+    pub(crate) fn current_for(task: &TaskSpec) -> Current {
+        Current::get().unwrap_or_else(|| {
             panic!(
                 "{}",
                 no_engine_message(&format!(
@@ -220,6 +257,8 @@ pub struct EngineBuilder {
     store: Arc<dyn Store>,
     cache_capacity: usize,
     observer: Option<Observer>,
+    #[cfg(feature = "distributed")]
+    remote: Option<(crate::broker::Broker, Policy, DispatchSettings)>,
 }
 
 impl EngineBuilder {
@@ -238,7 +277,24 @@ impl EngineBuilder {
         self
     }
 
+    /// Sends work through `broker` as `policy` says. The store should be
+    /// shared with the workers (an object store), or their results will not
+    /// be found here.
+    #[cfg(feature = "distributed")]
+    pub fn broker(
+        mut self,
+        broker: crate::broker::Broker,
+        policy: Policy,
+        settings: DispatchSettings,
+    ) -> Self {
+        self.remote = Some((broker, policy, settings));
+        self
+    }
+
     /// Builds the engine; fails if two tasks share a name and version.
+    ///
+    /// # Panics
+    /// With a broker, outside a tokio runtime (it starts a listener task).
     pub fn build(self) -> Result<Engine, Error> {
         registry::check()?;
         Ok(Engine {
@@ -248,6 +304,10 @@ impl EngineBuilder {
                 flights: Flights::default(),
                 counters: Counters::default(),
                 observer: self.observer,
+                #[cfg(feature = "distributed")]
+                remote: self.remote.map(|(broker, policy, settings)| {
+                    remote::Remote::start(broker, policy, settings)
+                }),
             }),
         })
     }
@@ -270,8 +330,8 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    match Engine::try_current() {
-        Some(engine) => tokio::spawn(CURRENT.scope(engine, fut)),
+    match Current::get() {
+        Some(current) => tokio::spawn(current.scope(fut)),
         None => tokio::spawn(fut),
     }
 }

@@ -14,4 +14,8 @@ pub enum Error {
     /// version).
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The broker could not be reached.
+    #[cfg(feature = "distributed")]
+    #[error(transparent)]
+    Broker(#[from] crate::broker::BrokerError),
 }

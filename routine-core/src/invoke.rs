@@ -4,6 +4,7 @@
 //! arguments and calls it (through the worker's engine, so memoization applies
 //! there too). The helpers here are what that generated code calls.
 
+use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -96,26 +97,68 @@ pub struct ArgumentsError {
 
 /// A running task started from encoded arguments: resolves to `Ok` once its
 /// result is stored, or to the error message of an `Err` result.
-pub struct Invocation(Pin<Box<dyn Future<Output = Result<(), String>>>>);
-
-impl Invocation {
-    #[doc(hidden)]
-    pub fn new(run: impl Future<Output = Result<(), String>> + 'static) -> Invocation {
-        Invocation(Box::pin(run))
-    }
+pub enum Invocation {
+    /// The task's future is `Send`: it can run on any runtime thread.
+    Send(Pin<Box<dyn Future<Output = Result<(), String>> + Send>>),
+    /// It is not: it runs on the thread that started it.
+    Local(Pin<Box<dyn Future<Output = Result<(), String>>>>),
 }
 
 impl Future for Invocation {
     type Output = Result<(), String>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.0.as_mut().poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Invocation::Send(run) => run.as_mut().poll(cx),
+            Invocation::Local(run) => run.as_mut().poll(cx),
+        }
     }
 }
 
 impl fmt::Debug for Invocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Invocation")
+        f.write_str(match self {
+            Invocation::Send(_) => "Invocation::Send",
+            Invocation::Local(_) => "Invocation::Local",
+        })
+    }
+}
+
+/// A task's future on its way to an [`Invocation`]; the generated code picks
+/// the `Send` kind when the future allows it, by autoref:
+/// `(&&Started::new(future)).invocation()`.
+#[doc(hidden)]
+pub struct Started<F>(Cell<Option<F>>);
+
+impl<F> Started<F> {
+    pub fn new(future: F) -> Self {
+        Started(Cell::new(Some(future)))
+    }
+
+    fn take(&self) -> F {
+        self.0.take().expect("an invocation is started once")
+    }
+}
+
+#[doc(hidden)]
+pub trait ViaSend {
+    fn invocation(&self) -> Invocation;
+}
+
+impl<F: Future<Output = Result<(), String>> + Send + 'static> ViaSend for &Started<F> {
+    fn invocation(&self) -> Invocation {
+        Invocation::Send(Box::pin(self.take()))
+    }
+}
+
+#[doc(hidden)]
+pub trait ViaLocal {
+    fn invocation(&self) -> Invocation;
+}
+
+impl<F: Future<Output = Result<(), String>> + 'static> ViaLocal for Started<F> {
+    fn invocation(&self) -> Invocation {
+        Invocation::Local(Box::pin(self.take()))
     }
 }
 
@@ -161,6 +204,30 @@ impl<T> ViaName for Described<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::needless_borrow)] // the borrows select the trait
+    fn send_futures_become_send_invocations() {
+        // As in the generated code, the futures come from other functions:
+        // an async block's `Send`-ness is only known outside its own body.
+        async fn sendable() -> Result<(), String> {
+            Ok(())
+        }
+        async fn local() -> Result<(), String> {
+            let shared = std::rc::Rc::new(1);
+            std::future::ready(()).await;
+            drop(shared);
+            Ok(())
+        }
+        assert!(matches!(
+            (&&Started::new(sendable())).invocation(),
+            Invocation::Send(_)
+        ));
+        assert!(matches!(
+            (&&Started::new(local())).invocation(),
+            Invocation::Local(_)
+        ));
+    }
 
     #[test]
     #[allow(clippy::needless_borrow)] // the borrows select the trait

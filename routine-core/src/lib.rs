@@ -15,8 +15,13 @@
 //! | [`invoke`] | running a task from encoded arguments, as a worker does |
 //! | [`engine`] | the runtime: scope, lookup, single-flight, storing |
 //! | [`redact`] | credentials kept out of printed URLs |
+//! | `broker` | (feature `distributed`) Redis Streams between callers and workers |
+//! | `worker` | (feature `distributed`) serving routines to other processes |
 #![warn(missing_docs)]
 
+mod blocking;
+#[cfg(feature = "distributed")]
+pub mod broker;
 pub mod codec;
 pub mod engine;
 pub mod entry;
@@ -26,6 +31,8 @@ pub mod key;
 pub mod redact;
 pub mod registry;
 pub mod store;
+#[cfg(feature = "distributed")]
+pub mod worker;
 
 pub use crate::engine::{spawn, CallOutcome, CallReport, Engine, EngineBuilder, Stats};
 pub use crate::error::Error;
@@ -39,8 +46,8 @@ pub mod __private {
         call, outcome_codec, run_blocking, KeyBuilder, Outcome, Plain, TaskArgument,
     };
     pub use crate::invoke::{
-        argument, ArgumentCodec, ArgumentsDecoder, ArgumentsError, Described, Invocation, ViaDebug,
-        ViaDisplay, ViaName,
+        argument, ArgumentCodec, ArgumentsDecoder, ArgumentsError, Described, Invocation, Started,
+        ViaDebug, ViaDisplay, ViaLocal, ViaName, ViaSend,
     };
     pub use crate::key::{Key, KeyError};
     pub use crate::registry::{Registered, TaskSpec};

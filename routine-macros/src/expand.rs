@@ -129,6 +129,12 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
             // Every bound on the argument types is checked here, once.
             const __ROUTINE_ARGUMENTS: (#(::routine::__private::ArgumentCodec<#types>,)*) = (#(#argument_codecs,)*);
 
+            /// Runs the task for a worker: stored, or the message of its `Err`.
+            async fn __routine_run(#(#names: #types),*) -> ::core::result::Result<(), ::std::string::String> {
+                let __routine_output = #ident(#(#names),*).await;
+                #report
+            }
+
             /// Runs the task from encoded arguments: what a worker calls.
             fn __routine_invoke(
                 __routine_encoded: &[u8],
@@ -136,10 +142,12 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
                 let mut __routine_decoder = ::routine::__private::ArgumentsDecoder::new(__routine_encoded);
                 #(let #names = (__ROUTINE_ARGUMENTS.#indices.decode)(&mut __routine_decoder)?;)*
                 __routine_decoder.finish()?;
-                ::core::result::Result::Ok(::routine::__private::Invocation::new(async move {
-                    let __routine_output = #ident(#(#names),*).await;
-                    #report
-                }))
+                #[allow(unused_imports)]
+                use ::routine::__private::{ViaLocal as _, ViaSend as _};
+                // `Send` routines run on any runtime thread (see `Started`).
+                #[allow(clippy::needless_borrow)]
+                let __routine_invocation = (&&::routine::__private::Started::new(__routine_run(#(#names),*))).invocation();
+                ::core::result::Result::Ok(__routine_invocation)
             }
 
             static __ROUTINE_TASK: ::routine::__private::TaskSpec = ::routine::__private::TaskSpec::__new(

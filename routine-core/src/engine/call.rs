@@ -18,12 +18,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::runtime::{Handle, RuntimeFlavor};
 use tracing::Instrument;
 
 use super::cache::CachedEntry;
 use super::flight::{landed, Flight};
-use super::{elapsed_micros, Engine, Inner};
+use super::{elapsed_micros, Current, Engine, Inner};
+use crate::blocking::blocking;
 use crate::codec;
 use crate::entry::{self, EntryError, EntryMeta, HEADER_LEN, TRAILER_LEN};
 use crate::key::{HashSink, Key, KeyError};
@@ -100,6 +100,8 @@ pub enum CallOutcome {
     Panicked,
     /// The caller dropped the call before it finished.
     Cancelled,
+    /// A worker ran it; the result was read from the shared store.
+    Dispatched,
 }
 
 impl CallOutcome {
@@ -111,6 +113,7 @@ impl CallOutcome {
             CallOutcome::Failed => "failed",
             CallOutcome::Panicked => "panicked",
             CallOutcome::Cancelled => "cancelled",
+            CallOutcome::Dispatched => "dispatched",
         }
     }
 }
@@ -184,11 +187,15 @@ where
     F: FnOnce(A) -> Fut,
     Fut: Future<Output = O>,
 {
-    let captured = Engine::try_current();
+    let captured = Current::get();
     async move {
-        let engine = captured.unwrap_or_else(|| Engine::current_for(task));
+        let current = captured.unwrap_or_else(|| Engine::current_for(task));
         let into_output = codec.into_output;
-        into_output(engine.run(task, args, key_of, codec, body).await)
+        let run = current
+            .engine
+            .clone()
+            .run(current.in_routine, task, args, key_of, codec, body);
+        into_output(run.await)
     }
 }
 
@@ -254,6 +261,7 @@ where
 impl Engine {
     async fn run<A, O, Out, K, F, Fut>(
         self,
+        in_routine: bool,
         task: &'static TaskSpec,
         args: A,
         key_of: K,
@@ -266,9 +274,10 @@ impl Engine {
         Fut: Future<Output = O>,
     {
         let started = Instant::now();
-        let mut key_builder = KeyBuilder::new(task, false);
-        let key = match key_of(&args, &mut key_builder) {
-            Ok(()) => key_builder.finish().0,
+        let dispatcher = self.dispatcher(in_routine);
+        let mut key_builder = KeyBuilder::new(task, dispatcher.is_some());
+        let (key, mut encoded_arguments) = match key_of(&args, &mut key_builder) {
+            Ok(()) => key_builder.finish(),
             Err(e) => {
                 tracing::warn!(task = task.name(), version = task.version(), error = %e,
                     "the arguments cannot be hashed; running the task without memoization");
@@ -317,10 +326,31 @@ impl Engine {
                         return outcome;
                     }
                 }
+                if let (Some(dispatcher), Some(arguments)) = (&dispatcher, encoded_arguments.take()) {
+                    match dispatch(dispatcher, task, &key, arguments).await {
+                        Remotely::Done => {
+                            if let Some(outcome) = (codec.lookup)(inner, task, &key) {
+                                inner.counters.dispatched.fetch_add(1, Ordering::Relaxed);
+                                report.outcome = Some(CallOutcome::Dispatched);
+                                return outcome;
+                            }
+                            tracing::warn!(task = task.name(), key = %key.short(),
+                                "a worker reported the result stored, but the shared store does not have it; running it here");
+                        }
+                        Remotely::LookAgain => {
+                            drop(leader);
+                            continue;
+                        }
+                    }
+                }
                 let (body, args) = pending.take().expect("a call runs its body at most once");
                 inner.counters.misses.fetch_add(1, Ordering::Relaxed);
                 let run_started = Instant::now();
-                let outcome = body(args).await;
+                let in_body = Current {
+                    engine: engine.clone(),
+                    in_routine: true,
+                };
+                let outcome = in_body.scope(body(args)).await;
                 let run_time = run_started.elapsed();
                 report.outcome = Some((codec.save)(inner, task, &key, &outcome, run_time));
                 drop(leader);
@@ -330,6 +360,68 @@ impl Engine {
         .instrument(span)
         .await
     }
+}
+
+/// Where a call that misses is sent, under the engine's policy.
+#[cfg(feature = "distributed")]
+type Dispatcher = Arc<super::remote::Remote>;
+
+/// Without the `distributed` feature nothing is ever dispatched.
+#[cfg(not(feature = "distributed"))]
+enum Dispatcher {}
+
+/// What became of a dispatched call.
+#[cfg_attr(not(feature = "distributed"), allow(dead_code))]
+enum Remotely {
+    /// A worker stored the result.
+    Done,
+    /// An identical call elsewhere in the cluster landed: start over.
+    LookAgain,
+}
+
+impl Engine {
+    /// The dispatcher for a call made `in_routine` (a sub-routine) or not.
+    fn dispatcher(&self, in_routine: bool) -> Option<Dispatcher> {
+        #[cfg(feature = "distributed")]
+        {
+            use super::remote::Policy;
+            let remote = self.inner.remote.as_ref()?;
+            (in_routine && remote.policy == Policy::SubRoutinesRemote).then(|| Arc::clone(remote))
+        }
+        #[cfg(not(feature = "distributed"))]
+        {
+            let _ = in_routine;
+            None
+        }
+    }
+}
+
+/// Sends the call to a worker and waits. A failure there is a panic here,
+/// with the worker's id and message, as a panic in a local body would be.
+#[cfg(feature = "distributed")]
+async fn dispatch(
+    dispatcher: &Dispatcher,
+    task: &'static TaskSpec,
+    key: &Key,
+    arguments: Vec<u8>,
+) -> Remotely {
+    use super::remote::Dispatched;
+    match dispatcher.dispatch(task, key, arguments).await {
+        Dispatched::Completed { worker } => {
+            tracing::debug!(task = task.name(), key = %key.short(), worker = %worker, "completed on a worker");
+            Remotely::Done
+        }
+        Dispatched::Elsewhere => Remotely::LookAgain,
+        Dispatched::Failed { worker, message } => {
+            panic!("task `{}` failed on worker {worker}: {message}", task.id())
+        }
+        Dispatched::Unserved(why) => panic!("task `{}` could not be dispatched: {why}", task.id()),
+    }
+}
+
+#[cfg(not(feature = "distributed"))]
+async fn dispatch(dispatcher: &Dispatcher, _: &'static TaskSpec, _: &Key, _: Vec<u8>) -> Remotely {
+    match *dispatcher {}
 }
 
 /// Records how a call ended, however it ends: in its span, the counters and
@@ -357,7 +449,7 @@ impl Drop for CallGuard<'_> {
             CallOutcome::Failed | CallOutcome::Panicked => {
                 counters.failures.fetch_add(1, Ordering::Relaxed)
             }
-            CallOutcome::Computed | CallOutcome::Cancelled => 0,
+            CallOutcome::Computed | CallOutcome::Cancelled | CallOutcome::Dispatched => 0,
         };
         let elapsed = self.started.elapsed();
         self.span.record("outcome", outcome.as_str());
@@ -574,10 +666,8 @@ impl Inner {
 
 /// Runs `io` where a large transfer will not stall other tasks.
 fn large_io<R>(len: u64, io: impl FnOnce() -> R) -> R {
-    let multi_thread =
-        Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
-    if len > LARGE_ENTRY && multi_thread {
-        tokio::task::block_in_place(io)
+    if len > LARGE_ENTRY {
+        blocking(io)
     } else {
         io()
     }

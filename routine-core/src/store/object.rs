@@ -21,9 +21,10 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use object_store::path::Path;
 use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
-use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
+use tokio::runtime::Runtime;
 
 use super::{check_component, EntryWrite, Found, Listing, Slot, Store, StoreError};
+use crate::blocking::blocking;
 use crate::key::Key;
 use crate::redact::redact_url;
 
@@ -48,8 +49,27 @@ const STREAM_DEPTH: usize = 4;
 pub struct ObjectStoreBackend {
     inner: Arc<dyn ObjectStore>,
     prefix: Path,
-    runtime: Arc<Runtime>,
+    runtime: Arc<IoRuntime>,
     url: String,
+}
+
+/// The store's own runtime. It may be dropped from async code (with the last
+/// engine), where a plain `Runtime` drop would panic: shut it down in the
+/// background instead.
+struct IoRuntime(Option<Runtime>);
+
+impl IoRuntime {
+    fn get(&self) -> &Runtime {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for IoRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl ObjectStoreBackend {
@@ -121,7 +141,7 @@ impl ObjectStoreBackend {
         ObjectStoreBackend {
             inner: store,
             prefix: Path::from(prefix),
-            runtime: Arc::new(runtime),
+            runtime: Arc::new(IoRuntime(Some(runtime))),
             url: redact_url(url),
         }
     }
@@ -147,7 +167,7 @@ impl ObjectStoreBackend {
 
     /// Runs `request` on the store's runtime and waits for it.
     fn wait<T: Send + 'static>(&self, request: impl Future<Output = T> + Send + 'static) -> T {
-        wait_on(&self.runtime, request)
+        wait_on(self.runtime.get(), request)
     }
 }
 
@@ -161,18 +181,6 @@ fn wait_on<T: Send + 'static>(
     });
     let receive = move || rx.recv().expect("the object store's runtime stopped");
     blocking(receive)
-}
-
-/// Blocks the calling thread, letting a multi-threaded tokio runtime move
-/// its other tasks elsewhere meanwhile.
-fn blocking<T>(wait: impl FnOnce() -> T) -> T {
-    let multi_thread =
-        Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
-    if multi_thread {
-        tokio::task::block_in_place(wait)
-    } else {
-        wait()
-    }
 }
 
 impl fmt::Display for ObjectStoreBackend {
@@ -206,7 +214,7 @@ impl Store for ObjectStoreBackend {
         }
         // A bounded channel paces the download to the decoder.
         let (tx, rx) = mpsc::sync_channel(STREAM_DEPTH);
-        self.runtime.spawn(async move {
+        self.runtime.get().spawn(async move {
             let mut chunks = result.into_stream();
             while let Some(chunk) = chunks.next().await {
                 let failed = chunk.is_err();

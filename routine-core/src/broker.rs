@@ -1,0 +1,423 @@
+//! The broker: Redis Streams carrying work from callers to workers.
+//!
+//! ```text
+//! {ns}:work:{name}:{version}   one stream per routine ID, consumer group "workers":
+//!                              request, key, task, version, args, reply
+//! {ns}:reply:{caller}          one stream per calling engine: request, status, error, worker
+//! {ns}:inflight:{key}          SET NX while a call is dispatched: identical calls
+//!                              anywhere in the cluster wait for it instead
+//! {ns}:worker:{id}             hash: status, routine, last_seen, routines (expires)
+//! {ns}:workers                 set of worker ids
+//! {ns}:dead                    dead-letter stream: requests that kept killing workers
+//! ```
+//!
+//! Only keys, encoded arguments and small metadata pass through Redis; results
+//! go to the shared store.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamId, StreamReadReply};
+use redis::{AsyncConnectionConfig, Value};
+
+use crate::key::Key;
+use crate::redact::redact_url;
+use crate::registry::{RoutineId, TaskSpec};
+
+/// The consumer group every worker joins on every work stream.
+pub(crate) const GROUP: &str = "workers";
+
+/// How a connection to the broker failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The broker could not be reached, even after retrying.
+    #[error("cannot reach the broker at {url} after {attempts} attempts: {source}")]
+    Unreachable {
+        /// The broker URL, password redacted.
+        url: String,
+        /// How many times it was tried.
+        attempts: u32,
+        /// The last error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// A command failed.
+    #[error("broker command {command} failed: {source}")]
+    Command {
+        /// The command.
+        command: &'static str,
+        /// What Redis said.
+        #[source]
+        source: redis::RedisError,
+    },
+}
+
+/// Retries for connecting: attempts and the first pause, doubled each time.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// Attempts before giving up.
+    pub attempts: u32,
+    /// Pause after the first failure; doubles after each.
+    pub first_pause: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: 6,
+            first_pause: Duration::from_millis(200),
+        }
+    }
+}
+
+/// A connection to the broker. Cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    client: redis::Client,
+    connection: MultiplexedConnection,
+    namespace: String,
+    url: String,
+}
+
+impl fmt::Debug for Broker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Broker({}, namespace {})", self.url, self.namespace)
+    }
+}
+
+/// A request for a worker to run one routine call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Request {
+    pub(crate) request: String,
+    pub(crate) key: Key,
+    pub(crate) task: String,
+    pub(crate) version: String,
+    pub(crate) arguments: Vec<u8>,
+    pub(crate) reply_to: String,
+}
+
+/// How a worker answered a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reply {
+    pub(crate) request: String,
+    pub(crate) outcome: Result<(), String>,
+    pub(crate) worker: String,
+}
+
+/// A worker as its last heartbeat described it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerInfo {
+    /// The worker's id: host, process id and a random suffix.
+    pub id: String,
+    /// `INITIALIZING`, `IDLE`, `WORKING`, `HANGING` or `TERMINATING`.
+    pub status: String,
+    /// The routine it is running, if any.
+    pub routine: Option<String>,
+    /// When it last reported.
+    pub last_seen: SystemTime,
+    /// The routine IDs it serves.
+    pub routines: Vec<String>,
+}
+
+impl Broker {
+    /// Connects to the Redis server at `url` (`redis://[:password@]host:port[/db]`);
+    /// `namespace` prefixes every key, so several deployments can share a
+    /// server.
+    pub async fn connect(url: &str, namespace: &str, retry: Retry) -> Result<Broker, BrokerError> {
+        let redacted = redact_url(url);
+        let client = redis::Client::open(url).map_err(|source| BrokerError::Unreachable {
+            url: redacted.clone(),
+            attempts: 0,
+            source,
+        })?;
+        let mut pause = retry.first_pause;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(5)))
+                .set_response_timeout(Some(Duration::from_secs(10)));
+            match client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+            {
+                Ok(connection) => {
+                    return Ok(Broker {
+                        client,
+                        connection,
+                        namespace: namespace.to_owned(),
+                        url: redacted,
+                    })
+                }
+                Err(source) if attempt >= retry.attempts.max(1) => {
+                    return Err(BrokerError::Unreachable {
+                        url: redacted,
+                        attempts: attempt,
+                        source,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(broker = %redacted, attempt, error = %e, "cannot reach the broker; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+            }
+        }
+    }
+
+    /// The broker URL, password redacted.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A connection of its own for blocking reads, which would otherwise
+    /// hold up every other command on the shared one.
+    pub(crate) async fn blocking_connection(
+        &self,
+        block: Duration,
+    ) -> Result<MultiplexedConnection, BrokerError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(block + Duration::from_secs(10)));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|source| BrokerError::Command {
+                command: "connect",
+                source,
+            })
+    }
+
+    pub(crate) fn connection(&self) -> MultiplexedConnection {
+        self.connection.clone()
+    }
+
+    pub(crate) fn work_stream(&self, task: &str, version: &str) -> String {
+        format!("{}:work:{task}:{version}", self.namespace)
+    }
+
+    pub(crate) fn reply_stream(&self, caller: &str) -> String {
+        format!("{}:reply:{caller}", self.namespace)
+    }
+
+    pub(crate) fn inflight_key(&self, key: &Key) -> String {
+        format!("{}:inflight:{}", self.namespace, key.to_hex())
+    }
+
+    pub(crate) fn worker_key(&self, worker: &str) -> String {
+        format!("{}:worker:{worker}", self.namespace)
+    }
+
+    pub(crate) fn workers_set(&self) -> String {
+        format!("{}:workers", self.namespace)
+    }
+
+    pub(crate) fn dead_letter_stream(&self) -> String {
+        format!("{}:dead", self.namespace)
+    }
+
+    /// The workers whose heartbeat has not expired.
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>, BrokerError> {
+        let mut connection = self.connection();
+        let ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.workers_set())
+            .query_async(&mut connection)
+            .await
+            .map_err(command("SMEMBERS"))?;
+        let mut out = Vec::new();
+        for id in ids {
+            let fields: HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(self.worker_key(&id))
+                .query_async(&mut connection)
+                .await
+                .map_err(command("HGETALL"))?;
+            if fields.is_empty() {
+                // Its heartbeat expired: it is gone.
+                let _: Result<(), _> = redis::cmd("SREM")
+                    .arg(self.workers_set())
+                    .arg(&id)
+                    .query_async(&mut connection)
+                    .await;
+                continue;
+            }
+            let millis = fields
+                .get("last_seen")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            out.push(WorkerInfo {
+                id,
+                status: fields.get("status").cloned().unwrap_or_default(),
+                routine: fields.get("routine").filter(|r| !r.is_empty()).cloned(),
+                last_seen: UNIX_EPOCH + Duration::from_millis(millis),
+                routines: fields
+                    .get("routines")
+                    .map(|r| {
+                        r.split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            });
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Whether a live worker serves `task`.
+    pub(crate) async fn served(&self, task: &TaskSpec) -> Result<bool, BrokerError> {
+        let id = task.id().to_string();
+        Ok(self
+            .workers()
+            .await?
+            .iter()
+            .any(|w| w.routines.contains(&id)))
+    }
+
+    pub(crate) async fn send_request(&self, request: &Request) -> Result<(), BrokerError> {
+        let mut connection = self.connection();
+        let _: String = redis::cmd("XADD")
+            .arg(self.work_stream(&request.task, &request.version))
+            .arg("*")
+            .arg("request")
+            .arg(&request.request)
+            .arg("key")
+            .arg(request.key.to_hex())
+            .arg("task")
+            .arg(&request.task)
+            .arg("version")
+            .arg(&request.version)
+            .arg("args")
+            .arg(&request.arguments[..])
+            .arg("reply")
+            .arg(&request.reply_to)
+            .query_async(&mut connection)
+            .await
+            .map_err(command("XADD"))?;
+        Ok(())
+    }
+
+    pub(crate) async fn send_reply(
+        &self,
+        reply_to: &str,
+        reply: &Reply,
+    ) -> Result<(), BrokerError> {
+        let mut connection = self.connection();
+        let (status, error) = match &reply.outcome {
+            Ok(()) => ("done", ""),
+            Err(message) => ("failed", message.as_str()),
+        };
+        let _: String = redis::cmd("XADD")
+            .arg(reply_to)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(10_000)
+            .arg("*")
+            .arg("request")
+            .arg(&reply.request)
+            .arg("status")
+            .arg(status)
+            .arg("error")
+            .arg(error)
+            .arg("worker")
+            .arg(&reply.worker)
+            .query_async(&mut connection)
+            .await
+            .map_err(command("XADD"))?;
+        Ok(())
+    }
+}
+
+pub(crate) fn command(name: &'static str) -> impl FnOnce(redis::RedisError) -> BrokerError {
+    move |source| BrokerError::Command {
+        command: name,
+        source,
+    }
+}
+
+pub(crate) fn field_bytes(entry: &StreamId, name: &str) -> Option<Vec<u8>> {
+    match entry.map.get(name)? {
+        Value::BulkString(bytes) => Some(bytes.clone()),
+        Value::SimpleString(text) => Some(text.clone().into_bytes()),
+        _ => None,
+    }
+}
+
+pub(crate) fn field(entry: &StreamId, name: &str) -> Option<String> {
+    field_bytes(entry, name).and_then(|b| String::from_utf8(b).ok())
+}
+
+impl Request {
+    pub(crate) fn parse(entry: &StreamId) -> Option<Request> {
+        Some(Request {
+            request: field(entry, "request")?,
+            key: Key::from_hex(&field(entry, "key")?).ok()?,
+            task: field(entry, "task")?,
+            version: field(entry, "version")?,
+            arguments: field_bytes(entry, "args")?,
+            reply_to: field(entry, "reply")?,
+        })
+    }
+
+    pub(crate) fn routine_id(&self) -> RoutineId {
+        RoutineId {
+            project: None,
+            name: self.task.clone(),
+            version: self.version.clone(),
+        }
+    }
+}
+
+impl Reply {
+    pub(crate) fn parse(entry: &StreamId) -> Option<Reply> {
+        let outcome = match field(entry, "status")?.as_str() {
+            "done" => Ok(()),
+            _ => Err(field(entry, "error").unwrap_or_default()),
+        };
+        Some(Reply {
+            request: field(entry, "request")?,
+            outcome,
+            worker: field(entry, "worker").unwrap_or_default(),
+        })
+    }
+}
+
+/// Entries of a stream read reply, flattened with their stream names.
+pub(crate) fn entries(reply: Option<StreamReadReply>) -> Vec<(String, StreamId)> {
+    reply
+        .map(|r| {
+            r.keys
+                .into_iter()
+                .flat_map(|k| {
+                    let stream = k.key;
+                    k.ids.into_iter().map(move |id| (stream.clone(), id))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Milliseconds since the Unix epoch, for heartbeats.
+pub(crate) fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A name unique to this process and moment: host, pid, random suffix.
+pub(crate) fn unique_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".to_owned());
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{host}-{}-{nanos:08x}{n}", std::process::id())
+}

@@ -1,0 +1,414 @@
+//! Dispatching calls to workers: the caller's side of the broker.
+//!
+//! A dispatched call first claims its key cluster-wide (`SET NX` on the
+//! in-flight key): an identical call already dispatched elsewhere is waited
+//! for instead of sent again. The claimant checks that a live worker serves
+//! the routine (waiting up to a configurable time for one), sends the
+//! request to the routine's work stream, and waits for the worker's reply on
+//! this engine's reply stream, read by one listener task per engine.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use redis::streams::StreamReadReply;
+use tokio::sync::oneshot;
+
+use super::Engine;
+use crate::broker::{command, entries, unique_name, Broker, BrokerError, Reply, Request, Retry};
+use crate::error::Error;
+use crate::key::Key;
+use crate::registry::TaskSpec;
+use crate::store::ObjectStoreBackend;
+
+/// Where the routines awaited by a routine run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Everything runs in this process.
+    #[default]
+    Local,
+    /// A routine started here (by `main` or, on a worker, by a request) runs
+    /// here; the routines it awaits are sent to workers.
+    SubRoutinesRemote,
+}
+
+impl FromStr for Policy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "local" => Ok(Policy::Local),
+            "sub-routines-remote" | "remote" => Ok(Policy::SubRoutinesRemote),
+            other => Err(format!(
+                "unknown policy `{other}`: use `local` or `sub-routines-remote`"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Policy::Local => "local",
+            Policy::SubRoutinesRemote => "sub-routines-remote",
+        })
+    }
+}
+
+/// Timing of dispatched calls.
+#[derive(Debug, Clone, Copy)]
+pub struct DispatchSettings {
+    /// How long a call waits for a live worker that serves its routine
+    /// before failing.
+    pub no_worker_wait: Duration,
+    /// How often a waiting call checks on its flight.
+    pub poll: Duration,
+    /// Expiry of the cluster-wide in-flight claim, renewed while waiting: a
+    /// caller that dies releases its claim after this long.
+    pub claim_ttl: Duration,
+}
+
+impl Default for DispatchSettings {
+    fn default() -> Self {
+        DispatchSettings {
+            no_worker_wait: Duration::from_secs(30),
+            poll: Duration::from_millis(100),
+            claim_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything a distributed engine needs; see [`Engine::connect`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DistributedConfig {
+    /// The Redis URL, `redis://[:password@]host:port[/db]`.
+    pub broker_url: String,
+    /// The shared store, `s3://bucket/prefix` (see
+    /// [`ObjectStoreBackend::from_url`]).
+    pub store_url: String,
+    /// Prefix of every broker key, so deployments can share a server.
+    pub namespace: String,
+    /// Where awaited routines run.
+    pub policy: Policy,
+    /// Waits of dispatched calls.
+    pub dispatch: DispatchSettings,
+    /// Retries when connecting to the broker.
+    pub retry: Retry,
+    /// Bound of the in-process result cache, as for a local engine.
+    pub cache_capacity: usize,
+}
+
+impl DistributedConfig {
+    /// Defaults around a broker and a store: namespace `routine`, policy
+    /// sub-routines-remote.
+    pub fn new(broker_url: impl Into<String>, store_url: impl Into<String>) -> Self {
+        DistributedConfig {
+            broker_url: broker_url.into(),
+            store_url: store_url.into(),
+            namespace: "routine".to_owned(),
+            policy: Policy::SubRoutinesRemote,
+            dispatch: DispatchSettings::default(),
+            retry: Retry::default(),
+            cache_capacity: super::DEFAULT_CACHE_CAPACITY,
+        }
+    }
+}
+
+impl Engine {
+    /// An engine over a shared object store that sends sub-routines to
+    /// workers through a Redis broker. The calling code does not change.
+    ///
+    /// Fails if the store URL is invalid or the broker cannot be reached
+    /// after the configured retries.
+    pub async fn connect(config: DistributedConfig) -> Result<Engine, Error> {
+        let store = ObjectStoreBackend::from_url(&config.store_url)?;
+        let broker = Broker::connect(&config.broker_url, &config.namespace, config.retry).await?;
+        Engine::builder(store)
+            .cache_capacity(config.cache_capacity)
+            .broker(broker, config.policy, config.dispatch)
+            .build()
+    }
+
+    /// The broker of a distributed engine.
+    pub fn broker(&self) -> Option<Broker> {
+        self.inner.remote.as_ref().map(|r| r.broker.clone())
+    }
+
+    /// Calls of this engine now waiting on workers.
+    pub(crate) fn dispatch_waiting(&self) -> usize {
+        self.inner
+            .remote
+            .as_ref()
+            .map_or(0, |r| r.waiting.load(Ordering::Relaxed))
+    }
+}
+
+/// How a dispatched call ended.
+pub(crate) enum Dispatched {
+    /// A worker stored the result.
+    Completed { worker: String },
+    /// An identical call dispatched elsewhere landed: look again.
+    Elsewhere,
+    /// The worker reported a failure (a panic or an `Err`).
+    Failed { worker: String, message: String },
+    /// It could not be sent or answered.
+    Unserved(String),
+}
+
+/// The dispatching side of one engine.
+pub(crate) struct Remote {
+    pub(crate) broker: Broker,
+    pub(crate) policy: Policy,
+    settings: DispatchSettings,
+    reply_stream: String,
+    pending: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
+    /// Calls now waiting on a worker: a worker running such a routine is
+    /// `HANGING`.
+    pub(crate) waiting: AtomicUsize,
+}
+
+impl Remote {
+    /// Starts the reply listener on the current tokio runtime.
+    pub(crate) fn start(broker: Broker, policy: Policy, settings: DispatchSettings) -> Arc<Remote> {
+        let reply_stream = broker.reply_stream(&unique_name());
+        let remote = Arc::new(Remote {
+            broker,
+            policy,
+            settings,
+            reply_stream,
+            pending: Mutex::new(HashMap::new()),
+            waiting: AtomicUsize::new(0),
+        });
+        tokio::spawn(listen(Arc::downgrade(&remote)));
+        remote
+    }
+
+    pub(crate) async fn dispatch(
+        &self,
+        task: &'static TaskSpec,
+        key: &Key,
+        arguments: Vec<u8>,
+    ) -> Dispatched {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let result = self.dispatch_inner(task, key, arguments).await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        result.unwrap_or_else(|e| Dispatched::Unserved(e.to_string()))
+    }
+
+    async fn dispatch_inner(
+        &self,
+        task: &'static TaskSpec,
+        key: &Key,
+        arguments: Vec<u8>,
+    ) -> Result<Dispatched, BrokerError> {
+        let mut connection = self.broker.connection();
+        let inflight = self.broker.inflight_key(key);
+        let request = unique_name();
+        let ttl = self.settings.claim_ttl.as_millis() as u64;
+        let claimed: Option<String> = redis::cmd("SET")
+            .arg(&inflight)
+            .arg(&request)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl)
+            .query_async(&mut connection)
+            .await
+            .map_err(command("SET"))?;
+        if claimed.is_none() {
+            // Someone in the cluster dispatched this very call: wait for it.
+            loop {
+                tokio::time::sleep(self.settings.poll).await;
+                let exists: bool = redis::cmd("EXISTS")
+                    .arg(&inflight)
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(command("EXISTS"))?;
+                if !exists {
+                    return Ok(Dispatched::Elsewhere);
+                }
+            }
+        }
+        let release = |mut connection: redis::aio::MultiplexedConnection, inflight: String| async move {
+            let _: Result<(), _> = redis::cmd("DEL")
+                .arg(inflight)
+                .query_async(&mut connection)
+                .await;
+        };
+
+        if let Some(unserved) = self.wait_for_worker(task).await? {
+            release(connection, inflight).await;
+            return Ok(unserved);
+        }
+        let (tx, mut rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(request.clone(), tx);
+        let sent = self
+            .broker
+            .send_request(&Request {
+                request: request.clone(),
+                key: *key,
+                task: task.name().to_owned(),
+                version: task.version().to_owned(),
+                arguments,
+                reply_to: self.reply_stream.clone(),
+            })
+            .await;
+        if let Err(e) = sent {
+            self.forget(&request);
+            release(connection, inflight).await;
+            return Err(e);
+        }
+        let mut unserved_since: Option<Instant> = None;
+        let reply = loop {
+            tokio::select! {
+                reply = &mut rx => match reply {
+                    Ok(reply) => break reply,
+                    Err(_) => return Ok(Dispatched::Unserved("the reply listener stopped".into())),
+                },
+                () = tokio::time::sleep(self.settings.claim_ttl / 3) => {
+                    // Keep the claim while the call is alive, and give up if
+                    // every worker that could serve it is gone for good.
+                    let _: Result<(), _> = redis::cmd("PEXPIRE").arg(&inflight).arg(ttl)
+                        .query_async(&mut connection).await;
+                    if self.broker.served(task).await? {
+                        unserved_since = None;
+                    } else {
+                        let since = *unserved_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > self.settings.no_worker_wait {
+                            self.forget(&request);
+                            release(connection, inflight).await;
+                            return Ok(Dispatched::Unserved(format!(
+                                "no live worker serves `{}` any more (waited {:?})",
+                                task.id(), self.settings.no_worker_wait
+                            )));
+                        }
+                    }
+                }
+            }
+        };
+        release(connection, inflight).await;
+        Ok(match reply.outcome {
+            Ok(()) => Dispatched::Completed {
+                worker: reply.worker,
+            },
+            Err(message) => Dispatched::Failed {
+                worker: reply.worker,
+                message,
+            },
+        })
+    }
+
+    /// Waits until a live worker serves `task`; `Some` if none came in time.
+    async fn wait_for_worker(
+        &self,
+        task: &'static TaskSpec,
+    ) -> Result<Option<Dispatched>, BrokerError> {
+        let deadline = Instant::now() + self.settings.no_worker_wait;
+        while !self.broker.served(task).await? {
+            if Instant::now() >= deadline {
+                return Ok(Some(Dispatched::Unserved(format!(
+                    "no worker serves `{}` (waited {:?} for one); start a worker built with this task",
+                    task.id(),
+                    self.settings.no_worker_wait
+                ))));
+            }
+            tokio::time::sleep(self.settings.poll.max(Duration::from_millis(50))).await;
+        }
+        Ok(None)
+    }
+
+    fn forget(&self, request: &str) {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(request);
+    }
+
+    fn deliver(&self, reply: Reply) {
+        let waiter = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&reply.request);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(reply);
+        }
+    }
+}
+
+/// Reads this engine's reply stream and hands each reply to its waiting
+/// call; stops when the engine is dropped.
+async fn listen(remote: Weak<Remote>) {
+    const BLOCK: Duration = Duration::from_millis(500);
+    let Some(first) = remote.upgrade() else {
+        return;
+    };
+    let (broker, stream) = (first.broker.clone(), first.reply_stream.clone());
+    drop(first);
+    let mut pause = Duration::from_millis(100);
+    let mut last_id = String::from("0-0");
+    let mut connection = None;
+    loop {
+        if remote.strong_count() == 0 {
+            let _: Result<(), _> = redis::cmd("DEL")
+                .arg(&stream)
+                .query_async(&mut broker.connection())
+                .await;
+            return;
+        }
+        if connection.is_none() {
+            match broker.blocking_connection(BLOCK).await {
+                Ok(c) => connection = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open the reply connection; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+        }
+        let Some(conn) = connection.as_mut() else {
+            continue;
+        };
+        let read: Result<Option<StreamReadReply>, _> = redis::cmd("XREAD")
+            .arg("BLOCK")
+            .arg(BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(&last_id)
+            .query_async(conn)
+            .await;
+        match read {
+            Ok(reply) => {
+                pause = Duration::from_millis(100);
+                let Some(remote) = remote.upgrade() else {
+                    continue;
+                };
+                for (_, entry) in entries(reply) {
+                    last_id = entry.id.clone();
+                    let _: Result<(), _> = redis::cmd("XDEL")
+                        .arg(&stream)
+                        .arg(&entry.id)
+                        .query_async(&mut broker.connection())
+                        .await;
+                    match Reply::parse(&entry) {
+                        Some(reply) => remote.deliver(reply),
+                        None => tracing::warn!(entry = %entry.id, "ignoring a malformed reply"),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading replies failed; reconnecting");
+                connection = None;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

@@ -1,0 +1,540 @@
+//! The worker: a process of the user's program that serves the routines it
+//! links.
+//!
+//! It joins the consumer group of the work stream of every routine it serves
+//! (found in the registry), so it only ever receives requests it can run.
+//! Each request runs through the worker's own engine (lookups, single-flight
+//! and storing as usual, in the shared store), then the worker replies and
+//! acknowledges the message. Meanwhile:
+//!
+//! - a heartbeat records its status (`INITIALIZING`, `IDLE`, `WORKING`,
+//!   `HANGING`, `TERMINATING`), current routine and last-seen time;
+//! - messages it is running are re-claimed periodically, so a long task keeps
+//!   them; messages whose worker died (idle longer than `claim_idle`) are
+//!   claimed by another worker; one delivered more than `max_deliveries`
+//!   times goes to the dead-letter stream and its caller gets an error;
+//! - SIGTERM or Ctrl-C stops intake; running routines get `shutdown_grace`
+//!   to finish, and whatever is left unacknowledged is picked up by another
+//!   worker.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use tokio::task::{JoinSet, LocalSet};
+
+use crate::blocking::local_set_thread;
+use crate::broker::{
+    command, entries, now_millis, unique_name, Broker, BrokerError, Reply, Request, GROUP,
+};
+use crate::engine::Engine;
+use crate::invoke::Invocation;
+use crate::registry::{self, RoutineId, TaskSpec};
+
+/// How a worker behaves.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Routines run at once.
+    pub concurrency: usize,
+    /// Time between heartbeats; a worker silent for three of them is gone.
+    pub heartbeat: Duration,
+    /// A message not re-claimed for this long belongs to a dead worker and
+    /// is claimed by another. Running messages are re-claimed every third
+    /// of it.
+    pub claim_idle: Duration,
+    /// Deliveries after which a message goes to the dead-letter stream.
+    pub max_deliveries: u64,
+    /// How long running routines may finish after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Only these routines, if set (by default every registered task).
+    pub routines: Option<Vec<RoutineId>>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 4,
+            heartbeat: Duration::from_secs(2),
+            claim_idle: Duration::from_secs(30),
+            max_deliveries: 3,
+            shutdown_grace: Duration::from_secs(30),
+            routines: None,
+        }
+    }
+}
+
+/// A worker could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The engine has no broker (build it with `EngineBuilder::broker`).
+    #[error("the engine has no broker: a worker needs one")]
+    NoBroker,
+    /// No registered task matches the configured routines.
+    #[error("this program serves no routine (registered: {0})")]
+    NothingToServe(String),
+    /// The broker failed.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// Serves routines until SIGTERM or Ctrl-C (or until `stop` resolves).
+///
+/// The returned future is not `Send`: await it on the thread that runs your
+/// `main` (the routines run on a `LocalSet`).
+pub async fn serve(
+    engine: Engine,
+    config: WorkerConfig,
+    stop: impl Future<Output = ()>,
+) -> Result<(), WorkerError> {
+    LocalSet::new()
+        .run_until(serve_local(engine, config, stop))
+        .await
+}
+
+/// Serves until the process is asked to terminate (SIGTERM or Ctrl-C).
+pub async fn serve_until_signalled(
+    engine: Engine,
+    config: WorkerConfig,
+) -> Result<(), WorkerError> {
+    serve(engine, config, terminate_signal()).await
+}
+
+async fn terminate_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+struct Worker {
+    id: String,
+    engine: Engine,
+    broker: Broker,
+    config: WorkerConfig,
+    /// Work stream name -> the task it carries.
+    streams: HashMap<String, &'static TaskSpec>,
+    /// Message id -> (stream, routine) of what is running.
+    running: std::cell::RefCell<HashMap<String, (String, String)>>,
+    status: std::cell::Cell<&'static str>,
+}
+
+async fn serve_local(
+    engine: Engine,
+    config: WorkerConfig,
+    stop: impl Future<Output = ()>,
+) -> Result<(), WorkerError> {
+    let _local_set = local_set_thread();
+    let broker = engine.broker().ok_or(WorkerError::NoBroker)?;
+    let tasks: Vec<&'static TaskSpec> = registry::tasks()
+        .filter(|t| {
+            config
+                .routines
+                .as_ref()
+                .is_none_or(|only| only.contains(&t.id()))
+        })
+        .collect();
+    if tasks.is_empty() {
+        let registered: Vec<String> = registry::tasks().map(|t| t.id().to_string()).collect();
+        return Err(WorkerError::NothingToServe(registered.join(", ")));
+    }
+    let streams: HashMap<String, &'static TaskSpec> = tasks
+        .iter()
+        .map(|t| (broker.work_stream(t.name(), t.version()), *t))
+        .collect();
+    let worker = Rc::new(Worker {
+        id: unique_name(),
+        engine,
+        broker,
+        config,
+        streams,
+        running: Default::default(),
+        status: std::cell::Cell::new("INITIALIZING"),
+    });
+    worker.heartbeat().await?;
+    let mut connection = worker.broker.connection();
+    for stream in worker.streams.keys() {
+        let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(stream)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut connection)
+            .await;
+        if let Err(e) = created {
+            if e.code() != Some("BUSYGROUP") {
+                return Err(command("XGROUP CREATE")(e).into());
+            }
+        }
+    }
+    tracing::info!(worker = %worker.id, routines = worker.streams.len(), "worker ready");
+    worker.status.set("IDLE");
+    worker.heartbeat().await?;
+
+    let beating = tokio::task::spawn_local(Rc::clone(&worker).beat());
+    let claiming = tokio::task::spawn_local(Rc::clone(&worker).keep_claims());
+    let mut jobs: JoinSet<()> = JoinSet::new();
+    let result = worker.intake(&mut jobs, stop).await;
+
+    worker.status.set("TERMINATING");
+    let _ = worker.heartbeat().await;
+    tracing::info!(worker = %worker.id, running = jobs.len(), "worker stopping");
+    let _ = tokio::time::timeout(worker.config.shutdown_grace, async {
+        while jobs.join_next().await.is_some() {}
+    })
+    .await;
+    // Whatever is still running is abandoned unacknowledged: another worker
+    // claims it once it has been idle for `claim_idle`.
+    jobs.abort_all();
+    beating.abort();
+    claiming.abort();
+    let mut connection = worker.broker.connection();
+    let _: Result<(), _> = redis::cmd("DEL")
+        .arg(worker.broker.worker_key(&worker.id))
+        .query_async(&mut connection)
+        .await;
+    let _: Result<(), _> = redis::cmd("SREM")
+        .arg(worker.broker.workers_set())
+        .arg(&worker.id)
+        .query_async(&mut connection)
+        .await;
+    result
+}
+
+impl Worker {
+    /// Reads requests until `stop`, running up to `concurrency` at once.
+    async fn intake(
+        self: &Rc<Self>,
+        jobs: &mut JoinSet<()>,
+        stop: impl Future<Output = ()>,
+    ) -> Result<(), WorkerError> {
+        const BLOCK: Duration = Duration::from_millis(500);
+        let mut reader = self.broker.blocking_connection(BLOCK).await?;
+        let streams: Vec<String> = self.streams.keys().cloned().collect();
+        let mut reclaim = tokio::time::interval(self.config.claim_idle / 2);
+        tokio::pin!(stop);
+        loop {
+            while let Some(done) = jobs.try_join_next() {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "a worker job failed");
+                }
+            }
+            let free = self.config.concurrency.saturating_sub(jobs.len());
+            if free == 0 {
+                tokio::select! {
+                    _ = &mut stop => return Ok(()),
+                    _ = jobs.join_next() => continue,
+                }
+            }
+            let mut command = redis::cmd("XREADGROUP");
+            command
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(&self.id)
+                .arg("COUNT")
+                .arg(free)
+                .arg("BLOCK")
+                .arg(BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&streams)
+                .arg(vec![">"; streams.len()]);
+            let read = command.query_async::<Option<StreamReadReply>>(&mut reader);
+            let read = tokio::select! {
+                _ = &mut stop => return Ok(()),
+                read = read => read,
+                _ = reclaim.tick() => {
+                    for (stream, entry) in self.reclaim(free).await? {
+                        self.start(jobs, stream, entry);
+                    }
+                    continue;
+                }
+            };
+            match read {
+                Ok(reply) => {
+                    for (stream, entry) in entries(reply) {
+                        self.start(jobs, stream, entry);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(worker = %self.id, error = %e, "reading work failed; reconnecting");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    reader = self.broker.blocking_connection(BLOCK).await?;
+                }
+            }
+        }
+    }
+
+    fn start(self: &Rc<Self>, jobs: &mut JoinSet<()>, stream: String, entry: StreamId) {
+        let worker = Rc::clone(self);
+        jobs.spawn_local(async move { worker.run(stream, entry).await });
+    }
+
+    /// Claims messages whose worker died; dead-letters those that keep dying.
+    async fn reclaim(&self, free: usize) -> Result<Vec<(String, StreamId)>, WorkerError> {
+        let mut connection = self.broker.connection();
+        let mut claimed = Vec::new();
+        for stream in self.streams.keys() {
+            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                .arg(stream)
+                .arg(GROUP)
+                .arg(&self.id)
+                .arg(self.config.claim_idle.as_millis() as u64)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(free.max(1))
+                .query_async(&mut connection)
+                .await
+                .map_err(command("XAUTOCLAIM"))?;
+            for entry in reply.claimed {
+                let deliveries = self.deliveries(stream, &entry.id).await?;
+                if deliveries > self.config.max_deliveries {
+                    self.dead_letter(stream, &entry, deliveries).await?;
+                } else {
+                    tracing::warn!(worker = %self.id, message = %entry.id, deliveries,
+                        "claimed a message whose worker stopped answering");
+                    claimed.push((stream.clone(), entry));
+                }
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn deliveries(&self, stream: &str, id: &str) -> Result<u64, WorkerError> {
+        let mut connection = self.broker.connection();
+        let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(GROUP)
+            .arg(id)
+            .arg(id)
+            .arg(1)
+            .query_async(&mut connection)
+            .await
+            .map_err(command("XPENDING"))?;
+        Ok(pending.first().map_or(0, |p| p.3))
+    }
+
+    async fn dead_letter(
+        &self,
+        stream: &str,
+        entry: &StreamId,
+        deliveries: u64,
+    ) -> Result<(), WorkerError> {
+        let mut connection = self.broker.connection();
+        let request = Request::parse(entry);
+        tracing::error!(worker = %self.id, message = %entry.id, deliveries,
+            "a request was delivered too many times; moving it to the dead-letter stream");
+        let _: String = redis::cmd("XADD")
+            .arg(self.broker.dead_letter_stream())
+            .arg("*")
+            .arg("stream")
+            .arg(stream)
+            .arg("message")
+            .arg(&entry.id)
+            .arg("deliveries")
+            .arg(deliveries)
+            .arg("request")
+            .arg(request.as_ref().map_or("", |r| r.request.as_str()))
+            .arg("key")
+            .arg(request.as_ref().map(|r| r.key.to_hex()).unwrap_or_default())
+            .query_async(&mut connection)
+            .await
+            .map_err(command("XADD"))?;
+        if let Some(request) = request {
+            let reply = Reply {
+                request: request.request.clone(),
+                outcome: Err(format!(
+                    "the request was delivered {deliveries} times and every worker running it died; \
+                     it is in the dead-letter stream {}",
+                    self.broker.dead_letter_stream()
+                )),
+                worker: self.id.clone(),
+            };
+            self.broker.send_reply(&request.reply_to, &reply).await?;
+        }
+        self.finish_message(stream, &entry.id).await
+    }
+
+    async fn finish_message(&self, stream: &str, id: &str) -> Result<(), WorkerError> {
+        let mut connection = self.broker.connection();
+        let _: u64 = redis::cmd("XACK")
+            .arg(stream)
+            .arg(GROUP)
+            .arg(id)
+            .query_async(&mut connection)
+            .await
+            .map_err(command("XACK"))?;
+        let _: u64 = redis::cmd("XDEL")
+            .arg(stream)
+            .arg(id)
+            .query_async(&mut connection)
+            .await
+            .map_err(command("XDEL"))?;
+        Ok(())
+    }
+
+    /// Runs one request and answers it.
+    async fn run(self: Rc<Self>, stream: String, entry: StreamId) {
+        let Some(request) = Request::parse(&entry) else {
+            tracing::error!(worker = %self.id, message = %entry.id, "dropping a malformed request");
+            let _ = self.finish_message(&stream, &entry.id).await;
+            return;
+        };
+        let routine = request.routine_id().to_string();
+        self.running
+            .borrow_mut()
+            .insert(entry.id.clone(), (stream.clone(), routine.clone()));
+        self.refresh_status();
+        let _ = self.heartbeat().await;
+        tracing::info!(worker = %self.id, routine = %routine, key = %request.key.short(), "running");
+
+        let outcome = self.execute(&request).await;
+        if let Err(message) = &outcome {
+            tracing::warn!(worker = %self.id, routine = %routine, error = %message, "routine failed");
+        }
+        let reply = Reply {
+            request: request.request.clone(),
+            outcome,
+            worker: self.id.clone(),
+        };
+        if let Err(e) = self.broker.send_reply(&request.reply_to, &reply).await {
+            tracing::error!(worker = %self.id, error = %e, "cannot send a reply; the request will be redelivered");
+        } else if let Err(e) = self.finish_message(&stream, &entry.id).await {
+            tracing::error!(worker = %self.id, error = %e, "cannot acknowledge a request");
+        }
+        self.running.borrow_mut().remove(&entry.id);
+        self.refresh_status();
+        let _ = self.heartbeat().await;
+    }
+
+    /// Runs the routine through this worker's engine; a panic or an `Err`
+    /// becomes the message sent back.
+    async fn execute(&self, request: &Request) -> Result<(), String> {
+        let Some(task) = self
+            .streams
+            .get(&self.broker.work_stream(&request.task, &request.version))
+        else {
+            return Err(format!(
+                "this worker does not serve `{}`",
+                request.routine_id()
+            ));
+        };
+        let invocation = task
+            .invoke(&request.arguments)
+            .map_err(|e| format!("cannot decode the arguments of `{}`: {e}", task.id()))?;
+        // The routine runs here (it is the one this request started); what
+        // it awaits follows the engine's policy. A `Send` routine may use
+        // every runtime thread; another stays on this one.
+        let running = match invocation {
+            Invocation::Send(run) => tokio::spawn(self.engine.scope(run)),
+            Invocation::Local(run) => tokio::task::spawn_local(self.engine.scope(run)),
+        };
+        match running.await {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_panic() => Err(format!("panicked: {}", panic_message(e.into_panic()))),
+            Err(e) => Err(format!("was cancelled: {e}")),
+        }
+    }
+
+    fn refresh_status(&self) {
+        let running = self.running.borrow().len();
+        let waiting = self.engine.dispatch_waiting();
+        self.status.set(match (running, waiting) {
+            (0, _) => "IDLE",
+            (running, waiting) if waiting >= running => "HANGING",
+            _ => "WORKING",
+        });
+    }
+
+    async fn heartbeat(&self) -> Result<(), WorkerError> {
+        let mut connection = self.broker.connection();
+        let key = self.broker.worker_key(&self.id);
+        let routine = self
+            .running
+            .borrow()
+            .values()
+            .map(|(_, routine)| routine.clone())
+            .collect::<Vec<_>>()
+            .join(",");
+        let routines: Vec<String> = self.streams.values().map(|t| t.id().to_string()).collect();
+        let expiry = (self.config.heartbeat * 3).as_millis() as u64;
+        redis::pipe()
+            .cmd("HSET")
+            .arg(&key)
+            .arg("status")
+            .arg(self.status.get())
+            .arg("routine")
+            .arg(routine)
+            .arg("last_seen")
+            .arg(now_millis())
+            .arg("routines")
+            .arg(routines.join(","))
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(expiry)
+            .ignore()
+            .cmd("SADD")
+            .arg(self.broker.workers_set())
+            .arg(&self.id)
+            .ignore()
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(command("HSET"))?;
+        Ok(())
+    }
+
+    async fn beat(self: Rc<Self>) {
+        loop {
+            tokio::time::sleep(self.config.heartbeat).await;
+            self.refresh_status();
+            if let Err(e) = self.heartbeat().await {
+                tracing::warn!(worker = %self.id, error = %e, "heartbeat failed");
+            }
+        }
+    }
+
+    /// Re-claims running messages so that no other worker takes them while
+    /// they run, however long.
+    async fn keep_claims(self: Rc<Self>) {
+        loop {
+            tokio::time::sleep(self.config.claim_idle / 3).await;
+            let running: Vec<(String, String)> = self
+                .running
+                .borrow()
+                .iter()
+                .map(|(id, (stream, _))| (stream.clone(), id.clone()))
+                .collect();
+            let mut connection = self.broker.connection();
+            for (stream, id) in running {
+                let claimed: Result<Vec<String>, _> = redis::cmd("XCLAIM")
+                    .arg(&stream)
+                    .arg(GROUP)
+                    .arg(&self.id)
+                    .arg(0)
+                    .arg(&id)
+                    .arg("JUSTID")
+                    .query_async(&mut connection)
+                    .await;
+                if let Err(e) = claimed {
+                    tracing::warn!(worker = %self.id, error = %e, "cannot keep the claim on a running message");
+                }
+            }
+        }
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(text) => (*text).to_owned(),
+            Err(_) => "a panic without a message".to_owned(),
+        },
+    }
+}

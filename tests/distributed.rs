@@ -1,0 +1,390 @@
+//! Distributed execution against a real Redis server and a real S3 server
+//! (`./scripts/test` starts both), with real worker processes: this test
+//! binary re-run as workers through the ignored `worker_process` entry point.
+//!
+//! Each test has its own broker namespace and store prefix, so tests running
+//! in parallel never share workers or results.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use routine::broker::{Broker, Retry};
+use routine::engine::{DispatchSettings, DistributedConfig, Policy};
+use routine::worker::WorkerConfig;
+use routine::{Engine, RoutineId};
+
+/// Which process computed a value: the tests check that work spread.
+fn pid() -> u32 {
+    std::process::id()
+}
+
+#[routine::task(name = "square-on", version = "1.0.0")]
+async fn square_on(x: u64) -> (u64, u32) {
+    (x * x, pid())
+}
+
+#[routine::task(name = "fan-out", version = "1.0.0")]
+async fn fan_out(n: u64) -> Vec<(u64, u32)> {
+    let calls: Vec<_> = (0..n).map(|x| routine::spawn(square_on(x))).collect();
+    let mut out = Vec::new();
+    for call in calls {
+        out.push(call.await.expect("a sub-routine failed"));
+    }
+    out
+}
+
+#[routine::task(name = "slow-square", version = "1.0.0")]
+async fn slow_square(x: u64) -> (u64, u32) {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    (x * x, pid())
+}
+
+#[routine::task(name = "slow-fan-out", version = "1.0.0")]
+async fn slow_fan_out(n: u64) -> Vec<u64> {
+    let calls: Vec<_> = (0..n).map(|x| routine::spawn(slow_square(x))).collect();
+    let mut out = Vec::new();
+    for call in calls {
+        out.push(call.await.expect("a sub-routine failed").0);
+    }
+    out
+}
+
+#[routine::task(name = "boom", version = "1.0.0")]
+async fn boom(x: u64) -> u64 {
+    panic!("boom {x}")
+}
+
+#[routine::task(name = "refuses", version = "1.0.0")]
+async fn refuses(x: u64) -> Result<u64, String> {
+    Err(format!("refusing {x}"))
+}
+
+#[routine::task(name = "lonely", version = "1.0.0")]
+async fn lonely(x: u64) -> u64 {
+    x
+}
+
+#[routine::task(name = "which", version = "1.0.0")]
+async fn which_v1(x: u64) -> (String, u32) {
+    (format!("v1:{x}"), pid())
+}
+
+#[routine::task(name = "which", version = "2.0.0")]
+async fn which_v2(x: u64) -> (String, u32) {
+    (format!("v2:{x}"), pid())
+}
+
+/// The root routine of most tests: it runs in the test process and awaits
+/// one sub-routine, which is dispatched.
+#[routine::task(name = "call-one", version = "1.0.0")]
+async fn call_one(kind: String, x: u64) -> String {
+    match kind.as_str() {
+        "boom" => boom(x).await.to_string(),
+        "refuses" => format!("{:?}", refuses(x).await),
+        "lonely" => lonely(x).await.to_string(),
+        "v1" => format!("{:?}", which_v1(x).await),
+        "v2" => format!("{:?}", which_v2(x).await),
+        other => panic!("unknown kind {other}"),
+    }
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with ./scripts/test, which starts Redis and an S3 server")
+    })
+}
+
+/// A namespace (and store prefix) of its own for each test.
+fn namespace(test: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("t{}-{}-{test}", pid(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+fn config(namespace: &str) -> DistributedConfig {
+    let mut config = DistributedConfig::new(
+        env("ROUTINE_TEST_REDIS_URL"),
+        format!("{}/{namespace}", env("ROUTINE_TEST_S3_URL")),
+    );
+    config.namespace = namespace.to_owned();
+    config.dispatch = DispatchSettings {
+        no_worker_wait: Duration::from_secs(20),
+        ..DispatchSettings::default()
+    };
+    config
+}
+
+#[test]
+#[ignore = "entry point of the worker processes started by the other tests"]
+fn worker_process() {
+    let namespace = env("ROUTINE_WORKER_NAMESPACE");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let engine = Engine::connect(config(&namespace)).await.unwrap();
+        let mut worker = WorkerConfig {
+            concurrency: 8,
+            heartbeat: Duration::from_millis(300),
+            claim_idle: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(5),
+            ..WorkerConfig::default()
+        };
+        if let Ok(only) = std::env::var("ROUTINE_WORKER_ROUTINES") {
+            worker.routines = Some(
+                only.split(',')
+                    .map(|id| id.parse::<RoutineId>().unwrap())
+                    .collect(),
+            );
+        }
+        routine::worker::serve_until_signalled(engine, worker)
+            .await
+            .unwrap();
+    });
+}
+
+/// Worker processes, killed when dropped.
+struct Workers(Vec<Child>);
+
+impl Workers {
+    fn start(namespace: &str, count: usize, routines: Option<&str>) -> Workers {
+        let children = (0..count)
+            .map(|_| {
+                let mut command = Command::new(std::env::current_exe().unwrap());
+                command
+                    .args([
+                        "--ignored",
+                        "--exact",
+                        "worker_process",
+                        "--nocapture",
+                        "--test-threads=1",
+                    ])
+                    .env("ROUTINE_WORKER_NAMESPACE", namespace)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                if let Some(routines) = routines {
+                    command.env("ROUTINE_WORKER_ROUTINES", routines);
+                }
+                command.spawn().unwrap()
+            })
+            .collect();
+        Workers(children)
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.0.iter().map(Child::id).collect()
+    }
+
+    fn kill(&mut self, pid: u32) {
+        let child = self
+            .0
+            .iter_mut()
+            .find(|c| c.id() == pid)
+            .expect("one of ours");
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The panic message of a failed spawned call.
+async fn panic_of<T: Send + 'static>(call: tokio::task::JoinHandle<T>) -> String {
+    let error = call.await.err().expect("the call should have failed");
+    let payload = error.into_panic();
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_of_200_tasks_over_two_workers() {
+    let ns = namespace("fan");
+    let workers = Workers::start(&ns, 2, None);
+    let engine = Engine::connect(config(&ns)).await.unwrap();
+    let results = engine.scope(fan_out(200)).await;
+    assert_eq!(results.len(), 200);
+    for (x, (square, _)) in results.iter().enumerate() {
+        assert_eq!(*square, (x * x) as u64);
+    }
+    let by: std::collections::BTreeSet<u32> = results.iter().map(|(_, pid)| *pid).collect();
+    assert!(
+        by.iter().all(|p| workers.pids().contains(p)),
+        "computed outside the workers: {by:?}"
+    );
+    assert_eq!(by.len(), 2, "both workers should have taken work");
+    assert_eq!(engine.stats().dispatched, 200);
+
+    // Everything is in the shared store now: a second engine finds the root
+    // result without dispatching anything.
+    let again = Engine::connect(config(&ns)).await.unwrap();
+    assert_eq!(again.scope(fan_out(200)).await, results);
+    assert_eq!((again.stats().hits, again.stats().dispatched), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_task_loses_nothing() {
+    let ns = namespace("kill");
+    let mut workers = Workers::start(&ns, 2, None);
+    let engine = Engine::connect(config(&ns)).await.unwrap();
+    let broker = engine.broker().unwrap();
+    let run = tokio::spawn(engine.scope(slow_fan_out(4)));
+
+    // Kill a worker while it runs something.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let victim = loop {
+        assert!(Instant::now() < deadline, "no worker ever started working");
+        let busy = broker
+            .workers()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|w| w.routine.is_some());
+        if let Some(worker) = busy {
+            let pid: u32 = worker.id.split('-').rev().nth(1).unwrap().parse().unwrap();
+            break pid;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    workers.kill(victim);
+
+    let results = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the workflow hung after a worker died")
+        .unwrap();
+    assert_eq!(results, vec![0, 1, 4, 9]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_task_reaches_the_caller_with_the_worker_id() {
+    let ns = namespace("boom");
+    let _workers = Workers::start(&ns, 1, None);
+    let engine = Engine::connect(config(&ns)).await.unwrap();
+    let message = panic_of(tokio::spawn(engine.scope(call_one("boom".into(), 7)))).await;
+    assert!(
+        message.contains("task `tname:boom:1.0.0` failed on worker"),
+        "{message}"
+    );
+    assert!(message.contains("panicked: boom 7"), "{message}");
+    assert!(
+        message.contains(&format!("-{}-", _workers.pids()[0])),
+        "no worker id: {message}"
+    );
+    // Nothing was stored for the failed call.
+    let store = routine::store::ObjectStoreBackend::from_url(&config(&ns).store_url).unwrap();
+    use routine::store::Store;
+    assert!(store.list(Some("boom"), None).unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_err_on_a_worker_reaches_the_caller_with_its_message() {
+    let ns = namespace("err");
+    let _workers = Workers::start(&ns, 1, None);
+    let engine = Engine::connect(config(&ns)).await.unwrap();
+    let message = panic_of(tokio::spawn(engine.scope(call_one("refuses".into(), 3)))).await;
+    assert!(message.contains("failed on worker"), "{message}");
+    assert!(message.contains("refusing 3"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routine_no_worker_serves_fails_after_the_configured_wait() {
+    let ns = namespace("lonely");
+    let _workers = Workers::start(&ns, 1, Some("tname:square-on:1.0.0"));
+    let mut config = config(&ns);
+    config.dispatch.no_worker_wait = Duration::from_secs(2);
+    let engine = Engine::connect(config).await.unwrap();
+    let started = Instant::now();
+    let message = panic_of(tokio::spawn(engine.scope(call_one("lonely".into(), 1)))).await;
+    assert!(
+        message.contains("no worker serves `tname:lonely:1.0.0`"),
+        "{message}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_broker_is_a_clear_error_without_the_password() {
+    let mut config = config(&namespace("down"));
+    config.broker_url = "redis://:hunter2@127.0.0.1:1/0".into();
+    config.retry = Retry {
+        attempts: 3,
+        first_pause: Duration::from_millis(10),
+    };
+    let error = Engine::connect(config).await.unwrap_err().to_string();
+    assert!(
+        error.contains("cannot reach the broker at redis://:***@127.0.0.1:1/0 after 3 attempts"),
+        "{error}"
+    );
+    assert!(!error.contains("hunter2"), "{error}");
+    let direct = Broker::connect(
+        "redis://127.0.0.1:1",
+        "x",
+        Retry {
+            attempts: 1,
+            first_pause: Duration::ZERO,
+        },
+    )
+    .await;
+    assert!(direct.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_of_different_versions_share_a_broker() {
+    let ns = namespace("versions");
+    let old = Workers::start(&ns, 1, Some("tname:which:1.0.0"));
+    let new = Workers::start(&ns, 1, Some("tname:which:2.0.0"));
+    let engine = Engine::connect(config(&ns)).await.unwrap();
+    let v1 = engine.scope(call_one("v1".into(), 5)).await;
+    let v2 = engine.scope(call_one("v2".into(), 5)).await;
+    assert!(
+        v1.contains("v1:5") && v1.contains(&old.pids()[0].to_string()),
+        "{v1}"
+    );
+    assert!(
+        v2.contains("v2:5") && v2.contains(&new.pids()[0].to_string()),
+        "{v2}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_policy_dispatches_nothing() {
+    let ns = namespace("local");
+    let mut config = config(&ns);
+    config.policy = Policy::Local;
+    let engine = Engine::connect(config).await.unwrap();
+    let results = engine.scope(fan_out(5)).await;
+    assert!(results.iter().all(|(_, p)| *p == pid()));
+    assert_eq!(engine.stats().dispatched, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_are_readable() {
+    let ns = namespace("status");
+    let workers = Workers::start(&ns, 1, Some("tname:square-on:1.0.0"));
+    let broker = Broker::connect(&env("ROUTINE_TEST_REDIS_URL"), &ns, Retry::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let info = loop {
+        if let Some(info) = broker.workers().await.unwrap().pop() {
+            break info;
+        }
+        assert!(Instant::now() < deadline, "the worker never reported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(info.routines, vec!["tname:square-on:1.0.0".to_string()]);
+    assert!(
+        matches!(info.status.as_str(), "INITIALIZING" | "IDLE"),
+        "{info:?}"
+    );
+    assert!(info.id.contains(&format!("-{}-", workers.pids()[0])));
+    assert!(info.last_seen.elapsed().unwrap_or_default() < Duration::from_secs(5));
+}
