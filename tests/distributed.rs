@@ -60,6 +60,23 @@ async fn refuses(x: u64) -> Result<u64, String> {
     Err(format!("refusing {x}"))
 }
 
+/// Kills whichever worker runs it.
+#[routine::task(name = "deadly", version = "1.0.0")]
+async fn deadly(x: u64) -> u64 {
+    if x > 0 {
+        std::process::abort();
+    }
+    x
+}
+
+/// Twelve MiB: stored with a multipart upload, read back streamed.
+#[routine::task(name = "large-result", version = "1.0.0")]
+async fn large_result(seed: u8) -> Vec<u8> {
+    (0..12u32 << 20)
+        .map(|i| seed.wrapping_add((i % 251) as u8))
+        .collect()
+}
+
 #[routine::task(name = "lonely", version = "1.0.0")]
 async fn lonely(x: u64) -> u64 {
     x
@@ -83,6 +100,15 @@ async fn call_one(kind: String, x: u64) -> String {
         "boom" => boom(x).await.to_string(),
         "refuses" => format!("{:?}", refuses(x).await),
         "lonely" => lonely(x).await.to_string(),
+        "deadly" => deadly(x).await.to_string(),
+        "large" => {
+            let bytes = large_result(x as u8).await;
+            format!(
+                "{} {}",
+                bytes.len(),
+                bytes.iter().map(|b| u64::from(*b)).sum::<u64>()
+            )
+        }
         "v1" => format!("{:?}", which_v1(x).await),
         "v2" => format!("{:?}", which_v2(x).await),
         other => panic!("unknown kind {other}"),
@@ -128,6 +154,9 @@ fn worker_process() {
             shutdown_grace: Duration::from_secs(5),
             ..WorkerConfig::default()
         };
+        if let Ok(deliveries) = std::env::var("ROUTINE_WORKER_MAX_DELIVERIES") {
+            worker.max_deliveries = deliveries.parse().unwrap();
+        }
         if let Ok(only) = std::env::var("ROUTINE_WORKER_ROUTINES") {
             worker.routines = Some(
                 only.split(',')
@@ -146,6 +175,15 @@ struct Workers(Vec<Child>);
 
 impl Workers {
     fn start(namespace: &str, count: usize, routines: Option<&str>) -> Workers {
+        Workers::start_with(namespace, count, routines, &[])
+    }
+
+    fn start_with(
+        namespace: &str,
+        count: usize,
+        routines: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Workers {
         let children = (0..count)
             .map(|_| {
                 let mut command = Command::new(std::env::current_exe().unwrap());
@@ -163,6 +201,7 @@ impl Workers {
                 if let Some(routines) = routines {
                     command.env("ROUTINE_WORKER_ROUTINES", routines);
                 }
+                command.envs(env.iter().copied());
                 command.spawn().unwrap()
             })
             .collect();
@@ -387,4 +426,77 @@ async fn heartbeats_are_readable() {
     );
     assert!(info.id.contains(&format!("-{}-", workers.pids()[0])));
     assert!(info.last_seen.elapsed().unwrap_or_default() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_keeps_killing_workers_is_dead_lettered() {
+    let ns = namespace("deadly");
+    let _workers = Workers::start_with(&ns, 3, None, &[("ROUTINE_WORKER_MAX_DELIVERIES", "2")]);
+    let engine = Engine::connect(config(&ns)).await.unwrap();
+    let call = tokio::spawn(engine.scope(call_one("deadly".into(), 1)));
+    let message = tokio::time::timeout(Duration::from_secs(60), panic_of(call))
+        .await
+        .expect("the caller hung while workers died");
+    assert!(message.contains("delivered 3 times"), "{message}");
+    assert!(message.contains(&format!("{ns}:dead")), "{message}");
+    let mut connection = redis::Client::open(env("ROUTINE_TEST_REDIS_URL")).unwrap();
+    let dead: u64 = redis::cmd("XLEN")
+        .arg(format!("{ns}:dead"))
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(dead, 1, "one dead letter");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_results_travel_through_the_store_not_the_broker() {
+    let ns = namespace("large");
+    let _workers = Workers::start(&ns, 1, None);
+    let engine = Engine::connect(config(&ns)).await.unwrap();
+    let summary = engine.scope(call_one("large".into(), 3)).await;
+    let expected: Vec<u8> = (0..12u32 << 20)
+        .map(|i| 3u8.wrapping_add((i % 251) as u8))
+        .collect();
+    let sum: u64 = expected.iter().map(|b| u64::from(*b)).sum();
+    assert_eq!(summary, format!("{} {sum}", expected.len()));
+    assert_eq!(engine.stats().dispatched, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_worker_cleanly() {
+    let ns = namespace("term");
+    let mut workers = Workers::start(&ns, 1, Some("tname:square-on:1.0.0"));
+    let broker = Broker::connect(&env("ROUTINE_TEST_REDIS_URL"), &ns, Retry::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while broker.workers().await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the worker never reported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let child = &mut workers.0[0];
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    assert!(exited
+        .expect("the worker did not stop on SIGTERM")
+        .success());
+    assert!(
+        broker.workers().await.unwrap().is_empty(),
+        "a stopped worker still reports"
+    );
 }
