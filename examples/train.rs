@@ -9,6 +9,17 @@
 //!
 //! Results are stored under `./.routine` (or `$ROUTINE_STORE`), one directory
 //! per task name and version: `ls .routine/fit/0.0.1`.
+//!
+//! Distributed (feature `distributed`): with `ROUTINE_BROKER` set to a Redis
+//! URL and `ROUTINE_STORE` to a shared object store, the same program trains
+//! each model on a worker; `-- worker` makes it serve as one:
+//!
+//! ```text
+//! export ROUTINE_BROKER=redis://127.0.0.1:6379 ROUTINE_STORE=s3://my-bucket/train
+//! cargo run --release --features distributed --example train -- worker &
+//! cargo run --release --features distributed --example train -- worker &
+//! cargo run --release --features distributed --example train
+//! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -124,27 +135,60 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = std::env::var("ROUTINE_STORE").unwrap_or_else(|_| ".routine".to_owned());
     let ran = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&ran);
+    let report = move |call: &routine::CallReport| {
+        let how = match call.outcome {
+            CallOutcome::Hit => "from storage",
+            CallOutcome::Computed => {
+                counter.fetch_add(1, Ordering::Relaxed);
+                "ran"
+            }
+            CallOutcome::Dispatched => "on a worker",
+            other => other.as_str(),
+        };
+        println!(
+            "  {:<13} {:<13} {}  {:>9.3} ms",
+            how,
+            call.task.name(),
+            call.key.short(),
+            call.elapsed.as_secs_f64() * 1e3
+        );
+    };
+
+    #[cfg(feature = "distributed")]
+    if let Ok(broker) = std::env::var("ROUTINE_BROKER") {
+        use routine::broker::{Broker, Retry};
+        use routine::engine::{DispatchSettings, Policy};
+        let engine = Engine::builder(routine::store::ObjectStoreBackend::from_url(&store)?)
+            .on_call(report)
+            .broker(
+                Broker::connect(&broker, "routine", Retry::default()).await?,
+                Policy::SubRoutinesRemote,
+                DispatchSettings::default(),
+            )
+            .build()?;
+        if std::env::args().nth(1).as_deref() == Some("worker") {
+            println!("routine train example: serving as a worker (Ctrl-C to stop)");
+            let config = routine::worker::WorkerConfig::default();
+            routine::worker::serve_until_signalled(engine, config).await?;
+            return Ok(());
+        }
+        println!(
+            "routine train example, distributed: broker {}, store {store}",
+            routine::redact::redact_url(&broker)
+        );
+        return run(engine, ran).await;
+    }
+
     let engine = Engine::builder(routine::store::FileStore::open(&store)?)
-        .on_call(move |call| {
-            let how = match call.outcome {
-                CallOutcome::Hit => "from storage",
-                CallOutcome::Computed => {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    "ran"
-                }
-                other => other.as_str(),
-            };
-            println!(
-                "  {:<13} {:<13} {}  {:>9.3} ms",
-                how,
-                call.task.name(),
-                call.key.short(),
-                call.elapsed.as_secs_f64() * 1e3
-            );
-        })
+        .on_call(report)
         .build()?;
 
     println!("routine train example, store: {store}");
+    run(engine, ran).await
+}
+
+/// Prepares the data, trains, picks the best model and prints the totals.
+async fn run(engine: Engine, ran: Arc<AtomicU64>) -> Result<(), Box<dyn std::error::Error>> {
     let best = engine
         .scope(async {
             let data = prepare_data(42, 5_000).await;
@@ -174,10 +218,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         best.bias
     );
     println!(
-        "totals: {} calls, {} ran, {} from storage, {} failed, {} store errors",
-        stats.hits + stats.misses,
+        "totals: {} calls, {} ran, {} from storage, {} on workers, {} failed, {} store errors",
+        stats.hits + stats.misses + stats.dispatched,
         ran.load(Ordering::Relaxed),
         stats.hits,
+        stats.dispatched,
         stats.failures,
         stats.store_errors
     );
