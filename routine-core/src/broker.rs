@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::streams::{StreamId, StreamReadReply};
 use redis::{AsyncConnectionConfig, Value};
 
@@ -76,7 +76,8 @@ impl Default for Retry {
 #[derive(Clone)]
 pub struct Broker {
     client: redis::Client,
-    connection: MultiplexedConnection,
+    /// Reconnects by itself, with backoff, when the server goes away.
+    connection: ConnectionManager,
     namespace: String,
     url: String,
 }
@@ -137,13 +138,12 @@ impl Broker {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let config = AsyncConnectionConfig::new()
+            let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(Duration::from_secs(5)))
-                .set_response_timeout(Some(Duration::from_secs(10)));
-            match client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-            {
+                .set_response_timeout(Some(Duration::from_secs(10)))
+                .set_number_of_retries(retry.attempts as usize)
+                .set_max_delay(Duration::from_secs(5));
+            match ConnectionManager::new_with_config(client.clone(), config).await {
                 Ok(connection) => {
                     return Ok(Broker {
                         client,
@@ -191,7 +191,7 @@ impl Broker {
             })
     }
 
-    pub(crate) fn connection(&self) -> MultiplexedConnection {
+    pub(crate) fn connection(&self) -> ConnectionManager {
         self.connection.clone()
     }
 

@@ -232,7 +232,7 @@ impl Remote {
                 }
             }
         }
-        let release = |mut connection: redis::aio::MultiplexedConnection, inflight: String| async move {
+        let release = |mut connection: redis::aio::ConnectionManager, inflight: String| async move {
             let _: Result<(), _> = redis::cmd("DEL")
                 .arg(inflight)
                 .query_async(&mut connection)
