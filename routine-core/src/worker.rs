@@ -86,7 +86,7 @@ pub enum WorkerError {
 pub async fn serve(
     engine: Engine,
     config: WorkerConfig,
-    stop: impl Future<Output = ()>,
+    stop: impl Future<Output = ()> + 'static,
 ) -> Result<(), WorkerError> {
     LocalSet::new()
         .run_until(serve_local(engine, config, stop))
@@ -127,7 +127,7 @@ struct Worker {
 async fn serve_local(
     engine: Engine,
     config: WorkerConfig,
-    stop: impl Future<Output = ()>,
+    stop: impl Future<Output = ()> + 'static,
 ) -> Result<(), WorkerError> {
     let _local_set = local_set_thread();
     let broker = engine.broker().ok_or(WorkerError::NoBroker)?;
@@ -212,25 +212,44 @@ impl Worker {
     async fn intake(
         self: &Rc<Self>,
         jobs: &mut JoinSet<()>,
-        stop: impl Future<Output = ()>,
+        stop: impl Future<Output = ()> + 'static,
     ) -> Result<(), WorkerError> {
         const BLOCK: Duration = Duration::from_millis(500);
         let mut reader = self.broker.blocking_connection(BLOCK).await?;
         let streams: Vec<String> = self.streams.keys().cloned().collect();
-        let mut reclaim = tokio::time::interval(self.config.claim_idle / 2);
-        tokio::pin!(stop);
-        loop {
+        // A read handed to Redis is never abandoned: messages it delivers
+        // would sit, unseen, in this worker's pending list until another
+        // worker claimed them. So `stop` only sets a flag that the loop
+        // checks between reads.
+        let (stopped_tx, mut stopped) = tokio::sync::watch::channel(false);
+        let watcher = tokio::task::spawn_local(async move {
+            stop.await;
+            let _ = stopped_tx.send(true);
+        });
+        let mut last_reclaim = tokio::time::Instant::now();
+        let result = loop {
             while let Some(done) = jobs.try_join_next() {
                 if let Err(e) = done {
                     tracing::error!(error = %e, "a worker job failed");
                 }
             }
+            if *stopped.borrow() {
+                break Ok(());
+            }
             let free = self.config.concurrency.saturating_sub(jobs.len());
             if free == 0 {
                 tokio::select! {
-                    _ = &mut stop => return Ok(()),
-                    _ = jobs.join_next() => continue,
+                    _ = stopped.changed() => {}
+                    _ = jobs.join_next() => {}
                 }
+                continue;
+            }
+            if last_reclaim.elapsed() >= self.config.claim_idle / 2 {
+                last_reclaim = tokio::time::Instant::now();
+                for (stream, entry) in self.reclaim(free).await? {
+                    self.start(jobs, stream, entry);
+                }
+                continue;
             }
             let mut command = redis::cmd("XREADGROUP");
             command
@@ -244,18 +263,7 @@ impl Worker {
                 .arg("STREAMS")
                 .arg(&streams)
                 .arg(vec![">"; streams.len()]);
-            let read = command.query_async::<Option<StreamReadReply>>(&mut reader);
-            let read = tokio::select! {
-                _ = &mut stop => return Ok(()),
-                read = read => read,
-                _ = reclaim.tick() => {
-                    for (stream, entry) in self.reclaim(free).await? {
-                        self.start(jobs, stream, entry);
-                    }
-                    continue;
-                }
-            };
-            match read {
+            match command.query_async::<Option<StreamReadReply>>(&mut reader).await {
                 Ok(reply) => {
                     for (stream, entry) in entries(reply) {
                         self.start(jobs, stream, entry);
@@ -264,10 +272,15 @@ impl Worker {
                 Err(e) => {
                     tracing::warn!(worker = %self.id, error = %e, "reading work failed; reconnecting");
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    reader = self.broker.blocking_connection(BLOCK).await?;
+                    match self.broker.blocking_connection(BLOCK).await {
+                        Ok(connection) => reader = connection,
+                        Err(e) => tracing::warn!(worker = %self.id, error = %e, "cannot reconnect yet"),
+                    }
                 }
             }
-        }
+        };
+        watcher.abort();
+        result
     }
 
     fn start(self: &Rc<Self>, jobs: &mut JoinSet<()>, stream: String, entry: StreamId) {

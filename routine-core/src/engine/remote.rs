@@ -166,6 +166,8 @@ pub(crate) struct Remote {
     settings: DispatchSettings,
     reply_stream: String,
     pending: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
+    /// When a live worker was last seen serving each routine.
+    served_at: Mutex<HashMap<String, Instant>>,
     /// Calls now waiting on a worker: a worker running such a routine is
     /// `HANGING`.
     pub(crate) waiting: AtomicUsize,
@@ -181,6 +183,7 @@ impl Remote {
             settings,
             reply_stream,
             pending: Mutex::new(HashMap::new()),
+            served_at: Mutex::new(HashMap::new()),
             waiting: AtomicUsize::new(0),
         });
         tokio::spawn(listen(Arc::downgrade(&remote)));
@@ -309,6 +312,14 @@ impl Remote {
         &self,
         task: &'static TaskSpec,
     ) -> Result<Option<Dispatched>, BrokerError> {
+        // A worker seen serving this routine a moment ago still does: the
+        // heartbeat check costs several round trips, so it is not repeated
+        // for every call of a burst.
+        const FRESH: Duration = Duration::from_secs(1);
+        let seen = self.served_at.lock().unwrap_or_else(PoisonError::into_inner).get(&task.id().to_string()).copied();
+        if seen.is_some_and(|at| at.elapsed() < FRESH) {
+            return Ok(None);
+        }
         let deadline = Instant::now() + self.settings.no_worker_wait;
         while !self.broker.served(task).await? {
             if Instant::now() >= deadline {
@@ -320,6 +331,10 @@ impl Remote {
             }
             tokio::time::sleep(self.settings.poll.max(Duration::from_millis(50))).await;
         }
+        self.served_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(task.id().to_string(), Instant::now());
         Ok(None)
     }
 

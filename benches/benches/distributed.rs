@@ -1,0 +1,233 @@
+//! `./scripts/bench-distributed`: dispatch round trip, throughput over two
+//! worker processes, and shared-store hits, each against a baseline measured
+//! in the same run.
+//!
+//! The workers are this bench binary, re-run with `--worker`. The shared
+//! store is a local folder by default (`file://`, every process on this
+//! machine sees it), or the S3 server with `ROUTINE_BENCH_STORE=s3`.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use routine::engine::{DistributedConfig, Policy};
+use routine::store::{FileStore, ObjectStoreBackend};
+use routine::worker::WorkerConfig;
+use routine::Engine;
+
+#[routine::task(name = "dbench-trivial", version = "1.0.0")]
+async fn remote_trivial(i: u64) -> u64 {
+    i
+}
+
+/// Dispatches `n` trivial sub-routines one after the other.
+#[routine::task(name = "dbench-sequential", version = "1.0.0")]
+async fn sequential(base: u64, n: u64) -> u64 {
+    let mut sum = 0;
+    for i in 0..n {
+        sum += remote_trivial(base + i).await;
+    }
+    sum
+}
+
+/// Dispatches `n` trivial sub-routines at once.
+#[routine::task(name = "dbench-fan-out", version = "1.0.0")]
+async fn fan_out(base: u64, n: u64) -> u64 {
+    let calls: Vec<_> = (0..n).map(|i| routine::spawn(remote_trivial(base + i))).collect();
+    let mut sum = 0;
+    for call in calls {
+        sum += call.await.expect("a sub-routine failed");
+    }
+    sum
+}
+
+#[routine::task(name = "dbench-small", version = "1.0.0")]
+async fn small(i: u64) -> Vec<f64> {
+    (0..8).map(|j| (i * j) as f64).collect()
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run ./scripts/bench-distributed"))
+}
+
+fn stamp() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
+}
+
+fn config(namespace: &str, store: &str) -> DistributedConfig {
+    let mut config = DistributedConfig::new(env("ROUTINE_TEST_REDIS_URL"), store);
+    config.namespace = namespace.to_owned();
+    config
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn human(ns: f64) -> String {
+    match ns {
+        ns if ns < 1e3 => format!("{ns:.0} ns"),
+        ns if ns < 1e6 => format!("{:.1} us", ns / 1e3),
+        ns => format!("{:.2} ms", ns / 1e6),
+    }
+}
+
+struct Workers(Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        }
+        for child in &mut self.0 {
+            let _ = child.wait();
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    if args.iter().any(|a| a == "--worker") {
+        let (namespace, store) = (env("BENCH_NAMESPACE"), env("BENCH_STORE"));
+        runtime.block_on(async {
+            let engine = Engine::connect(config(&namespace, &store)).await.unwrap();
+            let worker = WorkerConfig {
+                concurrency: 64,
+                ..WorkerConfig::default()
+            };
+            routine::worker::serve_until_signalled(engine, worker).await.unwrap();
+        });
+        return;
+    }
+
+    let quick = std::env::var_os("ROUTINE_BENCH_QUICK").is_some();
+    let namespace = format!("bench-{}", stamp());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/routine-bench/{namespace}"));
+    std::fs::create_dir_all(&root).unwrap();
+    let store = match std::env::var("ROUTINE_BENCH_STORE").as_deref() {
+        Ok("s3") => format!("{}/{namespace}", env("ROUTINE_TEST_S3_URL")),
+        _ => format!("file://{}", root.join("shared").canonicalize().unwrap_or(root.join("shared")).display()),
+    };
+    std::fs::create_dir_all(root.join("shared")).unwrap();
+    eprintln!("distributed bench: namespace {namespace}, shared store {store}");
+
+    let workers = Workers(
+        (0..2)
+            .map(|_| {
+                Command::new(std::env::current_exe().unwrap())
+                    .arg("--worker")
+                    .env("BENCH_NAMESPACE", &namespace)
+                    .env("BENCH_STORE", &store)
+                    .stdout(Stdio::null())
+                    .stderr(if std::env::var_os("RUST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+
+    let rows = runtime.block_on(async {
+        let engine = Engine::connect(config(&namespace, &store)).await.unwrap();
+        let client = redis::Client::open(env("ROUTINE_TEST_REDIS_URL")).unwrap();
+        let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+        let rounds = if quick { 3 } else { 9 };
+        let mut base = stamp() << 8;
+
+        // Warm up: workers up, connections open.
+        eprintln!("  warming up");
+        engine.scope(sequential(base, 20)).await;
+        eprintln!("  measuring round trips");
+        base += 1 << 20;
+
+        // 1. Round trip of one trivial dispatched task vs a Redis PING.
+        let per_round = 100u64;
+        let (mut pings, mut trips) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let started = Instant::now();
+            for _ in 0..per_round {
+                let _: String = redis::cmd("PING").query_async(&mut redis).await.unwrap();
+            }
+            pings.push(started.elapsed().as_nanos() as f64 / per_round as f64);
+            let started = Instant::now();
+            engine.scope(sequential(base, per_round)).await;
+            base += 1 << 20;
+            trips.push(started.elapsed().as_nanos() as f64 / per_round as f64);
+        }
+        let (ping, trip) = (median(pings), median(trips));
+
+        // 2. Throughput: 10,000 trivial tasks over the two workers.
+        eprintln!("  measuring throughput");
+        let tasks = if quick { 2_000 } else { 10_000 };
+        let started = Instant::now();
+        let sum = engine.scope(fan_out(base, tasks)).await;
+        let elapsed = started.elapsed();
+        assert_eq!(sum, (0..tasks).map(|i| base + i).sum::<u64>());
+        let throughput = tasks as f64 / elapsed.as_secs_f64();
+
+        // 3. A hit in the shared store vs a hit in a local file store, both
+        // with no in-process cache (a process seeing the result for the
+        // first time).
+        eprintln!("  measuring shared-store hits");
+        let count = 500u64;
+        let mut local_only = config(&namespace, &store);
+        local_only.policy = Policy::Local;
+        local_only.cache_capacity = 0;
+        let filler = Engine::connect(local_only.clone()).await.unwrap();
+        let local = Engine::builder(FileStore::open(root.join("local")).unwrap())
+            .cache_capacity(0)
+            .build()
+            .unwrap();
+        for i in 0..count {
+            filler.scope(small(i)).await;
+            local.scope(small(i)).await;
+        }
+        let shared_reader = Engine::builder(ObjectStoreBackend::from_url(&store).unwrap())
+            .cache_capacity(0)
+            .build()
+            .unwrap();
+        let (mut shared_hits, mut local_hits) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let started = Instant::now();
+            for i in 0..count {
+                shared_reader.scope(small(i)).await;
+            }
+            shared_hits.push(started.elapsed().as_nanos() as f64 / count as f64);
+            let started = Instant::now();
+            for i in 0..count {
+                local.scope(small(i)).await;
+            }
+            local_hits.push(started.elapsed().as_nanos() as f64 / count as f64);
+        }
+        let (shared_hit, local_hit) = (median(shared_hits), median(local_hits));
+        (ping, trip, tasks, throughput, shared_hit, local_hit)
+    });
+    drop(workers);
+
+    let (ping, trip, tasks, throughput, shared_hit, local_hit) = rows;
+    println!();
+    println!("shared store: {store}");
+    println!("| row | routine | baseline | ratio | target | met |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| dispatch round trip, trivial task | {} | Redis PING {} | {:.1}x | <= 5x | {} |",
+        human(trip),
+        human(ping),
+        trip / ping,
+        if trip <= 5.0 * ping { "yes" } else { "NO" }
+    );
+    println!("| throughput, {tasks} trivial tasks, 2 workers | {throughput:.0} tasks/s | | | | |");
+    println!(
+        "| hit in the shared store | {} | local file-store hit {} | {:.1}x | | |",
+        human(shared_hit),
+        human(local_hit),
+        shared_hit / local_hit
+    );
+}
