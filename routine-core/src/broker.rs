@@ -277,27 +277,38 @@ impl Broker {
             .any(|w| w.routines.contains(&id)))
     }
 
-    pub(crate) async fn send_request(&self, request: &Request) -> Result<(), BrokerError> {
+    /// Claims the call cluster-wide (`inflight` set if absent, expiring
+    /// after `ttl_ms`) and, if the claim is ours, sends the request: one
+    /// round trip. False if another caller holds the claim.
+    pub(crate) async fn claim_and_send(
+        &self,
+        inflight: &str,
+        ttl_ms: u64,
+        request: &Request,
+    ) -> Result<bool, BrokerError> {
+        const CLAIM_AND_SEND: &str = r"
+            if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+                return redis.call('XADD', KEYS[2], '*', 'request', ARGV[1], 'key', ARGV[3],
+                    'task', ARGV[4], 'version', ARGV[5], 'args', ARGV[6], 'reply', ARGV[7])
+            end
+            return false";
         let mut connection = self.connection();
-        let _: String = redis::cmd("XADD")
+        let sent: Option<String> = redis::cmd("EVAL")
+            .arg(CLAIM_AND_SEND)
+            .arg(2)
+            .arg(inflight)
             .arg(self.work_stream(&request.task, &request.version))
-            .arg("*")
-            .arg("request")
             .arg(&request.request)
-            .arg("key")
+            .arg(ttl_ms)
             .arg(request.key.to_hex())
-            .arg("task")
             .arg(&request.task)
-            .arg("version")
             .arg(&request.version)
-            .arg("args")
             .arg(&request.arguments[..])
-            .arg("reply")
             .arg(&request.reply_to)
             .query_async(&mut connection)
             .await
-            .map_err(command("XADD"))?;
-        Ok(())
+            .map_err(command("EVAL claim-and-send"))?;
+        Ok(sent.is_some())
     }
 
     pub(crate) async fn send_reply(

@@ -114,6 +114,45 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn list(&self, name: Option<&str>, version: Option<&str>) -> Result<Vec<Listing>, StoreError>;
 }
 
+/// A shared handle to a store is a store.
+impl<S: Store + ?Sized> Store for Arc<S> {
+    fn get(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
+        (**self).get(slot)
+    }
+    fn create(&self, slot: &Slot<'_>, len: u64) -> Result<Box<dyn EntryWrite>, StoreError> {
+        (**self).create(slot, len)
+    }
+    fn remove(&self, slot: &Slot<'_>) -> Result<bool, StoreError> {
+        (**self).remove(slot)
+    }
+    fn list(&self, name: Option<&str>, version: Option<&str>) -> Result<Vec<Listing>, StoreError> {
+        (**self).list(name, version)
+    }
+}
+
+/// Opens the store a URL names: `file:///absolute/folder` (or a plain path)
+/// is a [`FileStore`], which every process on the machine (or on a shared
+/// file system) can use at once; `s3://`, `gs://`, `az://` and `memory://`
+/// are object stores.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = routine_core::store::open_url(&format!("file://{}", dir.path().display())).unwrap();
+/// assert!(store.list(None, None).unwrap().is_empty());
+/// ```
+pub fn open_url(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    match url.split_once("://") {
+        Some(("file", path)) => Ok(Arc::new(FileStore::open(path)?)),
+        None => Ok(Arc::new(FileStore::open(url)?)),
+        #[cfg(feature = "distributed")]
+        Some(_) => Ok(Arc::new(ObjectStoreBackend::from_url(url)?)),
+        #[cfg(not(feature = "distributed"))]
+        Some((scheme, _)) => Err(StoreError::Config(format!(
+            "the `{scheme}://` store needs routine's `distributed` feature"
+        ))),
+    }
+}
+
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -263,7 +263,10 @@ impl Worker {
                 .arg("STREAMS")
                 .arg(&streams)
                 .arg(vec![">"; streams.len()]);
-            match command.query_async::<Option<StreamReadReply>>(&mut reader).await {
+            match command
+                .query_async::<Option<StreamReadReply>>(&mut reader)
+                .await
+            {
                 Ok(reply) => {
                     for (stream, entry) in entries(reply) {
                         self.start(jobs, stream, entry);
@@ -274,7 +277,9 @@ impl Worker {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     match self.broker.blocking_connection(BLOCK).await {
                         Ok(connection) => reader = connection,
-                        Err(e) => tracing::warn!(worker = %self.id, error = %e, "cannot reconnect yet"),
+                        Err(e) => {
+                            tracing::warn!(worker = %self.id, error = %e, "cannot reconnect yet")
+                        }
                     }
                 }
             }
@@ -375,19 +380,19 @@ impl Worker {
 
     async fn finish_message(&self, stream: &str, id: &str) -> Result<(), WorkerError> {
         let mut connection = self.broker.connection();
-        let _: u64 = redis::cmd("XACK")
+        redis::pipe()
+            .cmd("XACK")
             .arg(stream)
             .arg(GROUP)
             .arg(id)
-            .query_async(&mut connection)
-            .await
-            .map_err(command("XACK"))?;
-        let _: u64 = redis::cmd("XDEL")
+            .ignore()
+            .cmd("XDEL")
             .arg(stream)
             .arg(id)
-            .query_async(&mut connection)
+            .ignore()
+            .query_async::<()>(&mut connection)
             .await
-            .map_err(command("XDEL"))?;
+            .map_err(command("XACK"))?;
         Ok(())
     }
 
@@ -403,7 +408,6 @@ impl Worker {
             .borrow_mut()
             .insert(entry.id.clone(), (stream.clone(), routine.clone()));
         self.refresh_status();
-        let _ = self.heartbeat().await;
         tracing::info!(worker = %self.id, routine = %routine, key = %request.key.short(), "running");
 
         let outcome = self.execute(&request).await;
@@ -421,8 +425,9 @@ impl Worker {
             tracing::error!(worker = %self.id, error = %e, "cannot acknowledge a request");
         }
         self.running.borrow_mut().remove(&entry.id);
+        // The periodic heartbeat reports the new status; a round trip here
+        // would sit on every request's path.
         self.refresh_status();
-        let _ = self.heartbeat().await;
     }
 
     /// Runs the routine through this worker's engine; a panic or an `Err`

@@ -22,7 +22,6 @@ use crate::broker::{command, entries, unique_name, Broker, BrokerError, Reply, R
 use crate::error::Error;
 use crate::key::Key;
 use crate::registry::TaskSpec;
-use crate::store::ObjectStoreBackend;
 
 /// Where the routines awaited by a routine run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -87,8 +86,8 @@ impl Default for DispatchSettings {
 pub struct DistributedConfig {
     /// The Redis URL, `redis://[:password@]host:port[/db]`.
     pub broker_url: String,
-    /// The shared store, `s3://bucket/prefix` (see
-    /// [`ObjectStoreBackend::from_url`]).
+    /// The shared store, `s3://bucket/prefix` or `file:///shared/folder`
+    /// (see [`open_url`](crate::store::open_url)).
     pub store_url: String,
     /// Prefix of every broker key, so deployments can share a server.
     pub namespace: String,
@@ -125,7 +124,7 @@ impl Engine {
     /// Fails if the store URL is invalid or the broker cannot be reached
     /// after the configured retries.
     pub async fn connect(config: DistributedConfig) -> Result<Engine, Error> {
-        let store = ObjectStoreBackend::from_url(&config.store_url)?;
+        let store = crate::store::open_url(&config.store_url)?;
         let broker = Broker::connect(&config.broker_url, &config.namespace, config.retry).await?;
         Engine::builder(store)
             .cache_capacity(config.cache_capacity)
@@ -210,18 +209,34 @@ impl Remote {
     ) -> Result<Dispatched, BrokerError> {
         let mut connection = self.broker.connection();
         let inflight = self.broker.inflight_key(key);
-        let request = unique_name();
         let ttl = self.settings.claim_ttl.as_millis() as u64;
-        let claimed: Option<String> = redis::cmd("SET")
-            .arg(&inflight)
-            .arg(&request)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl)
-            .query_async(&mut connection)
-            .await
-            .map_err(command("SET"))?;
-        if claimed.is_none() {
+        if let Some(unserved) = self.wait_for_worker(task).await? {
+            return Ok(unserved);
+        }
+        let request = Request {
+            request: unique_name(),
+            key: *key,
+            task: task.name().to_owned(),
+            version: task.version().to_owned(),
+            arguments,
+            reply_to: self.reply_stream.clone(),
+        };
+        let (tx, mut rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(request.request.clone(), tx);
+        let claimed = self.broker.claim_and_send(&inflight, ttl, &request).await;
+        let request = request.request;
+        let claimed = match claimed {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                self.forget(&request);
+                return Err(e);
+            }
+        };
+        if !claimed {
+            self.forget(&request);
             // Someone in the cluster dispatched this very call: wait for it.
             loop {
                 tokio::time::sleep(self.settings.poll).await;
@@ -235,38 +250,16 @@ impl Remote {
                 }
             }
         }
+        // Releasing the claim is off the caller's path: the result is
+        // already stored, and an expired claim is released all the same.
         let release = |mut connection: redis::aio::ConnectionManager, inflight: String| async move {
-            let _: Result<(), _> = redis::cmd("DEL")
-                .arg(inflight)
-                .query_async(&mut connection)
-                .await;
+            tokio::spawn(async move {
+                let _: Result<(), _> = redis::cmd("DEL")
+                    .arg(inflight)
+                    .query_async(&mut connection)
+                    .await;
+            });
         };
-
-        if let Some(unserved) = self.wait_for_worker(task).await? {
-            release(connection, inflight).await;
-            return Ok(unserved);
-        }
-        let (tx, mut rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(request.clone(), tx);
-        let sent = self
-            .broker
-            .send_request(&Request {
-                request: request.clone(),
-                key: *key,
-                task: task.name().to_owned(),
-                version: task.version().to_owned(),
-                arguments,
-                reply_to: self.reply_stream.clone(),
-            })
-            .await;
-        if let Err(e) = sent {
-            self.forget(&request);
-            release(connection, inflight).await;
-            return Err(e);
-        }
         let mut unserved_since: Option<Instant> = None;
         let reply = loop {
             tokio::select! {
@@ -316,7 +309,12 @@ impl Remote {
         // heartbeat check costs several round trips, so it is not repeated
         // for every call of a burst.
         const FRESH: Duration = Duration::from_secs(1);
-        let seen = self.served_at.lock().unwrap_or_else(PoisonError::into_inner).get(&task.id().to_string()).copied();
+        let seen = self
+            .served_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&task.id().to_string())
+            .copied();
         if seen.is_some_and(|at| at.elapsed() < FRESH) {
             return Ok(None);
         }
@@ -405,17 +403,25 @@ async fn listen(remote: Weak<Remote>) {
                 let Some(remote) = remote.upgrade() else {
                     continue;
                 };
-                for (_, entry) in entries(reply) {
-                    last_id = entry.id.clone();
+                let read: Vec<String> = entries(reply)
+                    .into_iter()
+                    .map(|(_, entry)| {
+                        match Reply::parse(&entry) {
+                            Some(reply) => remote.deliver(reply),
+                            None => tracing::warn!(entry = %entry.id, "ignoring a malformed reply"),
+                        }
+                        entry.id
+                    })
+                    .collect();
+                if let Some(last) = read.last() {
+                    last_id = last.clone();
+                    // Delivered first, tidied after: the waiting calls do not
+                    // wait for this round trip.
                     let _: Result<(), _> = redis::cmd("XDEL")
                         .arg(&stream)
-                        .arg(&entry.id)
+                        .arg(&read)
                         .query_async(&mut broker.connection())
                         .await;
-                    match Reply::parse(&entry) {
-                        Some(reply) => remote.deliver(reply),
-                        None => tracing::warn!(entry = %entry.id, "ignoring a malformed reply"),
-                    }
                 }
             }
             Err(e) => {
