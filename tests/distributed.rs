@@ -77,6 +77,24 @@ async fn large_result(seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// Counts its runs in Redis (a side effect, for the test only).
+#[routine::task(name = "counted", version = "1.0.0")]
+async fn counted(counter: String) -> u64 {
+    let client = redis::Client::open(env("ROUTINE_TEST_REDIS_URL")).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let runs: u64 = redis::cmd("INCR")
+        .arg(&counter)
+        .query(&mut connection)
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    runs
+}
+
+#[routine::task(name = "count-once", version = "1.0.0")]
+async fn count_once(counter: String) -> u64 {
+    counted(counter).await
+}
+
 #[routine::task(name = "lonely", version = "1.0.0")]
 async fn lonely(x: u64) -> u64 {
     x
@@ -499,4 +517,25 @@ async fn sigterm_stops_a_worker_cleanly() {
         broker.workers().await.unwrap().is_empty(),
         "a stopped worker still reports"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_calls_from_two_processes_are_dispatched_once() {
+    let ns = namespace("dedup");
+    let _workers = Workers::start(&ns, 2, None);
+    // Two engines share nothing in memory: as two caller processes would.
+    let first = Engine::connect(config(&ns)).await.unwrap();
+    let second = Engine::connect(config(&ns)).await.unwrap();
+    let counter = format!("{ns}:runs");
+    let a = tokio::spawn(first.scope(count_once(counter.clone())));
+    let b = tokio::spawn(second.scope(count_once(counter.clone())));
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert_eq!((a, b), (1, 1), "both callers get the one run's result");
+    let mut connection = redis::Client::open(env("ROUTINE_TEST_REDIS_URL")).unwrap();
+    let runs: u64 = redis::cmd("GET")
+        .arg(&counter)
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(runs, 1, "the body ran on a worker once");
+    assert_eq!(first.stats().dispatched + second.stats().dispatched, 1);
 }
