@@ -250,6 +250,18 @@ impl Drop for Workers {
     }
 }
 
+/// The first worker to report a heartbeat on `broker`.
+async fn first_report(broker: &Broker) -> routine::broker::WorkerInfo {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(info) = broker.workers().await.unwrap().pop() {
+            return info;
+        }
+        assert!(Instant::now() < deadline, "no worker ever reported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The panic message of a failed spawned call.
 async fn panic_of<T: Send + 'static>(call: tokio::task::JoinHandle<T>) -> String {
     let error = call.await.err().expect("the call should have failed");
@@ -322,7 +334,7 @@ async fn a_worker_killed_mid_task_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_task_reaches_the_caller_with_the_worker_id() {
     let ns = namespace("boom");
-    let _workers = Workers::start(&ns, 1, None);
+    let workers = Workers::start(&ns, 1, None);
     let engine = Engine::connect(config(&ns)).await.unwrap();
     let message = panic_of(tokio::spawn(engine.scope(call_one("boom".into(), 7)))).await;
     assert!(
@@ -331,7 +343,7 @@ async fn a_panicking_task_reaches_the_caller_with_the_worker_id() {
     );
     assert!(message.contains("panicked: boom 7"), "{message}");
     assert!(
-        message.contains(&format!("-{}-", _workers.pids()[0])),
+        message.contains(&format!("-{}-", workers.pids()[0])),
         "no worker id: {message}"
     );
     // Nothing was stored for the failed call.
@@ -429,14 +441,7 @@ async fn heartbeats_are_readable() {
     let broker = Broker::connect(&env("ROUTINE_TEST_REDIS_URL"), &ns, Retry::default())
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let info = loop {
-        if let Some(info) = broker.workers().await.unwrap().pop() {
-            break info;
-        }
-        assert!(Instant::now() < deadline, "the worker never reported");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let info = first_report(&broker).await;
     assert_eq!(info.routines, vec!["tname:square-on:1.0.0".to_string()]);
     assert!(
         matches!(info.status.as_str(), "INITIALIZING" | "IDLE"),
@@ -486,11 +491,7 @@ async fn sigterm_stops_a_worker_cleanly() {
     let broker = Broker::connect(&env("ROUTINE_TEST_REDIS_URL"), &ns, Retry::default())
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while broker.workers().await.unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "the worker never reported");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    first_report(&broker).await;
     let child = &mut workers.0[0];
     let status = Command::new("kill")
         .arg("-TERM")
