@@ -161,6 +161,12 @@ fn config(namespace: &str) -> DistributedConfig {
 #[test]
 #[ignore = "entry point of the worker processes started by the other tests"]
 fn worker_process() {
+    if std::env::var_os("ROUTINE_TEST_WORKER_LOGS").is_some() {
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let namespace = env("ROUTINE_WORKER_NAMESPACE");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -215,7 +221,11 @@ impl Workers {
                     ])
                     .env("ROUTINE_WORKER_NAMESPACE", namespace)
                     .stdout(Stdio::null())
-                    .stderr(Stdio::null());
+                    .stderr(if std::env::var_os("ROUTINE_TEST_WORKER_LOGS").is_some() {
+                        Stdio::inherit()
+                    } else {
+                        Stdio::null()
+                    });
                 if let Some(routines) = routines {
                     command.env("ROUTINE_WORKER_ROUTINES", routines);
                 }
@@ -539,4 +549,84 @@ async fn identical_calls_from_two_processes_are_dispatched_once() {
         .unwrap();
     assert_eq!(runs, 1, "the body ran on a worker once");
     assert_eq!(first.stats().dispatched + second.stats().dispatched, 1);
+}
+
+/// A Redis server of this test's own, to restart.
+struct PrivateRedis {
+    port: u16,
+    process: Child,
+}
+
+impl PrivateRedis {
+    fn start(port: u16) -> PrivateRedis {
+        let process = Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is needed (./scripts/test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PrivateRedis { port, process }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_resumes_after_the_broker_restarts() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redis = PrivateRedis::start(port);
+    let ns = namespace("restart");
+    let mut workers =
+        Workers::start_with(&ns, 1, None, &[("ROUTINE_TEST_REDIS_URL", &redis.url())]);
+    let mut config = config(&ns);
+    config.broker_url = redis.url();
+    let engine = Engine::connect(config).await.unwrap();
+    assert!(engine
+        .scope(call_one("v1".into(), 1))
+        .await
+        .contains("v1:1"));
+
+    // The broker dies and comes back empty (no persistence).
+    drop(redis);
+    let _redis = PrivateRedis::start(port);
+    let resumed = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::spawn(engine.scope(call_one("v1".into(), 2))),
+    )
+    .await
+    .expect("the call hung after the broker restarted")
+    .unwrap();
+    assert!(resumed.contains("v1:2"), "{resumed}");
+    assert!(
+        workers.0[0].try_wait().unwrap().is_none(),
+        "the worker died with the broker"
+    );
+    workers.kill(workers.pids()[0]);
 }

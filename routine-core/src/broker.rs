@@ -80,6 +80,7 @@ pub struct Broker {
     connection: ConnectionManager,
     namespace: String,
     url: String,
+    retry: Retry,
 }
 
 impl fmt::Debug for Broker {
@@ -150,6 +151,7 @@ impl Broker {
                         connection,
                         namespace: namespace.to_owned(),
                         url: redacted,
+                        retry,
                     })
                 }
                 Err(source) if attempt >= retry.attempts.max(1) => {
@@ -195,6 +197,37 @@ impl Broker {
         self.connection.clone()
     }
 
+    /// Runs `command`, retrying with backoff while the connection is lost
+    /// (the connection manager re-establishes it meanwhile), then failing
+    /// with the last error.
+    pub(crate) async fn query<T: redis::FromRedisValue>(
+        &self,
+        name: &'static str,
+        command: &redis::Cmd,
+    ) -> Result<T, BrokerError> {
+        let mut pause = self.retry.first_pause;
+        let mut attempt = 1;
+        loop {
+            let mut connection = self.connection();
+            match command.query_async(&mut connection).await {
+                Ok(value) => return Ok(value),
+                Err(e) if transient(&e) && attempt < self.retry.attempts => {
+                    tracing::warn!(broker = %self.url, command = name, attempt, error = %e,
+                        "the broker connection was lost; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    attempt += 1;
+                }
+                Err(source) => {
+                    return Err(BrokerError::Command {
+                        command: name,
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
     pub(crate) fn work_stream(&self, task: &str, version: &str) -> String {
         format!("{}:work:{task}:{version}", self.namespace)
     }
@@ -222,18 +255,14 @@ impl Broker {
     /// The workers whose heartbeat has not expired.
     pub async fn workers(&self) -> Result<Vec<WorkerInfo>, BrokerError> {
         let mut connection = self.connection();
-        let ids: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.workers_set())
-            .query_async(&mut connection)
-            .await
-            .map_err(command("SMEMBERS"))?;
+        let ids: Vec<String> = self
+            .query("SMEMBERS", redis::cmd("SMEMBERS").arg(self.workers_set()))
+            .await?;
         let mut out = Vec::new();
         for id in ids {
-            let fields: HashMap<String, String> = redis::cmd("HGETALL")
-                .arg(self.worker_key(&id))
-                .query_async(&mut connection)
-                .await
-                .map_err(command("HGETALL"))?;
+            let fields: HashMap<String, String> = self
+                .query("HGETALL", redis::cmd("HGETALL").arg(self.worker_key(&id)))
+                .await?;
             if fields.is_empty() {
                 // Its heartbeat expired: it is gone.
                 let _: Result<(), _> = redis::cmd("SREM")
@@ -286,15 +315,19 @@ impl Broker {
         ttl_ms: u64,
         request: &Request,
     ) -> Result<bool, BrokerError> {
+        // A retry after a lost reply finds its own claim: that request was
+        // sent already.
         const CLAIM_AND_SEND: &str = r"
             if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
                 return redis.call('XADD', KEYS[2], '*', 'request', ARGV[1], 'key', ARGV[3],
                     'task', ARGV[4], 'version', ARGV[5], 'args', ARGV[6], 'reply', ARGV[7])
             end
+            if redis.call('GET', KEYS[1]) == ARGV[1] then
+                return 'sent before'
+            end
             return false";
-        let mut connection = self.connection();
-        let sent: Option<String> = redis::cmd("EVAL")
-            .arg(CLAIM_AND_SEND)
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(CLAIM_AND_SEND)
             .arg(2)
             .arg(inflight)
             .arg(self.work_stream(&request.task, &request.version))
@@ -304,10 +337,8 @@ impl Broker {
             .arg(&request.task)
             .arg(&request.version)
             .arg(&request.arguments[..])
-            .arg(&request.reply_to)
-            .query_async(&mut connection)
-            .await
-            .map_err(command("EVAL claim-and-send"))?;
+            .arg(&request.reply_to);
+        let sent: Option<String> = self.query("EVAL claim-and-send", &eval).await?;
         Ok(sent.is_some())
     }
 
@@ -316,13 +347,12 @@ impl Broker {
         reply_to: &str,
         reply: &Reply,
     ) -> Result<(), BrokerError> {
-        let mut connection = self.connection();
         let (status, error) = match &reply.outcome {
             Ok(()) => ("done", ""),
             Err(message) => ("failed", message.as_str()),
         };
-        let _: String = redis::cmd("XADD")
-            .arg(reply_to)
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(reply_to)
             .arg("MAXLEN")
             .arg("~")
             .arg(10_000)
@@ -334,12 +364,18 @@ impl Broker {
             .arg("error")
             .arg(error)
             .arg("worker")
-            .arg(&reply.worker)
-            .query_async(&mut connection)
-            .await
-            .map_err(command("XADD"))?;
+            .arg(&reply.worker);
+        let _: String = self.query("XADD reply", &xadd).await?;
         Ok(())
     }
+}
+
+/// Errors that a new connection may cure.
+fn transient(error: &redis::RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
 }
 
 pub(crate) fn command(name: &'static str) -> impl FnOnce(redis::RedisError) -> BrokerError {

@@ -157,22 +157,7 @@ async fn serve_local(
         status: std::cell::Cell::new("INITIALIZING"),
     });
     worker.heartbeat().await?;
-    let mut connection = worker.broker.connection();
-    for stream in worker.streams.keys() {
-        let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(stream)
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut connection)
-            .await;
-        if let Err(e) = created {
-            if e.code() != Some("BUSYGROUP") {
-                return Err(command("XGROUP CREATE")(e).into());
-            }
-        }
-    }
+    worker.join_groups().await?;
     tracing::info!(worker = %worker.id, routines = worker.streams.len(), "worker ready");
     worker.status.set("IDLE");
     worker.heartbeat().await?;
@@ -208,6 +193,28 @@ async fn serve_local(
 }
 
 impl Worker {
+    /// Joins the consumer group of every served stream, creating what is
+    /// missing (also after the broker lost its data in a restart).
+    async fn join_groups(&self) -> Result<(), WorkerError> {
+        let mut connection = self.broker.connection();
+        for stream in self.streams.keys() {
+            let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(stream)
+                .arg(GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut connection)
+                .await;
+            if let Err(e) = created {
+                if e.code() != Some("BUSYGROUP") {
+                    return Err(command("XGROUP CREATE")(e).into());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Reads requests until `stop`, running up to `concurrency` at once.
     async fn intake(
         self: &Rc<Self>,
@@ -246,8 +253,17 @@ impl Worker {
             }
             if last_reclaim.elapsed() >= self.config.claim_idle / 2 {
                 last_reclaim = tokio::time::Instant::now();
-                for (stream, entry) in self.reclaim(free).await? {
-                    self.start(jobs, stream, entry);
+                match self.reclaim(free).await {
+                    Ok(claimed) => {
+                        for (stream, entry) in claimed {
+                            self.start(jobs, stream, entry);
+                        }
+                    }
+                    // The broker is away (or restarted empty): the read
+                    // below reconnects and rejoins.
+                    Err(e) => {
+                        tracing::warn!(worker = %self.id, error = %e, "cannot claim abandoned work")
+                    }
                 }
                 continue;
             }
@@ -280,6 +296,11 @@ impl Worker {
                         Err(e) => {
                             tracing::warn!(worker = %self.id, error = %e, "cannot reconnect yet")
                         }
+                    }
+                    // A broker restarted without its data has lost the
+                    // groups: join them again.
+                    if let Err(e) = self.join_groups().await {
+                        tracing::warn!(worker = %self.id, error = %e, "cannot rejoin the work streams yet");
                     }
                 }
             }

@@ -18,7 +18,7 @@ use redis::streams::StreamReadReply;
 use tokio::sync::oneshot;
 
 use super::Engine;
-use crate::broker::{command, entries, unique_name, Broker, BrokerError, Reply, Request, Retry};
+use crate::broker::{entries, unique_name, Broker, BrokerError, Reply, Request, Retry};
 use crate::error::Error;
 use crate::key::Key;
 use crate::registry::TaskSpec;
@@ -240,11 +240,10 @@ impl Remote {
             // Someone in the cluster dispatched this very call: wait for it.
             loop {
                 tokio::time::sleep(self.settings.poll).await;
-                let exists: bool = redis::cmd("EXISTS")
-                    .arg(&inflight)
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(command("EXISTS"))?;
+                let exists: bool = self
+                    .broker
+                    .query("EXISTS", redis::cmd("EXISTS").arg(&inflight))
+                    .await?;
                 if !exists {
                     return Ok(Dispatched::Elsewhere);
                 }
