@@ -2,7 +2,7 @@
 //!
 //! A [`Key`] is SHA-256 over a key-format version, the task's name and version,
 //! and the call's arguments. The arguments are streamed into the hasher by a
-//! serde [`Serializer`] written for this purpose, so no encoded copy of a large
+//! serde [`Serializer`](serde::Serializer) written for this purpose, so no encoded copy of a large
 //! argument is ever built.
 //!
 //! The encoding is *canonical*: two equal values give the same bytes whatever
