@@ -249,16 +249,6 @@ impl Remote {
                 }
             }
         }
-        // Releasing the claim is off the caller's path: the result is
-        // already stored, and an expired claim is released all the same.
-        let release = |mut connection: redis::aio::ConnectionManager, inflight: String| async move {
-            tokio::spawn(async move {
-                let _: Result<(), _> = redis::cmd("DEL")
-                    .arg(inflight)
-                    .query_async(&mut connection)
-                    .await;
-            });
-        };
         let mut unserved_since: Option<Instant> = None;
         let reply = loop {
             tokio::select! {
@@ -277,7 +267,7 @@ impl Remote {
                         let since = *unserved_since.get_or_insert_with(Instant::now);
                         if since.elapsed() > self.settings.no_worker_wait {
                             self.forget(&request);
-                            release(connection, inflight).await;
+                            self.release(inflight);
                             return Ok(Dispatched::Unserved(format!(
                                 "no live worker serves `{}` any more (waited {:?})",
                                 task.id(), self.settings.no_worker_wait
@@ -287,7 +277,7 @@ impl Remote {
                 }
             }
         };
-        release(connection, inflight).await;
+        self.release(inflight);
         Ok(match reply.outcome {
             Ok(()) => Dispatched::Completed {
                 worker: reply.worker,
@@ -333,6 +323,18 @@ impl Remote {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(task.id().to_string(), Instant::now());
         Ok(None)
+    }
+
+    /// Drops the cluster-wide claim, off the caller's path: the result is
+    /// already stored, and an abandoned claim expires all the same.
+    fn release(&self, inflight: String) {
+        let mut connection = self.broker.connection();
+        tokio::spawn(async move {
+            let _: Result<(), _> = redis::cmd("DEL")
+                .arg(inflight)
+                .query_async(&mut connection)
+                .await;
+        });
     }
 
     fn forget(&self, request: &str) {
