@@ -9,7 +9,6 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::error::Error;
 use crate::key::Key;
@@ -334,8 +333,4 @@ where
         Some(current) => tokio::spawn(current.scope(fut)),
         None => tokio::spawn(fut),
     }
-}
-
-fn elapsed_micros(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }

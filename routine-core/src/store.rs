@@ -69,8 +69,8 @@ pub trait EntryWrite: Write + Send {
     fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
 
-/// One stored entry, as listed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One stored entry, as listed. Listings sort by task name, version, key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Listing {
     /// Task name.
     pub name: String,

@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 use super::cache::CachedEntry;
 use super::flight::{landed, Flight};
-use super::{elapsed_micros, Current, Engine, Inner};
+use super::{Current, Engine, Inner};
 use crate::blocking::blocking;
 use crate::codec;
 use crate::entry::{self, EntryError, EntryMeta, HEADER_LEN, TRAILER_LEN};
@@ -671,4 +671,8 @@ fn large_io<R>(len: u64, io: impl FnOnce() -> R) -> R {
     } else {
         io()
     }
+}
+
+fn elapsed_micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }

@@ -194,17 +194,22 @@ fn temp_name(key: &Key) -> String {
     format!(".{}.{}.{n}.tmp", key.short(), std::process::id())
 }
 
+/// What `dir` holds; a missing `dir` holds nothing.
+fn items(dir: &Path) -> Result<Vec<fs::DirEntry>, StoreError> {
+    match fs::read_dir(dir) {
+        Ok(read) => read
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::io("list", dir)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(StoreError::io("list", dir)(e)),
+    }
+}
+
 /// Directory names under `dir` that are valid components; a missing `dir` is
 /// empty.
 fn subdirectories(dir: &Path) -> Result<Vec<String>, StoreError> {
-    let read = match fs::read_dir(dir) {
-        Ok(read) => read,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(StoreError::io("list", dir)(e)),
-    };
     let mut out = Vec::new();
-    for item in read {
-        let item = item.map_err(StoreError::io("list", dir))?;
+    for item in items(dir)? {
         let is_dir = item.file_type().map(|t| t.is_dir()).unwrap_or(false);
         if let (true, Some(name)) = (is_dir, item.file_name().to_str()) {
             if check_component(name).is_ok() {
@@ -219,14 +224,8 @@ fn subdirectories(dir: &Path) -> Result<Vec<String>, StoreError> {
 /// Entries (files named by a full key) under one version directory; temporary
 /// and foreign files are skipped.
 fn entries_in(dir: &Path) -> Result<Vec<(Key, u64)>, StoreError> {
-    let read = match fs::read_dir(dir) {
-        Ok(read) => read,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(StoreError::io("list", dir)(e)),
-    };
     let mut out = Vec::new();
-    for item in read {
-        let item = item.map_err(StoreError::io("list", dir))?;
+    for item in items(dir)? {
         let Some(key) = item
             .file_name()
             .to_str()

@@ -88,7 +88,7 @@ impl Store for MemoryStore {
                 size: s.bytes.len() as u64,
             })
             .collect();
-        out.sort_by(|a, b| (&a.name, &a.version, a.key).cmp(&(&b.name, &b.version, b.key)));
+        out.sort();
         Ok(out)
     }
 }

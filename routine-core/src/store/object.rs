@@ -305,7 +305,7 @@ impl Store for ObjectStoreBackend {
                 })
             })
             .collect();
-        out.sort_by(|a, b| (&a.name, &a.version, a.key).cmp(&(&b.name, &b.version, b.key)));
+        out.sort();
         Ok(out)
     }
 }
