@@ -7,12 +7,15 @@
 //!
 //! - an entry becomes visible whole, at [`EntryWrite::commit`], or not at all;
 //! - a writer dropped without commit leaves nothing behind;
-//! - `put` of an existing slot replaces it.
+//! - `put` of an existing slot replaces it;
+//! - a `get` that finds an entry records the use, so that listings tell
+//!   when each entry was last used (to within [`ACCESS_RESOLUTION`]).
 
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use crate::key::Key;
 
@@ -80,6 +83,23 @@ pub struct Listing {
     pub key: Key,
     /// Size of the whole entry in bytes.
     pub size: u64,
+    /// When the entry was written.
+    pub created: SystemTime,
+    /// When it was last read or written, to within [`ACCESS_RESOLUTION`]:
+    /// what `cache gc` evicts by, least recently used first.
+    pub accessed: SystemTime,
+}
+
+/// How stale a recorded access time may be. A read records its time only
+/// when the recorded one is older than this, so that a hot entry costs no
+/// write per read.
+pub const ACCESS_RESOLUTION: Duration = Duration::from_secs(3600);
+
+/// True when an entry last used at `recorded` should have its use recorded
+/// again at `now`.
+pub(crate) fn access_is_stale(recorded: SystemTime, now: SystemTime) -> bool {
+    now.duration_since(recorded)
+        .is_ok_and(|age| age > ACCESS_RESOLUTION)
 }
 
 /// Storage for entries. Implement it to add a backend; run the contract suite
@@ -112,6 +132,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Lists entries, optionally of one task, optionally of one version.
     fn list(&self, name: Option<&str>, version: Option<&str>) -> Result<Vec<Listing>, StoreError>;
+
+    /// Removes what writers killed mid-write left behind, if it is older
+    /// than `older_than` (younger leftovers may belong to a live writer);
+    /// returns the bytes freed. Backends whose writes leave nothing behind
+    /// keep this default.
+    fn sweep_abandoned(&self, older_than: Duration) -> Result<u64, StoreError> {
+        let _ = older_than;
+        Ok(0)
+    }
 }
 
 /// A shared handle to a store is a store.
@@ -127,6 +156,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn list(&self, name: Option<&str>, version: Option<&str>) -> Result<Vec<Listing>, StoreError> {
         (**self).list(name, version)
+    }
+    fn sweep_abandoned(&self, older_than: Duration) -> Result<u64, StoreError> {
+        (**self).sweep_abandoned(older_than)
     }
 }
 

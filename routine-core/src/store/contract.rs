@@ -96,6 +96,18 @@ pub(crate) fn run(store: &dyn Store) {
     sizes_sorted.sort();
     assert_eq!(sizes_sorted, expected);
     assert!(v1.iter().all(|l| l.name == "train" && l.version == "0.0.1"));
+    // Times are those of the write, on the machine's clock (give or take a
+    // server's rounding).
+    let now = std::time::SystemTime::now();
+    for listing in &all {
+        let age = |at: std::time::SystemTime| {
+            now.duration_since(at)
+                .unwrap_or_else(|e| e.duration())
+                .as_secs()
+        };
+        assert!(age(listing.created) < 120, "{listing:?}");
+        assert!(listing.accessed >= listing.created, "{listing:?}");
+    }
     assert!(store.list(Some("missing"), None).unwrap().is_empty());
 
     // A slot is name, version and key: the same key under another task is not

@@ -6,13 +6,16 @@
 //! a part. With [`Durability::Fsync`] the file and its directory are also
 //! synced, so a committed entry survives power loss.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, FileTimes, Metadata, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use super::{check_component, EntryWrite, Found, Listing, Slot, Store, StoreError};
+use super::{
+    access_is_stale, check_component, EntryWrite, Found, Listing, Slot, Store, StoreError,
+};
 use crate::key::Key;
 
 /// Entries up to this size are read whole in one system call; larger ones are
@@ -99,10 +102,9 @@ impl Store for FileStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StoreError::io("open", path)(e)),
         };
-        let len = file
-            .metadata()
-            .map_err(StoreError::io("stat", &path))?
-            .len();
+        let meta = file.metadata().map_err(StoreError::io("stat", &path))?;
+        record_use(&file, &meta);
+        let len = meta.len();
         if len > READ_WHOLE_MAX {
             return Ok(Some(Found::Stream {
                 reader: Box::new(file),
@@ -172,17 +174,69 @@ impl Store for FileStore {
             };
             for version in versions {
                 let dir = task_dir.join(&version);
-                for (key, size) in entries_in(&dir)? {
+                for (key, meta) in entries_in(&dir)? {
                     out.push(Listing {
                         name: name.clone(),
                         version: version.clone(),
                         key,
-                        size,
+                        size: meta.len(),
+                        created: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                        accessed: last_use(&meta),
                     });
                 }
             }
         }
         Ok(out)
+    }
+
+    fn sweep_abandoned(&self, older_than: Duration) -> Result<u64, StoreError> {
+        let now = SystemTime::now();
+        let mut freed = 0;
+        for name in subdirectories(&self.root)? {
+            for version in subdirectories(&self.root.join(&name))? {
+                for item in items(&self.root.join(&name).join(&version))? {
+                    let file_name = item.file_name();
+                    let Some(file_name) = file_name.to_str() else {
+                        continue;
+                    };
+                    if !(file_name.starts_with('.') && file_name.ends_with(".tmp")) {
+                        continue;
+                    }
+                    let Ok(meta) = item.metadata() else { continue };
+                    let age = meta
+                        .modified()
+                        .ok()
+                        .and_then(|modified| now.duration_since(modified).ok());
+                    if age.is_some_and(|age| age > older_than) {
+                        match fs::remove_file(item.path()) {
+                            Ok(()) => freed += meta.len(),
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                            Err(e) => return Err(StoreError::io("remove", item.path())(e)),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(freed)
+    }
+}
+
+/// An entry's modification time is when it was written (entries are never
+/// modified in place); its access time, kept current by [`record_use`] even
+/// on `noatime` mounts, is when it was last read.
+fn last_use(meta: &Metadata) -> SystemTime {
+    let written = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    meta.accessed().map_or(written, |read| read.max(written))
+}
+
+/// Sets the access time of an entry just read, when the recorded one is
+/// stale. Best effort: a store on a read-only mount still serves reads.
+fn record_use(file: &File, meta: &Metadata) {
+    let now = SystemTime::now();
+    if access_is_stale(last_use(meta), now) {
+        if let Err(e) = file.set_times(FileTimes::new().set_accessed(now)) {
+            tracing::debug!(error = %e, "cannot record the use of a stored entry");
+        }
     }
 }
 
@@ -223,7 +277,7 @@ fn subdirectories(dir: &Path) -> Result<Vec<String>, StoreError> {
 
 /// Entries (files named by a full key) under one version directory; temporary
 /// and foreign files are skipped.
-fn entries_in(dir: &Path) -> Result<Vec<(Key, u64)>, StoreError> {
+fn entries_in(dir: &Path) -> Result<Vec<(Key, Metadata)>, StoreError> {
     let mut out = Vec::new();
     for item in items(dir)? {
         let Some(key) = item
@@ -234,14 +288,14 @@ fn entries_in(dir: &Path) -> Result<Vec<(Key, u64)>, StoreError> {
             continue;
         };
         match item.metadata() {
-            Ok(meta) if meta.is_file() => out.push((key, meta.len())),
+            Ok(meta) if meta.is_file() => out.push((key, meta)),
             Ok(_) => {}
             // Removed between listing and stat: it is simply gone.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(StoreError::io("stat", item.path())(e)),
         }
     }
-    out.sort();
+    out.sort_by_key(|(key, _)| *key);
     Ok(out)
 }
 
@@ -334,6 +388,82 @@ mod tests {
                 .unwrap()
                 .count(),
             1
+        );
+    }
+
+    fn put(store: &FileStore, slot: &Slot<'_>, bytes: &[u8]) {
+        let mut w = store.create(slot, bytes.len() as u64).unwrap();
+        w.write_all(bytes).unwrap();
+        w.commit().unwrap();
+    }
+
+    fn set_times(path: &Path, at: SystemTime) {
+        let times = FileTimes::new().set_accessed(at).set_modified(at);
+        File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_times(times)
+            .unwrap();
+    }
+
+    #[test]
+    fn reads_record_their_use_at_the_access_resolution() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let key = Key::of("train", "0.0.1", &1u8).unwrap();
+        let slot = Slot {
+            name: "train",
+            version: "0.0.1",
+            key: &key,
+        };
+        put(&store, &slot, b"x");
+        let two_days_ago = SystemTime::now() - Duration::from_secs(2 * 86_400);
+        set_times(
+            &dir.path().join("train/0.0.1").join(key.to_hex()),
+            two_days_ago,
+        );
+        let before = store.list(None, None).unwrap().remove(0);
+        assert_eq!(
+            (before.created, before.accessed),
+            (two_days_ago, two_days_ago)
+        );
+
+        store.get(&slot).unwrap().unwrap();
+        let after = store.list(None, None).unwrap().remove(0);
+        assert_eq!(
+            after.created, two_days_ago,
+            "a read does not change the creation time"
+        );
+        let since_use = SystemTime::now().duration_since(after.accessed).unwrap();
+        assert!(since_use < Duration::from_secs(60), "{since_use:?}");
+    }
+
+    #[test]
+    fn sweeping_removes_only_old_leftovers_of_killed_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let key = Key::of("train", "0.0.1", &1u8).unwrap();
+        let slot = Slot {
+            name: "train",
+            version: "0.0.1",
+            key: &key,
+        };
+        put(&store, &slot, b"entry");
+        let version_dir = dir.path().join("train/0.0.1");
+        let (old, young) = (
+            version_dir.join(".ab.1.0.tmp"),
+            version_dir.join(".ab.1.1.tmp"),
+        );
+        fs::write(&old, b"12345").unwrap();
+        fs::write(&young, b"123").unwrap();
+        set_times(&old, SystemTime::now() - Duration::from_secs(7200));
+
+        assert_eq!(store.sweep_abandoned(Duration::from_secs(3600)).unwrap(), 5);
+        assert!(!old.exists() && young.exists());
+        assert!(
+            store.get(&slot).unwrap().is_some(),
+            "entries are never swept"
         );
     }
 

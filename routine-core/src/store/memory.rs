@@ -2,7 +2,8 @@
 //! single-flight and memoization within one run only.
 
 use std::io::{self, Write};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::SystemTime;
 
 use super::{check_component, EntryWrite, Found, Listing, Slot, Store, StoreError};
 use crate::key::{Key, KeyMap};
@@ -13,6 +14,8 @@ struct Stored {
     name: Arc<str>,
     version: Arc<str>,
     bytes: Arc<Vec<u8>>,
+    created: SystemTime,
+    accessed: Mutex<SystemTime>,
 }
 
 /// The in-memory store. Clones share the same entries.
@@ -54,7 +57,10 @@ impl Store for MemoryStore {
         Ok(entries
             .get(slot.key)
             .filter(|s| *s.name == *slot.name && *s.version == *slot.version)
-            .map(|s| Found::Bytes(Arc::clone(&s.bytes))))
+            .map(|s| {
+                *s.accessed.lock().unwrap_or_else(PoisonError::into_inner) = SystemTime::now();
+                Found::Bytes(Arc::clone(&s.bytes))
+            }))
     }
 
     fn create(&self, slot: &Slot<'_>, len: u64) -> Result<Box<dyn EntryWrite>, StoreError> {
@@ -86,6 +92,8 @@ impl Store for MemoryStore {
                 version: s.version.to_string(),
                 key: *key,
                 size: s.bytes.len() as u64,
+                created: s.created,
+                accessed: *s.accessed.lock().unwrap_or_else(PoisonError::into_inner),
             })
             .collect();
         out.sort();
@@ -121,10 +129,13 @@ impl EntryWrite for MemoryWriter {
             key,
             bytes,
         } = *self;
+        let now = SystemTime::now();
         let stored = Stored {
             name,
             version,
             bytes: Arc::new(bytes),
+            created: now,
+            accessed: Mutex::new(now),
         };
         entries
             .write()

@@ -12,20 +12,24 @@
 //! multipart upload completed at commit (aborted if the writer is dropped).
 //! A large entry is read back as a stream of chunks, never whole.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io::{self, Read, Write};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
 
 use futures_util::StreamExt;
 use object_store::path::Path;
 use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::runtime::Runtime;
 
-use super::{check_component, EntryWrite, Found, Listing, Slot, Store, StoreError};
+use super::{
+    access_is_stale, check_component, EntryWrite, Found, Listing, Slot, Store, StoreError,
+};
 use crate::blocking::blocking;
-use crate::key::Key;
+use crate::key::{Key, KeyMap};
 use crate::redact::redact_url;
 
 /// Entries up to this size are fetched whole; larger ones are streamed.
@@ -35,6 +39,15 @@ const FETCH_WHOLE_MAX: u64 = 1024 * 1024;
 const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Chunks of a streamed read that may wait in memory for the reader.
 const STREAM_DEPTH: usize = 4;
+/// Objects have no access time, and rewriting an entry to refresh one would
+/// cost its whole size: the use of `<prefix>/<name>/<version>/<key>` is
+/// recorded as an empty object `<prefix>/.used/<name>/<version>/<key>`,
+/// whose modification time is the last use. The leading dot keeps it out of
+/// the entries' namespace (no task name starts with one).
+const USE_MARKERS: &str = ".used";
+/// Uses this process recorded, to skip re-recording within the resolution;
+/// cleared whole when it grows past this many keys.
+const RECORDED_USES_MAX: usize = 100_000;
 
 /// Entries in an object store. Cheap to clone.
 ///
@@ -51,6 +64,7 @@ pub struct ObjectStoreBackend {
     prefix: Path,
     runtime: Arc<IoRuntime>,
     url: String,
+    recorded_uses: Arc<Mutex<KeyMap<SystemTime>>>,
 }
 
 /// The store's own runtime. It may be dropped from async code (with the last
@@ -143,6 +157,7 @@ impl ObjectStoreBackend {
             prefix: Path::from(prefix),
             runtime: Arc::new(IoRuntime(Some(runtime))),
             url: redact_url(url),
+            recorded_uses: Arc::default(),
         }
     }
 
@@ -155,6 +170,87 @@ impl ObjectStoreBackend {
             .join(slot.name)
             .join(slot.version)
             .join(slot.key.to_hex().as_str()))
+    }
+
+    fn use_marker(&self, slot: &Slot<'_>) -> Path {
+        self.prefix
+            .clone()
+            .join(USE_MARKERS)
+            .join(slot.name)
+            .join(slot.version)
+            .join(slot.key.to_hex().as_str())
+    }
+
+    /// Records in the background that an entry written at `written` was just
+    /// read, unless a use within the resolution is already recorded. Never
+    /// delays the read; a failure only makes the entry look older to `gc`.
+    fn record_use(&self, slot: &Slot<'_>, written: SystemTime) {
+        let now = SystemTime::now();
+        if !access_is_stale(written, now) {
+            return;
+        }
+        {
+            let mut recorded = self
+                .recorded_uses
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if recorded
+                .get(slot.key)
+                .is_some_and(|at| !access_is_stale(*at, now))
+            {
+                return;
+            }
+            if recorded.len() >= RECORDED_USES_MAX {
+                recorded.clear();
+            }
+            recorded.insert(*slot.key, now);
+        }
+        let (store, at) = (Arc::clone(&self.inner), self.use_marker(slot));
+        self.runtime.get().spawn(async move {
+            if let Err(e) = store.put(&at, PutPayload::new()).await {
+                tracing::debug!(error = %e, "cannot record the use of a stored entry");
+            }
+        });
+    }
+
+    /// Last recorded uses under `under` (a path inside the markers' tree),
+    /// by name, version and key.
+    fn recorded_uses(
+        &self,
+        under: Path,
+    ) -> Result<HashMap<(String, String, Key), SystemTime>, StoreError> {
+        let skip = self.prefix.parts().count() + 1;
+        Ok(self
+            .list_objects(under)?
+            .into_iter()
+            .filter_map(|meta| {
+                let (name, version, key) = self.entry_parts(&meta.location, skip)?;
+                Some(((name, version, key), SystemTime::from(meta.last_modified)))
+            })
+            .collect())
+    }
+
+    fn list_objects(&self, under: Path) -> Result<Vec<object_store::ObjectMeta>, StoreError> {
+        let (store, at) = (Arc::clone(&self.inner), under.clone());
+        self.wait(async move { store.list(Some(&at)).collect::<Vec<_>>().await })
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.error("list", &under, e))
+    }
+
+    /// Name, version and key of an object `<skipped parts>/<name>/<version>/<key>`.
+    fn entry_parts(&self, location: &Path, skip: usize) -> Option<(String, String, Key)> {
+        let parts: Vec<String> = location
+            .parts()
+            .skip(skip)
+            .map(|p| p.as_ref().to_owned())
+            .collect();
+        let [name, version, key] = parts.as_slice() else {
+            return None;
+        };
+        let key = Key::from_hex(key).ok()?;
+        (check_component(name).is_ok() && check_component(version).is_ok())
+            .then(|| (name.clone(), version.clone(), key))
     }
 
     fn error(&self, op: &'static str, location: &Path, error: object_store::Error) -> StoreError {
@@ -206,6 +302,7 @@ impl Store for ObjectStoreBackend {
             Err(e) => return Err(self.error("read", &location, e)),
         };
         let len = result.meta.size;
+        self.record_use(slot, SystemTime::from(result.meta.last_modified));
         if len <= FETCH_WHOLE_MAX {
             let bytes = self
                 .wait(async move { result.bytes().await })
@@ -251,12 +348,22 @@ impl Store for ObjectStoreBackend {
 
     fn remove(&self, slot: &Slot<'_>) -> Result<bool, StoreError> {
         let location = self.location(slot)?;
-        let (store, at) = (Arc::clone(&self.inner), location.clone());
+        let (store, at, marker) = (
+            Arc::clone(&self.inner),
+            location.clone(),
+            self.use_marker(slot),
+        );
         // S3 deletes are idempotent and say nothing about existence: ask
         // first, so the answer is true only for a real removal.
         let removed = self.wait(async move {
             match store.head(&at).await {
-                Ok(_) => store.delete(&at).await.map(|()| true),
+                Ok(_) => {
+                    store.delete(&at).await?;
+                    match store.delete(&marker).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(true),
+                        Err(e) => Err(e),
+                    }
+                }
                 Err(object_store::Error::NotFound { .. }) => Ok(false),
                 Err(e) => Err(e),
             }
@@ -265,43 +372,33 @@ impl Store for ObjectStoreBackend {
     }
 
     fn list(&self, name: Option<&str>, version: Option<&str>) -> Result<Vec<Listing>, StoreError> {
-        let mut under = self.prefix.clone();
+        let (mut under, mut markers) = (self.prefix.clone(), self.prefix.clone().join(USE_MARKERS));
         for part in [name, version].into_iter().flatten() {
             check_component(part)?;
             under = under.join(part);
+            markers = markers.join(part);
         }
         if name.is_none() && version.is_some() {
             return Err(StoreError::Config(
                 "a version can only be listed together with its task name".into(),
             ));
         }
-        let (store, at) = (Arc::clone(&self.inner), under.clone());
-        let metas = self
-            .wait(async move { store.list(Some(&at)).collect::<Vec<_>>().await })
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.error("list", &under, e))?;
+        let metas = self.list_objects(under)?;
+        let mut uses = self.recorded_uses(markers)?;
         let skip = self.prefix.parts().count();
         let mut out: Vec<Listing> = metas
             .into_iter()
             .filter_map(|meta| {
-                let parts: Vec<String> = meta
-                    .location
-                    .parts()
-                    .skip(skip)
-                    .map(|p| p.as_ref().to_owned())
-                    .collect();
-                let [name, version, key] = parts.as_slice() else {
-                    return None;
-                };
-                let key = Key::from_hex(key).ok()?;
-                (check_component(name).is_ok() && check_component(version).is_ok()).then(|| {
-                    Listing {
-                        name: name.clone(),
-                        version: version.clone(),
-                        key,
-                        size: meta.size,
-                    }
+                let (name, version, key) = self.entry_parts(&meta.location, skip)?;
+                let created = SystemTime::from(meta.last_modified);
+                let used = uses.remove(&(name.clone(), version.clone(), key));
+                Some(Listing {
+                    name,
+                    version,
+                    key,
+                    size: meta.size,
+                    created,
+                    accessed: used.map_or(created, |used| used.max(created)),
                 })
             })
             .collect();
@@ -442,6 +539,47 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("file://{}", dir.path().display());
         super::super::contract::run(&ObjectStoreBackend::from_url(&url).unwrap());
+    }
+
+    #[test]
+    fn uses_of_old_entries_are_recorded_beside_them() {
+        let store = ObjectStoreBackend::from_url("memory:///p").unwrap();
+        let key = Key::of("train", "0.0.1", &1u8).unwrap();
+        let slot = Slot {
+            name: "train",
+            version: "0.0.1",
+            key: &key,
+        };
+        let mut writer = store.create(&slot, 1).unwrap();
+        writer.write_all(b"x").unwrap();
+        writer.commit().unwrap();
+        let marker = || store.list_objects(Path::from("p/.used")).unwrap();
+        // A fresh entry's use needs no record.
+        store.record_use(&slot, SystemTime::now());
+        assert!(marker().is_empty());
+
+        // As if the entry had been written two days ago and read now; the
+        // marker is written in the background.
+        let long_ago = SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
+        store.record_use(&slot, long_ago);
+        for _ in 0..200 {
+            if !marker().is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(marker().len(), 1);
+        let listing = store.list(Some("train"), Some("0.0.1")).unwrap();
+        assert_eq!(listing.len(), 1, "markers are not entries: {listing:?}");
+        assert!(listing[0].accessed >= listing[0].created);
+        assert_eq!(store.list(None, None).unwrap().len(), 1);
+
+        assert!(store.remove(&slot).unwrap());
+        let left = store.list_objects(Path::from("p")).unwrap();
+        assert!(
+            left.is_empty(),
+            "removing an entry removes its marker: {left:?}"
+        );
     }
 
     #[test]
