@@ -102,6 +102,7 @@ struct Counters {
     dispatched: AtomicU64,
     store_errors: AtomicU64,
     corrupt_entries: AtomicU64,
+    running: AtomicU64,
 }
 
 /// What an engine has done since it was built.
@@ -122,6 +123,9 @@ pub struct Stats {
     pub corrupt_entries: u64,
     /// Bytes held by the in-process result cache now.
     pub cache_bytes: u64,
+    /// Calls started and not finished yet (looking up, running or waiting
+    /// for a worker).
+    pub running: u64,
 }
 
 impl Engine {
@@ -205,6 +209,7 @@ impl Engine {
             store_errors: c.store_errors.load(Ordering::Relaxed),
             corrupt_entries: c.corrupt_entries.load(Ordering::Relaxed),
             cache_bytes: self.inner.cache.used() as u64,
+            running: c.running.load(Ordering::Relaxed),
         }
     }
 

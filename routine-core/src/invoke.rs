@@ -11,8 +11,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use crate::codec;
-use crate::engine::{KeyBuilder, TaskArgument};
+use crate::engine::{Engine, KeyBuilder, TaskArgument};
 use crate::key::KeyError;
+
+/// Encodes one argument from JSON; the error says why the value does not
+/// fit the argument's type.
+pub type FromJson = fn(serde_json::Value) -> Result<Vec<u8>, String>;
 
 /// How to hash, encode and decode one argument type; built by [`argument`]
 /// where the bounds on the type are checked, used without bounds elsewhere.
@@ -22,6 +26,8 @@ pub struct ArgumentCodec<T> {
     pub add: fn(&T, &mut KeyBuilder) -> Result<(), KeyError>,
     /// Decodes the next argument of a request.
     pub decode: fn(&mut ArgumentsDecoder<'_>) -> Result<T, ArgumentsError>,
+    /// Encodes the argument from JSON, as a command line gives it.
+    pub from_json: FromJson,
 }
 
 /// The codec of one argument type.
@@ -30,7 +36,15 @@ pub const fn argument<T: TaskArgument>() -> ArgumentCodec<T> {
     ArgumentCodec {
         add: add_argument::<T>,
         decode: decode_argument::<T>,
+        from_json: argument_from_json::<T>,
     }
+}
+
+fn argument_from_json<T: TaskArgument>(value: serde_json::Value) -> Result<Vec<u8>, String> {
+    let value: T = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    let mut encoded = Vec::new();
+    codec::encode_into(&mut encoded, &value).map_err(|e| e.to_string())?;
+    Ok(encoded)
 }
 
 fn add_argument<T: TaskArgument>(value: &T, key: &mut KeyBuilder) -> Result<(), KeyError> {
@@ -95,23 +109,74 @@ pub struct ArgumentsError {
     pub reason: String,
 }
 
-/// A running task started from encoded arguments: resolves to `Ok` once its
-/// result is stored, or to the error message of an `Err` result.
+/// How an invoked task ended well.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finished {
+    /// Its result is stored (and was not asked for as JSON).
+    Stored,
+    /// Its result, as JSON.
+    Json(serde_json::Value),
+    /// Its result is stored but cannot be written as JSON (a map with
+    /// non-string keys, say): why.
+    NotJson(String),
+}
+
+impl Finished {
+    /// The result as JSON, or why it cannot be.
+    pub(crate) fn of<T: serde::Serialize>(value: &T) -> Finished {
+        match serde_json::to_value(value) {
+            Ok(json) => Finished::Json(json),
+            Err(e) => Finished::NotJson(e.to_string()),
+        }
+    }
+}
+
+/// A running task started from encoded arguments: resolves once its result
+/// is stored, or to the error message of an `Err` result.
 pub enum Invocation {
     /// The task's future is `Send`: it can run on any runtime thread.
-    Send(Pin<Box<dyn Future<Output = Result<(), String>> + Send>>),
+    Send(Pin<Box<dyn Future<Output = Result<Finished, String>> + Send>>),
     /// It is not: it runs on the thread that started it.
-    Local(Pin<Box<dyn Future<Output = Result<(), String>>>>),
+    Local(Pin<Box<dyn Future<Output = Result<Finished, String>>>>),
 }
 
 impl Future for Invocation {
-    type Output = Result<(), String>;
+    type Output = Result<Finished, String>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
             Invocation::Send(run) => run.as_mut().poll(cx),
             Invocation::Local(run) => run.as_mut().poll(cx),
         }
+    }
+}
+
+impl Invocation {
+    /// Runs the task in `engine`'s scope as a tokio task of its own: a
+    /// `Send` one may use every runtime thread, another stays on this one
+    /// (then the caller must be inside a `tokio::task::LocalSet`). A panic
+    /// becomes an error message, as an `Err` result does.
+    pub async fn run_in(self, engine: &Engine) -> Result<Finished, String> {
+        let running = match self {
+            Invocation::Send(run) => tokio::spawn(engine.scope(run)),
+            Invocation::Local(run) => tokio::task::spawn_local(engine.scope(run)),
+        };
+        match running.await {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_panic() => Err(format!("panicked: {}", panic_message(e.into_panic()))),
+            Err(e) => Err(format!("was cancelled: {e}")),
+        }
+    }
+}
+
+/// The text a panic was raised with.
+pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => match payload.downcast::<&'static str>() {
+            Ok(text) => (*text).to_owned(),
+            Err(_) => "a panic without a message".to_owned(),
+        },
     }
 }
 
@@ -145,7 +210,7 @@ pub trait ViaSend {
     fn invocation(&self) -> Invocation;
 }
 
-impl<F: Future<Output = Result<(), String>> + Send + 'static> ViaSend for &Started<F> {
+impl<F: Future<Output = Result<Finished, String>> + Send + 'static> ViaSend for &Started<F> {
     fn invocation(&self) -> Invocation {
         Invocation::Send(Box::pin(self.take()))
     }
@@ -156,7 +221,7 @@ pub trait ViaLocal {
     fn invocation(&self) -> Invocation;
 }
 
-impl<F: Future<Output = Result<(), String>> + 'static> ViaLocal for Started<F> {
+impl<F: Future<Output = Result<Finished, String>> + 'static> ViaLocal for Started<F> {
     fn invocation(&self) -> Invocation {
         Invocation::Local(Box::pin(self.take()))
     }
@@ -210,14 +275,14 @@ mod tests {
     fn send_futures_become_send_invocations() {
         // As in the generated code, the futures come from other functions:
         // an async block's `Send`-ness is only known outside its own body.
-        async fn sendable() -> Result<(), String> {
-            Ok(())
+        async fn sendable() -> Result<Finished, String> {
+            Ok(Finished::Stored)
         }
-        async fn local() -> Result<(), String> {
+        async fn local() -> Result<Finished, String> {
             let shared = std::rc::Rc::new(1);
             std::future::ready(()).await;
             drop(shared);
-            Ok(())
+            Ok(Finished::Stored)
         }
         assert!(matches!(
             (&&Started::new(sendable())).invocation(),

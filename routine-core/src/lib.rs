@@ -43,13 +43,13 @@ pub use crate::registry::{RoutineId, TaskSpec};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::engine::{
-        call, outcome_codec, run_blocking, KeyBuilder, Outcome, Plain, TaskArgument,
+        call, outcome_codec, run_blocking, KeyBuilder, Outcome, OutcomeCodec, Plain, TaskArgument,
     };
     pub use crate::invoke::{
-        argument, ArgumentCodec, ArgumentsDecoder, ArgumentsError, Described, Invocation, Started,
-        ViaDebug, ViaDisplay, ViaLocal, ViaName, ViaSend,
+        argument, ArgumentCodec, ArgumentsDecoder, ArgumentsError, Described, Finished,
+        Invocation, Started, ViaDebug, ViaDisplay, ViaLocal, ViaName, ViaSend,
     };
     pub use crate::key::{Key, KeyError};
-    pub use crate::registry::{Registered, TaskSpec};
+    pub use crate::registry::{Parameter, Registered, TaskSpec};
     pub use inventory;
 }

@@ -10,11 +10,51 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
 
-use crate::invoke::{ArgumentsError, Invocation};
+use crate::invoke::{ArgumentsError, FromJson, Invocation};
 
-/// Starts a task from encoded arguments; written by `#[task]`.
-type Invoke = fn(&[u8]) -> Result<Invocation, ArgumentsError>;
+/// Starts a task from encoded arguments; written by `#[task]`. The flag asks
+/// for the result as JSON.
+type Invoke = fn(&[u8], bool) -> Result<Invocation, ArgumentsError>;
+
+/// Decodes a stored result into JSON; written by `#[task]`.
+type DescribeStored = fn(&[u8]) -> Result<serde_json::Value, String>;
+
+/// One argument of a task, as a command line sees it.
+#[derive(Debug)]
+pub struct Parameter {
+    name: &'static str,
+    type_name: &'static str,
+    from_json: FromJson,
+}
+
+impl Parameter {
+    #[doc(hidden)]
+    pub const fn __new(name: &'static str, type_name: &'static str, from_json: FromJson) -> Self {
+        Parameter {
+            name,
+            type_name,
+            from_json,
+        }
+    }
+
+    /// The argument's name in the task's signature.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Its Rust type, as written in the signature.
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+
+    /// Encodes a JSON value as this argument, as [`TaskSpec::invoke`] takes
+    /// it; the error says why the value does not fit the type.
+    pub fn encode_json(&self, value: serde_json::Value) -> Result<Vec<u8>, String> {
+        (self.from_json)(value)
+    }
+}
 
 /// SHA-256 of a task's signature and body tokens, taken by the macro at
 /// compile time. Formatting and comments do not change it.
@@ -59,7 +99,10 @@ pub struct TaskSpec {
     module_path: &'static str,
     file: &'static str,
     line: u32,
+    ttl: Option<Duration>,
+    parameters: &'static [Parameter],
     invoke: Invoke,
+    describe_stored: DescribeStored,
     /// Set once the "body changed but version did not" warning was given.
     fingerprint_warned: AtomicBool,
 }
@@ -75,7 +118,10 @@ impl TaskSpec {
         module_path: &'static str,
         file: &'static str,
         line: u32,
+        ttl: Option<Duration>,
+        parameters: &'static [Parameter],
         invoke: Invoke,
+        describe_stored: DescribeStored,
     ) -> TaskSpec {
         TaskSpec {
             name,
@@ -85,7 +131,10 @@ impl TaskSpec {
             module_path,
             file,
             line,
+            ttl,
+            parameters,
             invoke,
+            describe_stored,
             fingerprint_warned: AtomicBool::new(false),
         }
     }
@@ -124,11 +173,42 @@ impl TaskSpec {
         format!("{} ({}:{})", self.module_path, self.file, self.line)
     }
 
+    /// How long a stored result stays valid (`ttl` in the attribute);
+    /// `None`: forever.
+    pub fn ttl(&self) -> Option<Duration> {
+        self.ttl
+    }
+
+    /// Whether a result stored at `created` has outlived the task's `ttl`
+    /// at `now`; an expired result is a miss.
+    pub fn expired(&self, created: SystemTime, now: SystemTime) -> bool {
+        self.ttl.is_some_and(|ttl| {
+            now.duration_since(created)
+                .is_ok_and(|age| age >= ttl)
+        })
+    }
+
+    /// The task's arguments, in order.
+    pub fn parameters(&self) -> &'static [Parameter] {
+        self.parameters
+    }
+
     /// Starts the task from its encoded arguments (the bincode encodings of
     /// each argument, one after the other), as a worker does. It runs through
     /// the current engine, so its result is looked up and stored as usual.
-    pub fn invoke(&self, encoded_arguments: &[u8]) -> Result<Invocation, ArgumentsError> {
-        (self.invoke)(encoded_arguments)
+    /// With `json`, the invocation also hands back the result as JSON.
+    pub fn invoke(
+        &self,
+        encoded_arguments: &[u8],
+        json: bool,
+    ) -> Result<Invocation, ArgumentsError> {
+        (self.invoke)(encoded_arguments, json)
+    }
+
+    /// A stored result's payload (see [`crate::entry`]) as JSON, decoded with
+    /// this build's result type.
+    pub fn describe_stored(&self, payload: &[u8]) -> Result<serde_json::Value, String> {
+        (self.describe_stored)(payload)
     }
 
     /// True the first time it is called for a stored fingerprint that differs

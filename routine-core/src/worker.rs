@@ -30,7 +30,7 @@ use crate::broker::{
     command, entries, now_millis, unique_name, Broker, BrokerError, Reply, Request, GROUP,
 };
 use crate::engine::Engine;
-use crate::invoke::Invocation;
+use crate::invoke::Finished;
 use crate::registry::{self, RoutineId, TaskSpec};
 
 /// How a worker behaves.
@@ -454,6 +454,10 @@ impl Worker {
     /// Runs the routine through this worker's engine; a panic or an `Err`
     /// becomes the message sent back.
     async fn execute(&self, request: &Request) -> Result<(), String> {
+        self.execute_invocation(request).await.map(drop)
+    }
+
+    async fn execute_invocation(&self, request: &Request) -> Result<Finished, String> {
         let Some(task) = self
             .streams
             .get(&self.broker.work_stream(&request.task, &request.version))
@@ -464,20 +468,11 @@ impl Worker {
             ));
         };
         let invocation = task
-            .invoke(&request.arguments)
+            .invoke(&request.arguments, false)
             .map_err(|e| format!("cannot decode the arguments of `{}`: {e}", task.id()))?;
         // The routine runs here (it is the one this request started); what
-        // it awaits follows the engine's policy. A `Send` routine may use
-        // every runtime thread; another stays on this one.
-        let running = match invocation {
-            Invocation::Send(run) => tokio::spawn(self.engine.scope(run)),
-            Invocation::Local(run) => tokio::task::spawn_local(self.engine.scope(run)),
-        };
-        match running.await {
-            Ok(outcome) => outcome,
-            Err(e) if e.is_panic() => Err(format!("panicked: {}", panic_message(e.into_panic()))),
-            Err(e) => Err(format!("was cancelled: {e}")),
-        }
+        // it awaits follows the engine's policy.
+        invocation.run_in(&self.engine).await
     }
 
     fn refresh_status(&self) {
@@ -568,12 +563,3 @@ impl Worker {
     }
 }
 
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(text) => *text,
-        Err(payload) => match payload.downcast::<&'static str>() {
-            Ok(text) => (*text).to_owned(),
-            Err(_) => "a panic without a message".to_owned(),
-        },
-    }
-}

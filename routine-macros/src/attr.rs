@@ -1,4 +1,7 @@
-//! The attribute's arguments: `#[task(name = "train", version = "0.0.1")]`.
+//! The attribute's arguments:
+//! `#[task(name = "train", version = "0.0.1", ttl = "30d")]`.
+
+use std::time::Duration;
 
 use proc_macro2::{Span, TokenStream};
 use syn::meta::ParseNestedMeta;
@@ -9,6 +12,8 @@ use syn::LitStr;
 pub(crate) struct TaskAttr {
     pub(crate) name: LitStr,
     pub(crate) version: LitStr,
+    /// How long a stored result stays valid; forever if unset.
+    pub(crate) ttl: Option<Duration>,
 }
 
 const USAGE: &str = "write `#[routine::task(name = \"train\", version = \"0.1.0\")]`";
@@ -17,11 +22,14 @@ impl TaskAttr {
     pub(crate) fn parse(tokens: TokenStream) -> syn::Result<TaskAttr> {
         let mut name: Option<LitStr> = None;
         let mut version: Option<LitStr> = None;
+        let mut ttl: Option<LitStr> = None;
         let parser = syn::meta::parser(|meta| {
             if meta.path.is_ident("name") {
                 set_once(&meta, &mut name, "name")
             } else if meta.path.is_ident("version") {
                 set_once(&meta, &mut version, "version")
+            } else if meta.path.is_ident("ttl") {
+                set_once(&meta, &mut ttl, "ttl")
             } else {
                 let path = meta
                     .path
@@ -29,7 +37,7 @@ impl TaskAttr {
                     .map(|i| i.to_string())
                     .unwrap_or_default();
                 Err(meta.error(format_args!(
-                    "unknown task option `{path}`; a task takes `name` and `version`"
+                    "unknown task option `{path}`; a task takes `name`, `version` and optionally `ttl`"
                 )))
             }
         });
@@ -51,10 +59,37 @@ impl TaskAttr {
         if let Err(e) = check_version(&version) {
             combine(&mut errors, e);
         }
+        let ttl = match ttl.as_ref().map(parse_ttl).transpose() {
+            Ok(ttl) => ttl,
+            Err(e) => {
+                combine(&mut errors, e);
+                None
+            }
+        };
         match errors {
             Some(errors) => Err(errors),
-            None => Ok(TaskAttr { name, version }),
+            None => Ok(TaskAttr { name, version, ttl }),
         }
+    }
+}
+
+/// `"30d"`, `"12h"`, `"1h 30m"`: a positive duration in humantime's units.
+fn parse_ttl(ttl: &LitStr) -> syn::Result<Duration> {
+    let text = ttl.value();
+    match humantime::parse_duration(&text) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(_) => Err(syn::Error::new(
+            ttl.span(),
+            "a `ttl` of zero would make every stored result expired at once; \
+             remove `ttl` to keep results forever, or give a positive duration such as \"30d\"",
+        )),
+        Err(e) => Err(syn::Error::new(
+            ttl.span(),
+            format!(
+                "`ttl = \"{text}\"` is not a duration ({e}); write a number and a unit, \
+                 such as \"90s\", \"12h\", \"30d\" or \"1h 30m\""
+            ),
+        )),
     }
 }
 
@@ -141,6 +176,17 @@ mod tests {
         for name in ["..", ".hidden", "a/b", "a\\b", "-flag", "ü", " x"] {
             let error = parse(&format!(r#"name = {name:?}, version = "1.0.0""#)).unwrap_err();
             assert!(error.contains("is not allowed"), "{name}: {error}");
+        }
+    }
+
+    #[test]
+    fn ttl_is_an_optional_positive_duration() {
+        let attr = parse(r#"name = "a", version = "1.0.0", ttl = "1h 30m""#).unwrap();
+        assert_eq!(attr.ttl, Some(Duration::from_secs(5400)));
+        assert_eq!(parse(r#"name = "a", version = "1.0.0""#).unwrap().ttl, None);
+        for bad in ["0s", "soon", "30", ""] {
+            let error = parse(&format!(r#"name = "a", version = "1.0.0", ttl = {bad:?}"#)).unwrap_err();
+            assert!(error.contains("ttl"), "{bad}: {error}");
         }
     }
 

@@ -83,10 +83,21 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
         syn::ReturnType::Type(_, ty) => ty.span(),
         syn::ReturnType::Default => sig.ident.span(),
     };
-    let codec = if signature.returns_result {
-        quote_spanned!(output_span=> ::routine::__private::outcome_codec::<#output>())
+    let outcome = if signature.returns_result {
+        quote_spanned!(output_span=> #output)
     } else {
-        quote_spanned!(output_span=> ::routine::__private::outcome_codec::<::routine::__private::Plain<#output>>())
+        quote_spanned!(output_span=> ::routine::__private::Plain<#output>)
+    };
+    let codec = quote_spanned!(output_span=> ::routine::__private::outcome_codec::<#outcome>());
+    let parameter_names = names.iter().map(|name| name.to_string());
+    let parameter_types = types.iter().map(|ty| render_tokens(ty.to_token_stream()));
+    let parameter_count = names.len();
+    let ttl = match attr.ttl {
+        Some(ttl) => {
+            let (secs, nanos) = (ttl.as_secs(), ttl.subsec_nanos());
+            quote!(::core::option::Option::Some(::core::time::Duration::new(#secs, #nanos)))
+        }
+        None => quote!(::core::option::Option::None),
     };
     let argument_codecs = types
         .iter()
@@ -126,18 +137,32 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
         #vis fn #ident(#(#names: #types),*) -> impl ::core::future::Future<Output = #output> {
             #inner_sig #block
 
-            // Every bound on the argument types is checked here, once.
+            // Every bound on the argument and result types is checked here,
+            // once.
             const __ROUTINE_ARGUMENTS: (#(::routine::__private::ArgumentCodec<#types>,)*) = (#(#argument_codecs,)*);
+            const __ROUTINE_OUTCOME: ::routine::__private::OutcomeCodec<#outcome, #output> = #codec;
+            static __ROUTINE_PARAMETERS: [::routine::__private::Parameter; #parameter_count] = [
+                #(::routine::__private::Parameter::__new(#parameter_names, #parameter_types, __ROUTINE_ARGUMENTS.#indices.from_json),)*
+            ];
 
-            /// Runs the task for a worker: stored, or the message of its `Err`.
-            async fn __routine_run(#(#names: #types),*) -> ::core::result::Result<(), ::std::string::String> {
+            /// Runs the task for a worker or a command line: stored (and
+            /// given as JSON if asked), or the message of its `Err`.
+            async fn __routine_run(
+                #(#names: #types,)*
+                __routine_json: bool,
+            ) -> ::core::result::Result<::routine::__private::Finished, ::std::string::String> {
                 let __routine_output = #ident(#(#names),*).await;
-                #report
+                let __routine_reported: ::core::result::Result<(), ::std::string::String> = #report;
+                __routine_reported.map(|()| match __routine_json {
+                    true => (__ROUTINE_OUTCOME.output_json)(&__routine_output),
+                    false => ::routine::__private::Finished::Stored,
+                })
             }
 
             /// Runs the task from encoded arguments: what a worker calls.
             fn __routine_invoke(
                 __routine_encoded: &[u8],
+                __routine_json: bool,
             ) -> ::core::result::Result<::routine::__private::Invocation, ::routine::__private::ArgumentsError> {
                 let mut __routine_decoder = ::routine::__private::ArgumentsDecoder::new(__routine_encoded);
                 #(let #names = (__ROUTINE_ARGUMENTS.#indices.decode)(&mut __routine_decoder)?;)*
@@ -146,7 +171,7 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
                 use ::routine::__private::{ViaLocal as _, ViaSend as _};
                 // `Send` routines run on any runtime thread (see `Started`).
                 #[allow(clippy::needless_borrow)]
-                let __routine_invocation = (&&::routine::__private::Started::new(__routine_run(#(#names),*))).invocation();
+                let __routine_invocation = (&&::routine::__private::Started::new(__routine_run(#(#names,)* __routine_json))).invocation();
                 ::core::result::Result::Ok(__routine_invocation)
             }
 
@@ -158,7 +183,10 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
                 ::core::module_path!(),
                 ::core::file!(),
                 ::core::line!(),
+                #ttl,
+                &__ROUTINE_PARAMETERS,
                 __routine_invoke,
+                __ROUTINE_OUTCOME.describe_stored,
             );
             ::routine::__private::inventory::submit! {
                 ::routine::__private::Registered(&__ROUTINE_TASK)
@@ -170,7 +198,7 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
                     #((__ROUTINE_ARGUMENTS.#indices.add)(#names, __routine_key)?;)*
                     ::core::result::Result::Ok(())
                 },
-                #codec,
+                __ROUTINE_OUTCOME,
                 |(#(#names,)*)| #run,
             )
         }

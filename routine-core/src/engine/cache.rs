@@ -8,6 +8,7 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
 
 use crate::key::{Key, KeyMap};
 use crate::registry::Fingerprint;
@@ -35,6 +36,8 @@ pub(crate) struct CachedEntry {
     pub(crate) bytes: Arc<Vec<u8>>,
     pub(crate) payload: Range<usize>,
     pub(crate) fingerprint: Fingerprint,
+    /// When the result was computed: a task's `ttl` runs from here.
+    pub(crate) created_at: SystemTime,
 }
 
 impl CachedEntry {
@@ -129,6 +132,7 @@ mod tests {
             bytes: Arc::new(vec![0; size]),
             payload: 0..size,
             fingerprint: Fingerprint::from_bytes([0; 32]),
+            created_at: SystemTime::UNIX_EPOCH,
         }
     }
 

@@ -26,6 +26,7 @@ use super::{Current, Engine, Inner};
 use crate::blocking::blocking;
 use crate::codec;
 use crate::entry::{self, EntryError, EntryMeta, HEADER_LEN, TRAILER_LEN};
+use crate::invoke::Finished;
 use crate::key::{HashSink, Key, KeyError};
 use crate::registry::{Fingerprint, TaskSpec};
 use crate::store::{Found, Slot, StoreError};
@@ -50,6 +51,8 @@ pub trait Outcome: Sized {
     fn from_stored(value: Self::Value) -> Self;
     /// Unwraps for the caller.
     fn into_output(self) -> Self::Output;
+    /// The value a caller's output holds, if it is one that is stored.
+    fn value_of(output: &Self::Output) -> Option<&Self::Value>;
 }
 
 /// A task result that is always stored.
@@ -68,6 +71,9 @@ impl<T: Serialize + DeserializeOwned> Outcome for Plain<T> {
     fn into_output(self) -> T {
         self.0
     }
+    fn value_of(output: &T) -> Option<&T> {
+        Some(output)
+    }
 }
 
 /// `Ok` is stored; `Err` goes to the caller and is not stored.
@@ -82,6 +88,9 @@ impl<T: Serialize + DeserializeOwned, E> Outcome for Result<T, E> {
     }
     fn into_output(self) -> Self {
         self
+    }
+    fn value_of(output: &Self) -> Option<&T> {
+        output.as_ref().ok()
     }
 }
 
@@ -135,31 +144,63 @@ pub struct CallReport {
 }
 
 /// How the engine stores and restores one task's outcome type: the
-/// monomorphized functions of its [`Outcome`] impl. `#[task]` builds it with
-/// [`outcome_codec`], spanned at the user's return type, so that the trait
-/// bounds on the user's types are checked there and only there: [`call`]
-/// itself puts no bound on them.
+/// monomorphized functions of its [`Outcome`] impl. `#[task]` builds it once,
+/// in a `const` spanned at the user's return type, with [`outcome_codec`], so
+/// that the trait bounds on the user's types are checked there and only
+/// there: [`call`] itself puts no bound on them.
 #[doc(hidden)]
 pub struct OutcomeCodec<O, Out> {
     lookup: fn(&Inner, &'static TaskSpec, &Key) -> Option<O>,
     save: fn(&Inner, &'static TaskSpec, &Key, &O, Duration) -> CallOutcome,
     into_output: fn(O) -> Out,
+    /// The caller's output as JSON, for `run` on the command line.
+    pub output_json: fn(&Out) -> Finished,
+    /// A stored payload as JSON, for `cache show`.
+    pub describe_stored: fn(&[u8]) -> Result<serde_json::Value, String>,
 }
 
 /// The codec of an outcome type.
 #[doc(hidden)]
-pub fn outcome_codec<O: Outcome>() -> OutcomeCodec<O, O::Output> {
+pub const fn outcome_codec<O: Outcome>() -> OutcomeCodec<O, O::Output> {
     OutcomeCodec {
-        lookup: |inner, task, key| inner.lookup(task, key).map(O::from_stored),
-        save: |inner, task, key, outcome, run_time| match outcome.stored() {
-            Some(value) => {
-                inner.save(task, key, value, run_time);
-                CallOutcome::Computed
-            }
-            None => CallOutcome::Failed,
-        },
+        lookup: lookup_outcome::<O>,
+        save: save_outcome::<O>,
         into_output: O::into_output,
+        output_json: output_json::<O>,
+        describe_stored: describe_stored::<O>,
     }
+}
+
+fn lookup_outcome<O: Outcome>(inner: &Inner, task: &'static TaskSpec, key: &Key) -> Option<O> {
+    inner.lookup(task, key).map(O::from_stored)
+}
+
+fn save_outcome<O: Outcome>(
+    inner: &Inner,
+    task: &'static TaskSpec,
+    key: &Key,
+    outcome: &O,
+    run_time: Duration,
+) -> CallOutcome {
+    match outcome.stored() {
+        Some(value) => {
+            inner.save(task, key, value, run_time);
+            CallOutcome::Computed
+        }
+        None => CallOutcome::Failed,
+    }
+}
+
+fn output_json<O: Outcome>(output: &O::Output) -> Finished {
+    match O::value_of(output) {
+        Some(value) => Finished::of(value),
+        None => Finished::Stored,
+    }
+}
+
+fn describe_stored<O: Outcome>(payload: &[u8]) -> Result<serde_json::Value, String> {
+    let value: O::Value = entry::decode_payload(payload).map_err(|e| e.to_string())?;
+    serde_json::to_value(&value).map_err(|e| e.to_string())
 }
 
 /// The entry point of every `#[task]` wrapper. It captures the current
@@ -297,6 +338,7 @@ impl Engine {
         let call_span = span.clone();
         async move {
             let inner = &*engine.inner;
+            inner.counters.running.fetch_add(1, Ordering::Relaxed);
             let mut report = CallGuard {
                 inner,
                 task,
@@ -444,6 +486,7 @@ impl Drop for CallGuard<'_> {
             CallOutcome::Cancelled
         });
         let counters = &self.inner.counters;
+        counters.running.fetch_sub(1, Ordering::Relaxed);
         match outcome {
             CallOutcome::Hit => counters.hits.fetch_add(1, Ordering::Relaxed),
             CallOutcome::Failed | CallOutcome::Panicked => {
@@ -487,7 +530,7 @@ impl Inner {
     /// The stored value for `key`, from the cache or the store. Anything
     /// wrong with a stored entry makes this a miss, with a warning.
     fn lookup<T: DeserializeOwned>(&self, task: &'static TaskSpec, key: &Key) -> Option<T> {
-        if let Some(cached) = self.cache.get(key) {
+        if let Some(cached) = self.cache.get(key).filter(|c| !outlived(task, c.created_at)) {
             match entry::decode_payload(cached.payload()) {
                 Ok(value) => {
                     self.check_fingerprint(task, &cached.fingerprint);
@@ -515,22 +558,26 @@ impl Inner {
         match found {
             Found::Bytes(bytes) => {
                 let decoded = entry::verify(&bytes, key).and_then(|(meta, payload)| {
-                    Ok((
+                    if outlived(task, meta.created_at) {
+                        return Ok(None);
+                    }
+                    Ok(Some((
                         entry::decode_payload(&bytes[payload.clone()])?,
                         meta,
                         payload,
-                    ))
+                    )))
                 });
                 match decoded {
-                    Ok((value, meta, payload)) => {
+                    Ok(None) => None,
+                    Ok(Some((value, meta, payload))) => {
                         self.check_fingerprint(task, &meta.fingerprint);
-                        let fingerprint = meta.fingerprint;
                         self.cache.insert(
                             *key,
                             CachedEntry {
                                 bytes,
                                 payload,
-                                fingerprint,
+                                fingerprint: meta.fingerprint,
+                                created_at: meta.created_at,
                             },
                         );
                         Some(value)
@@ -543,6 +590,7 @@ impl Inner {
             }
             Found::Stream { reader, len } => {
                 match large_io(len, || entry::read(reader, len, key)) {
+                    Ok((meta, _)) if outlived(task, meta.created_at) => None,
                     Ok((meta, value)) => {
                         self.check_fingerprint(task, &meta.fingerprint);
                         Some(value)
@@ -579,18 +627,19 @@ impl Inner {
                     run_time,
                     payload_len,
                 };
-                large_io(meta.entry_len(), || self.write_entry(task, &meta, value))
+                let bytes = large_io(meta.entry_len(), || self.write_entry(task, &meta, value))?;
+                Ok(bytes.map(|bytes| (bytes, meta.created_at)))
             });
         match saved {
-            Ok(Some(bytes)) => {
+            Ok(Some((bytes, created_at))) => {
                 let payload = HEADER_LEN..bytes.len() - TRAILER_LEN;
-                let fingerprint = task.fingerprint();
                 self.cache.insert(
                     *key,
                     CachedEntry {
                         bytes,
                         payload,
-                        fingerprint,
+                        fingerprint: task.fingerprint(),
+                        created_at,
                     },
                 );
             }
@@ -662,6 +711,12 @@ impl Inner {
         tracing::warn!(task = task.name(), version = task.version(), key = %key.short(), error = %error,
             "cannot {op} the store; the call goes on without it");
     }
+}
+
+/// Whether a result computed at `created_at` has outlived its task's `ttl`:
+/// then it is a miss, and the recomputed result replaces it.
+fn outlived(task: &'static TaskSpec, created_at: SystemTime) -> bool {
+    task.ttl().is_some() && task.expired(created_at, SystemTime::now())
 }
 
 /// Runs `io` where a large transfer will not stall other tasks.
