@@ -4,15 +4,20 @@
 //! ```text
 //! cargo run --release --example train      # first run: every task body runs
 //! cargo run --release --example train      # second run: everything from storage
-//! ROUTINE_STORE=/tmp/elsewhere cargo run --example train
+//! cargo run --release --example train -- --help
+//! cargo run --release --example train -- tasks
+//! cargo run --release --example train -- run prepare-data --arg seed=1 --arg n=3
+//! cargo run --release --example train -- cache ls fit
+//! cargo run --release --example train -- cache gc --max-size 1MiB
 //! ```
 //!
-//! Results are stored under `./.routine` (or `$ROUTINE_STORE`), one directory
-//! per task name and version: `ls .routine/fit/0.0.1`.
+//! Results are stored under `./.routine` (or `$ROUTINE_STORE`, or `store` in
+//! `routine.toml`), one directory per task name and version:
+//! `ls .routine/fit/0.0.1`.
 //!
 //! Distributed (feature `distributed`): with `ROUTINE_BROKER` set to a Redis
 //! URL and `ROUTINE_STORE` to a shared object store, the same program trains
-//! each model on a worker; `-- worker` makes it serve as one:
+//! each model on a worker; `worker` makes it serve as one:
 //!
 //! ```text
 //! export ROUTINE_BROKER=redis://127.0.0.1:6379 ROUTINE_STORE=s3://my-bucket/train
@@ -21,10 +26,6 @@
 //! cargo run --release --features distributed --example train
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
-use routine::{CallOutcome, Engine};
 use serde::{Deserialize, Serialize};
 
 /// Features and targets of a synthetic linear problem with noise.
@@ -130,84 +131,11 @@ async fn train(data: Data, epochs: u32, hp: Vec<HyperParams>) -> Vec<Model> {
     models
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let store = std::env::var("ROUTINE_STORE").unwrap_or_else(|_| ".routine".to_owned());
-    let ran = Arc::new(AtomicU64::new(0));
-    let counter = Arc::clone(&ran);
-    let report = move |call: &routine::CallReport| {
-        let how = match call.outcome {
-            CallOutcome::Hit => "from storage",
-            CallOutcome::Computed => {
-                counter.fetch_add(1, Ordering::Relaxed);
-                "ran"
-            }
-            CallOutcome::Dispatched => "on a worker",
-            other => other.as_str(),
-        };
-        println!(
-            "  {:<13} {:<13} {}  {:>9.3} ms",
-            how,
-            call.task.name(),
-            call.key.short(),
-            call.elapsed.as_secs_f64() * 1e3
-        );
-    };
-
-    #[cfg(feature = "distributed")]
-    if let Ok(broker) = std::env::var("ROUTINE_BROKER") {
-        use routine::broker::{Broker, Retry};
-        use routine::engine::{DispatchSettings, Policy};
-        let engine = Engine::builder(routine::store::ObjectStoreBackend::from_url(&store)?)
-            .on_call(report)
-            .broker(
-                Broker::connect(&broker, "routine", Retry::default()).await?,
-                Policy::SubRoutinesRemote,
-                DispatchSettings::default(),
-            )
-            .build()?;
-        if std::env::args().nth(1).as_deref() == Some("worker") {
-            println!("routine train example: serving as a worker (Ctrl-C to stop)");
-            let config = routine::worker::WorkerConfig::default();
-            routine::worker::serve_until_signalled(engine, config).await?;
-            return Ok(());
-        }
-        println!(
-            "routine train example, distributed: broker {}, store {store}",
-            routine::redact::redact_url(&broker)
-        );
-        return run(engine, ran).await;
-    }
-
-    let engine = Engine::builder(routine::store::FileStore::open(&store)?)
-        .on_call(report)
-        .build()?;
-
-    println!("routine train example, store: {store}");
-    run(engine, ran).await
-}
-
-/// Prepares the data, trains, picks the best model and prints the totals.
-async fn run(engine: Engine, ran: Arc<AtomicU64>) -> Result<(), Box<dyn std::error::Error>> {
-    let best = engine
-        .scope(async {
-            let data = prepare_data(42, 5_000).await;
-            let hp = [0.3, 0.1, 0.03, 0.01]
-                .into_iter()
-                .map(|learning_rate| HyperParams {
-                    learning_rate,
-                    l2: 1e-4,
-                })
-                .collect();
-            let models = train(data, 300, hp).await;
-            models
-                .into_iter()
-                .min_by(|a, b| a.loss.total_cmp(&b.loss))
-                .expect("at least one model")
-        })
-        .await;
-
-    let stats = engine.stats();
+/// Trains one small model per hyper-parameter set on synthetic data and keeps
+/// the best. Every step is memoized: run it twice and nothing is recomputed.
+#[routine::main]
+async fn main() {
+    let best = train_and_pick().await;
     println!(
         "best model: learning rate {}, loss {:.5}, weights [{:.3}, {:.3}, {:.3}], bias {:.3}",
         best.hyper_params.learning_rate,
@@ -217,14 +145,31 @@ async fn run(engine: Engine, ran: Arc<AtomicU64>) -> Result<(), Box<dyn std::err
         best.weights[2],
         best.bias
     );
+    let stats = routine::Engine::current().stats();
     println!(
         "totals: {} calls, {} ran, {} from storage, {} on workers, {} failed, {} store errors",
-        stats.hits + stats.misses + stats.dispatched,
-        ran.load(Ordering::Relaxed),
+        stats.finished,
+        stats.misses,
         stats.hits,
         stats.dispatched,
         stats.failures,
         stats.store_errors
     );
-    Ok(())
+}
+
+/// Prepares the data, trains, picks the best model.
+async fn train_and_pick() -> Model {
+    let data = prepare_data(42, 5_000).await;
+    let hp = [0.3, 0.1, 0.03, 0.01]
+        .into_iter()
+        .map(|learning_rate| HyperParams {
+            learning_rate,
+            l2: 1e-4,
+        })
+        .collect();
+    let models = train(data, 300, hp).await;
+    models
+        .into_iter()
+        .min_by(|a, b| a.loss.total_cmp(&b.loss))
+        .expect("at least one model")
 }

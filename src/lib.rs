@@ -37,6 +37,8 @@
 //! The guides live in the repository's `docs/` folder: concepts, versioning
 //! rules, the limits of what a task may do, the store format and performance.
 
+#[cfg(feature = "cli")]
+pub use routine_core::config;
 #[cfg(feature = "distributed")]
 pub use routine_core::{broker, worker};
 pub use routine_core::{
@@ -70,6 +72,18 @@ mod readme {}
 ///   task's results: the version, not the code, decides whether a stored
 ///   result is still valid. If the body changes and the version does not, the
 ///   first hit on an old result logs a warning.
+/// - `ttl` (optional): how long a stored result stays valid, such as
+///   `"30d"`, `"12h"` or `"1h 30m"`. An older result is a miss: the body runs
+///   again and its new result replaces the old. For tasks that read
+///   something that changes (a price list, a web page); `cache gc` removes
+///   expired results.
+///
+/// ```
+/// #[routine::task(name = "exchange-rates", version = "1.0.0", ttl = "12h")]
+/// async fn exchange_rates(day: String) -> Vec<(String, f64)> {
+///     vec![("EUR".into(), 1.0), ("USD".into(), 1.08)] // fetched, in real life
+/// }
+/// ```
 ///
 /// The function keeps its name, visibility, docs and parameters; callers
 /// always `.await` it, also when it is a plain `fn` (a plain `fn` body runs on
@@ -96,3 +110,39 @@ mod readme {}
 /// # }
 /// ```
 pub use routine_macros::task;
+
+/// Makes `async fn main()` a routine program: it builds the runtime, reads
+/// the configuration, sets up the engine and runs `main` in its scope, and
+/// it gives the program routine's command line.
+///
+/// ```no_run
+/// #[routine::task(name = "square", version = "1.0.0")]
+/// async fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// /// Squares a number, once.
+/// #[routine::main]
+/// async fn main() {
+///     println!("{}", square(12).await); // memoized in ./.routine
+/// }
+/// ```
+///
+/// Configuration, lowest to highest precedence: defaults (a file store in
+/// `./.routine`), `routine.toml` in the working directory, `ROUTINE_*`
+/// environment variables (`ROUTINE_STORE`, `ROUTINE_BROKER`,
+/// `ROUTINE_POLICY`, ...), then flags (`--store`, `--broker`, `--policy`,
+/// `--config`); see [`config`].
+///
+/// Without a subcommand the program runs `main`; with one it does that
+/// instead: `info`, `tasks`, `run <routine> --arg name=value`, `worker`,
+/// `status`, `cache ls|show|rm|gc|stats`. `--help` describes each. Exit
+/// codes: 0 success, 1 `main` or the routine failed, 2 usage or
+/// configuration error.
+///
+/// `main` may return `()`, `Result<(), E>` with `E: Display` (an `Err` is
+/// printed and exits with 1), or `std::process::ExitCode`. Its doc comment
+/// is the program's `--help` description. `#[routine::main(project =
+/// "ml")]` names the program (by default, the binary's name).
+#[cfg(feature = "cli")]
+pub use routine_macros::main;

@@ -18,6 +18,7 @@ use crate::store::{FileStore, MemoryStore, Store};
 mod cache;
 mod call;
 mod flight;
+mod policy;
 #[cfg(feature = "distributed")]
 mod remote;
 
@@ -27,8 +28,9 @@ pub use self::call::{
 };
 pub use self::call::{CallOutcome, CallReport};
 
+pub use self::policy::Policy;
 #[cfg(feature = "distributed")]
-pub use self::remote::{DispatchSettings, DistributedConfig, Policy};
+pub use self::remote::{DispatchSettings, DistributedConfig};
 
 use self::cache::ResultCache;
 use self::flight::Flights;
@@ -103,6 +105,7 @@ struct Counters {
     store_errors: AtomicU64,
     corrupt_entries: AtomicU64,
     running: AtomicU64,
+    finished: AtomicU64,
 }
 
 /// What an engine has done since it was built.
@@ -126,6 +129,8 @@ pub struct Stats {
     /// Calls started and not finished yet (looking up, running or waiting
     /// for a worker).
     pub running: u64,
+    /// Calls that ended, however they ended.
+    pub finished: u64,
 }
 
 impl Engine {
@@ -210,6 +215,7 @@ impl Engine {
             corrupt_entries: c.corrupt_entries.load(Ordering::Relaxed),
             cache_bytes: self.inner.cache.used() as u64,
             running: c.running.load(Ordering::Relaxed),
+            finished: c.finished.load(Ordering::Relaxed),
         }
     }
 

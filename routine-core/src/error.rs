@@ -18,4 +18,7 @@ pub enum Error {
     #[cfg(feature = "distributed")]
     #[error(transparent)]
     Broker(#[from] crate::broker::BrokerError),
+    /// The configuration asks for what this program cannot do.
+    #[error("{0}")]
+    Config(String),
 }

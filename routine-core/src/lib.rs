@@ -15,6 +15,8 @@
 //! | [`invoke`] | running a task from encoded arguments, as a worker does |
 //! | [`engine`] | the runtime: scope, lookup, single-flight, storing |
 //! | [`redact`] | credentials kept out of printed URLs |
+//! | `config` | (feature `cli`) settings from defaults, `routine.toml`, environment, flags |
+//! | `cli` | (feature `cli`) the command line of `#[routine::main]` programs |
 //! | `broker` | (feature `distributed`) Redis Streams between callers and workers |
 //! | `worker` | (feature `distributed`) serving routines to other processes |
 #![warn(missing_docs)]
@@ -22,7 +24,11 @@
 mod blocking;
 #[cfg(feature = "distributed")]
 pub mod broker;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod codec;
+#[cfg(feature = "cli")]
+pub mod config;
 pub mod engine;
 pub mod entry;
 mod error;
@@ -46,10 +52,16 @@ pub mod __private {
         call, outcome_codec, run_blocking, KeyBuilder, Outcome, OutcomeCodec, Plain, TaskArgument,
     };
     pub use crate::invoke::{
-        argument, ArgumentCodec, ArgumentsDecoder, ArgumentsError, Described, Finished,
-        Invocation, Started, ViaDebug, ViaDisplay, ViaLocal, ViaName, ViaSend,
+        argument, ArgumentCodec, ArgumentsDecoder, ArgumentsError, Described, Finished, Invocation,
+        Started, ViaDebug, ViaDisplay, ViaLocal, ViaName, ViaSend,
     };
     pub use crate::key::{Key, KeyError};
     pub use crate::registry::{Parameter, Registered, TaskSpec};
     pub use inventory;
+
+    /// What `#[main]` expands to calls.
+    #[cfg(feature = "cli")]
+    pub mod cli {
+        pub use crate::cli::{main, MainOutput, Program};
+    }
 }

@@ -182,10 +182,8 @@ impl TaskSpec {
     /// Whether a result stored at `created` has outlived the task's `ttl`
     /// at `now`; an expired result is a miss.
     pub fn expired(&self, created: SystemTime, now: SystemTime) -> bool {
-        self.ttl.is_some_and(|ttl| {
-            now.duration_since(created)
-                .is_ok_and(|age| age >= ttl)
-        })
+        self.ttl
+            .is_some_and(|ttl| now.duration_since(created).is_ok_and(|age| age >= ttl))
     }
 
     /// The task's arguments, in order.

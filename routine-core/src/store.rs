@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use crate::key::Key;
 
 mod fs;
+pub mod gc;
 mod memory;
 #[cfg(feature = "distributed")]
 mod object;

@@ -185,7 +185,8 @@ mod tests {
         assert_eq!(attr.ttl, Some(Duration::from_secs(5400)));
         assert_eq!(parse(r#"name = "a", version = "1.0.0""#).unwrap().ttl, None);
         for bad in ["0s", "soon", "30", ""] {
-            let error = parse(&format!(r#"name = "a", version = "1.0.0", ttl = {bad:?}"#)).unwrap_err();
+            let error =
+                parse(&format!(r#"name = "a", version = "1.0.0", ttl = {bad:?}"#)).unwrap_err();
             assert!(error.contains("ttl"), "{bad}: {error}");
         }
     }

@@ -11,10 +11,12 @@
 //! | `signature` | what a task function may look like |
 //! | `fingerprint` | the compile-time hash of the body |
 //! | `expand` | the wrapper written around the body |
+//! | `program` | `#[main]`: the entry point wrapped in routine's command line |
 
 mod attr;
 mod expand;
 mod fingerprint;
+mod program;
 mod signature;
 
 use proc_macro::TokenStream;
@@ -24,4 +26,11 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::task(attr.into(), item.into()).into()
+}
+
+/// Makes `async fn main()` a routine program with a command line. See the
+/// `routine` crate for the full documentation.
+#[proc_macro_attribute]
+pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
+    program::main(attr.into(), item.into()).into()
 }

@@ -426,7 +426,7 @@ impl Engine {
     fn dispatcher(&self, in_routine: bool) -> Option<Dispatcher> {
         #[cfg(feature = "distributed")]
         {
-            use super::remote::Policy;
+            use super::Policy;
             let remote = self.inner.remote.as_ref()?;
             (in_routine && remote.policy == Policy::SubRoutinesRemote).then(|| Arc::clone(remote))
         }
@@ -487,6 +487,7 @@ impl Drop for CallGuard<'_> {
         });
         let counters = &self.inner.counters;
         counters.running.fetch_sub(1, Ordering::Relaxed);
+        counters.finished.fetch_add(1, Ordering::Relaxed);
         match outcome {
             CallOutcome::Hit => counters.hits.fetch_add(1, Ordering::Relaxed),
             CallOutcome::Failed | CallOutcome::Panicked => {
@@ -530,7 +531,11 @@ impl Inner {
     /// The stored value for `key`, from the cache or the store. Anything
     /// wrong with a stored entry makes this a miss, with a warning.
     fn lookup<T: DeserializeOwned>(&self, task: &'static TaskSpec, key: &Key) -> Option<T> {
-        if let Some(cached) = self.cache.get(key).filter(|c| !outlived(task, c.created_at)) {
+        if let Some(cached) = self
+            .cache
+            .get(key)
+            .filter(|c| !outlived(task, c.created_at))
+        {
             match entry::decode_payload(cached.payload()) {
                 Ok(value) => {
                     self.check_fingerprint(task, &cached.fingerprint);

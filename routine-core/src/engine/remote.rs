@@ -8,8 +8,6 @@
 //! this engine's reply stream, read by one listener task per engine.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -17,45 +15,11 @@ use std::time::{Duration, Instant};
 use redis::streams::StreamReadReply;
 use tokio::sync::oneshot;
 
-use super::Engine;
+use super::{Engine, Policy};
 use crate::broker::{entries, unique_name, Broker, BrokerError, Reply, Request, Retry};
 use crate::error::Error;
 use crate::key::Key;
 use crate::registry::TaskSpec;
-
-/// Where the routines awaited by a routine run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Policy {
-    /// Everything runs in this process.
-    #[default]
-    Local,
-    /// A routine started here (by `main` or, on a worker, by a request) runs
-    /// here; the routines it awaits are sent to workers.
-    SubRoutinesRemote,
-}
-
-impl FromStr for Policy {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "local" => Ok(Policy::Local),
-            "sub-routines-remote" | "remote" => Ok(Policy::SubRoutinesRemote),
-            other => Err(format!(
-                "unknown policy `{other}`: use `local` or `sub-routines-remote`"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Policy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Policy::Local => "local",
-            Policy::SubRoutinesRemote => "sub-routines-remote",
-        })
-    }
-}
 
 /// Timing of dispatched calls.
 #[derive(Debug, Clone, Copy)]

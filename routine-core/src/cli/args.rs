@@ -1,0 +1,243 @@
+//! The flags and subcommands, with their help.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
+
+use super::Program;
+
+/// A routine program's command line.
+#[derive(Debug, Parser)]
+#[command(disable_version_flag = true)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: Global,
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+}
+
+/// Flags every subcommand takes.
+#[derive(Debug, Args)]
+pub(crate) struct Global {
+    /// Configuration file [default: ./routine.toml, if present; env: ROUTINE_CONFIG]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Where results live: a folder, file:///folder or s3://bucket/prefix [env: ROUTINE_STORE]
+    #[arg(long, global = true, value_name = "URL")]
+    pub(crate) store: Option<String>,
+    /// The Redis broker that carries work to workers [env: ROUTINE_BROKER]
+    #[arg(long, global = true, value_name = "URL")]
+    pub(crate) broker: Option<String>,
+    /// Where awaited routines run: local or sub-routines-remote [env: ROUTINE_POLICY]
+    #[arg(long, global = true, value_name = "POLICY")]
+    pub(crate) policy: Option<String>,
+    /// More logs: -v info, -vv debug, -vvv trace (else RUST_LOG, else warnings)
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub(crate) verbose: u8,
+    /// No progress display and errors only in the logs
+    #[arg(short, long, global = true)]
+    pub(crate) quiet: bool,
+    /// Print version
+    #[arg(long, action = ArgAction::Version)]
+    version: Option<bool>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// The project, its store, broker and policy, and what the store holds
+    Info(JsonOnly),
+    /// Every routine of this program: ID, signature, fingerprint, stored results
+    Tasks(JsonOnly),
+    /// Run one routine with arguments given as JSON and print its result as JSON
+    Run(RunArgs),
+    /// Serve this program's routines to other processes through the broker
+    Worker(WorkerArgs),
+    /// The workers connected to the broker: state, current routine, last heartbeat
+    Status(JsonOnly),
+    /// Inspect and clean stored results
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct JsonOnly {
+    /// Print JSON for scripts instead of a table
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The routine: tname:<name>:<version>, <name>@<version>, or <name> if one version exists
+    #[arg(value_name = "ROUTINE")]
+    pub(crate) routine: String,
+    /// One argument, NAME=VALUE; VALUE is JSON, or a string if it is not JSON
+    #[arg(long = "arg", value_name = "NAME=VALUE")]
+    pub(crate) args: Vec<String>,
+    /// All arguments as one JSON object; --arg entries override its fields
+    #[arg(long, value_name = "JSON")]
+    pub(crate) args_json: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// Routines run at once [env: ROUTINE_CONCURRENCY; default: 4]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
+    pub(crate) concurrency: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CacheCommand {
+    /// List stored results, optionally of one routine (NAME or NAME@VERSION)
+    Ls(LsArgs),
+    /// Everything about one stored result, its value included
+    Show(ShowArgs),
+    /// Remove the results of a routine (NAME or NAME@VERSION), or one result by key prefix
+    Rm(RmArgs),
+    /// Remove expired results, unused ones, then the least recently used beyond a size
+    Gc(GcArgs),
+    /// Results and bytes per routine
+    Stats(JsonOnly),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LsArgs {
+    /// NAME or NAME@VERSION
+    pub(crate) routine: Option<String>,
+    /// Print JSON for scripts instead of a table
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ShowArgs {
+    /// The result's key, or its first hex digits (at least 4)
+    #[arg(value_name = "KEY-PREFIX")]
+    pub(crate) key: String,
+    /// Print JSON for scripts instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RmArgs {
+    /// NAME, NAME@VERSION or a key prefix (at least 4 hex digits)
+    pub(crate) target: String,
+    /// Say what would be removed, remove nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Print JSON for scripts instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GcArgs {
+    /// Remove results not used for this long: 12h, 30d, 1h 30m
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    pub(crate) older_than: Option<std::time::Duration>,
+    /// Then remove the least recently used until the rest fit: 500MB, 10GiB
+    #[arg(long, value_name = "SIZE", value_parser = crate::config::parse_size)]
+    pub(crate) max_size: Option<u64>,
+    /// Say what would be removed, remove nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Print JSON for scripts instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| {
+        format!("`{text}` is not a duration ({e}); write a number and a unit, such as 12h or 30d")
+    })
+}
+
+/// The command with the program's name, description and examples.
+pub(crate) fn command(program: &Program, bin: &str) -> clap::Command {
+    let about = match program.about.is_empty() {
+        true => format!("{} — a routine program", program.project),
+        false => program.about.to_owned(),
+    };
+    let after_help = format!(
+        "Without a command, runs the program's `main` with the configured engine.\n\n\
+         Examples:\n  \
+         {bin}                            run main (results in ./.routine)\n  \
+         {bin} tasks                      list the routines\n  \
+         {bin} run <name> --arg x=1       run one routine, print its result\n  \
+         {bin} cache gc --max-size 10GiB  keep the store under 10 GiB\n\n\
+         Configuration: defaults < routine.toml < ROUTINE_* variables < flags.\n\
+         Exit codes: 0 success, 1 the routine failed, 2 usage or configuration error."
+    );
+    Cli::command()
+        .name(program.project)
+        .bin_name(bin.to_owned())
+        .version(program.version)
+        .about(about)
+        .after_help(after_help)
+        .mut_subcommand("info", |c| {
+            c.after_help(format!("Examples:\n  {bin} info\n  {bin} info --json | jq .store"))
+        })
+        .mut_subcommand("tasks", |c| {
+            c.after_help(format!("Examples:\n  {bin} tasks\n  {bin} tasks --json"))
+        })
+        .mut_subcommand("run", |c| {
+            c.after_help(format!(
+                "The routine runs through the engine: a stored result is returned without \
+                 running it, and a new one is stored. The result goes to standard output as \
+                 JSON; how it was obtained goes to standard error.\n\n\
+                 Examples:\n  \
+                 {bin} run prepare-data --arg seed=42 --arg n=100\n  \
+                 {bin} run tname:prepare-data:0.1.0 --args-json '{{\"seed\": 42, \"n\": 100}}'\n  \
+                 {bin} run greet --arg name=world            # not JSON: taken as a string\n  \
+                 {bin} run greet --arg 'name=\"42\"'           # quoted: the string \"42\""
+            ))
+        })
+        .mut_subcommand("worker", |c| {
+            c.after_help(format!(
+                "Needs a broker and a store shared with the callers.\n\n\
+                 Examples:\n  \
+                 ROUTINE_BROKER=redis://127.0.0.1:6379 ROUTINE_STORE=s3://bucket/results {bin} worker\n  \
+                 {bin} --broker redis://10.0.0.5:6379 --store s3://bucket/results worker --concurrency 8"
+            ))
+        })
+        .mut_subcommand("status", |c| {
+            c.after_help(format!(
+                "Examples:\n  {bin} --broker redis://127.0.0.1:6379 status\n  {bin} status --json"
+            ))
+        })
+        .mut_subcommand("cache", |c| {
+            c.after_help(format!(
+                "Examples:\n  \
+                 {bin} cache ls fit@0.0.1\n  \
+                 {bin} cache show 3fa2c1\n  \
+                 {bin} cache rm fit@0.0.1 --dry-run\n  \
+                 {bin} cache gc --older-than 30d --max-size 10GiB\n  \
+                 {bin} cache stats --json"
+            ))
+            .mut_subcommand("gc", |c| {
+                c.after_help(format!(
+                    "Always removes results whose task `ttl` has passed, and files left by \
+                     writers that were killed. Entries a run uses are marked as used (to \
+                     within an hour), so --max-size keeps what is in use.\n\n\
+                     Examples:\n  \
+                     {bin} cache gc --dry-run\n  \
+                     {bin} cache gc --older-than 30d\n  \
+                     {bin} cache gc --max-size 10GiB --json"
+                ))
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        let program = super::Program {
+            project: "demo",
+            about: "",
+            version: "1.0.0",
+        };
+        super::command(&program, "demo").debug_assert();
+    }
+}

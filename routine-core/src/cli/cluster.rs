@@ -1,0 +1,121 @@
+//! `worker` and `status`: this program as a worker, and the broker's view of
+//! the workers.
+
+use super::args::JsonOnly;
+use super::Failure;
+use crate::config::Config;
+
+fn no_broker() -> Failure {
+    Failure::usage(
+        "no broker is configured: set `broker` in routine.toml, ROUTINE_BROKER or --broker \
+         (for example redis://127.0.0.1:6379)",
+    )
+}
+
+#[cfg(not(feature = "distributed"))]
+fn not_built() -> Failure {
+    Failure::usage(
+        "this program was built without routine's `distributed` feature: it cannot talk to a broker",
+    )
+}
+
+#[cfg(feature = "distributed")]
+pub(crate) async fn worker(config: &Config) -> Result<(), Failure> {
+    use crate::worker::{serve_until_signalled, WorkerConfig, WorkerError};
+
+    if config.broker.is_none() {
+        return Err(no_broker());
+    }
+    let engine = config.engine(|builder| builder).await?;
+    let settings = WorkerConfig {
+        concurrency: config.concurrency,
+        ..WorkerConfig::default()
+    };
+    tracing::warn!(
+        store = %config.store_display(),
+        broker = config.broker_display().unwrap_or_default(),
+        concurrency = config.concurrency,
+        "serving as a worker until SIGTERM or Ctrl-C"
+    );
+    match serve_until_signalled(engine, settings).await {
+        Ok(()) => Ok(()),
+        Err(e @ WorkerError::NothingToServe(_)) => Err(Failure::usage(e.to_string())),
+        Err(e) => Err(Failure::failed(format!("the worker stopped: {e}"))),
+    }
+}
+
+#[cfg(not(feature = "distributed"))]
+pub(crate) async fn worker(config: &Config) -> Result<(), Failure> {
+    Err(match config.broker {
+        None => no_broker(),
+        Some(_) => not_built(),
+    })
+}
+
+#[cfg(feature = "distributed")]
+pub(crate) async fn status(config: &Config, args: &JsonOnly) -> Result<(), Failure> {
+    use std::time::SystemTime;
+
+    use serde::Serialize;
+
+    use super::output::{self, Table};
+    use crate::broker::{Broker, Retry};
+
+    #[derive(Serialize)]
+    struct Row {
+        worker: String,
+        state: String,
+        routine: Option<String>,
+        last_heartbeat: u64,
+        routines: Vec<String>,
+    }
+
+    let url = config.broker.as_deref().ok_or_else(no_broker)?;
+    let broker = Broker::connect(url, &config.namespace, Retry::default())
+        .await
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let workers = broker
+        .workers()
+        .await
+        .map_err(|e| Failure::usage(format!("cannot read the workers: {e}")))?;
+    let rows: Vec<Row> = workers
+        .into_iter()
+        .map(|w| Row {
+            worker: w.id,
+            state: w.status,
+            routine: w.routine,
+            last_heartbeat: output::unix_seconds(w.last_seen),
+            routines: w.routines,
+        })
+        .collect();
+    if args.json {
+        return output::print_json(&rows);
+    }
+    if rows.is_empty() {
+        return output::print(&format!(
+            "no worker is connected to {}\n",
+            config.broker_display().unwrap_or_default()
+        ));
+    }
+    let now = SystemTime::now();
+    let mut table = Table::new(&["WORKER", "STATE", "ROUTINE", "HEARTBEAT", "SERVES"]);
+    for row in rows {
+        let seen = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(row.last_heartbeat);
+        table.row(vec![
+            row.worker,
+            row.state,
+            row.routine.unwrap_or_else(|| "-".into()),
+            output::age(seen, now),
+            format!("{} routines", row.routines.len()),
+        ]);
+    }
+    table.print()
+}
+
+#[cfg(not(feature = "distributed"))]
+pub(crate) async fn status(config: &Config, _: &JsonOnly) -> Result<(), Failure> {
+    Err(match config.broker {
+        None => no_broker(),
+        Some(_) => not_built(),
+    })
+}

@@ -1,0 +1,151 @@
+//! `info` and `tasks`: what the program is and what it has stored.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::args::JsonOnly;
+use super::output::{self, Table};
+use super::Failure;
+use crate::config::Config;
+use crate::registry::{self, TaskSpec};
+use crate::store::Listing;
+
+#[derive(Serialize)]
+struct Info {
+    project: String,
+    config_file: Option<String>,
+    store: String,
+    store_from: String,
+    broker: Option<String>,
+    broker_from: String,
+    policy: String,
+    policy_from: String,
+    tasks: usize,
+    stored_results: usize,
+    stored_bytes: u64,
+}
+
+pub(crate) fn info(config: &Config, args: &JsonOnly) -> Result<(), Failure> {
+    let listings = config.open_store()?.list(None, None)?;
+    let info = Info {
+        project: config.project.clone(),
+        config_file: config.file.as_ref().map(|f| f.display().to_string()),
+        store: config.store_display(),
+        store_from: config.origins.store.to_string(),
+        broker: config.broker_display(),
+        broker_from: config.origins.broker.to_string(),
+        policy: config.policy.to_string(),
+        policy_from: config.origins.policy.to_string(),
+        tasks: registry::tasks().count(),
+        stored_results: listings.len(),
+        stored_bytes: listings.iter().map(|l| l.size).sum(),
+    };
+    if args.json {
+        return output::print_json(&info);
+    }
+    output::print(&format!(
+        "project  {}\n\
+         config   {}\n\
+         store    {} ({})\n\
+         broker   {} ({})\n\
+         policy   {} ({})\n\
+         tasks    {}\n\
+         stored   {} results, {}\n",
+        info.project,
+        info.config_file.as_deref().unwrap_or("none"),
+        info.store,
+        info.store_from,
+        info.broker.as_deref().unwrap_or("none"),
+        info.broker_from,
+        info.policy,
+        info.policy_from,
+        info.tasks,
+        info.stored_results,
+        output::size(info.stored_bytes),
+    ))
+}
+
+#[derive(Serialize)]
+struct TaskRow {
+    id: String,
+    name: &'static str,
+    version: &'static str,
+    signature: &'static str,
+    fingerprint: String,
+    ttl_seconds: Option<u64>,
+    location: String,
+    stored_results: usize,
+    stored_bytes: u64,
+}
+
+pub(crate) fn tasks(config: &Config, args: &JsonOnly) -> Result<(), Failure> {
+    let stored = per_routine(&config.open_store()?.list(None, None)?);
+    let rows: Vec<TaskRow> = sorted_tasks()
+        .into_iter()
+        .map(|task| {
+            let (results, bytes) = stored
+                .get(&(task.name().to_owned(), task.version().to_owned()))
+                .copied()
+                .unwrap_or_default();
+            TaskRow {
+                id: task.id().to_string(),
+                name: task.name(),
+                version: task.version(),
+                signature: task.signature(),
+                fingerprint: task.fingerprint().short(),
+                ttl_seconds: task.ttl().map(|ttl| ttl.as_secs()),
+                location: task.location(),
+                stored_results: results,
+                stored_bytes: bytes,
+            }
+        })
+        .collect();
+    if args.json {
+        return output::print_json(&rows);
+    }
+    let mut table = Table::new(&[
+        "ROUTINE",
+        "FINGERPRINT",
+        "TTL",
+        "STORED",
+        "SIZE",
+        "SIGNATURE",
+    ]);
+    for row in rows {
+        table.row(vec![
+            row.id,
+            row.fingerprint,
+            row.ttl_seconds
+                .map(|s| output::span(std::time::Duration::from_secs(s)))
+                .unwrap_or_else(|| "-".into()),
+            row.stored_results.to_string(),
+            output::size(row.stored_bytes),
+            row.signature.to_owned(),
+        ]);
+    }
+    if table.is_empty() {
+        return output::print("this program has no routines\n");
+    }
+    table.print()
+}
+
+/// The program's tasks by name and version.
+pub(crate) fn sorted_tasks() -> Vec<&'static TaskSpec> {
+    let mut tasks: Vec<&'static TaskSpec> = registry::tasks().collect();
+    tasks.sort_by_key(|t| (t.name(), t.version()));
+    tasks
+}
+
+/// Results and bytes stored per (name, version).
+pub(crate) fn per_routine(listings: &[Listing]) -> BTreeMap<(String, String), (usize, u64)> {
+    let mut out: BTreeMap<(String, String), (usize, u64)> = BTreeMap::new();
+    for listing in listings {
+        let entry = out
+            .entry((listing.name.clone(), listing.version.clone()))
+            .or_default();
+        entry.0 += 1;
+        entry.1 += listing.size;
+    }
+    out
+}

@@ -1,0 +1,616 @@
+//! The configuration of a routine program: where results live, which broker
+//! to use, and how.
+//!
+//! Read from four layers, each overriding the one before:
+//!
+//! 1. defaults: a file store in `./.routine`, no broker, the local policy;
+//! 2. `routine.toml` in the working directory (or the file named by
+//!    `ROUTINE_CONFIG` or `--config`);
+//! 3. environment variables `ROUTINE_*`;
+//! 4. command-line flags.
+//!
+//! ```toml
+//! project = "ml"
+//! store = ".routine"              # a folder, file:///folder or s3://bucket/prefix
+//! durability = "process"          # or "fsync"
+//! cache_capacity = "64MiB"
+//! broker = "redis://127.0.0.1:6379"
+//! namespace = "routine"
+//! policy = "sub-routines-remote"  # or "local"
+//!
+//! [worker]
+//! concurrency = 4
+//! ```
+//!
+//! ```
+//! use routine_core::config::{Config, Overrides};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! std::fs::write(dir.path().join("routine.toml"), "store = 'results'\ncache_capacity = '8MiB'\n").unwrap();
+//! let config = Config::load_from(dir.path(), "demo", &Overrides::default(), |_| None).unwrap();
+//! assert_eq!(config.store, dir.path().join("results").display().to_string());
+//! assert_eq!(config.cache_capacity, 8 << 20);
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::engine::{EngineBuilder, Policy, DEFAULT_CACHE_CAPACITY};
+use crate::error::Error;
+use crate::redact::redact_url;
+use crate::store::{self, Durability, FileStore, Store};
+use crate::Engine;
+
+/// The configuration file looked for in the working directory.
+pub const FILE_NAME: &str = "routine.toml";
+
+/// Where each setting came from, for `info`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Nobody set it.
+    Default,
+    /// The configuration file.
+    File,
+    /// An environment variable.
+    Environment,
+    /// A command-line flag.
+    Flag,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Origin::Default => "default",
+            Origin::File => "routine.toml",
+            Origin::Environment => "environment",
+            Origin::Flag => "flag",
+        })
+    }
+}
+
+/// A routine program's settings, resolved.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// The program's name, shown by `info`.
+    pub project: String,
+    /// The store: a folder, `file:///folder`, `s3://bucket/prefix`, ...
+    pub store: String,
+    /// How hard the file store pushes entries to disk.
+    pub durability: Durability,
+    /// Bound of the in-process result cache, in bytes.
+    pub cache_capacity: u64,
+    /// The Redis URL of the broker, if the program sends work to workers.
+    pub broker: Option<String>,
+    /// Prefix of every broker key.
+    pub namespace: String,
+    /// Where awaited routines run.
+    pub policy: Policy,
+    /// Routines a worker runs at once.
+    pub concurrency: usize,
+    /// The configuration file read, if any.
+    pub file: Option<PathBuf>,
+    /// Where `store`, `broker` and `policy` came from.
+    pub origins: Origins,
+}
+
+/// Where the settings `info` shows came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Origins {
+    /// Of [`Config::store`].
+    pub store: Origin,
+    /// Of [`Config::broker`].
+    pub broker: Origin,
+    /// Of [`Config::policy`].
+    pub policy: Origin,
+}
+
+/// Settings given on the command line; `None` leaves the lower layers'.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config`: the configuration file.
+    pub config: Option<PathBuf>,
+    /// `--store`.
+    pub store: Option<String>,
+    /// `--broker`.
+    pub broker: Option<String>,
+    /// `--policy`.
+    pub policy: Option<String>,
+    /// `--concurrency` of `worker`.
+    pub concurrency: Option<usize>,
+}
+
+/// The file's shape; every key optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLayer {
+    project: Option<String>,
+    store: Option<String>,
+    durability: Option<String>,
+    cache_capacity: Option<SizeSetting>,
+    broker: Option<String>,
+    namespace: Option<String>,
+    policy: Option<String>,
+    #[serde(default)]
+    worker: WorkerLayer,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkerLayer {
+    concurrency: Option<usize>,
+}
+
+/// A size as `"64MiB"` or a plain number of bytes.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SizeSetting {
+    Bytes(u64),
+    Text(String),
+}
+
+/// The configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file cannot be read.
+    #[error("cannot read the configuration file `{}`: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid.
+    #[error("the configuration file `{}` is not valid: {message}", .path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        message: String,
+    },
+    /// A setting has a value it cannot take.
+    #[error("{setting} (from {origin}): {message}")]
+    Invalid {
+        /// The setting, as the user wrote its name.
+        setting: &'static str,
+        /// Where the value came from.
+        origin: Origin,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads the configuration for the process: the working directory's
+    /// `routine.toml`, the process's environment, then `overrides`.
+    pub fn load(project: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        Config::load_from(&cwd, project, overrides, |name| std::env::var(name).ok())
+    }
+
+    /// Loads the configuration as if run in `dir` with the environment
+    /// `env`; relative store paths are resolved against `dir` (or against
+    /// the configuration file's folder, for a path written there).
+    pub fn load_from(
+        dir: &Path,
+        project: &str,
+        overrides: &Overrides,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let explicit_file = overrides
+            .config
+            .clone()
+            .or_else(|| env("ROUTINE_CONFIG").map(PathBuf::from));
+        let file_path = match explicit_file {
+            Some(path) => Some(dir.join(path)),
+            None => Some(dir.join(FILE_NAME)).filter(|path| path.is_file()),
+        };
+        let (file, file_dir) = match &file_path {
+            Some(path) => (read_file(path)?, path.parent().unwrap_or(dir).to_owned()),
+            None => (FileLayer::default(), dir.to_owned()),
+        };
+
+        let mut config = Config {
+            project: project.to_owned(),
+            store: dir.join(".routine").display().to_string(),
+            durability: Durability::Process,
+            cache_capacity: DEFAULT_CACHE_CAPACITY as u64,
+            broker: None,
+            namespace: "routine".to_owned(),
+            policy: Policy::Local,
+            concurrency: 4,
+            file: file_path,
+            origins: Origins {
+                store: Origin::Default,
+                broker: Origin::Default,
+                policy: Origin::Default,
+            },
+        };
+
+        // Each layer as (origin, value, base folder of relative paths).
+        let layers = [
+            Layer {
+                origin: Origin::File,
+                base: &file_dir,
+                project: file.project,
+                store: file.store,
+                durability: file.durability,
+                cache_capacity: file.cache_capacity.map(|size| match size {
+                    SizeSetting::Bytes(bytes) => bytes.to_string(),
+                    SizeSetting::Text(text) => text,
+                }),
+                broker: file.broker,
+                namespace: file.namespace,
+                policy: file.policy,
+                concurrency: file.worker.concurrency.map(|n| n.to_string()),
+            },
+            Layer {
+                origin: Origin::Environment,
+                base: dir,
+                project: env("ROUTINE_PROJECT"),
+                store: env("ROUTINE_STORE"),
+                durability: env("ROUTINE_DURABILITY"),
+                cache_capacity: env("ROUTINE_CACHE_CAPACITY"),
+                broker: env("ROUTINE_BROKER"),
+                namespace: env("ROUTINE_NAMESPACE"),
+                policy: env("ROUTINE_POLICY"),
+                concurrency: env("ROUTINE_CONCURRENCY"),
+            },
+            Layer {
+                origin: Origin::Flag,
+                base: dir,
+                project: None,
+                store: overrides.store.clone(),
+                durability: None,
+                cache_capacity: None,
+                broker: overrides.broker.clone(),
+                namespace: None,
+                policy: overrides.policy.clone(),
+                concurrency: overrides.concurrency.map(|n| n.to_string()),
+            },
+        ];
+        for layer in layers {
+            layer.apply(&mut config)?;
+        }
+        // A broker without a chosen policy means "send work to it".
+        if config.broker.is_some() && config.origins.policy == Origin::Default {
+            config.policy = Policy::SubRoutinesRemote;
+        }
+        if config.broker.is_none() && config.policy == Policy::SubRoutinesRemote {
+            return Err(ConfigError::Invalid {
+                setting: "policy",
+                origin: config.origins.policy,
+                message: "`sub-routines-remote` sends work to workers, but no broker is set \
+                          (set `broker` in routine.toml, ROUTINE_BROKER or --broker)"
+                    .into(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// Opens the configured store.
+    pub fn open_store(&self) -> Result<Arc<dyn Store>, Error> {
+        let is_folder = match self.store.split_once("://") {
+            None => true,
+            Some((scheme, _)) => scheme == "file",
+        };
+        if is_folder {
+            let path = self.store.strip_prefix("file://").unwrap_or(&self.store);
+            Ok(Arc::new(
+                FileStore::open(path)?.with_durability(self.durability),
+            ))
+        } else {
+            Ok(store::open_url(&self.store)?)
+        }
+    }
+
+    /// The store, for messages: credentials redacted.
+    pub fn store_display(&self) -> String {
+        redact_url(&self.store)
+    }
+
+    /// The broker, for messages: credentials redacted.
+    pub fn broker_display(&self) -> Option<String> {
+        self.broker.as_deref().map(redact_url)
+    }
+
+    /// An engine builder over the configured store, with the configured
+    /// cache; [`Config::engine`] adds the broker.
+    pub fn engine_builder(&self) -> Result<EngineBuilder, Error> {
+        let capacity = usize::try_from(self.cache_capacity).unwrap_or(usize::MAX);
+        Ok(Engine::builder(self.open_store()?).cache_capacity(capacity))
+    }
+
+    /// Builds the engine the configuration describes, connecting to the
+    /// broker if one is set. `adjust` adds to the builder (an observer, say).
+    pub async fn engine(
+        &self,
+        adjust: impl FnOnce(EngineBuilder) -> EngineBuilder,
+    ) -> Result<Engine, Error> {
+        let builder = adjust(self.engine_builder()?);
+        match &self.broker {
+            None => builder.build(),
+            #[cfg(feature = "distributed")]
+            Some(url) => {
+                use crate::broker::{Broker, Retry};
+                let broker = Broker::connect(url, &self.namespace, Retry::default()).await?;
+                builder
+                    .broker(
+                        broker,
+                        self.policy,
+                        crate::engine::DispatchSettings::default(),
+                    )
+                    .build()
+            }
+            #[cfg(not(feature = "distributed"))]
+            Some(_) => Err(Error::Config(
+                "a broker is configured, but this program was built without routine's \
+                 `distributed` feature"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// One layer's raw values.
+struct Layer<'a> {
+    origin: Origin,
+    base: &'a Path,
+    project: Option<String>,
+    store: Option<String>,
+    durability: Option<String>,
+    cache_capacity: Option<String>,
+    broker: Option<String>,
+    namespace: Option<String>,
+    policy: Option<String>,
+    concurrency: Option<String>,
+}
+
+impl Layer<'_> {
+    fn apply(self, config: &mut Config) -> Result<(), ConfigError> {
+        let origin = self.origin;
+        let invalid = |setting: &'static str, message: String| ConfigError::Invalid {
+            setting,
+            origin,
+            message,
+        };
+        if let Some(project) = self.project {
+            config.project = project;
+        }
+        if let Some(store) = self.store {
+            if store.trim().is_empty() {
+                return Err(invalid("store", "it is empty".into()));
+            }
+            config.store = match store.contains("://") {
+                true => store,
+                false => self.base.join(store).display().to_string(),
+            };
+            config.origins.store = origin;
+        }
+        if let Some(durability) = self.durability {
+            config.durability = match durability.as_str() {
+                "process" => Durability::Process,
+                "fsync" => Durability::Fsync,
+                other => {
+                    return Err(invalid(
+                        "durability",
+                        format!("unknown durability `{other}`: use `process` or `fsync`"),
+                    ))
+                }
+            };
+        }
+        if let Some(capacity) = self.cache_capacity {
+            config.cache_capacity =
+                parse_size(&capacity).map_err(|message| invalid("cache_capacity", message))?;
+        }
+        if let Some(broker) = self.broker {
+            // An empty value turns off a broker set by a lower layer.
+            config.broker = Some(broker).filter(|b| !b.trim().is_empty());
+            config.origins.broker = origin;
+        }
+        if let Some(namespace) = self.namespace {
+            config.namespace = namespace;
+        }
+        if let Some(policy) = self.policy {
+            config.policy = policy
+                .parse()
+                .map_err(|message| invalid("policy", message))?;
+            config.origins.policy = origin;
+        }
+        if let Some(concurrency) = self.concurrency {
+            config.concurrency = match concurrency.parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    return Err(invalid(
+                        "concurrency",
+                        format!("`{concurrency}` is not a positive number of routines"),
+                    ))
+                }
+            };
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileLayer, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })
+}
+
+/// Parses `"10GiB"`, `"500MB"`, `"64 MiB"`, `"1024"` (bytes). Decimal units
+/// (kB, MB, GB, TB) are powers of 1000, binary ones (KiB, MiB, GiB, TiB) of
+/// 1024.
+///
+/// ```
+/// use routine_core::config::parse_size;
+/// assert_eq!(parse_size("10GiB"), Ok(10 << 30));
+/// assert_eq!(parse_size("1.5 kB"), Ok(1500));
+/// assert!(parse_size("ten").is_err());
+/// ```
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "`{text}` is not a size: unknown unit `{other}` (use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB)"
+            ))
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size: write a number and a unit, such as 10GiB"))?;
+    let bytes = value * multiplier as f64;
+    if !(0.0..=u64::MAX as f64).contains(&bytes) {
+        return Err(format!("`{text}` is out of range"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(dir: &Path, env: &[(&str, &str)], overrides: Overrides) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load_from(dir, "demo", &overrides, |name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let defaults = load(dir.path(), &[], Overrides::default()).unwrap();
+        assert_eq!(
+            defaults.store,
+            dir.path().join(".routine").display().to_string()
+        );
+        assert_eq!(
+            (defaults.policy, defaults.origins.store),
+            (Policy::Local, Origin::Default)
+        );
+        assert!(defaults.file.is_none());
+
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            "project = 'ml'\nstore = 'from-file'\nbroker = 'redis://file'\n[worker]\nconcurrency = 2\n",
+        )
+        .unwrap();
+        let file = load(dir.path(), &[], Overrides::default()).unwrap();
+        assert_eq!(file.project, "ml");
+        assert_eq!(
+            file.store,
+            dir.path().join("from-file").display().to_string()
+        );
+        assert_eq!(file.concurrency, 2);
+        assert_eq!(
+            file.policy,
+            Policy::SubRoutinesRemote,
+            "a broker sends work to workers"
+        );
+
+        let env = [
+            ("ROUTINE_STORE", "s3://bucket/x"),
+            ("ROUTINE_POLICY", "local"),
+        ];
+        let from_env = load(dir.path(), &env, Overrides::default()).unwrap();
+        assert_eq!(
+            (from_env.store.as_str(), from_env.origins.store),
+            ("s3://bucket/x", Origin::Environment)
+        );
+        assert_eq!(from_env.policy, Policy::Local);
+
+        let flags = Overrides {
+            store: Some("flagged".into()),
+            broker: Some(String::new()),
+            ..Overrides::default()
+        };
+        let from_flags = load(dir.path(), &env, flags).unwrap();
+        assert_eq!(
+            from_flags.store,
+            dir.path().join("flagged").display().to_string()
+        );
+        assert_eq!(from_flags.origins.store, Origin::Flag);
+        assert_eq!(
+            from_flags.broker, None,
+            "an empty flag turns the broker off"
+        );
+    }
+
+    #[test]
+    fn bad_settings_say_what_and_where() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = load(
+            dir.path(),
+            &[("ROUTINE_POLICY", "everywhere")],
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("policy (from environment)"), "{error}");
+        assert!(error.contains("unknown policy `everywhere`"), "{error}");
+
+        let error = load(
+            dir.path(),
+            &[("ROUTINE_POLICY", "remote")],
+            Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("no broker is set"), "{error}");
+
+        std::fs::write(dir.path().join(FILE_NAME), "stroe = 'x'\n").unwrap();
+        let error = load(dir.path(), &[], Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown field `stroe`"), "{error}");
+        assert!(error.contains("line 1"), "{error}");
+
+        let missing = Overrides {
+            config: Some("nope.toml".into()),
+            ..Overrides::default()
+        };
+        let error = load(dir.path(), &[], missing).unwrap_err().to_string();
+        assert!(
+            error.contains("cannot read the configuration file"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn sizes_parse_in_both_unit_systems() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("2 GB"), Ok(2_000_000_000));
+        assert_eq!(parse_size("0.5GiB"), Ok(512 << 20));
+        assert!(parse_size("12 parsecs")
+            .unwrap_err()
+            .contains("unknown unit"));
+        assert!(parse_size("").is_err());
+    }
+}
