@@ -25,7 +25,7 @@ pub(crate) fn blocking<T>(work: impl FnOnce() -> T) -> T {
 }
 
 /// Marks the current thread as running a `LocalSet` until the guard drops.
-#[cfg(feature = "distributed")]
+#[cfg(any(feature = "distributed", feature = "cli"))]
 pub(crate) fn local_set_thread() -> impl Drop {
     struct Guard(bool);
     impl Drop for Guard {

@@ -124,6 +124,9 @@ pub struct WorkerInfo {
     pub routines: Vec<String>,
 }
 
+/// How long one attempt to connect to the broker may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Broker {
     /// Connects to the Redis server at `url` (`redis://[:password@]host:port[/db]`);
     /// `namespace` prefixes every key, so several deployments can share a
@@ -139,12 +142,28 @@ impl Broker {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // The manager retries on its own, which suits reconnecting later;
+            // the first connection is tried once per attempt here, so that
+            // `retry` alone bounds how long an absent broker takes to report.
             let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(5)))
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
                 .set_response_timeout(Some(Duration::from_secs(10)))
                 .set_number_of_retries(retry.attempts as usize)
                 .set_max_delay(Duration::from_secs(5));
-            match ConnectionManager::new_with_config(client.clone(), config).await {
+            let connected = match tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                client.get_multiplexed_async_connection(),
+            )
+            .await
+            {
+                Ok(Ok(_probe)) => ConnectionManager::new_with_config(client.clone(), config).await,
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {CONNECT_TIMEOUT:?}"),
+                ))),
+            };
+            match connected {
                 Ok(connection) => {
                     return Ok(Broker {
                         client,

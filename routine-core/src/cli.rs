@@ -201,8 +201,10 @@ where
             )))
         }
     };
-    // `main` and routines that are not `Send` run on this thread.
+    // `main` and routines that are not `Send` run on this thread, where
+    // tokio forbids `block_in_place`.
     let local = tokio::task::LocalSet::new();
+    let _local_thread = crate::blocking::local_set_thread();
     let outcome = match cli.command {
         None => local.block_on(&runtime, async {
             let engine = config.engine(|builder| builder).await?;

@@ -73,7 +73,15 @@ fn parse_options(tokens: TokenStream) -> syn::Result<Option<LitStr>> {
             project = Some(literal);
             Ok(())
         } else {
-            Err(meta.error("unknown option; `#[routine::main]` takes only `project = \"..\"`"))
+            let path = meta
+                .path
+                .get_ident()
+                .map(|i| i.to_string())
+                .unwrap_or_default();
+            Err(meta.error(format_args!(
+                "unknown option `{path}`; `#[routine::main]` takes only `project = \"..\"` \
+                 (settings such as the store go in routine.toml or ROUTINE_* variables)"
+            )))
         }
     });
     syn::parse::Parser::parse2(parser, tokens)?;

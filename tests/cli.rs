@@ -1,0 +1,583 @@
+//! The command line of `#[routine::main]` programs, used as a person or a
+//! script uses it: the example binaries run in a folder of their own, and
+//! their exit codes, standard output and standard error are read.
+//!
+//! The examples are built once per test run, with this test's features.
+
+use std::fs::{File, FileTimes};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+/// The examples' binaries, built with this test's features (a no-op when
+/// they are fresh).
+fn example(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .args(["build", "--quiet", "--example", "train", "--example", "quotes"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if cfg!(feature = "distributed") {
+            build.args(["--features", "distributed"]);
+        }
+        let status = build.status().expect("cannot run cargo to build the examples");
+        assert!(status.success(), "building the examples failed");
+        // target/debug/deps/cli-<hash> -> target/debug/examples
+        let exe = std::env::current_exe().unwrap();
+        exe.parent().unwrap().parent().unwrap().join("examples")
+    });
+    dir.join(name)
+}
+
+/// What a run printed and how it ended.
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+
+    #[track_caller]
+    fn ok(self) -> Ran {
+        assert_eq!(self.code, 0, "stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    fn fails_with(self, code: i32, message: &str) -> Ran {
+        assert_eq!(self.code, code, "stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert!(
+            self.stderr.contains(message),
+            "expected `{message}` in stderr:\n{}",
+            self.stderr
+        );
+        assert!(
+            !self.stderr.contains("panicked"),
+            "bad input must not panic:\n{}",
+            self.stderr
+        );
+        self
+    }
+}
+
+/// A folder to run the examples in: their default store is `./.routine`.
+struct Project {
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl Project {
+    fn new() -> Project {
+        Project {
+            dir: tempfile::tempdir().unwrap(),
+            env: Vec::new(),
+        }
+    }
+
+    fn env(mut self, name: &str, value: &str) -> Project {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join(".routine")
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Ran {
+        let mut command = Command::new(example(program));
+        command.args(args).current_dir(self.dir.path());
+        // Only what the test sets: never the developer's own settings.
+        for (name, _) in std::env::vars() {
+            if name.starts_with("ROUTINE_") || name == "RUST_LOG" {
+                command.env_remove(name);
+            }
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = command.output().expect("cannot start the example");
+        Ran {
+            code: status.code().expect("the example was killed by a signal"),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+}
+
+/// Sets both times of every stored entry of `name` (file store).
+fn age_entries(store: &Path, name: &str, age: Duration) {
+    let at = SystemTime::now() - age;
+    for version in std::fs::read_dir(store.join(name)).unwrap() {
+        for entry in std::fs::read_dir(version.unwrap().path()).unwrap() {
+            let path = entry.unwrap().path();
+            File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_times(FileTimes::new().set_accessed(at).set_modified(at))
+                .unwrap();
+        }
+    }
+}
+
+fn names_listed(ran: &Ran) -> Vec<String> {
+    let mut names: Vec<String> = ran
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn main_runs_in_an_engine_scope_and_the_second_run_comes_from_storage() {
+    let project = Project::new();
+    let first = project.run("train", &[]).ok();
+    assert!(first.stdout.contains("totals: 6 calls, 6 ran"), "{}", first.stdout);
+    let second = project.run("train", &[]).ok();
+    assert!(second.stdout.contains(", 0 ran,"), "{}", second.stdout);
+    assert!(project.store().join("fit/0.0.1").is_dir());
+}
+
+#[test]
+fn every_subcommand_has_help_with_examples() {
+    let project = Project::new();
+    for command in [
+        &["--help"][..],
+        &["info", "--help"],
+        &["tasks", "--help"],
+        &["run", "--help"],
+        &["worker", "--help"],
+        &["status", "--help"],
+        &["cache", "--help"],
+        &["cache", "gc", "--help"],
+    ] {
+        let help = project.run("train", command).ok();
+        assert!(help.stdout.contains("Usage: train"), "{command:?}:\n{}", help.stdout);
+        assert!(help.stdout.contains("Examples:"), "{command:?}:\n{}", help.stdout);
+    }
+    for command in [&["cache", "ls", "--help"][..], &["cache", "show", "--help"], &["cache", "rm", "--help"], &["cache", "stats", "--help"]] {
+        let help = project.run("train", command).ok();
+        assert!(help.stdout.contains("Usage: train cache"), "{command:?}:\n{}", help.stdout);
+    }
+    let help = project.run("train", &["--help"]).ok();
+    assert!(help.stdout.contains("Trains one small model"), "the doc comment of main is the description");
+}
+
+#[test]
+fn info_and_tasks_describe_the_program_and_its_store() {
+    let project = Project::new();
+    project.run("train", &[]).ok();
+
+    let tasks = project.run("train", &["tasks"]).ok();
+    for id in ["tname:fit:0.0.1", "tname:prepare-data:0.1.0", "tname:train:0.0.1"] {
+        assert!(tasks.stdout.contains(id), "{}", tasks.stdout);
+    }
+    assert!(tasks.stdout.contains("fn fit(data: Data, epochs: u32, hyper_params: HyperParams) -> Model"));
+    let rows = project.run("train", &["tasks", "--json"]).ok().json();
+    let fit = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["name"] == "fit")
+        .unwrap();
+    assert_eq!(fit["stored_results"], 4);
+    assert_eq!(fit["fingerprint"].as_str().unwrap().len(), 12);
+
+    let info = project.run("train", &["info", "--json"]).ok().json();
+    assert_eq!(info["project"], "train");
+    assert_eq!(info["store"], project.store().display().to_string());
+    assert_eq!(info["store_from"], "default");
+    assert_eq!((info["tasks"].as_u64(), info["stored_results"].as_u64()), (Some(3), Some(6)));
+    let text = project.run("train", &["info"]).ok();
+    assert!(text.stdout.contains("stored   6 results"), "{}", text.stdout);
+}
+
+#[test]
+fn run_decodes_json_arguments_and_prints_the_result_as_json() {
+    let project = Project::new();
+    let data = project
+        .run("train", &["run", "prepare-data", "--arg", "seed=7", "--arg", "n=3"])
+        .ok();
+    assert!(data.stderr.contains("computed (tname:prepare-data:0.1.0)"), "{}", data.stderr);
+    let value = data.json();
+    assert_eq!(value["features"].as_array().unwrap().len(), 3);
+
+    // The same call by its full ID and one JSON object: from storage.
+    let again = project
+        .run("train", &["run", "tname:prepare-data:0.1.0", "--args-json", r#"{"seed": 7, "n": 3}"#])
+        .ok();
+    assert!(again.stderr.contains("from storage"), "{}", again.stderr);
+    assert_eq!(again.json(), value);
+
+    // Structured arguments: the data printed above, fed back in.
+    let args = serde_json::json!({
+        "data": value,
+        "epochs": 10,
+        "hyper_params": {"learning_rate": 0.1, "l2": 0.0},
+    });
+    let model = project
+        .run("train", &["run", "fit@0.0.1", "--args-json", &args.to_string()])
+        .ok()
+        .json();
+    assert_eq!(model["weights"].as_array().unwrap().len(), 3);
+    assert!(model["loss"].as_f64().unwrap() >= 0.0);
+
+    // Quiet: the value alone.
+    let quiet = project
+        .run("train", &["--quiet", "run", "prepare-data", "--arg", "seed=7", "--arg", "n=3"])
+        .ok();
+    assert_eq!(quiet.stderr, "");
+}
+
+#[test]
+fn bad_input_gets_a_clear_message_and_exit_code_2() {
+    let project = Project::new();
+    project
+        .run("train", &["run", "trian"])
+        .fails_with(2, "no routine `trian`; did you mean `train`?");
+    project
+        .run("train", &["run", "prepare-data", "--arg", "seed=1"])
+        .fails_with(2, "missing argument `n` (u32)");
+    project
+        .run("train", &["run", "prepare-data", "--arg", "seed=-3", "--arg", "n=1"])
+        .fails_with(2, "argument `seed` of `tname:prepare-data:0.1.0` expects `u64`");
+    project
+        .run("train", &["run", "fit", "--args-json", r#"{"data": [], "epochs": 1, "hyper_params": {}}"#])
+        .fails_with(2, "argument `data` of `tname:fit:0.0.1` expects `Data`");
+    project
+        .run("train", &["run", "prepare-data", "--args-json", "{oops"])
+        .fails_with(2, "--args-json is not valid JSON");
+    project
+        .run("train", &["run", "prepare-data", "--arg", "seed=1", "--arg", "n=1", "--arg", "speed=2"])
+        .fails_with(2, "has no argument `speed`; its arguments are `seed: u64`, `n: u32`");
+    project.run("train", &["cache", "explode"]).fails_with(2, "unrecognized subcommand");
+    project
+        .run("train", &["cache", "gc", "--older-than", "soon"])
+        .fails_with(2, "not a duration");
+    project
+        .run("train", &["cache", "gc", "--max-size", "lots"])
+        .fails_with(2, "not a size");
+
+    // An unreadable store: a file where the store's folder should be.
+    std::fs::write(project.dir.path().join("not-a-folder"), b"").unwrap();
+    project
+        .run("train", &["--store", "not-a-folder", "tasks"])
+        .fails_with(2, "not-a-folder");
+    project
+        .run("train", &["--store", "not-a-folder"])
+        .fails_with(2, "not-a-folder");
+
+    // A broken configuration file names the file and the line.
+    std::fs::write(project.dir.path().join("routine.toml"), "stroe = 'x'\n").unwrap();
+    project
+        .run("train", &["info"])
+        .fails_with(2, "unknown field `stroe`");
+}
+
+#[test]
+fn a_broker_that_does_not_answer_is_a_configuration_error() {
+    let project = Project::new();
+    let ran = project.run("train", &["--broker", "redis://:secret@127.0.0.1:1", "run", "prepare-data", "--arg", "seed=1", "--arg", "n=1"]);
+    if cfg!(feature = "distributed") {
+        let ran = ran.fails_with(2, "127.0.0.1:1");
+        assert!(!ran.stderr.contains("secret"), "the password is redacted: {}", ran.stderr);
+    } else {
+        ran.fails_with(2, "without routine's `distributed` feature");
+    }
+    project.run("train", &["worker"]).fails_with(2, "no broker is configured");
+}
+
+#[test]
+fn a_failing_routine_exits_with_1() {
+    let project = Project::new();
+    project
+        .run("quotes", &["run", "quote", "--arg", "symbol=NOPE"])
+        .fails_with(1, "routine `tname:quote:1.0.0` failed: unknown symbol `NOPE`");
+    let rows = project.run("quotes", &["cache", "ls", "--json"]).ok().json();
+    assert_eq!(rows, serde_json::json!([]), "an `Err` is not stored");
+}
+
+#[test]
+fn cache_ls_show_rm_and_stats() {
+    let project = Project::new();
+    project.run("train", &["--quiet"]).ok();
+    assert_eq!(
+        names_listed(&project.run("train", &["cache", "ls", "--json"]).ok()),
+        ["fit", "fit", "fit", "fit", "prepare-data", "train"]
+    );
+    let fits = project.run("train", &["cache", "ls", "fit@0.0.1", "--json"]).ok().json();
+    assert_eq!(fits.as_array().unwrap().len(), 4);
+    let table = project.run("train", &["cache", "ls"]).ok();
+    assert!(table.stdout.contains("6 results"), "{}", table.stdout);
+
+    // Show one by a prefix of its key: its value, decoded with the task's type.
+    let key = fits[0]["key"].as_str().unwrap().to_owned();
+    let shown = project.run("train", &["cache", "show", &key[..8], "--json"]).ok().json();
+    assert_eq!(shown["key"], key.as_str());
+    assert_eq!(shown["fingerprint_matches_build"], true);
+    assert!(shown["value"]["loss"].is_number(), "{shown}");
+    let text = project.run("train", &["cache", "show", &key[..8]]).ok();
+    assert!(text.stdout.contains("routine      tname:fit:0.0.1"), "{}", text.stdout);
+    assert!(text.stdout.contains("\"weights\""), "{}", text.stdout);
+    project
+        .run("train", &["cache", "show", "0000000000"])
+        .fails_with(2, "no stored result has a key starting with");
+
+    let stats = project.run("train", &["cache", "stats", "--json"]).ok().json();
+    let fit = stats.as_array().unwrap().iter().find(|r| r["name"] == "fit").unwrap();
+    assert_eq!(fit["results"], 4);
+
+    // Remove by key prefix, then a whole routine; a dry run removes nothing.
+    let dry = project.run("train", &["cache", "rm", "fit", "--dry-run", "--json"]).ok().json();
+    assert_eq!(dry["removed"].as_array().unwrap().len(), 4);
+    let one = project.run("train", &["cache", "rm", &key[..10]]).ok();
+    assert!(one.stdout.contains("removed 1 results"), "{}", one.stdout);
+    let rest = project.run("train", &["cache", "rm", "fit@0.0.1"]).ok();
+    assert!(rest.stdout.contains("removed 3 results"), "{}", rest.stdout);
+    assert_eq!(
+        names_listed(&project.run("train", &["cache", "ls", "--json"]).ok()),
+        ["prepare-data", "train"]
+    );
+    // The workflow's result is still stored: no fit runs again.
+    let rerun = project.run("train", &[]).ok();
+    assert!(rerun.stdout.contains(", 0 ran,"), "{}", rerun.stdout);
+}
+
+#[test]
+fn gc_removes_by_age_and_least_recently_used_by_size() {
+    let project = Project::new();
+    project.run("train", &["--quiet"]).ok();
+    let store = project.store();
+    age_entries(&store, "fit", Duration::from_secs(40 * 86_400));
+    age_entries(&store, "prepare-data", Duration::from_secs(25 * 86_400));
+    age_entries(&store, "train", Duration::from_secs(20 * 86_400));
+
+    // Nothing expired or too old for the default policy.
+    let none = project.run("train", &["cache", "gc", "--json"]).ok().json();
+    assert_eq!(none["removed"], serde_json::json!([]));
+
+    // By age: the fits, unused for 40 days.
+    let dry = project
+        .run("train", &["cache", "gc", "--older-than", "30d", "--dry-run", "--json"])
+        .ok()
+        .json();
+    assert_eq!(dry["removed"].as_array().unwrap().len(), 4);
+    assert_eq!(names_listed(&project.run("train", &["cache", "ls", "--json"]).ok()).len(), 6, "a dry run removes nothing");
+    let by_age = project.run("train", &["cache", "gc", "--older-than", "30d", "--json"]).ok().json();
+    let removed = by_age["removed"].as_array().unwrap();
+    assert_eq!(removed.len(), 4);
+    assert!(removed.iter().all(|r| r["name"] == "fit" && r["reason"] == "unused"));
+
+    // A hit marks its entry as used: `prepare-data`, written before `train`,
+    // becomes the most recently used.
+    project
+        .run("train", &["--quiet", "run", "prepare-data", "--arg", "seed=42", "--arg", "n=5000"])
+        .ok();
+    let listed = project.run("train", &["cache", "ls", "--json"]).ok().json();
+    let row = |name: &str| listed.as_array().unwrap().iter().find(|r| r["name"] == name).unwrap().clone();
+    assert!(row("prepare-data")["created"].as_u64() < row("train")["created"].as_u64());
+    assert!(row("prepare-data")["last_used"].as_u64() > row("train")["last_used"].as_u64());
+
+    // By size: keep what fits, least recently used out first.
+    let limit = row("prepare-data")["size"].as_u64().unwrap().to_string();
+    let by_size = project
+        .run("train", &["cache", "gc", "--max-size", &limit, "--json"])
+        .ok()
+        .json();
+    let removed: Vec<&str> = by_size["removed"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(removed, ["train"]);
+    assert_eq!(by_size["removed"][0]["reason"], "over-size");
+    assert_eq!(names_listed(&project.run("train", &["cache", "ls", "--json"]).ok()), ["prepare-data"]);
+}
+
+#[test]
+fn gc_sweeps_what_killed_writers_left() {
+    let project = Project::new();
+    project.run("train", &["--quiet"]).ok();
+    let leftover = project.store().join("fit/0.0.1/.abc.999.0.tmp");
+    std::fs::write(&leftover, vec![0u8; 2048]).unwrap();
+    let hour_ago = SystemTime::now() - Duration::from_secs(2 * 3600);
+    File::options()
+        .write(true)
+        .open(&leftover)
+        .unwrap()
+        .set_times(FileTimes::new().set_modified(hour_ago))
+        .unwrap();
+    let swept = project.run("train", &["cache", "gc", "--json"]).ok().json();
+    assert_eq!(swept["abandoned_bytes"], 2048);
+    assert!(!leftover.exists());
+}
+
+#[test]
+fn ttl_expired_results_are_misses_and_collected() {
+    let project = Project::new();
+    let run_quote = || project.run("quotes", &["run", "quote", "--arg", "symbol=ACME"]).ok();
+    let first = run_quote();
+    assert!(first.stderr.contains("computed"), "{}", first.stderr);
+    let second = run_quote();
+    assert!(second.stderr.contains("from storage"), "{}", second.stderr);
+    assert_eq!(first.json(), second.json());
+
+    let tasks = project.run("quotes", &["tasks", "--json"]).ok().json();
+    assert_eq!(tasks[0]["ttl_seconds"], 5);
+
+    std::thread::sleep(Duration::from_millis(5_200));
+    let listed = project.run("quotes", &["cache", "ls", "--json"]).ok().json();
+    assert_eq!(listed[0]["expired"], true);
+    let third = run_quote();
+    assert!(third.stderr.contains("computed"), "an expired result is a miss: {}", third.stderr);
+    assert!(third.json()["fetched_at"].as_u64() > first.json()["fetched_at"].as_u64());
+
+    std::thread::sleep(Duration::from_millis(5_200));
+    let collected = project.run("quotes", &["cache", "gc", "--json"]).ok().json();
+    assert_eq!(collected["removed"][0]["reason"], "expired");
+    assert_eq!(project.run("quotes", &["cache", "ls", "--json"]).ok().json(), serde_json::json!([]));
+}
+
+#[test]
+fn configuration_layers_file_then_environment_then_flags() {
+    let project = Project::new();
+    std::fs::write(
+        project.dir.path().join("routine.toml"),
+        "project = 'ml'\nstore = 'from-file'\n",
+    )
+    .unwrap();
+    let info = project.run("train", &["info", "--json"]).ok().json();
+    assert_eq!(info["project"], "ml");
+    assert_eq!(info["store_from"], "routine.toml");
+    assert!(info["store"].as_str().unwrap().ends_with("from-file"));
+    project.run("train", &["--quiet"]).ok();
+    assert!(project.dir.path().join("from-file/fit").is_dir());
+
+    let env = Project { dir: project.dir, env: Vec::new() }.env("ROUTINE_STORE", "from-env");
+    let info = env.run("train", &["info", "--json"]).ok().json();
+    assert_eq!(info["store_from"], "environment");
+    let info = env.run("train", &["--store", "from-flag", "info", "--json"]).ok().json();
+    assert_eq!(info["store_from"], "flag");
+    assert!(info["store"].as_str().unwrap().ends_with("from-flag"));
+}
+
+/// A store prefix no other test uses, on the S3 server `./scripts/test`
+/// starts.
+#[cfg(feature = "distributed")]
+fn fresh_s3_url(what: &str) -> String {
+    let base = std::env::var("ROUTINE_TEST_S3_URL").expect(
+        "ROUTINE_TEST_S3_URL is not set: run the tests with ./scripts/test, which starts an S3 server",
+    );
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{}/cli-{what}-{}-{nanos}", base.trim_end_matches('/'), std::process::id())
+}
+
+#[cfg(feature = "distributed")]
+#[test]
+fn the_cache_commands_work_on_the_s3_store() {
+    let project = Project::new().env("ROUTINE_STORE", &fresh_s3_url("cache"));
+    let first = project.run("train", &["--quiet"]).ok();
+    assert!(first.stdout.contains(", 6 ran,"), "{}", first.stdout);
+    let second = project.run("train", &["--quiet"]).ok();
+    assert!(second.stdout.contains(", 0 ran,"), "{}", second.stdout);
+
+    let info = project.run("train", &["info", "--json"]).ok().json();
+    assert!(info["store"].as_str().unwrap().starts_with("s3://"));
+    assert_eq!(info["stored_results"], 6);
+    let listed = project.run("train", &["cache", "ls", "--json"]).ok();
+    assert_eq!(names_listed(&listed), ["fit", "fit", "fit", "fit", "prepare-data", "train"]);
+    let fit_key = listed.json()[0]["key"].as_str().unwrap().to_owned();
+    let shown = project.run("train", &["cache", "show", &fit_key[..8], "--json"]).ok().json();
+    assert!(shown["value"]["weights"].is_array(), "{shown}");
+    let stats = project.run("train", &["cache", "stats", "--json"]).ok().json();
+    assert_eq!(stats.as_array().unwrap().len(), 3);
+
+    // By size: what is kept fits under the limit.
+    let total: u64 = listed.json().as_array().unwrap().iter().map(|r| r["size"].as_u64().unwrap()).sum();
+    let limit = total - 1;
+    let by_size = project
+        .run("train", &["cache", "gc", "--max-size", &limit.to_string(), "--json"])
+        .ok()
+        .json();
+    assert!(!by_size["removed"].as_array().unwrap().is_empty());
+    assert!(by_size["kept_bytes"].as_u64().unwrap() <= limit);
+
+    project.run("train", &["cache", "rm", "fit"]).ok();
+    assert!(!names_listed(&project.run("train", &["cache", "ls", "--json"]).ok()).contains(&"fit".to_owned()));
+
+    // By age: nothing was used in the last second after a pause.
+    std::thread::sleep(Duration::from_millis(2_100));
+    let by_age = project.run("train", &["cache", "gc", "--older-than", "1s", "--json"]).ok().json();
+    assert!(by_age["removed"].as_array().unwrap().iter().all(|r| r["reason"] == "unused"));
+    assert_eq!(project.run("train", &["cache", "ls", "--json"]).ok().json(), serde_json::json!([]));
+}
+
+#[cfg(feature = "distributed")]
+#[test]
+fn ttl_expiry_works_on_the_s3_store() {
+    let project = Project::new().env("ROUTINE_STORE", &fresh_s3_url("ttl"));
+    let run_quote = || project.run("quotes", &["run", "quote", "--arg", "symbol=GLOBEX"]).ok();
+    assert!(run_quote().stderr.contains("computed"));
+    assert!(run_quote().stderr.contains("from storage"));
+    std::thread::sleep(Duration::from_millis(5_200));
+    assert!(run_quote().stderr.contains("computed"));
+}
+
+#[cfg(feature = "distributed")]
+#[test]
+fn worker_and_status_through_the_broker() {
+    let redis = std::env::var("ROUTINE_TEST_REDIS_URL").expect(
+        "ROUTINE_TEST_REDIS_URL is not set: run the tests with ./scripts/test, which starts Redis",
+    );
+    let namespace = format!("cli-{}", std::process::id());
+    let project = Project::new()
+        .env("ROUTINE_STORE", &fresh_s3_url("cluster"))
+        .env("ROUTINE_BROKER", &redis)
+        .env("ROUTINE_NAMESPACE", &namespace);
+
+    let none = project.run("train", &["status"]).ok();
+    assert!(none.stdout.contains("no worker is connected"), "{}", none.stdout);
+
+    let mut command = Command::new(example("train"));
+    command
+        .args(["worker", "--concurrency", "2"])
+        .current_dir(project.dir.path())
+        .envs(project.env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut worker = command.spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let workers = loop {
+        let status = project.run("train", &["status", "--json"]).ok().json();
+        if !status.as_array().unwrap().is_empty() || std::time::Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(workers.as_array().unwrap().len(), 1, "{workers}");
+    assert_eq!(workers[0]["routines"].as_array().unwrap().len(), 3);
+    let table = project.run("train", &["status"]).ok();
+    assert!(table.stdout.contains("WORKER"), "{}", table.stdout);
+
+    // The workflow's sub-routines run on the worker.
+    let ran = project.run("train", &["--quiet"]).ok();
+    assert!(ran.stdout.contains("4 on workers"), "{}", ran.stdout);
+
+    let _ = Command::new("kill").arg(worker.id().to_string()).status();
+    let stopped = worker.wait().unwrap();
+    assert!(stopped.success(), "a worker stops cleanly on SIGTERM: {stopped:?}");
+}
