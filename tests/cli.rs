@@ -346,7 +346,7 @@ fn cache_ls_show_rm_and_stats() {
     let dry = project.run("train", &["cache", "rm", "fit", "--dry-run", "--json"]).ok().json();
     assert_eq!(dry["removed"].as_array().unwrap().len(), 4);
     let one = project.run("train", &["cache", "rm", &key[..10]]).ok();
-    assert!(one.stdout.contains("removed 1 results"), "{}", one.stdout);
+    assert!(one.stdout.contains("removed 1 result "), "{}", one.stdout);
     let rest = project.run("train", &["cache", "rm", "fit@0.0.1"]).ok();
     assert!(rest.stdout.contains("removed 3 results"), "{}", rest.stdout);
     assert_eq!(

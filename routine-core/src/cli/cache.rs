@@ -119,8 +119,8 @@ fn ls(store: &dyn Store, args: &LsArgs) -> Result<(), Failure> {
     table.print()?;
     let total: u64 = listings.iter().map(|l| l.size).sum();
     output::print(&format!(
-        "{} results, {}\n",
-        listings.len(),
+        "{}, {}\n",
+        output::results(listings.len()),
         output::size(total)
     ))
 }
@@ -356,13 +356,13 @@ fn rm(store: &dyn Store, args: &RmArgs) -> Result<(), Failure> {
         return output::print_json(&removal);
     }
     output::print(&format!(
-        "{} {} results ({})\n",
+        "{} {} ({})\n",
         if args.dry_run {
             "would remove"
         } else {
             "removed"
         },
-        removal.removed.len(),
+        output::results(removal.removed.len()),
         output::size(removal.removed_bytes)
     ))
 }
@@ -456,15 +456,15 @@ fn collect(store: &dyn Store, args: &GcArgs) -> Result<(), Failure> {
         table.print()?;
     }
     let mut summary = format!(
-        "{} {} results ({}); kept {} results ({})",
+        "{} {} ({}); kept {} ({})",
         if args.dry_run {
             "would remove"
         } else {
             "removed"
         },
-        plan.remove.len(),
+        output::results(plan.remove.len()),
         output::size(removed_bytes),
-        plan.keep.len(),
+        output::results(plan.keep.len()),
         output::size(plan.kept()),
     );
     if abandoned_bytes > 0 {

@@ -51,7 +51,7 @@ pub(crate) fn info(config: &Config, args: &JsonOnly) -> Result<(), Failure> {
          broker   {} ({})\n\
          policy   {} ({})\n\
          tasks    {}\n\
-         stored   {} results, {}\n",
+         stored   {}, {}\n",
         info.project,
         info.config_file.as_deref().unwrap_or("none"),
         info.store,
@@ -61,7 +61,7 @@ pub(crate) fn info(config: &Config, args: &JsonOnly) -> Result<(), Failure> {
         info.policy,
         info.policy_from,
         info.tasks,
-        info.stored_results,
+        output::results(info.stored_results),
         output::size(info.stored_bytes),
     ))
 }

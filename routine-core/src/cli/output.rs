@@ -76,6 +76,14 @@ pub(crate) fn print_json(value: &impl Serialize) -> Result<(), Failure> {
     print(&format!("{text}\n"))
 }
 
+/// `1 result`, `3 results`.
+pub(crate) fn results(n: usize) -> String {
+    match n {
+        1 => "1 result".to_owned(),
+        n => format!("{n} results"),
+    }
+}
+
 /// `1.5 KiB`, `12.0 MiB`, `512 B`.
 pub(crate) fn size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
