@@ -19,12 +19,21 @@ fn example(name: &str) -> PathBuf {
     let dir = BUILT.get_or_init(|| {
         let mut build = Command::new(env!("CARGO"));
         build
-            .args(["build", "--quiet", "--example", "train", "--example", "quotes"])
+            .args([
+                "build",
+                "--quiet",
+                "--example",
+                "train",
+                "--example",
+                "quotes",
+            ])
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         if cfg!(feature = "distributed") {
             build.args(["--features", "distributed"]);
         }
-        let status = build.status().expect("cannot run cargo to build the examples");
+        let status = build
+            .status()
+            .expect("cannot run cargo to build the examples");
         assert!(status.success(), "building the examples failed");
         // target/debug/deps/cli-<hash> -> target/debug/examples
         let exe = std::env::current_exe().unwrap();
@@ -42,19 +51,28 @@ struct Ran {
 
 impl Ran {
     fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!("not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
+        })
     }
 
     #[track_caller]
     fn ok(self) -> Ran {
-        assert_eq!(self.code, 0, "stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     #[track_caller]
     fn fails_with(self, code: i32, message: &str) -> Ran {
-        assert_eq!(self.code, code, "stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         assert!(
             self.stderr.contains(message),
             "expected `{message}` in stderr:\n{}",
@@ -147,7 +165,11 @@ fn names_listed(ran: &Ran) -> Vec<String> {
 fn main_runs_in_an_engine_scope_and_the_second_run_comes_from_storage() {
     let project = Project::new();
     let first = project.run("train", &[]).ok();
-    assert!(first.stdout.contains("totals: 6 calls, 6 ran"), "{}", first.stdout);
+    assert!(
+        first.stdout.contains("totals: 6 calls, 6 ran"),
+        "{}",
+        first.stdout
+    );
     let second = project.run("train", &[]).ok();
     assert!(second.stdout.contains(", 0 ran,"), "{}", second.stdout);
     assert!(project.store().join("fit/0.0.1").is_dir());
@@ -167,15 +189,35 @@ fn every_subcommand_has_help_with_examples() {
         &["cache", "gc", "--help"],
     ] {
         let help = project.run("train", command).ok();
-        assert!(help.stdout.contains("Usage: train"), "{command:?}:\n{}", help.stdout);
-        assert!(help.stdout.contains("Examples:"), "{command:?}:\n{}", help.stdout);
+        assert!(
+            help.stdout.contains("Usage: train"),
+            "{command:?}:\n{}",
+            help.stdout
+        );
+        assert!(
+            help.stdout.contains("Examples:"),
+            "{command:?}:\n{}",
+            help.stdout
+        );
     }
-    for command in [&["cache", "ls", "--help"][..], &["cache", "show", "--help"], &["cache", "rm", "--help"], &["cache", "stats", "--help"]] {
+    for command in [
+        &["cache", "ls", "--help"][..],
+        &["cache", "show", "--help"],
+        &["cache", "rm", "--help"],
+        &["cache", "stats", "--help"],
+    ] {
         let help = project.run("train", command).ok();
-        assert!(help.stdout.contains("Usage: train cache"), "{command:?}:\n{}", help.stdout);
+        assert!(
+            help.stdout.contains("Usage: train cache"),
+            "{command:?}:\n{}",
+            help.stdout
+        );
     }
     let help = project.run("train", &["--help"]).ok();
-    assert!(help.stdout.contains("Trains one small model"), "the doc comment of main is the description");
+    assert!(
+        help.stdout.contains("Trains one small model"),
+        "the doc comment of main is the description"
+    );
 }
 
 #[test]
@@ -184,10 +226,16 @@ fn info_and_tasks_describe_the_program_and_its_store() {
     project.run("train", &[]).ok();
 
     let tasks = project.run("train", &["tasks"]).ok();
-    for id in ["tname:fit:0.0.1", "tname:prepare-data:0.1.0", "tname:train:0.0.1"] {
+    for id in [
+        "tname:fit:0.0.1",
+        "tname:prepare-data:0.1.0",
+        "tname:train:0.0.1",
+    ] {
         assert!(tasks.stdout.contains(id), "{}", tasks.stdout);
     }
-    assert!(tasks.stdout.contains("fn fit(data: Data, epochs: u32, hyper_params: HyperParams) -> Model"));
+    assert!(tasks
+        .stdout
+        .contains("fn fit(data: Data, epochs: u32, hyper_params: HyperParams) -> Model"));
     let rows = project.run("train", &["tasks", "--json"]).ok().json();
     let fit = rows
         .as_array()
@@ -202,24 +250,46 @@ fn info_and_tasks_describe_the_program_and_its_store() {
     assert_eq!(info["project"], "train");
     assert_eq!(info["store"], project.store().display().to_string());
     assert_eq!(info["store_from"], "default");
-    assert_eq!((info["tasks"].as_u64(), info["stored_results"].as_u64()), (Some(3), Some(6)));
+    assert_eq!(
+        (info["tasks"].as_u64(), info["stored_results"].as_u64()),
+        (Some(3), Some(6))
+    );
     let text = project.run("train", &["info"]).ok();
-    assert!(text.stdout.contains("stored   6 results"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("stored   6 results"),
+        "{}",
+        text.stdout
+    );
 }
 
 #[test]
 fn run_decodes_json_arguments_and_prints_the_result_as_json() {
     let project = Project::new();
     let data = project
-        .run("train", &["run", "prepare-data", "--arg", "seed=7", "--arg", "n=3"])
+        .run(
+            "train",
+            &["run", "prepare-data", "--arg", "seed=7", "--arg", "n=3"],
+        )
         .ok();
-    assert!(data.stderr.contains("computed (tname:prepare-data:0.1.0)"), "{}", data.stderr);
+    assert!(
+        data.stderr.contains("computed (tname:prepare-data:0.1.0)"),
+        "{}",
+        data.stderr
+    );
     let value = data.json();
     assert_eq!(value["features"].as_array().unwrap().len(), 3);
 
     // The same call by its full ID and one JSON object: from storage.
     let again = project
-        .run("train", &["run", "tname:prepare-data:0.1.0", "--args-json", r#"{"seed": 7, "n": 3}"#])
+        .run(
+            "train",
+            &[
+                "run",
+                "tname:prepare-data:0.1.0",
+                "--args-json",
+                r#"{"seed": 7, "n": 3}"#,
+            ],
+        )
         .ok();
     assert!(again.stderr.contains("from storage"), "{}", again.stderr);
     assert_eq!(again.json(), value);
@@ -231,7 +301,10 @@ fn run_decodes_json_arguments_and_prints_the_result_as_json() {
         "hyper_params": {"learning_rate": 0.1, "l2": 0.0},
     });
     let model = project
-        .run("train", &["run", "fit@0.0.1", "--args-json", &args.to_string()])
+        .run(
+            "train",
+            &["run", "fit@0.0.1", "--args-json", &args.to_string()],
+        )
         .ok()
         .json();
     assert_eq!(model["weights"].as_array().unwrap().len(), 3);
@@ -239,7 +312,18 @@ fn run_decodes_json_arguments_and_prints_the_result_as_json() {
 
     // Quiet: the value alone.
     let quiet = project
-        .run("train", &["--quiet", "run", "prepare-data", "--arg", "seed=7", "--arg", "n=3"])
+        .run(
+            "train",
+            &[
+                "--quiet",
+                "run",
+                "prepare-data",
+                "--arg",
+                "seed=7",
+                "--arg",
+                "n=3",
+            ],
+        )
         .ok();
     assert_eq!(quiet.stderr, "");
 }
@@ -254,18 +338,49 @@ fn bad_input_gets_a_clear_message_and_exit_code_2() {
         .run("train", &["run", "prepare-data", "--arg", "seed=1"])
         .fails_with(2, "missing argument `n` (u32)");
     project
-        .run("train", &["run", "prepare-data", "--arg", "seed=-3", "--arg", "n=1"])
-        .fails_with(2, "argument `seed` of `tname:prepare-data:0.1.0` expects `u64`");
+        .run(
+            "train",
+            &["run", "prepare-data", "--arg", "seed=-3", "--arg", "n=1"],
+        )
+        .fails_with(
+            2,
+            "argument `seed` of `tname:prepare-data:0.1.0` expects `u64`",
+        );
     project
-        .run("train", &["run", "fit", "--args-json", r#"{"data": [], "epochs": 1, "hyper_params": {}}"#])
+        .run(
+            "train",
+            &[
+                "run",
+                "fit",
+                "--args-json",
+                r#"{"data": [], "epochs": 1, "hyper_params": {}}"#,
+            ],
+        )
         .fails_with(2, "argument `data` of `tname:fit:0.0.1` expects `Data`");
     project
         .run("train", &["run", "prepare-data", "--args-json", "{oops"])
         .fails_with(2, "--args-json is not valid JSON");
     project
-        .run("train", &["run", "prepare-data", "--arg", "seed=1", "--arg", "n=1", "--arg", "speed=2"])
-        .fails_with(2, "has no argument `speed`; its arguments are `seed: u64`, `n: u32`");
-    project.run("train", &["cache", "explode"]).fails_with(2, "unrecognized subcommand");
+        .run(
+            "train",
+            &[
+                "run",
+                "prepare-data",
+                "--arg",
+                "seed=1",
+                "--arg",
+                "n=1",
+                "--arg",
+                "speed=2",
+            ],
+        )
+        .fails_with(
+            2,
+            "has no argument `speed`; its arguments are `seed: u64`, `n: u32`",
+        );
+    project
+        .run("train", &["cache", "explode"])
+        .fails_with(2, "unrecognized subcommand");
     project
         .run("train", &["cache", "gc", "--older-than", "soon"])
         .fails_with(2, "not a duration");
@@ -292,14 +407,32 @@ fn bad_input_gets_a_clear_message_and_exit_code_2() {
 #[test]
 fn a_broker_that_does_not_answer_is_a_configuration_error() {
     let project = Project::new();
-    let ran = project.run("train", &["--broker", "redis://:secret@127.0.0.1:1", "run", "prepare-data", "--arg", "seed=1", "--arg", "n=1"]);
+    let ran = project.run(
+        "train",
+        &[
+            "--broker",
+            "redis://:secret@127.0.0.1:1",
+            "run",
+            "prepare-data",
+            "--arg",
+            "seed=1",
+            "--arg",
+            "n=1",
+        ],
+    );
     if cfg!(feature = "distributed") {
         let ran = ran.fails_with(2, "127.0.0.1:1");
-        assert!(!ran.stderr.contains("secret"), "the password is redacted: {}", ran.stderr);
+        assert!(
+            !ran.stderr.contains("secret"),
+            "the password is redacted: {}",
+            ran.stderr
+        );
     } else {
         ran.fails_with(2, "without routine's `distributed` feature");
     }
-    project.run("train", &["worker"]).fails_with(2, "no broker is configured");
+    project
+        .run("train", &["worker"])
+        .fails_with(2, "no broker is configured");
 }
 
 #[test]
@@ -307,8 +440,14 @@ fn a_failing_routine_exits_with_1() {
     let project = Project::new();
     project
         .run("quotes", &["run", "quote", "--arg", "symbol=NOPE"])
-        .fails_with(1, "routine `tname:quote:1.0.0` failed: unknown symbol `NOPE`");
-    let rows = project.run("quotes", &["cache", "ls", "--json"]).ok().json();
+        .fails_with(
+            1,
+            "routine `tname:quote:1.0.0` failed: unknown symbol `NOPE`",
+        );
+    let rows = project
+        .run("quotes", &["cache", "ls", "--json"])
+        .ok()
+        .json();
     assert_eq!(rows, serde_json::json!([]), "an `Err` is not stored");
 }
 
@@ -320,30 +459,51 @@ fn cache_ls_show_rm_and_stats() {
         names_listed(&project.run("train", &["cache", "ls", "--json"]).ok()),
         ["fit", "fit", "fit", "fit", "prepare-data", "train"]
     );
-    let fits = project.run("train", &["cache", "ls", "fit@0.0.1", "--json"]).ok().json();
+    let fits = project
+        .run("train", &["cache", "ls", "fit@0.0.1", "--json"])
+        .ok()
+        .json();
     assert_eq!(fits.as_array().unwrap().len(), 4);
     let table = project.run("train", &["cache", "ls"]).ok();
     assert!(table.stdout.contains("6 results"), "{}", table.stdout);
 
     // Show one by a prefix of its key: its value, decoded with the task's type.
     let key = fits[0]["key"].as_str().unwrap().to_owned();
-    let shown = project.run("train", &["cache", "show", &key[..8], "--json"]).ok().json();
+    let shown = project
+        .run("train", &["cache", "show", &key[..8], "--json"])
+        .ok()
+        .json();
     assert_eq!(shown["key"], key.as_str());
     assert_eq!(shown["fingerprint_matches_build"], true);
     assert!(shown["value"]["loss"].is_number(), "{shown}");
     let text = project.run("train", &["cache", "show", &key[..8]]).ok();
-    assert!(text.stdout.contains("routine      tname:fit:0.0.1"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("routine      tname:fit:0.0.1"),
+        "{}",
+        text.stdout
+    );
     assert!(text.stdout.contains("\"weights\""), "{}", text.stdout);
     project
         .run("train", &["cache", "show", "0000000000"])
         .fails_with(2, "no stored result has a key starting with");
 
-    let stats = project.run("train", &["cache", "stats", "--json"]).ok().json();
-    let fit = stats.as_array().unwrap().iter().find(|r| r["name"] == "fit").unwrap();
+    let stats = project
+        .run("train", &["cache", "stats", "--json"])
+        .ok()
+        .json();
+    let fit = stats
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "fit")
+        .unwrap();
     assert_eq!(fit["results"], 4);
 
     // Remove by key prefix, then a whole routine; a dry run removes nothing.
-    let dry = project.run("train", &["cache", "rm", "fit", "--dry-run", "--json"]).ok().json();
+    let dry = project
+        .run("train", &["cache", "rm", "fit", "--dry-run", "--json"])
+        .ok()
+        .json();
     assert_eq!(dry["removed"].as_array().unwrap().len(), 4);
     let one = project.run("train", &["cache", "rm", &key[..10]]).ok();
     assert!(one.stdout.contains("removed 1 result "), "{}", one.stdout);
@@ -373,23 +533,54 @@ fn gc_removes_by_age_and_least_recently_used_by_size() {
 
     // By age: the fits, unused for 40 days.
     let dry = project
-        .run("train", &["cache", "gc", "--older-than", "30d", "--dry-run", "--json"])
+        .run(
+            "train",
+            &["cache", "gc", "--older-than", "30d", "--dry-run", "--json"],
+        )
         .ok()
         .json();
     assert_eq!(dry["removed"].as_array().unwrap().len(), 4);
-    assert_eq!(names_listed(&project.run("train", &["cache", "ls", "--json"]).ok()).len(), 6, "a dry run removes nothing");
-    let by_age = project.run("train", &["cache", "gc", "--older-than", "30d", "--json"]).ok().json();
+    assert_eq!(
+        names_listed(&project.run("train", &["cache", "ls", "--json"]).ok()).len(),
+        6,
+        "a dry run removes nothing"
+    );
+    let by_age = project
+        .run("train", &["cache", "gc", "--older-than", "30d", "--json"])
+        .ok()
+        .json();
     let removed = by_age["removed"].as_array().unwrap();
     assert_eq!(removed.len(), 4);
-    assert!(removed.iter().all(|r| r["name"] == "fit" && r["reason"] == "unused"));
+    assert!(removed
+        .iter()
+        .all(|r| r["name"] == "fit" && r["reason"] == "unused"));
 
     // A hit marks its entry as used: `prepare-data`, written before `train`,
     // becomes the most recently used.
     project
-        .run("train", &["--quiet", "run", "prepare-data", "--arg", "seed=42", "--arg", "n=5000"])
+        .run(
+            "train",
+            &[
+                "--quiet",
+                "run",
+                "prepare-data",
+                "--arg",
+                "seed=42",
+                "--arg",
+                "n=5000",
+            ],
+        )
         .ok();
     let listed = project.run("train", &["cache", "ls", "--json"]).ok().json();
-    let row = |name: &str| listed.as_array().unwrap().iter().find(|r| r["name"] == name).unwrap().clone();
+    let row = |name: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap()
+            .clone()
+    };
     assert!(row("prepare-data")["created"].as_u64() < row("train")["created"].as_u64());
     assert!(row("prepare-data")["last_used"].as_u64() > row("train")["last_used"].as_u64());
 
@@ -399,10 +590,18 @@ fn gc_removes_by_age_and_least_recently_used_by_size() {
         .run("train", &["cache", "gc", "--max-size", &limit, "--json"])
         .ok()
         .json();
-    let removed: Vec<&str> = by_size["removed"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let removed: Vec<&str> = by_size["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
     assert_eq!(removed, ["train"]);
     assert_eq!(by_size["removed"][0]["reason"], "over-size");
-    assert_eq!(names_listed(&project.run("train", &["cache", "ls", "--json"]).ok()), ["prepare-data"]);
+    assert_eq!(
+        names_listed(&project.run("train", &["cache", "ls", "--json"]).ok()),
+        ["prepare-data"]
+    );
 }
 
 #[test]
@@ -426,7 +625,11 @@ fn gc_sweeps_what_killed_writers_left() {
 #[test]
 fn ttl_expired_results_are_misses_and_collected() {
     let project = Project::new();
-    let run_quote = || project.run("quotes", &["run", "quote", "--arg", "symbol=ACME"]).ok();
+    let run_quote = || {
+        project
+            .run("quotes", &["run", "quote", "--arg", "symbol=ACME"])
+            .ok()
+    };
     let first = run_quote();
     assert!(first.stderr.contains("computed"), "{}", first.stderr);
     let second = run_quote();
@@ -437,16 +640,32 @@ fn ttl_expired_results_are_misses_and_collected() {
     assert_eq!(tasks[0]["ttl_seconds"], 5);
 
     std::thread::sleep(Duration::from_millis(5_200));
-    let listed = project.run("quotes", &["cache", "ls", "--json"]).ok().json();
+    let listed = project
+        .run("quotes", &["cache", "ls", "--json"])
+        .ok()
+        .json();
     assert_eq!(listed[0]["expired"], true);
     let third = run_quote();
-    assert!(third.stderr.contains("computed"), "an expired result is a miss: {}", third.stderr);
+    assert!(
+        third.stderr.contains("computed"),
+        "an expired result is a miss: {}",
+        third.stderr
+    );
     assert!(third.json()["fetched_at"].as_u64() > first.json()["fetched_at"].as_u64());
 
     std::thread::sleep(Duration::from_millis(5_200));
-    let collected = project.run("quotes", &["cache", "gc", "--json"]).ok().json();
+    let collected = project
+        .run("quotes", &["cache", "gc", "--json"])
+        .ok()
+        .json();
     assert_eq!(collected["removed"][0]["reason"], "expired");
-    assert_eq!(project.run("quotes", &["cache", "ls", "--json"]).ok().json(), serde_json::json!([]));
+    assert_eq!(
+        project
+            .run("quotes", &["cache", "ls", "--json"])
+            .ok()
+            .json(),
+        serde_json::json!([])
+    );
 }
 
 #[test]
@@ -464,10 +683,17 @@ fn configuration_layers_file_then_environment_then_flags() {
     project.run("train", &["--quiet"]).ok();
     assert!(project.dir.path().join("from-file/fit").is_dir());
 
-    let env = Project { dir: project.dir, env: Vec::new() }.env("ROUTINE_STORE", "from-env");
+    let env = Project {
+        dir: project.dir,
+        env: Vec::new(),
+    }
+    .env("ROUTINE_STORE", "from-env");
     let info = env.run("train", &["info", "--json"]).ok().json();
     assert_eq!(info["store_from"], "environment");
-    let info = env.run("train", &["--store", "from-flag", "info", "--json"]).ok().json();
+    let info = env
+        .run("train", &["--store", "from-flag", "info", "--json"])
+        .ok()
+        .json();
     assert_eq!(info["store_from"], "flag");
     assert!(info["store"].as_str().unwrap().ends_with("from-flag"));
 }
@@ -483,7 +709,11 @@ fn fresh_s3_url(what: &str) -> String {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    format!("{}/cli-{what}-{}-{nanos}", base.trim_end_matches('/'), std::process::id())
+    format!(
+        "{}/cli-{what}-{}-{nanos}",
+        base.trim_end_matches('/'),
+        std::process::id()
+    )
 }
 
 #[cfg(feature = "distributed")]
@@ -499,38 +729,73 @@ fn the_cache_commands_work_on_the_s3_store() {
     assert!(info["store"].as_str().unwrap().starts_with("s3://"));
     assert_eq!(info["stored_results"], 6);
     let listed = project.run("train", &["cache", "ls", "--json"]).ok();
-    assert_eq!(names_listed(&listed), ["fit", "fit", "fit", "fit", "prepare-data", "train"]);
+    assert_eq!(
+        names_listed(&listed),
+        ["fit", "fit", "fit", "fit", "prepare-data", "train"]
+    );
     let fit_key = listed.json()[0]["key"].as_str().unwrap().to_owned();
-    let shown = project.run("train", &["cache", "show", &fit_key[..8], "--json"]).ok().json();
+    let shown = project
+        .run("train", &["cache", "show", &fit_key[..8], "--json"])
+        .ok()
+        .json();
     assert!(shown["value"]["weights"].is_array(), "{shown}");
-    let stats = project.run("train", &["cache", "stats", "--json"]).ok().json();
+    let stats = project
+        .run("train", &["cache", "stats", "--json"])
+        .ok()
+        .json();
     assert_eq!(stats.as_array().unwrap().len(), 3);
 
     // By size: what is kept fits under the limit.
-    let total: u64 = listed.json().as_array().unwrap().iter().map(|r| r["size"].as_u64().unwrap()).sum();
+    let total: u64 = listed
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["size"].as_u64().unwrap())
+        .sum();
     let limit = total - 1;
     let by_size = project
-        .run("train", &["cache", "gc", "--max-size", &limit.to_string(), "--json"])
+        .run(
+            "train",
+            &["cache", "gc", "--max-size", &limit.to_string(), "--json"],
+        )
         .ok()
         .json();
     assert!(!by_size["removed"].as_array().unwrap().is_empty());
     assert!(by_size["kept_bytes"].as_u64().unwrap() <= limit);
 
     project.run("train", &["cache", "rm", "fit"]).ok();
-    assert!(!names_listed(&project.run("train", &["cache", "ls", "--json"]).ok()).contains(&"fit".to_owned()));
+    assert!(
+        !names_listed(&project.run("train", &["cache", "ls", "--json"]).ok())
+            .contains(&"fit".to_owned())
+    );
 
     // By age: nothing was used in the last second after a pause.
     std::thread::sleep(Duration::from_millis(2_100));
-    let by_age = project.run("train", &["cache", "gc", "--older-than", "1s", "--json"]).ok().json();
-    assert!(by_age["removed"].as_array().unwrap().iter().all(|r| r["reason"] == "unused"));
-    assert_eq!(project.run("train", &["cache", "ls", "--json"]).ok().json(), serde_json::json!([]));
+    let by_age = project
+        .run("train", &["cache", "gc", "--older-than", "1s", "--json"])
+        .ok()
+        .json();
+    assert!(by_age["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["reason"] == "unused"));
+    assert_eq!(
+        project.run("train", &["cache", "ls", "--json"]).ok().json(),
+        serde_json::json!([])
+    );
 }
 
 #[cfg(feature = "distributed")]
 #[test]
 fn ttl_expiry_works_on_the_s3_store() {
     let project = Project::new().env("ROUTINE_STORE", &fresh_s3_url("ttl"));
-    let run_quote = || project.run("quotes", &["run", "quote", "--arg", "symbol=GLOBEX"]).ok();
+    let run_quote = || {
+        project
+            .run("quotes", &["run", "quote", "--arg", "symbol=GLOBEX"])
+            .ok()
+    };
     assert!(run_quote().stderr.contains("computed"));
     assert!(run_quote().stderr.contains("from storage"));
     std::thread::sleep(Duration::from_millis(5_200));
@@ -550,7 +815,11 @@ fn worker_and_status_through_the_broker() {
         .env("ROUTINE_NAMESPACE", &namespace);
 
     let none = project.run("train", &["status"]).ok();
-    assert!(none.stdout.contains("no worker is connected"), "{}", none.stdout);
+    assert!(
+        none.stdout.contains("no worker is connected"),
+        "{}",
+        none.stdout
+    );
 
     let mut command = Command::new(example("train"));
     command
@@ -579,5 +848,8 @@ fn worker_and_status_through_the_broker() {
 
     let _ = Command::new("kill").arg(worker.id().to_string()).status();
     let stopped = worker.wait().unwrap();
-    assert!(stopped.success(), "a worker stops cleanly on SIGTERM: {stopped:?}");
+    assert!(
+        stopped.success(),
+        "a worker stops cleanly on SIGTERM: {stopped:?}"
+    );
 }

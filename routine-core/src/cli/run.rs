@@ -16,8 +16,7 @@ use crate::registry::{self, RoutineId, TaskSpec};
 
 pub(crate) async fn run(config: &Config, args: &RunArgs, ui: Ui) -> Result<(), Failure> {
     let task = find_task(&args.routine)?;
-    let (object, raw) = arguments(args)?;
-    let encoded = encode_arguments(task, &object, &raw)?;
+    let encoded = encode_arguments(task, &arguments(args)?)?;
 
     // The report of the outermost call of this task tells how it went.
     let reports: Arc<Mutex<Option<CallReport>>> = Arc::default();
@@ -156,10 +155,16 @@ fn listed(items: impl Iterator<Item = String>) -> String {
     items.collect::<Vec<_>>().join(", ")
 }
 
-/// The arguments as one JSON object: `--args-json`, then each `--arg`; and
-/// the text of each `--arg` as written.
-fn arguments(args: &RunArgs) -> Result<(Map<String, Value>, HashMap<String, String>), Failure> {
-    let mut raw = HashMap::new();
+/// The arguments given on the command line.
+struct Given {
+    /// As one JSON object: `--args-json`, then each `--arg`.
+    object: Map<String, Value>,
+    /// The text of each `--arg` as written.
+    written: HashMap<String, String>,
+}
+
+fn arguments(args: &RunArgs) -> Result<Given, Failure> {
+    let mut written = HashMap::new();
     let mut object = match &args.args_json {
         None => Map::new(),
         Some(text) => match serde_json::from_str::<Value>(text) {
@@ -185,11 +190,11 @@ fn arguments(args: &RunArgs) -> Result<(Map<String, Value>, HashMap<String, Stri
         };
         // JSON when it parses (numbers, lists, quoted strings), else the
         // text itself: `--arg name=world` means the string "world".
-        raw.insert(name.to_owned(), value.to_owned());
+        written.insert(name.to_owned(), value.to_owned());
         let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
         object.insert(name.to_owned(), value);
     }
-    Ok((object, raw))
+    Ok(Given { object, written })
 }
 
 fn kind(value: &Value) -> &'static str {
@@ -204,11 +209,8 @@ fn kind(value: &Value) -> &'static str {
 }
 
 /// Encodes each of the task's arguments from the object, in order.
-fn encode_arguments(
-    task: &TaskSpec,
-    object: &Map<String, Value>,
-    raw: &HashMap<String, String>,
-) -> Result<Vec<u8>, Failure> {
+fn encode_arguments(task: &TaskSpec, given: &Given) -> Result<Vec<u8>, Failure> {
+    let (object, written) = (&given.object, &given.written);
     let parameters = task.parameters();
     if let Some(unknown) = object
         .keys()
@@ -234,7 +236,7 @@ fn encode_arguments(
         let bytes = parameter.encode_json(value.clone()).or_else(|first| {
             // `--arg label=100` where a string is expected: the text as
             // written, as a string, may fit where its JSON reading does not.
-            match raw.get(parameter.name()) {
+            match written.get(parameter.name()) {
                 Some(text) if !value.is_string() => parameter
                     .encode_json(Value::String(text.clone()))
                     .map_err(|_| first),
