@@ -102,6 +102,8 @@ async fn entry_of_another_type_under_the_right_key() {
             created_at: SystemTime::now(),
             run_time: Duration::ZERO,
             payload_len: routine::codec::encoded_len(&value).unwrap(),
+            run: None,
+            parent: None,
         };
         fs::write(path, entry::write(Vec::new(), &meta, &value).unwrap()).unwrap();
     })
@@ -143,6 +145,8 @@ async fn changed_body_with_same_version_warns_once_and_still_hits() {
             created_at: SystemTime::now(),
             run_time: Duration::from_millis(1),
             payload_len: routine::codec::encoded_len(&value).unwrap(),
+            run: None,
+            parent: None,
         };
         let slot = Slot {
             name: "shifted",

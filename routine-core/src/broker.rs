@@ -23,6 +23,7 @@ use redis::streams::{StreamId, StreamReadReply};
 use redis::{AsyncConnectionConfig, Value};
 
 use crate::key::Key;
+use crate::lineage::RunId;
 use crate::redact::redact_url;
 use crate::registry::{RoutineId, TaskSpec};
 
@@ -98,6 +99,10 @@ pub(crate) struct Request {
     pub(crate) version: String,
     pub(crate) arguments: Vec<u8>,
     pub(crate) reply_to: String,
+    /// The run the call belongs to, and the call that awaits it: the
+    /// worker records them with the result.
+    pub(crate) run: Option<RunId>,
+    pub(crate) parent: Option<Key>,
 }
 
 /// How a worker answered a request.
@@ -339,7 +344,8 @@ impl Broker {
         const CLAIM_AND_SEND: &str = r"
             if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
                 return redis.call('XADD', KEYS[2], '*', 'request', ARGV[1], 'key', ARGV[3],
-                    'task', ARGV[4], 'version', ARGV[5], 'args', ARGV[6], 'reply', ARGV[7])
+                    'task', ARGV[4], 'version', ARGV[5], 'args', ARGV[6], 'reply', ARGV[7],
+                    'run', ARGV[8], 'parent', ARGV[9])
             end
             if redis.call('GET', KEYS[1]) == ARGV[1] then
                 return 'sent before'
@@ -356,7 +362,9 @@ impl Broker {
             .arg(&request.task)
             .arg(&request.version)
             .arg(&request.arguments[..])
-            .arg(&request.reply_to);
+            .arg(&request.reply_to)
+            .arg(request.run.map(|r| r.to_string()).unwrap_or_default())
+            .arg(request.parent.map(|k| k.to_hex()).unwrap_or_default());
         let sent: Option<String> = self.query("EVAL claim-and-send", &eval).await?;
         Ok(sent.is_some())
     }
@@ -425,6 +433,9 @@ impl Request {
             version: field(entry, "version")?,
             arguments: field_bytes(entry, "args")?,
             reply_to: field(entry, "reply")?,
+            // Absent from requests of builds before lineage.
+            run: field(entry, "run").and_then(|r| r.parse().ok()),
+            parent: field(entry, "parent").and_then(|k| Key::from_hex(&k).ok()),
         })
     }
 

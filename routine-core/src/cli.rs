@@ -8,6 +8,7 @@
 //! train worker               serves routines through the broker
 //! train status               the broker's workers
 //! train cache ls|show|rm|gc|stats
+//! train runs ls|show
 //! ```
 //!
 //! Exit codes: 0 success, 1 the routine (or `main`) failed, 2 usage or
@@ -22,6 +23,7 @@
 //! | `run` | `run`: a routine from JSON arguments |
 //! | `cache` | `cache ls`, `show`, `rm`, `gc`, `stats` |
 //! | `cluster` | `worker` and `status` |
+//! | `runs` | `runs ls` and `runs show`: lineage |
 
 use std::fmt;
 use std::future::Future;
@@ -39,6 +41,7 @@ mod inspect;
 mod output;
 mod progress;
 mod run;
+mod runs;
 
 use self::args::{Cli, Command};
 
@@ -233,6 +236,7 @@ async fn dispatch(command: Command, config: &Config, ui: Ui) -> Result<(), Failu
         Command::Worker(_) => cluster::worker(config).await,
         Command::Status(args) => cluster::status(config, &args).await,
         Command::Cache(command) => cache::cache(config, command),
+        Command::Runs(command) => runs::runs(config, command),
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::error::Error;
 use crate::key::Key;
+use crate::lineage::{RunId, RunLog};
 use crate::registry::{self, TaskSpec};
 use crate::store::{FileStore, MemoryStore, Store};
 
@@ -42,13 +43,16 @@ tokio::task_local! {
     static CURRENT: Current;
 }
 
-/// What a task-local scope knows: the engine, and whether the code runs
-/// inside a routine's body (then the routines it awaits are *sub-routines*,
-/// which a distributed policy sends to workers).
+/// What a task-local scope knows: the engine; whether the code runs inside a
+/// routine's body (then the routines it awaits are *sub-routines*, which a
+/// distributed policy sends to workers); and, inside a run, the run's log and
+/// the call whose body this is.
 #[derive(Clone)]
 pub(crate) struct Current {
     pub(crate) engine: Engine,
     pub(crate) in_routine: bool,
+    pub(crate) run: Option<Arc<RunLog>>,
+    pub(crate) parent: Option<Key>,
 }
 
 impl Current {
@@ -59,6 +63,16 @@ impl Current {
     /// Runs `fut` in this scope.
     pub(crate) fn scope<F: Future>(self, fut: F) -> impl Future<Output = F::Output> {
         CURRENT.scope(self, fut)
+    }
+
+    /// The scope of code outside any run: `main`, a test, a trigger.
+    pub(crate) fn outside(engine: Engine) -> Current {
+        Current {
+            engine,
+            in_routine: false,
+            run: None,
+            parent: None,
+        }
     }
 }
 
@@ -183,11 +197,21 @@ impl Engine {
     /// Runs `fut` with this engine as the current one. Scopes nest: the
     /// innermost wins.
     pub fn scope<F: Future>(&self, fut: F) -> impl Future<Output = F::Output> {
-        Current {
-            engine: self.clone(),
-            in_routine: false,
-        }
-        .scope(fut)
+        Current::outside(self.clone()).scope(fut)
+    }
+
+    /// The run the current code belongs to: inside a routine's body (or a
+    /// future spawned from one), the run of the root call that led there.
+    ///
+    /// ```
+    /// // Outside any routine there is no run.
+    /// assert_eq!(routine_core::Engine::current_run(), None);
+    /// ```
+    pub fn current_run() -> Option<RunId> {
+        CURRENT
+            .try_with(|current| current.run.as_ref().map(|log| log.id))
+            .ok()
+            .flatten()
     }
 
     /// The engine of the current scope, if any.

@@ -3,18 +3,23 @@
 //! ```text
 //! offset  size  field
 //!      0     8  magic "RTNENTRY"
-//!      8     2  format version (1)
-//!     10     2  flags (0; reserved)
-//!     12     4  header length (108)
+//!      8     2  format version (2)
+//!     10     2  flags: bit 0 set when the entry records a parent call
+//!     12     4  header length (156)
 //!     16    32  key (SHA-256 of name, version, arguments)
 //!     48    32  body fingerprint of the task that produced it
 //!     80     8  created at, nanoseconds since the Unix epoch
 //!     88     8  run time of the body, nanoseconds
 //!     96     8  payload length in bytes
-//!    104     4  CRC-32 (IEEE) of bytes 0..104
-//!    108     n  payload: the result, encoded by `codec`
-//!  108+n     4  CRC-32 (IEEE) of the payload
+//!    104    16  run ID of the workflow run that computed it (zeros: none)
+//!    120    32  key of the call that awaited it (when flag bit 0 is set)
+//!    152     4  CRC-32 (IEEE) of bytes 0..152
+//!    156     n  payload: the result, encoded by `codec`
+//!  156+n     4  CRC-32 (IEEE) of the payload
 //! ```
+//!
+//! Version 1 entries (a 108-byte header: the same fields up to the payload
+//! length, then the CRC at 104) are still read; they record no lineage.
 //! All integers are little-endian. The payload checksum trails the payload so
 //! an entry is written in one sequential pass, however large.
 //!
@@ -31,14 +36,19 @@ use serde::Serialize;
 
 use crate::codec::{self, CodecError};
 use crate::key::Key;
+use crate::lineage::RunId;
 use crate::registry::Fingerprint;
 
 /// The first eight bytes of every entry.
 pub const MAGIC: [u8; 8] = *b"RTNENTRY";
-/// The entry format this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
-/// Bytes before the payload.
-pub const HEADER_LEN: usize = 108;
+/// The entry format this build writes (it also reads version 1).
+pub const FORMAT_VERSION: u16 = 2;
+/// Bytes before the payload, in the format this build writes.
+pub const HEADER_LEN: usize = 156;
+/// Bytes before the payload in a version 1 entry; also the shortest header.
+pub const HEADER_LEN_V1: usize = 108;
+/// Flag: the entry records the call that awaited it.
+const HAS_PARENT: u16 = 1;
 /// Bytes after the payload.
 pub const TRAILER_LEN: usize = 4;
 
@@ -55,6 +65,10 @@ pub struct EntryMeta {
     pub run_time: Duration,
     /// Size of the encoded result.
     pub payload_len: u64,
+    /// The workflow run that computed it (none for a version 1 entry).
+    pub run: Option<RunId>,
+    /// The call that awaited it; none for a run's root call.
+    pub parent: Option<Key>,
 }
 
 impl EntryMeta {
@@ -67,6 +81,8 @@ impl EntryMeta {
         let mut out = [0u8; HEADER_LEN];
         out[0..8].copy_from_slice(&MAGIC);
         out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let flags = if self.parent.is_some() { HAS_PARENT } else { 0 };
+        out[10..12].copy_from_slice(&flags.to_le_bytes());
         out[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
         out[16..48].copy_from_slice(self.key.as_bytes());
         out[48..80].copy_from_slice(self.fingerprint.as_bytes());
@@ -80,38 +96,76 @@ impl EntryMeta {
         );
         out[88..96].copy_from_slice(&nanos(self.run_time).to_le_bytes());
         out[96..104].copy_from_slice(&self.payload_len.to_le_bytes());
-        let crc = crc32fast::hash(&out[..104]);
-        out[104..108].copy_from_slice(&crc.to_le_bytes());
+        if let Some(run) = &self.run {
+            out[104..120].copy_from_slice(run.as_bytes());
+        }
+        if let Some(parent) = &self.parent {
+            out[120..152].copy_from_slice(parent.as_bytes());
+        }
+        let crc = crc32fast::hash(&out[..152]);
+        out[152..156].copy_from_slice(&crc.to_le_bytes());
         out
     }
 
-    /// Parses and verifies a header read from storage.
-    pub fn parse(header: &[u8; HEADER_LEN]) -> Result<EntryMeta, EntryError> {
-        if header[0..8] != MAGIC {
+    /// The length of the header that starts with `start` (at least
+    /// [`HEADER_LEN_V1`] bytes of an entry), from its version.
+    pub fn header_len(start: &[u8]) -> Result<usize, EntryError> {
+        if start.len() < HEADER_LEN_V1 {
+            return Err(EntryError::Length {
+                declared: 0,
+                actual: start.len() as u64,
+            });
+        }
+        if start[0..8] != MAGIC {
             return Err(EntryError::Magic);
         }
-        let version = u16::from_le_bytes(field(header, 8));
-        if version != FORMAT_VERSION {
-            return Err(EntryError::FormatVersion(version));
+        let (version, header_len) = (
+            u16::from_le_bytes(field(start, 8)),
+            u32::from_le_bytes(field(start, 12)),
+        );
+        match (version, header_len as usize) {
+            (1, HEADER_LEN_V1) | (2, HEADER_LEN) => Ok(header_len as usize),
+            (1 | 2, _) => Err(EntryError::HeaderLength(header_len)),
+            (other, _) => Err(EntryError::FormatVersion(other)),
         }
-        let stored_crc = u32::from_le_bytes(field(header, 104));
-        if crc32fast::hash(&header[..104]) != stored_crc {
+    }
+
+    /// Parses and verifies a whole header read from storage (version 1 or 2;
+    /// [`EntryMeta::header_len`] tells how long it is).
+    pub fn parse(header: &[u8]) -> Result<EntryMeta, EntryError> {
+        let header_len = EntryMeta::header_len(header)?;
+        let header = header.get(..header_len).ok_or(EntryError::Length {
+            declared: 0,
+            actual: header.len() as u64,
+        })?;
+        let crc_at = header_len - 4;
+        let stored_crc = u32::from_le_bytes(field(header, crc_at));
+        if crc32fast::hash(&header[..crc_at]) != stored_crc {
             return Err(EntryError::HeaderChecksum);
         }
-        let header_len = u32::from_le_bytes(field(header, 12));
-        if header_len as usize != HEADER_LEN {
-            return Err(EntryError::HeaderLength(header_len));
-        }
+        let (run, parent) = match header_len {
+            HEADER_LEN => {
+                let flags = u16::from_le_bytes(field(header, 10));
+                let run = RunId::from_bytes(field(header, 104));
+                (
+                    (!run.is_nil()).then_some(run),
+                    (flags & HAS_PARENT != 0).then(|| Key::from_bytes(field(header, 120))),
+                )
+            }
+            _ => (None, None),
+        };
         Ok(EntryMeta {
             key: Key::from_bytes(field(header, 16)),
             fingerprint: Fingerprint::from_bytes(field(header, 48)),
             created_at: UNIX_EPOCH + Duration::from_nanos(u64::from_le_bytes(field(header, 80))),
             run_time: Duration::from_nanos(u64::from_le_bytes(field(header, 88))),
             payload_len: u64::from_le_bytes(field(header, 96)),
+            run,
+            parent,
         })
     }
 
-    fn check(&self, expected: &Key, entry_len: u64) -> Result<(), EntryError> {
+    fn check(&self, expected: &Key, header_len: usize, entry_len: u64) -> Result<(), EntryError> {
         if self.key != *expected {
             return Err(EntryError::KeyMismatch {
                 expected: *expected,
@@ -120,7 +174,7 @@ impl EntryMeta {
         }
         let declared = self
             .payload_len
-            .checked_add((HEADER_LEN + TRAILER_LEN) as u64);
+            .checked_add((header_len + TRAILER_LEN) as u64);
         if declared != Some(entry_len) {
             return Err(EntryError::Length {
                 declared: self.payload_len,
@@ -192,21 +246,25 @@ pub enum EntryError {
 /// Verifies an entry held whole in memory; returns its metadata and where its
 /// payload lies in `bytes`.
 pub fn verify(bytes: &[u8], expected: &Key) -> Result<(EntryMeta, Range<usize>), EntryError> {
-    let header: &[u8; HEADER_LEN] = bytes
-        .get(..HEADER_LEN)
-        .and_then(|h| h.try_into().ok())
-        .ok_or(EntryError::Length {
-            declared: 0,
-            actual: bytes.len() as u64,
-        })?;
-    let meta = EntryMeta::parse(header)?;
-    meta.check(expected, bytes.len() as u64)?;
-    let payload = HEADER_LEN..bytes.len() - TRAILER_LEN;
+    let header_len = EntryMeta::header_len(bytes)?;
+    let meta = EntryMeta::parse(bytes)?;
+    meta.check(expected, header_len, bytes.len() as u64)?;
+    let payload = header_len..bytes.len() - TRAILER_LEN;
     let stored_crc = u32::from_le_bytes(field(bytes, payload.end));
     if crc32fast::hash(&bytes[payload.clone()]) != stored_crc {
         return Err(EntryError::PayloadChecksum);
     }
     Ok((meta, payload))
+}
+
+/// Reads and verifies the header at the start of `reader`, of either
+/// format version; returns it and its length.
+pub fn read_header(mut reader: impl Read) -> Result<(EntryMeta, usize), EntryError> {
+    let mut header = [0u8; HEADER_LEN];
+    reader.read_exact(&mut header[..HEADER_LEN_V1])?;
+    let header_len = EntryMeta::header_len(&header[..HEADER_LEN_V1])?;
+    reader.read_exact(&mut header[HEADER_LEN_V1..header_len])?;
+    Ok((EntryMeta::parse(&header[..header_len])?, header_len))
 }
 
 /// Decodes a payload that [`verify`] accepted.
@@ -223,12 +281,11 @@ pub fn read<R: Read, T: DeserializeOwned>(
     entry_len: u64,
     expected: &Key,
 ) -> Result<(EntryMeta, T), EntryError> {
-    let mut header = [0u8; HEADER_LEN];
-    reader
-        .read_exact(&mut header)
-        .map_err(truncated(entry_len))?;
-    let meta = EntryMeta::parse(&header)?;
-    meta.check(expected, entry_len)?;
+    let (meta, header_len) = read_header(&mut reader).map_err(|e| match e {
+        EntryError::Io(io) => truncated(entry_len)(io),
+        other => other,
+    })?;
+    meta.check(expected, header_len, entry_len)?;
     let mut payload = ChecksumReader::new(&mut reader, meta.payload_len);
     let value = codec::decode_from(&mut payload, meta.payload_len).map_err(EntryError::Decode)?;
     let left = payload.unread();
@@ -464,7 +521,35 @@ mod tests {
             created_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             run_time: Duration::from_millis(12),
             payload_len: codec::encoded_len(value).unwrap(),
+            run: Some(RunId::from_bytes([9; 16])),
+            parent: Some(Key::of("parent", "1.0.0", &()).unwrap()),
         }
+    }
+
+    #[test]
+    fn lineage_round_trips_and_version_1_entries_are_still_read() {
+        let key = Key::of("t", "1.0.0", &1u8).unwrap();
+        let value = String::from("result");
+        let bytes = entry_bytes(key, &value);
+        let (meta, payload) = verify(&bytes, &key).unwrap();
+        assert_eq!(meta, meta_for(key, &value));
+        assert_eq!(payload.start, HEADER_LEN);
+
+        // The same entry in the first format: 108-byte header, no lineage.
+        let mut v1 = bytes[..HEADER_LEN_V1].to_vec();
+        v1[8..10].copy_from_slice(&1u16.to_le_bytes());
+        v1[10..12].copy_from_slice(&0u16.to_le_bytes());
+        v1[12..16].copy_from_slice(&(HEADER_LEN_V1 as u32).to_le_bytes());
+        let crc = crc32fast::hash(&v1[..104]);
+        v1[104..108].copy_from_slice(&crc.to_le_bytes());
+        v1.extend_from_slice(&bytes[HEADER_LEN..]);
+        let (old, payload) = verify(&v1, &key).unwrap();
+        assert_eq!((old.run, old.parent), (None, None));
+        assert_eq!(old.created_at, meta.created_at);
+        assert_eq!(decode_payload::<String>(&v1[payload]).unwrap(), value);
+        let (streamed, read_value): (EntryMeta, String) =
+            read(&v1[..], v1.len() as u64, &key).unwrap();
+        assert_eq!((streamed, read_value), (old, value));
     }
 
     fn entry_bytes<T: Serialize>(key: Key, value: &T) -> Vec<u8> {

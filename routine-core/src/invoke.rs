@@ -11,8 +11,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use crate::codec;
-use crate::engine::{Engine, KeyBuilder, TaskArgument};
+use std::sync::Arc;
+
+use crate::engine::{Current, Engine, KeyBuilder, TaskArgument};
+use crate::key::Key;
 use crate::key::KeyError;
+use crate::lineage::{RunId, RunLog};
 
 /// Encodes one argument from JSON; the error says why the value does not
 /// fit the argument's type.
@@ -156,17 +160,49 @@ impl Invocation {
     /// `Send` one may use every runtime thread, another stays on this one
     /// (then the caller must be inside a `tokio::task::LocalSet`). A panic
     /// becomes an error message, as an `Err` result does.
-    pub async fn run_in(self, engine: &Engine) -> Result<Finished, String> {
+    ///
+    /// The task is the root of a new run, unless `part_of` says which run
+    /// it belongs to (a worker running a caller's sub-routine): then its
+    /// calls are recorded as that run's, and the record is stored when it
+    /// ends.
+    pub async fn run_in(
+        self,
+        engine: &Engine,
+        part_of: Option<PartOf>,
+    ) -> Result<Finished, String> {
+        let log = part_of.map(|part| (Arc::new(RunLog::new(part.run)), part));
+        let mut scope = Current::outside(engine.clone());
+        if let Some((log, part)) = &log {
+            scope.run = Some(Arc::clone(log));
+            scope.parent = part.parent;
+        }
         let running = match self {
-            Invocation::Send(run) => tokio::spawn(engine.scope(run)),
-            Invocation::Local(run) => tokio::task::spawn_local(engine.scope(run)),
+            Invocation::Send(run) => tokio::spawn(scope.scope(run)),
+            Invocation::Local(run) => tokio::task::spawn_local(scope.scope(run)),
         };
-        match running.await {
+        let outcome = match running.await {
             Ok(outcome) => outcome,
             Err(e) if e.is_panic() => Err(format!("panicked: {}", panic_message(e.into_panic()))),
             Err(e) => Err(format!("was cancelled: {e}")),
+        };
+        if let Some((log, part)) = log {
+            if let Err(e) = log.store(engine.store(), &part.key) {
+                tracing::warn!(run = %part.run, error = %e, "cannot store the record of a run; its lineage is lost");
+            }
         }
+        outcome
     }
+}
+
+/// Where an invoked task stands in a run started elsewhere.
+#[derive(Debug, Clone, Copy)]
+pub struct PartOf {
+    /// The run.
+    pub run: RunId,
+    /// The call that awaits the task, in the caller's process.
+    pub parent: Option<Key>,
+    /// The task's own key: names this process's part of the run.
+    pub key: Key,
 }
 
 /// The text a panic was raised with.

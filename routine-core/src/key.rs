@@ -146,6 +146,20 @@ impl Key {
     }
 }
 
+/// A key is written as its hex form in JSON and run records.
+impl Serialize for Key {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Key, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Key::from_hex(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn hex_value(digit: u8) -> Option<u8> {

@@ -14,6 +14,7 @@
 //! | [`registry`] | every task of the program, by name and version |
 //! | [`invoke`] | running a task from encoded arguments, as a worker does |
 //! | [`engine`] | the runtime: scope, lookup, single-flight, storing |
+//! | [`lineage`] | runs, run records, the call tree of a run, where a result came from |
 //! | [`redact`] | credentials kept out of printed URLs |
 //! | `config` | (feature `cli`) settings from defaults, `routine.toml`, environment, flags |
 //! | `cli` | (feature `cli`) the command line of `#[routine::main]` programs |
@@ -34,6 +35,7 @@ pub mod entry;
 mod error;
 pub mod invoke;
 pub mod key;
+pub mod lineage;
 pub mod redact;
 pub mod registry;
 pub mod store;

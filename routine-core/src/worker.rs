@@ -30,7 +30,7 @@ use crate::broker::{
     command, entries, now_millis, unique_name, Broker, BrokerError, Reply, Request, GROUP,
 };
 use crate::engine::Engine;
-use crate::invoke::Finished;
+use crate::invoke::{Finished, PartOf};
 use crate::registry::{self, RoutineId, TaskSpec};
 
 /// How a worker behaves.
@@ -472,7 +472,12 @@ impl Worker {
             .map_err(|e| format!("cannot decode the arguments of `{}`: {e}", task.id()))?;
         // The routine runs here (it is the one this request started); what
         // it awaits follows the engine's policy.
-        invocation.run_in(&self.engine).await
+        let part_of = request.run.map(|run| PartOf {
+            run,
+            parent: request.parent,
+            key: request.key,
+        });
+        invocation.run_in(&self.engine, part_of).await
     }
 
     fn refresh_status(&self) {

@@ -118,6 +118,15 @@ fn check_name(name: &LitStr) -> syn::Result<()> {
             "the task name is empty: give the task a unique, stable name such as \"train\"",
         ));
     }
+    if text.starts_with("routine.") {
+        return Err(syn::Error::new(
+            name.span(),
+            format!(
+                "task name \"{text}\" is reserved: names starting with `routine.` hold routine's \
+                 own records (such as `routine.runs`); choose another name"
+            ),
+        ));
+    }
     let mut chars = text.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
     let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
@@ -173,6 +182,8 @@ mod tests {
 
     #[test]
     fn rejects_what_could_leave_the_store() {
+        let error = parse(r#"name = "routine.runs", version = "1.0.0""#).unwrap_err();
+        assert!(error.contains("is reserved"), "{error}");
         for name in ["..", ".hidden", "a/b", "a\\b", "-flag", "ü", " x"] {
             let error = parse(&format!(r#"name = {name:?}, version = "1.0.0""#)).unwrap_err();
             assert!(error.contains("is not allowed"), "{name}: {error}");

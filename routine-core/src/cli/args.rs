@@ -57,6 +57,30 @@ pub(crate) enum Command {
     /// Inspect and clean stored results
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// The recorded runs of root routines, and the call tree of one
+    #[command(subcommand)]
+    Runs(RunsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RunsCommand {
+    /// Every recorded run: root routine, start, duration, computed / from storage / failed
+    Ls(JsonOnly),
+    /// The call tree of one run: each call's routine, short key, duration and outcome
+    Show(ShowRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ShowRunArgs {
+    /// The run's ID, or its first hex digits (at least 4)
+    #[arg(value_name = "RUN")]
+    pub(crate) run: String,
+    /// Print JSON for scripts instead of a tree
+    #[arg(long, conflicts_with = "dot")]
+    pub(crate) json: bool,
+    /// Print a Graphviz graph: `runs show <RUN> --dot | dot -Tsvg > run.svg`
+    #[arg(long)]
+    pub(crate) dot: bool,
 }
 
 #[derive(Debug, Args)]
@@ -204,6 +228,17 @@ pub(crate) fn command(program: &Program, bin: &str) -> clap::Command {
         .mut_subcommand("status", |c| {
             c.after_help(format!(
                 "Examples:\n  {bin} --broker redis://127.0.0.1:6379 status\n  {bin} status --json"
+            ))
+        })
+        .mut_subcommand("runs", |c| {
+            c.after_help(format!(
+                "Every call outside a routine's body (by main, a trigger, or `run`) is the root \
+                 of a run; its sub-calls, here or on workers, belong to the same run. A root \
+                 answered from storage records no run.\n\n\
+                 Examples:\n  \
+                 {bin} runs ls\n  \
+                 {bin} runs show 18ec5340\n  \
+                 {bin} runs show 18ec5340 --dot | dot -Tsvg > run.svg"
             ))
         })
         .mut_subcommand("cache", |c| {

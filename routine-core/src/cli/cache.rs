@@ -12,7 +12,8 @@ use super::output::{self, Table};
 use super::run::split_routine;
 use super::Failure;
 use crate::config::Config;
-use crate::entry::{self, EntryMeta, HEADER_LEN};
+use crate::entry::{self, EntryMeta};
+use crate::lineage;
 use crate::registry::{self, TaskSpec};
 use crate::store::gc::{self, GcPolicy};
 use crate::store::{Found, Listing, Slot, Store};
@@ -85,9 +86,16 @@ fn note(listing: &Listing, now: SystemTime) -> String {
     }
 }
 
+/// Every stored result; run records (see [`lineage`]) are not results.
+pub(crate) fn stored_results(store: &dyn Store) -> Result<Vec<Listing>, Failure> {
+    let mut listings = store.list(None, None)?;
+    listings.retain(|l| l.name != lineage::RUNS);
+    Ok(listings)
+}
+
 fn list_filtered(store: &dyn Store, filter: Option<&str>) -> Result<Vec<Listing>, Failure> {
     match filter {
-        None => Ok(store.list(None, None)?),
+        None => stored_results(store),
         Some(text) => {
             let (name, version) = split_routine(text)?;
             Ok(store.list(Some(&name), version.as_deref())?)
@@ -154,8 +162,7 @@ fn matching_keys(store: &dyn Store, prefix: &str) -> Result<Vec<Listing>, Failur
             "`{prefix}` is not a key prefix: give at least {MIN_KEY_PREFIX} hex digits of a key (see `cache ls`)"
         )));
     }
-    Ok(store
-        .list(None, None)?
+    Ok(stored_results(store)?
         .into_iter()
         .filter(|l| l.key.to_hex().starts_with(&prefix))
         .collect())
@@ -169,6 +176,9 @@ struct Shown {
     fingerprint: Option<String>,
     fingerprint_matches_build: Option<bool>,
     expires: Option<u64>,
+    run: Option<String>,
+    parent: Option<String>,
+    parent_routine: Option<String>,
     value: Option<serde_json::Value>,
     value_unavailable: Option<String>,
 }
@@ -197,6 +207,9 @@ fn show(store: &dyn Store, args: &ShowArgs) -> Result<(), Failure> {
         expires: task
             .and_then(|t| t.ttl())
             .map(|ttl| output::unix_seconds(listing.created + ttl)),
+        run: meta.as_ref().and_then(|m| m.run).map(|r| r.to_string()),
+        parent: meta.as_ref().and_then(|m| m.parent).map(|k| k.to_hex()),
+        parent_routine: meta.as_ref().and_then(|m| parent_routine(store, m)),
         value_unavailable: value.as_ref().err().cloned(),
         value: value.ok(),
     };
@@ -242,6 +255,20 @@ fn show(store: &dyn Store, args: &ShowArgs) -> Result<(), Failure> {
             None => meta.fingerprint.short(),
         };
         line("fingerprint", fingerprint);
+        match meta.run {
+            Some(run) => line("run", format!("{run} (`runs show {}`)", run.short())),
+            None => line("run", "not recorded (stored before lineage)".into()),
+        }
+        match (meta.parent, &shown.parent_routine) {
+            (Some(parent), Some(routine)) => {
+                line("awaited by", format!("{} ({routine})", parent.short()))
+            }
+            (Some(parent), None) => line("awaited by", parent.short()),
+            (None, _) if meta.run.is_some() => {
+                line("awaited by", "nothing: the root of its run".into())
+            }
+            (None, _) => {}
+        }
     }
     match task.and_then(|t| t.ttl()) {
         Some(ttl) => {
@@ -282,6 +309,16 @@ fn show(store: &dyn Store, args: &ShowArgs) -> Result<(), Failure> {
     output::print(&text)
 }
 
+/// The routine of the call that awaited a result, from its run's record.
+fn parent_routine(store: &dyn Store, meta: &EntryMeta) -> Option<String> {
+    let (run, parent) = (meta.run?, meta.parent?);
+    let tree = lineage::run_tree(store, run).ok()?;
+    tree.calls
+        .iter()
+        .find(|node| node.call.key == parent)
+        .map(|node| format!("{}@{}", node.call.name, node.call.version))
+}
+
 type ReadEntry = (Option<EntryMeta>, Result<serde_json::Value, String>);
 
 /// The entry's metadata and its value as JSON (or why the value is not
@@ -295,9 +332,7 @@ fn read_entry(
         None => return Err("it was removed while being read".into()),
         Some(Found::Bytes(bytes)) => bytes.to_vec(),
         Some(Found::Stream { mut reader, len }) if len > SHOW_VALUE_MAX => {
-            let mut header = [0u8; HEADER_LEN];
-            reader.read_exact(&mut header).map_err(|e| e.to_string())?;
-            let meta = EntryMeta::parse(&header).map_err(|e| e.to_string())?;
+            let (meta, _) = entry::read_header(&mut reader).map_err(|e| e.to_string())?;
             return Ok((
                 Some(meta),
                 Err(format!(
@@ -491,7 +526,7 @@ struct StatsRow {
 }
 
 fn stats(store: &dyn Store, args: &JsonOnly) -> Result<(), Failure> {
-    let listings = store.list(None, None)?;
+    let listings = stored_results(store)?;
     let now = SystemTime::now();
     let rows: Vec<StatsRow> = per_routine(&listings)
         .into_iter()

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::args::JsonOnly;
+use super::cache::stored_results;
 use super::output::{self, Table};
 use super::Failure;
 use crate::config::Config;
@@ -27,7 +28,7 @@ struct Info {
 }
 
 pub(crate) fn info(config: &Config, args: &JsonOnly) -> Result<(), Failure> {
-    let listings = config.open_store()?.list(None, None)?;
+    let listings = stored_results(&*config.open_store()?)?;
     let info = Info {
         project: config.project.clone(),
         config_file: config.file.as_ref().map(|f| f.display().to_string()),
@@ -80,7 +81,7 @@ struct TaskRow {
 }
 
 pub(crate) fn tasks(config: &Config, args: &JsonOnly) -> Result<(), Failure> {
-    let stored = per_routine(&config.open_store()?.list(None, None)?);
+    let stored = per_routine(&stored_results(&*config.open_store()?)?);
     let rows: Vec<TaskRow> = sorted_tasks()
         .into_iter()
         .map(|task| {

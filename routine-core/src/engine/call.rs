@@ -28,6 +28,7 @@ use crate::codec;
 use crate::entry::{self, EntryError, EntryMeta, HEADER_LEN, TRAILER_LEN};
 use crate::invoke::Finished;
 use crate::key::{HashSink, Key, KeyError};
+use crate::lineage::{RunId, RunLog};
 use crate::registry::{Fingerprint, TaskSpec};
 use crate::store::{Found, Slot, StoreError};
 
@@ -151,7 +152,7 @@ pub struct CallReport {
 #[doc(hidden)]
 pub struct OutcomeCodec<O, Out> {
     lookup: fn(&Inner, &'static TaskSpec, &Key) -> Option<O>,
-    save: fn(&Inner, &'static TaskSpec, &Key, &O, Duration) -> CallOutcome,
+    save: fn(&Inner, &'static TaskSpec, &Key, &O, Duration, Provenance) -> Saved,
     into_output: fn(O) -> Out,
     /// The caller's output as JSON, for `run` on the command line.
     pub output_json: fn(&Out) -> Finished,
@@ -181,14 +182,33 @@ fn save_outcome<O: Outcome>(
     key: &Key,
     outcome: &O,
     run_time: Duration,
-) -> CallOutcome {
+    provenance: Provenance,
+) -> Saved {
     match outcome.stored() {
-        Some(value) => {
-            inner.save(task, key, value, run_time);
-            CallOutcome::Computed
-        }
-        None => CallOutcome::Failed,
+        Some(value) => Saved {
+            outcome: CallOutcome::Computed,
+            stored: inner.save(task, key, value, run_time, provenance),
+        },
+        None => Saved {
+            outcome: CallOutcome::Failed,
+            stored: false,
+        },
     }
+}
+
+/// How a call's outcome was kept.
+pub(crate) struct Saved {
+    outcome: CallOutcome,
+    /// The result is in the store (not so for an `Err`, or when the store
+    /// failed).
+    stored: bool,
+}
+
+/// Where a result comes from: the run, and the call that awaited it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Provenance {
+    pub(crate) run: Option<RunId>,
+    pub(crate) parent: Option<Key>,
 }
 
 fn output_json<O: Outcome>(output: &O::Output) -> Finished {
@@ -235,7 +255,7 @@ where
         let run = current
             .engine
             .clone()
-            .run(current.in_routine, task, args, key_of, codec, body);
+            .run(current, task, args, key_of, codec, body);
         into_output(run.await)
     }
 }
@@ -302,7 +322,7 @@ where
 impl Engine {
     async fn run<A, O, Out, K, F, Fut>(
         self,
-        in_routine: bool,
+        current: Current,
         task: &'static TaskSpec,
         args: A,
         key_of: K,
@@ -315,7 +335,7 @@ impl Engine {
         Fut: Future<Output = O>,
     {
         let started = Instant::now();
-        let dispatcher = self.dispatcher(in_routine);
+        let dispatcher = self.dispatcher(current.in_routine);
         let mut key_builder = KeyBuilder::new(task, dispatcher.is_some());
         let (key, mut encoded_arguments) = match key_of(&args, &mut key_builder) {
             Ok(()) => key_builder.finish(),
@@ -346,6 +366,10 @@ impl Engine {
                 started,
                 span: call_span,
                 outcome: None,
+                run: current.run,
+                own_run: None,
+                parent: current.parent,
+                stored: false,
             };
             loop {
                 let finished_before = inner.flights.finished();
@@ -369,7 +393,8 @@ impl Engine {
                     }
                 }
                 if let (Some(dispatcher), Some(arguments)) = (&dispatcher, encoded_arguments.take()) {
-                    match dispatch(dispatcher, task, &key, arguments).await {
+                    let provenance = report.provenance();
+                    match dispatch(dispatcher, task, &key, arguments, provenance).await {
                         Remotely::Done => {
                             if let Some(outcome) = (codec.lookup)(inner, task, &key) {
                                 inner.counters.dispatched.fetch_add(1, Ordering::Relaxed);
@@ -388,13 +413,18 @@ impl Engine {
                 let (body, args) = pending.take().expect("a call runs its body at most once");
                 inner.counters.misses.fetch_add(1, Ordering::Relaxed);
                 let run_started = Instant::now();
+                let provenance = report.provenance();
                 let in_body = Current {
                     engine: engine.clone(),
                     in_routine: true,
+                    run: report.run_log(),
+                    parent: Some(key),
                 };
                 let outcome = in_body.scope(body(args)).await;
                 let run_time = run_started.elapsed();
-                report.outcome = Some((codec.save)(inner, task, &key, &outcome, run_time));
+                let saved = (codec.save)(inner, task, &key, &outcome, run_time, provenance);
+                report.outcome = Some(saved.outcome);
+                report.stored = saved.stored;
                 drop(leader);
                 return outcome;
             }
@@ -446,9 +476,10 @@ async fn dispatch(
     task: &'static TaskSpec,
     key: &Key,
     arguments: Vec<u8>,
+    provenance: Provenance,
 ) -> Remotely {
     use super::remote::Dispatched;
-    match dispatcher.dispatch(task, key, arguments).await {
+    match dispatcher.dispatch(task, key, arguments, provenance).await {
         Dispatched::Completed { worker } => {
             tracing::debug!(task = task.name(), key = %key.short(), worker = %worker, "completed on a worker");
             Remotely::Done
@@ -462,7 +493,13 @@ async fn dispatch(
 }
 
 #[cfg(not(feature = "distributed"))]
-async fn dispatch(dispatcher: &Dispatcher, _: &'static TaskSpec, _: &Key, _: Vec<u8>) -> Remotely {
+async fn dispatch(
+    dispatcher: &Dispatcher,
+    _: &'static TaskSpec,
+    _: &Key,
+    _: Vec<u8>,
+    _: Provenance,
+) -> Remotely {
     match *dispatcher {}
 }
 
@@ -476,6 +513,33 @@ struct CallGuard<'a> {
     started: Instant,
     span: tracing::Span,
     outcome: Option<CallOutcome>,
+    /// The run this call belongs to, if it is not a run's root.
+    run: Option<Arc<RunLog>>,
+    /// The run this call started, as a root whose body runs.
+    own_run: Option<Arc<RunLog>>,
+    /// The call whose body made this one.
+    parent: Option<Key>,
+    /// Whether the result reached the store.
+    stored: bool,
+}
+
+impl CallGuard<'_> {
+    /// The run the body's calls belong to: this call's run, or a new one
+    /// when this call is a root. Started only when a body runs, so that a
+    /// root answered from storage costs nothing.
+    fn run_log(&mut self) -> Option<Arc<RunLog>> {
+        if self.run.is_none() && self.own_run.is_none() {
+            self.own_run = Some(Arc::new(RunLog::new(RunId::new())));
+        }
+        self.run.clone().or_else(|| self.own_run.clone())
+    }
+
+    fn provenance(&mut self) -> Provenance {
+        Provenance {
+            run: self.run_log().map(|log| log.id),
+            parent: self.parent,
+        }
+    }
 }
 
 impl Drop for CallGuard<'_> {
@@ -496,6 +560,22 @@ impl Drop for CallGuard<'_> {
             CallOutcome::Computed | CallOutcome::Cancelled | CallOutcome::Dispatched => 0,
         };
         let elapsed = self.started.elapsed();
+        if let Some(log) = self.run.as_ref().or(self.own_run.as_ref()) {
+            log.record(
+                self.task.name(),
+                self.task.version(),
+                self.key,
+                self.parent,
+                outcome,
+                self.started,
+                elapsed,
+            );
+        }
+        if let Some(log) = &self.own_run {
+            if let Err(e) = log.store(&*self.inner.store, &self.key) {
+                tracing::warn!(run = %log.id, error = %e, "cannot store the record of a run; its lineage is lost");
+            }
+        }
         self.span.record("outcome", outcome.as_str());
         self.span.record("elapsed_us", elapsed_micros(elapsed));
         tracing::debug!(parent: &self.span, outcome = outcome.as_str(), elapsed_us = elapsed_micros(elapsed), "task call finished");
@@ -613,15 +693,16 @@ impl Inner {
         }
     }
 
-    /// Stores a computed value. Never fails the call: a failure is logged and
-    /// counted, and the caller still gets its value.
+    /// Stores a computed value; true if it was. Never fails the call: a
+    /// failure is logged and counted, and the caller still gets its value.
     fn save<T: Serialize>(
         &self,
         task: &'static TaskSpec,
         key: &Key,
         value: &T,
         run_time: Duration,
-    ) {
+        provenance: Provenance,
+    ) -> bool {
         let saved = codec::encoded_len(value)
             .map_err(|e| SaveError::Entry(EntryError::Encode(e)))
             .and_then(|payload_len| {
@@ -631,6 +712,8 @@ impl Inner {
                     created_at: SystemTime::now(),
                     run_time,
                     payload_len,
+                    run: provenance.run,
+                    parent: provenance.parent,
                 };
                 let bytes = large_io(meta.entry_len(), || self.write_entry(task, &meta, value))?;
                 Ok(bytes.map(|bytes| (bytes, meta.created_at)))
@@ -647,9 +730,13 @@ impl Inner {
                         created_at,
                     },
                 );
+                true
             }
-            Ok(None) => {}
-            Err(e) => self.store_failed(task, key, "write", &e),
+            Ok(None) => true,
+            Err(e) => {
+                self.store_failed(task, key, "write", &e);
+                false
+            }
         }
     }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use redis::streams::StreamReadReply;
 use tokio::sync::oneshot;
 
+use super::call::Provenance;
 use super::{Engine, Policy};
 use crate::broker::{entries, unique_name, Broker, BrokerError, Reply, Request, Retry};
 use crate::error::Error;
@@ -158,9 +159,10 @@ impl Remote {
         task: &'static TaskSpec,
         key: &Key,
         arguments: Vec<u8>,
+        provenance: Provenance,
     ) -> Dispatched {
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        let result = self.dispatch_inner(task, key, arguments).await;
+        let result = self.dispatch_inner(task, key, arguments, provenance).await;
         self.waiting.fetch_sub(1, Ordering::Relaxed);
         result.unwrap_or_else(|e| Dispatched::Unserved(e.to_string()))
     }
@@ -170,6 +172,7 @@ impl Remote {
         task: &'static TaskSpec,
         key: &Key,
         arguments: Vec<u8>,
+        provenance: Provenance,
     ) -> Result<Dispatched, BrokerError> {
         let mut connection = self.broker.connection();
         let inflight = self.broker.inflight_key(key);
@@ -184,6 +187,8 @@ impl Remote {
             version: task.version().to_owned(),
             arguments,
             reply_to: self.reply_stream.clone(),
+            run: provenance.run,
+            parent: provenance.parent,
         };
         let (tx, mut rx) = oneshot::channel();
         self.pending

@@ -1,0 +1,264 @@
+//! `runs ls` and `runs show`: the runs recorded in the store, and the call
+//! tree of one.
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use super::args::{RunsCommand, ShowRunArgs};
+use super::output::{self, Table};
+use super::Failure;
+use crate::config::Config;
+use crate::lineage::{self, CallNode, LineageError, RunId, RunTree};
+use crate::store::Store;
+
+impl From<LineageError> for Failure {
+    fn from(e: LineageError) -> Self {
+        match e {
+            LineageError::Store(e) => Failure::from(e),
+            other => Failure::usage(other.to_string()),
+        }
+    }
+}
+
+pub(crate) fn runs(config: &Config, command: RunsCommand) -> Result<(), Failure> {
+    let store = config.open_store()?;
+    match command {
+        RunsCommand::Ls(args) => ls(&*store, args.json),
+        RunsCommand::Show(args) => show(&*store, &args),
+    }
+}
+
+#[derive(Serialize)]
+struct RunRow {
+    id: String,
+    root: String,
+    started: u64,
+    duration_seconds: f64,
+    computed: usize,
+    from_storage: usize,
+    failed: usize,
+}
+
+fn ls(store: &dyn Store, json: bool) -> Result<(), Failure> {
+    let runs = lineage::runs(store)?;
+    let rows: Vec<RunRow> = runs
+        .iter()
+        .map(|run| RunRow {
+            id: run.id.to_string(),
+            root: run.root.clone(),
+            started: output::unix_seconds(run.started),
+            duration_seconds: run.duration.as_secs_f64(),
+            computed: run.computed,
+            from_storage: run.from_storage,
+            failed: run.failed,
+        })
+        .collect();
+    if json {
+        return output::print_json(&rows);
+    }
+    if runs.is_empty() {
+        return output::print("no runs are recorded in this store\n");
+    }
+    let now = SystemTime::now();
+    let mut table = Table::new(&[
+        "RUN",
+        "ROOT",
+        "STARTED",
+        "DURATION",
+        "COMPUTED",
+        "FROM STORAGE",
+        "FAILED",
+    ]);
+    for run in &runs {
+        table.row(vec![
+            run.id.short(),
+            run.root.clone(),
+            output::age(run.started, now),
+            output::run_time(run.duration),
+            run.computed.to_string(),
+            run.from_storage.to_string(),
+            run.failed.to_string(),
+        ]);
+    }
+    table.print()
+}
+
+/// The one recorded run whose ID starts with `prefix`.
+pub(crate) fn find_run(store: &dyn Store, prefix: &str) -> Result<RunId, Failure> {
+    let prefix = prefix.to_ascii_lowercase();
+    if prefix.len() < 4 || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Failure::usage(format!(
+            "`{prefix}` is not a run ID: give at least 4 hex digits of one (see `runs ls`)"
+        )));
+    }
+    let mut ids: Vec<String> = store
+        .list(Some(lineage::RUNS), None)?
+        .into_iter()
+        .map(|l| l.version)
+        .filter(|id| id.starts_with(&prefix))
+        .collect();
+    ids.dedup();
+    match ids.as_slice() {
+        [] => Err(Failure::usage(format!(
+            "no recorded run starts with `{prefix}`"
+        ))),
+        [one] => one
+            .parse()
+            .map_err(|e: LineageError| Failure::usage(e.to_string())),
+        several => Err(Failure::usage(format!(
+            "`{prefix}` starts {} runs; give more digits: {}",
+            several.len(),
+            several.join(", ")
+        ))),
+    }
+}
+
+#[derive(Serialize)]
+struct ShownRun<'a> {
+    id: String,
+    root: String,
+    started: u64,
+    duration_seconds: f64,
+    computed: usize,
+    from_storage: usize,
+    failed: usize,
+    roots: Vec<usize>,
+    calls: &'a [CallNode],
+}
+
+fn show(store: &dyn Store, args: &ShowRunArgs) -> Result<(), Failure> {
+    let id = find_run(store, &args.run)?;
+    let tree = lineage::run_tree(store, id)?;
+    let summary = tree.summary();
+    if args.json {
+        return output::print_json(&ShownRun {
+            id: id.to_string(),
+            root: summary.root,
+            started: output::unix_seconds(summary.started),
+            duration_seconds: summary.duration.as_secs_f64(),
+            computed: summary.computed,
+            from_storage: summary.from_storage,
+            failed: summary.failed,
+            roots: tree.roots(),
+            calls: &tree.calls,
+        });
+    }
+    if args.dot {
+        return output::print(&dot(&tree));
+    }
+    let mut text = format!(
+        "run {id}: {}, started {}, took {}; {} computed, {} from storage, {} failed\n",
+        summary.root,
+        output::timestamp(summary.started),
+        output::run_time(summary.duration),
+        summary.computed,
+        summary.from_storage,
+        summary.failed,
+    );
+    let width = tree
+        .calls
+        .iter()
+        .map(|n| n.call.name.len() + n.call.version.len() + 1)
+        .max()
+        .unwrap_or(0)
+        + 2 * depth(&tree);
+    for root in tree.roots() {
+        draw(&tree, root, "", "", width, &mut text);
+    }
+    output::print(&text)
+}
+
+/// The deepest level of the tree, for aligning columns.
+fn depth(tree: &RunTree) -> usize {
+    fn below(tree: &RunTree, node: usize) -> usize {
+        tree.calls[node]
+            .children
+            .iter()
+            .map(|&c| 1 + below(tree, c))
+            .max()
+            .unwrap_or(0)
+    }
+    tree.roots()
+        .into_iter()
+        .map(|r| below(tree, r))
+        .max()
+        .unwrap_or(0)
+}
+
+fn outcome_text(node: &CallNode) -> String {
+    let outcome = match node.call.outcome.as_str() {
+        "hit" => "from storage",
+        other => other,
+    };
+    match node.on_worker {
+        true => format!("{outcome} on {}", node.call.process),
+        false => outcome.to_owned(),
+    }
+}
+
+fn draw(tree: &RunTree, node: usize, lead: &str, branch: &str, width: usize, out: &mut String) {
+    let n = &tree.calls[node];
+    let label = format!("{branch}{}@{}", n.call.name, n.call.version);
+    let _ = writeln!(
+        out,
+        "{lead}{label:<w$}  {}  {:>9}  {}",
+        n.call.key.short(),
+        output::run_time(Duration::from_micros(n.call.duration_us)),
+        outcome_text(n),
+        w = width.saturating_sub(lead.chars().count()),
+    );
+    let children = &n.children;
+    for (i, &child) in children.iter().enumerate() {
+        let last = i + 1 == children.len();
+        let next_lead = format!(
+            "{lead}{}",
+            match branch {
+                "" => "",
+                "├─ " => "│  ",
+                _ => "   ",
+            }
+        );
+        draw(
+            tree,
+            child,
+            &next_lead,
+            if last { "└─ " } else { "├─ " },
+            width,
+            out,
+        );
+    }
+}
+
+/// The tree as a Graphviz `digraph`: `runs show <id> --dot | dot -Tsvg`.
+fn dot(tree: &RunTree) -> String {
+    let mut out = format!(
+        "digraph \"run {}\" {{\n  node [shape=box, fontname=monospace];\n",
+        tree.id
+    );
+    for (i, node) in tree.calls.iter().enumerate() {
+        let color = match node.call.outcome.as_str() {
+            "computed" => "palegreen",
+            "hit" => "lightblue",
+            "failed" | "panicked" => "salmon",
+            _ => "lightgrey",
+        };
+        let _ = writeln!(
+            out,
+            "  n{i} [label=\"{}@{}\\n{}\\n{} {}\", style=filled, fillcolor={color}];",
+            node.call.name,
+            node.call.version,
+            node.call.key.short(),
+            outcome_text(node),
+            output::run_time(Duration::from_micros(node.call.duration_us)),
+        );
+    }
+    for (i, node) in tree.calls.iter().enumerate() {
+        for child in &node.children {
+            let _ = writeln!(out, "  n{i} -> n{child};");
+        }
+    }
+    out.push_str("}\n");
+    out
+}

@@ -1,0 +1,583 @@
+//! Lineage: what ran, in which run, awaited by which call.
+//!
+//! Every call made outside any routine's body (by `main`, a test, a trigger)
+//! is the *root* of a run and gets a [`RunId`]; the calls it awaits, however
+//! deep, and on whatever worker, belong to the same run. Two records make the
+//! call tree of a run rebuildable from the store alone:
+//!
+//! - each stored result's entry header holds the run that computed it and
+//!   the key of the call that awaited it (see [`crate::entry`]);
+//! - each process that took part in a run stores a *run record* of every call
+//!   it made for the run (routine, key, parent, outcome, timing), as an entry
+//!   of the reserved routine `routine.runs` under version `<run-id>`.
+//!
+//! A root call answered from storage records no run: nothing was computed.
+//!
+//! ```no_run
+//! # async fn example(store: &dyn routine_core::store::Store) -> Result<(), routine_core::lineage::LineageError> {
+//! use routine_core::lineage;
+//!
+//! for run in lineage::runs(store)? {
+//!     println!("{} {} computed {}", run.id, run.root, run.computed);
+//!     let tree = lineage::run_tree(store, run.id)?;
+//!     println!("{} calls", tree.calls.len());
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::CallOutcome;
+use crate::entry::{self, EntryMeta};
+use crate::key::Key;
+use crate::registry::Fingerprint;
+use crate::store::{Found, Slot, Store, StoreError};
+
+/// The reserved routine name run records are stored under. Task names
+/// cannot start with `routine.`, so no task's results share it.
+pub const RUNS: &str = "routine.runs";
+/// The version-like component of run records' layout version.
+const RECORD_KEY_SPACE: &str = "run-record-1";
+
+/// Identifies one run of a root routine: 16 bytes, written as 32 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RunId([u8; 16]);
+
+impl RunId {
+    /// A new, unique run ID: 64 bits from the process's random hasher keys,
+    /// then the time in nanoseconds, so that IDs from different machines do
+    /// not collide and a few leading digits tell runs apart.
+    pub fn new() -> RunId {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        hasher.write_u32(std::process::id());
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&hasher.finish().to_be_bytes());
+        bytes[8..].copy_from_slice(&nanos.to_be_bytes());
+        RunId(bytes)
+    }
+
+    /// Wraps raw bytes.
+    pub const fn from_bytes(bytes: [u8; 16]) -> RunId {
+        RunId(bytes)
+    }
+
+    /// The raw bytes.
+    pub const fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    /// All zeros: "no run" in an entry header.
+    pub(crate) fn is_nil(&self) -> bool {
+        self.0 == [0; 16]
+    }
+
+    /// The first 12 hex digits, for tables.
+    pub fn short(&self) -> String {
+        self.to_string()[..12].to_owned()
+    }
+}
+
+impl Default for RunId {
+    fn default() -> Self {
+        RunId::new()
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RunId({self})")
+    }
+}
+
+impl FromStr for RunId {
+    type Err = LineageError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || LineageError::BadRunId(text.to_owned());
+        if text.len() != 32 || !text.is_ascii() {
+            return Err(bad());
+        }
+        let mut bytes = [0u8; 16];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(RunId(bytes))
+    }
+}
+
+/// One call of a run, as its process recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRecord {
+    /// The routine's name.
+    pub name: String,
+    /// The routine's version.
+    pub version: String,
+    /// The call's key.
+    pub key: Key,
+    /// The call that awaited it; none for the run's root.
+    pub parent: Option<Key>,
+    /// How it ended: `computed`, `hit`, `failed`, `panicked`, `cancelled`,
+    /// `dispatched`.
+    pub outcome: String,
+    /// When it started, in microseconds after the run started (in the
+    /// clock of the process that made it).
+    pub started_us: u64,
+    /// How long it took, in microseconds.
+    pub duration_us: u64,
+    /// The process that made it: the host's name and process ID.
+    pub process: String,
+}
+
+/// What one process stored about a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunRecord {
+    run: RunId,
+    /// Unix time in microseconds when this process's part started.
+    started_unix_us: u64,
+    calls: Vec<CallRecord>,
+}
+
+/// The calls one process makes for a run, gathered while it runs and
+/// stored when its part ends.
+pub(crate) struct RunLog {
+    pub(crate) id: RunId,
+    started: Instant,
+    started_at: SystemTime,
+    calls: Mutex<Vec<CallRecord>>,
+}
+
+impl RunLog {
+    pub(crate) fn new(id: RunId) -> RunLog {
+        RunLog {
+            id,
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Records one finished call.
+    pub(crate) fn record(
+        &self,
+        name: &str,
+        version: &str,
+        key: Key,
+        parent: Option<Key>,
+        outcome: CallOutcome,
+        started: Instant,
+        duration: Duration,
+    ) {
+        let record = CallRecord {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            key,
+            parent,
+            outcome: outcome.as_str().to_owned(),
+            started_us: micros(started.saturating_duration_since(self.started)),
+            duration_us: micros(duration),
+            process: process_name().to_owned(),
+        };
+        self.calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(record);
+    }
+
+    /// Stores this process's part of the run, named by `part` (the key of
+    /// the call it started with), unless every call was answered from
+    /// storage.
+    pub(crate) fn store(&self, store: &dyn Store, part: &Key) -> Result<(), LineageError> {
+        let calls = std::mem::take(&mut *self.calls.lock().unwrap_or_else(PoisonError::into_inner));
+        let worth_keeping = calls.iter().any(|c| c.outcome != CallOutcome::Hit.as_str());
+        if !worth_keeping {
+            return Ok(());
+        }
+        let record = RunRecord {
+            run: self.id,
+            started_unix_us: micros(
+                self.started_at
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default(),
+            ),
+            calls,
+        };
+        let version = self.id.to_string();
+        let key = Key::of(RUNS, RECORD_KEY_SPACE, &(self.id, part))
+            .map_err(|e| LineageError::Encode(e.to_string()))?;
+        let payload_len =
+            crate::codec::encoded_len(&record).map_err(|e| LineageError::Encode(e.to_string()))?;
+        let meta = EntryMeta {
+            key,
+            fingerprint: Fingerprint::from_bytes([0; 32]),
+            created_at: SystemTime::now(),
+            run_time: self.started.elapsed(),
+            payload_len,
+            run: Some(self.id),
+            parent: None,
+        };
+        let slot = Slot {
+            name: RUNS,
+            version: &version,
+            key: &key,
+        };
+        let writer = store.create(&slot, meta.entry_len())?;
+        entry::write(writer, &meta, &record)
+            .map_err(|e| LineageError::Encode(e.to_string()))?
+            .commit()?;
+        Ok(())
+    }
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// `host:pid`, computed once.
+fn process_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "localhost".into());
+        format!("{host}:{}", std::process::id())
+    })
+}
+
+/// Lineage cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum LineageError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A run record cannot be encoded or decoded.
+    #[error("a run record is unusable: {0}")]
+    Encode(String),
+    /// Not a run ID.
+    #[error("`{0}` is not a run ID: expected 32 hex digits (see `runs ls`)")]
+    BadRunId(String),
+    /// No record of this run is stored.
+    #[error("no run {0} is recorded in this store")]
+    UnknownRun(RunId),
+}
+
+/// One run, summed up.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// The run.
+    pub id: RunId,
+    /// The root routine, `name@version`.
+    pub root: String,
+    /// When the run started.
+    pub started: SystemTime,
+    /// How long the root call took.
+    pub duration: Duration,
+    /// Calls that ran their body and stored a result.
+    pub computed: usize,
+    /// Calls answered from storage.
+    pub from_storage: usize,
+    /// Calls that failed (`Err` or panic).
+    pub failed: usize,
+}
+
+/// Every run recorded in `store`, oldest first.
+pub fn runs(store: &dyn Store) -> Result<Vec<RunSummary>, LineageError> {
+    let mut by_run: BTreeMap<String, ()> = BTreeMap::new();
+    for listing in store.list(Some(RUNS), None)? {
+        by_run.insert(listing.version, ());
+    }
+    let mut out = Vec::new();
+    for version in by_run.keys() {
+        let Ok(id) = version.parse::<RunId>() else {
+            continue;
+        };
+        out.push(run_tree(store, id)?.summary());
+    }
+    out.sort_by_key(|run| run.started);
+    Ok(out)
+}
+
+/// The calls of a run, from every process that took part, arranged as a
+/// tree.
+#[derive(Debug, Clone)]
+pub struct RunTree {
+    /// The run.
+    pub id: RunId,
+    /// When its first part started.
+    pub started: SystemTime,
+    /// Every call, one per node: a call dispatched to a worker appears once,
+    /// as the worker recorded it.
+    pub calls: Vec<CallNode>,
+}
+
+/// One call in a [`RunTree`].
+#[derive(Debug, Clone, Serialize)]
+pub struct CallNode {
+    /// What was recorded.
+    #[serde(flatten)]
+    pub call: CallRecord,
+    /// Indexes of the calls it awaited, in the order they started.
+    pub children: Vec<usize>,
+    /// Whether a worker ran it for the caller.
+    pub on_worker: bool,
+}
+
+impl RunTree {
+    /// The root calls (normally one).
+    pub fn roots(&self) -> Vec<usize> {
+        let mut is_child = vec![false; self.calls.len()];
+        for node in &self.calls {
+            for &child in &node.children {
+                is_child[child] = true;
+            }
+        }
+        (0..self.calls.len()).filter(|&i| !is_child[i]).collect()
+    }
+
+    /// Sums the run up.
+    pub fn summary(&self) -> RunSummary {
+        let count = |outcome: &str| {
+            self.calls
+                .iter()
+                .filter(|n| n.call.outcome == outcome)
+                .count()
+        };
+        let root = self.roots().first().map(|&i| &self.calls[i]);
+        RunSummary {
+            id: self.id,
+            root: root
+                .map(|n| format!("{}@{}", n.call.name, n.call.version))
+                .unwrap_or_default(),
+            started: self.started,
+            duration: Duration::from_micros(root.map_or(0, |n| n.call.duration_us)),
+            computed: count("computed"),
+            from_storage: count("hit"),
+            failed: count("failed") + count("panicked"),
+        }
+    }
+}
+
+/// Rebuilds the call tree of run `id` from `store`.
+pub fn run_tree(store: &dyn Store, id: RunId) -> Result<RunTree, LineageError> {
+    let version = id.to_string();
+    let listings = store.list(Some(RUNS), Some(&version))?;
+    if listings.is_empty() {
+        return Err(LineageError::UnknownRun(id));
+    }
+    let mut records = Vec::new();
+    for listing in listings {
+        let slot = Slot {
+            name: RUNS,
+            version: &version,
+            key: &listing.key,
+        };
+        let Some(found) = store.get(&slot)? else {
+            continue;
+        };
+        let bytes = match found {
+            Found::Bytes(bytes) => bytes.to_vec(),
+            Found::Stream { mut reader, .. } => {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut reader, &mut bytes)
+                    .map_err(|e| LineageError::Encode(e.to_string()))?;
+                bytes
+            }
+        };
+        let (_, payload) =
+            entry::verify(&bytes, &listing.key).map_err(|e| LineageError::Encode(e.to_string()))?;
+        let record: RunRecord = entry::decode_payload(&bytes[payload])
+            .map_err(|e| LineageError::Encode(e.to_string()))?;
+        records.push(record);
+    }
+    Ok(assemble(id, records))
+}
+
+/// Joins the parts of a run: a call a caller dispatched and a worker ran is
+/// one node, the worker's; each call hangs under the call that awaited it.
+fn assemble(id: RunId, mut records: Vec<RunRecord>) -> RunTree {
+    records.sort_by_key(|r| r.started_unix_us);
+    let started_unix_us = records.first().map_or(0, |r| r.started_unix_us);
+    let mut calls: Vec<CallRecord> = Vec::new();
+    for record in &records {
+        // Align each part's clock to the run's start.
+        let offset = record.started_unix_us.saturating_sub(started_unix_us);
+        for call in &record.calls {
+            let mut call = call.clone();
+            call.started_us += offset;
+            calls.push(call);
+        }
+    }
+    let ran_remotely: Vec<Key> = calls
+        .iter()
+        .filter(|c| c.outcome != CallOutcome::Dispatched.as_str())
+        .map(|c| c.key)
+        .collect();
+    let mut nodes: Vec<CallNode> = Vec::new();
+    for call in calls {
+        let dispatched = call.outcome == CallOutcome::Dispatched.as_str();
+        if dispatched && ran_remotely.contains(&call.key) {
+            continue; // the worker's record stands for it
+        }
+        nodes.push(CallNode {
+            call,
+            children: Vec::new(),
+            on_worker: false,
+        });
+    }
+    let dispatched_keys: Vec<Key> = records
+        .iter()
+        .flat_map(|r| &r.calls)
+        .filter(|c| c.outcome == CallOutcome::Dispatched.as_str())
+        .map(|c| c.key)
+        .collect();
+    for node in &mut nodes {
+        node.on_worker = dispatched_keys.contains(&node.call.key)
+            && node.call.outcome != CallOutcome::Dispatched.as_str();
+    }
+    nodes.sort_by_key(|n| n.call.started_us);
+    // A parent is the call with that key which ran its body (a key can be
+    // called twice in a run: computed once, then answered from storage).
+    let mut parent_of: Vec<Option<usize>> = vec![None; nodes.len()];
+    for (i, node) in nodes.iter().enumerate() {
+        let Some(parent_key) = node.call.parent else {
+            continue;
+        };
+        let ran_body = |n: &CallNode| n.call.outcome != CallOutcome::Hit.as_str();
+        parent_of[i] = nodes
+            .iter()
+            .position(|p| p.call.key == parent_key && ran_body(p))
+            .or_else(|| nodes.iter().position(|p| p.call.key == parent_key));
+    }
+    for (i, parent) in parent_of.into_iter().enumerate() {
+        if let Some(parent) = parent.filter(|&p| p != i) {
+            nodes[parent].children.push(i);
+        }
+    }
+    RunTree {
+        id,
+        started: UNIX_EPOCH + Duration::from_micros(started_unix_us),
+        calls: nodes,
+    }
+}
+
+/// What a stored result's entry says about where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lineage {
+    /// The run that computed it (none for entries written before lineage).
+    pub run: Option<RunId>,
+    /// The call that awaited it; none when it was a run's root.
+    pub parent: Option<Key>,
+    /// When it was computed.
+    pub created: SystemTime,
+}
+
+/// The lineage of the stored result of `name`/`version`/`key`, read from
+/// its entry's header; `None` if no result is stored.
+pub fn of(
+    store: &dyn Store,
+    name: &str,
+    version: &str,
+    key: &Key,
+) -> Result<Option<Lineage>, LineageError> {
+    let slot = Slot { name, version, key };
+    let meta = match store.get(&slot)? {
+        None => return Ok(None),
+        Some(Found::Bytes(bytes)) => EntryMeta::parse(&bytes),
+        Some(Found::Stream { reader, .. }) => entry::read_header(reader).map(|(meta, _)| meta),
+    }
+    .map_err(|e| LineageError::Encode(e.to_string()))?;
+    Ok(Some(Lineage {
+        run: meta.run,
+        parent: meta.parent,
+        created: meta.created_at,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_are_unique_and_round_trip() {
+        let (a, b) = (RunId::new(), RunId::new());
+        assert_ne!(a, b);
+        assert_eq!(a.to_string().parse::<RunId>().unwrap(), a);
+        assert!("xyz".parse::<RunId>().is_err());
+        assert!(!a.is_nil());
+    }
+
+    fn call(name: &str, key: u8, parent: Option<u8>, outcome: &str, started_us: u64) -> CallRecord {
+        let k = |n: u8| Key::of("t", "1", &n).unwrap();
+        CallRecord {
+            name: name.into(),
+            version: "1.0.0".into(),
+            key: k(key),
+            parent: parent.map(k),
+            outcome: outcome.into(),
+            started_us,
+            duration_us: 10,
+            process: "p".into(),
+        }
+    }
+
+    #[test]
+    fn parts_from_callers_and_workers_join_into_one_tree() {
+        let id = RunId::new();
+        let caller = RunRecord {
+            run: id,
+            started_unix_us: 1_000,
+            calls: vec![
+                call("fit", 2, Some(1), "dispatched", 5),
+                call("prep", 3, Some(1), "hit", 6),
+                call("train", 1, None, "computed", 0),
+            ],
+        };
+        let worker = RunRecord {
+            run: id,
+            started_unix_us: 1_002,
+            calls: vec![call("fit", 2, Some(1), "computed", 0)],
+        };
+        let tree = assemble(id, vec![worker, caller]);
+        assert_eq!(tree.calls.len(), 3, "the dispatched call is one node");
+        let roots = tree.roots();
+        assert_eq!(roots.len(), 1);
+        let root = &tree.calls[roots[0]];
+        assert_eq!(root.call.name, "train");
+        let children: Vec<(&str, bool)> = root
+            .children
+            .iter()
+            .map(|&c| (tree.calls[c].call.name.as_str(), tree.calls[c].on_worker))
+            .collect();
+        assert_eq!(children, [("fit", true), ("prep", false)]);
+        let summary = tree.summary();
+        assert_eq!(
+            (summary.computed, summary.from_storage, summary.failed),
+            (2, 1, 0)
+        );
+        assert_eq!(summary.root, "train@1.0.0");
+    }
+}
