@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::CallOutcome;
 use crate::entry::{self, EntryMeta};
 use crate::key::Key;
-use crate::registry::Fingerprint;
+use crate::registry::{Fingerprint, TaskSpec};
 use crate::store::{Found, Slot, Store, StoreError};
 
 /// The reserved routine name run records are stored under. Task names
@@ -181,8 +181,7 @@ impl RunLog {
     /// Records one finished call.
     pub(crate) fn record(
         &self,
-        name: &str,
-        version: &str,
+        task: &TaskSpec,
         key: Key,
         parent: Option<Key>,
         outcome: CallOutcome,
@@ -190,8 +189,8 @@ impl RunLog {
         duration: Duration,
     ) {
         let record = CallRecord {
-            name: name.to_owned(),
-            version: version.to_owned(),
+            name: task.name().to_owned(),
+            version: task.version().to_owned(),
             key,
             parent,
             outcome: outcome.as_str().to_owned(),

@@ -562,8 +562,7 @@ impl Drop for CallGuard<'_> {
         let elapsed = self.started.elapsed();
         if let Some(log) = self.run.as_ref().or(self.own_run.as_ref()) {
             log.record(
-                self.task.name(),
-                self.task.version(),
+                self.task,
                 self.key,
                 self.parent,
                 outcome,
