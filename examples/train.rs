@@ -9,7 +9,11 @@
 //! cargo run --release --example train -- run prepare-data --arg seed=1 --arg n=3
 //! cargo run --release --example train -- cache ls fit
 //! cargo run --release --example train -- cache gc --max-size 1MiB
+//! cargo run --release --example train -- runs ls
 //! ```
+//!
+//! When a new best model is picked, the trigger `write_report` writes
+//! `best-model.md` in the working directory.
 //!
 //! Results are stored under `./.routine` (or `$ROUTINE_STORE`, or `store` in
 //! `routine.toml`), one directory per task name and version:
@@ -135,7 +139,7 @@ async fn train(data: Data, epochs: u32, hp: Vec<HyperParams>) -> Vec<Model> {
 /// the best. Every step is memoized: run it twice and nothing is recomputed.
 #[routine::main]
 async fn main() {
-    let best = train_and_pick().await;
+    let best = train_and_pick(42, 5_000, 300, vec![0.3, 0.1, 0.03, 0.01]).await;
     println!(
         "best model: learning rate {}, loss {:.5}, weights [{:.3}, {:.3}, {:.3}], bias {:.3}",
         best.hyper_params.learning_rate,
@@ -157,19 +161,54 @@ async fn main() {
     );
 }
 
-/// Prepares the data, trains, picks the best model.
-async fn train_and_pick() -> Model {
-    let data = prepare_data(42, 5_000).await;
-    let hp = [0.3, 0.1, 0.03, 0.01]
+/// The whole workflow, three levels deep: prepares the data, trains one
+/// model per learning rate (each `fit` on its own), picks the best. One call
+/// of it is one run: `runs show` prints its call tree.
+#[routine::task(name = "train-and-pick", version = "0.1.0")]
+async fn train_and_pick(seed: u64, n: u32, epochs: u32, learning_rates: Vec<f64>) -> Model {
+    let data = prepare_data(seed, n).await;
+    let hp = learning_rates
         .into_iter()
         .map(|learning_rate| HyperParams {
             learning_rate,
             l2: 1e-4,
         })
         .collect();
-    let models = train(data, 300, hp).await;
+    let models = train(data, epochs, hp).await;
+    pick_best(models).await
+}
+
+/// The model with the lowest loss.
+#[routine::task(name = "pick-best", version = "0.1.0")]
+async fn pick_best(models: Vec<Model>) -> Model {
     models
         .into_iter()
         .min_by(|a, b| a.loss.total_cmp(&b.loss))
         .expect("at least one model")
+}
+
+/// Writes `best-model.md` each time a new best model is picked (not when the
+/// pick comes from storage). It runs after the result is stored, without
+/// delaying `main`; the program waits for it before exiting.
+#[routine::trigger(on = "pick-best")]
+async fn write_report(done: routine::Completion<Model>) -> std::io::Result<()> {
+    let Ok(best) = &done.result else {
+        return Ok(());
+    };
+    let candidates = done.arguments["models"].as_array().map_or(0, Vec::len);
+    let run = done.run.map(|run| run.to_string()).unwrap_or_default();
+    let report = format!(
+        "# Best model\n\n\
+         - learning rate: {}\n- loss: {:.6}\n- weights: {:?}, bias {:.4}\n\
+         - picked from {candidates} models in {:?}\n- run: `{run}` (`train runs show {}`)\n\
+         - result key: `{}`\n",
+        best.hyper_params.learning_rate,
+        best.loss,
+        best.weights,
+        best.bias,
+        done.duration,
+        &run[..12.min(run.len())],
+        done.key,
+    );
+    std::fs::write("best-model.md", report)
 }

@@ -42,8 +42,9 @@ pub use routine_core::config;
 #[cfg(feature = "distributed")]
 pub use routine_core::{broker, worker};
 pub use routine_core::{
-    codec, engine, entry, invoke, key, redact, registry, spawn, store, CallOutcome, CallReport,
-    Engine, EngineBuilder, Error, Key, RoutineId, Stats, TaskSpec,
+    codec, engine, entry, invoke, key, lineage, redact, registry, spawn, store, trigger,
+    CallOutcome, CallReport, Completion, Engine, EngineBuilder, Error, Key, RoutineId, Stats,
+    TaskSpec,
 };
 
 #[doc(hidden)]
@@ -110,6 +111,55 @@ mod readme {}
 /// # }
 /// ```
 pub use routine_macros::task;
+
+/// Runs a function whenever a routine completes: after its result is
+/// stored, as a tokio task of its own, without delaying the routine's caller.
+///
+/// ```
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub struct Model { loss: f64 }
+/// #[routine::task(name = "pick-best", version = "1.0.0")]
+/// async fn pick_best(losses: Vec<f64>) -> Model {
+///     Model { loss: losses.into_iter().fold(f64::INFINITY, f64::min) }
+/// }
+///
+/// /// Writes a report when a new best model is picked.
+/// #[routine::trigger(on = "pick-best")]
+/// async fn report(done: routine::Completion<Model>) -> std::io::Result<()> {
+///     if let Ok(model) = &done.result {
+///         let path = std::env::temp_dir().join(format!("best-{}.txt", done.key.short()));
+///         std::fs::write(path, format!("best loss {}\n", model.loss))?;
+///     }
+///     Ok(())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let engine = routine::Engine::in_memory();
+/// engine.scope(pick_best(vec![0.3, 0.1])).await;
+/// engine.settle().await; // wait for triggers before exiting
+/// assert_eq!(engine.stats().triggers_fired, 1);
+/// # }
+/// ```
+///
+/// - `on`: the routine, `"name"` (every version) or `"name@version"`.
+/// - `hits = true`: also when the call was answered from storage;
+///   `failures = true`: also when it returned `Err` or panicked (then
+///   `done.result` is `Err` with the message).
+///
+/// The function takes one [`Completion<T>`](Completion), where `T` is the
+/// routine's result type (the `Ok` type of a `Result`): the routine ID, the
+/// key, the arguments as JSON, the result, whether it came from storage, the
+/// duration and the run. It returns `()` or `Result<(), E>` with `E:
+/// Display`; an `Err` or a panic is logged and counted
+/// (`Stats::trigger_failures`), never the routine's failure. It runs in an
+/// engine scope, so it can await routines ("when training finishes,
+/// evaluate the model"); its future must be `Send`.
+///
+/// A result that could not be stored fires nothing. Distributed, a trigger
+/// fires on the worker that completed the routine, at least once per
+/// completion: a worker acknowledges a request only after its triggers
+/// ended, and a worker that takes over from a dead one fires them again
+/// (with `from_storage` set). Use `done.key` to make a trigger idempotent.
+pub use routine_macros::trigger;
 
 /// Makes `async fn main()` a routine program: it builds the runtime, reads
 /// the configuration, sets up the engine and runs `main` in its scope, and

@@ -213,6 +213,8 @@ where
             let engine = config.engine(|builder| builder).await?;
             let display = progress::Display::start(&engine, ui.progress);
             let output = engine.scope(user_main()).await;
+            // Triggers started by the run end before the program does.
+            engine.settle().await;
             display.finish();
             Ok(exit(output))
         }),

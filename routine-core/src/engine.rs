@@ -15,6 +15,7 @@ use crate::key::Key;
 use crate::lineage::{RunId, RunLog};
 use crate::registry::{self, TaskSpec};
 use crate::store::{FileStore, MemoryStore, Store};
+use crate::trigger::TriggerCounters;
 
 mod cache;
 mod call;
@@ -53,6 +54,8 @@ pub(crate) struct Current {
     pub(crate) in_routine: bool,
     pub(crate) run: Option<Arc<RunLog>>,
     pub(crate) parent: Option<Key>,
+    /// The key of a call a worker re-runs after its first worker died.
+    pub(crate) recovering: Option<Key>,
 }
 
 impl Current {
@@ -72,6 +75,7 @@ impl Current {
             in_routine: false,
             run: None,
             parent: None,
+            recovering: None,
         }
     }
 }
@@ -100,12 +104,13 @@ pub struct Engine {
 
 type Observer = Arc<dyn Fn(&CallReport) + Send + Sync>;
 
-struct Inner {
+pub(crate) struct Inner {
     store: Arc<dyn Store>,
     cache: ResultCache,
     flights: Flights,
     counters: Counters,
     observer: Option<Observer>,
+    pub(crate) triggers: TriggerCounters,
     #[cfg(feature = "distributed")]
     remote: Option<Arc<remote::Remote>>,
 }
@@ -145,6 +150,10 @@ pub struct Stats {
     pub running: u64,
     /// Calls that ended, however they ended.
     pub finished: u64,
+    /// Triggers that ran to completion.
+    pub triggers_fired: u64,
+    /// Triggers that returned an error or panicked.
+    pub trigger_failures: u64,
 }
 
 impl Engine {
@@ -240,12 +249,18 @@ impl Engine {
             cache_bytes: self.inner.cache.used() as u64,
             running: c.running.load(Ordering::Relaxed),
             finished: c.finished.load(Ordering::Relaxed),
+            triggers_fired: self.inner.triggers.fired.load(Ordering::Relaxed),
+            trigger_failures: self.inner.triggers.failed.load(Ordering::Relaxed),
         }
     }
 
     /// The store behind this engine.
     pub fn store(&self) -> &dyn Store {
         &*self.inner.store
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
     }
 
     /// Drops `key` from the in-process cache (not from the store).
@@ -331,6 +346,10 @@ impl EngineBuilder {
     /// With a broker, outside a tokio runtime (it starts a listener task).
     pub fn build(self) -> Result<Engine, Error> {
         registry::check()?;
+        for trigger in crate::trigger::unbound() {
+            tracing::warn!(trigger = trigger.name(), on = %trigger.on(),
+                "a trigger is bound to a routine this program does not have; it never fires");
+        }
         Ok(Engine {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -338,6 +357,7 @@ impl EngineBuilder {
                 flights: Flights::default(),
                 counters: Counters::default(),
                 observer: self.observer,
+                triggers: TriggerCounters::default(),
                 #[cfg(feature = "distributed")]
                 remote: self.remote.map(|(broker, policy, settings)| {
                     remote::Remote::start(broker, policy, settings)

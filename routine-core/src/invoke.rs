@@ -22,6 +22,9 @@ use crate::lineage::{RunId, RunLog};
 /// fit the argument's type.
 pub type FromJson = fn(serde_json::Value) -> Result<Vec<u8>, String>;
 
+/// Decodes the next argument of encoded arguments, as JSON.
+pub type ToJson = fn(&mut ArgumentsDecoder<'_>) -> Result<serde_json::Value, ArgumentsError>;
+
 /// How to hash, encode and decode one argument type; built by [`argument`]
 /// where the bounds on the type are checked, used without bounds elsewhere.
 #[doc(hidden)]
@@ -32,6 +35,8 @@ pub struct ArgumentCodec<T> {
     pub decode: fn(&mut ArgumentsDecoder<'_>) -> Result<T, ArgumentsError>,
     /// Encodes the argument from JSON, as a command line gives it.
     pub from_json: FromJson,
+    /// Decodes the next argument as JSON, as a trigger is given it.
+    pub to_json: ToJson,
 }
 
 /// The codec of one argument type.
@@ -41,7 +46,20 @@ pub const fn argument<T: TaskArgument>() -> ArgumentCodec<T> {
         add: add_argument::<T>,
         decode: decode_argument::<T>,
         from_json: argument_from_json::<T>,
+        to_json: argument_to_json::<T>,
     }
+}
+
+fn argument_to_json<T: TaskArgument>(
+    decoder: &mut ArgumentsDecoder<'_>,
+) -> Result<serde_json::Value, ArgumentsError> {
+    let position = decoder.position;
+    let value: T = decoder.argument()?;
+    serde_json::to_value(&value).map_err(|e| ArgumentsError {
+        position,
+        type_name: std::any::type_name::<T>(),
+        reason: format!("cannot be written as JSON: {e}"),
+    })
 }
 
 fn argument_from_json<T: TaskArgument>(value: serde_json::Value) -> Result<Vec<u8>, String> {
@@ -175,6 +193,7 @@ impl Invocation {
         if let Some((log, part)) = &log {
             scope.run = Some(Arc::clone(log));
             scope.parent = part.parent;
+            scope.recovering = part.redelivered.then_some(part.key);
         }
         let running = match self {
             Invocation::Send(run) => tokio::spawn(scope.scope(run)),
@@ -203,6 +222,10 @@ pub struct PartOf {
     pub parent: Option<Key>,
     /// The task's own key: names this process's part of the run.
     pub key: Key,
+    /// The request was delivered before, to a worker that died: if its
+    /// result is stored, that worker completed it, and the triggers that
+    /// fire on fresh results fire now (with `from_storage` set).
+    pub redelivered: bool,
 }
 
 /// The text a panic was raised with.

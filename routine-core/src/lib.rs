@@ -15,6 +15,7 @@
 //! | [`invoke`] | running a task from encoded arguments, as a worker does |
 //! | [`engine`] | the runtime: scope, lookup, single-flight, storing |
 //! | [`lineage`] | runs, run records, the call tree of a run, where a result came from |
+//! | [`trigger`] | functions run when a routine completes |
 //! | [`redact`] | credentials kept out of printed URLs |
 //! | `config` | (feature `cli`) settings from defaults, `routine.toml`, environment, flags |
 //! | `cli` | (feature `cli`) the command line of `#[routine::main]` programs |
@@ -39,6 +40,7 @@ pub mod lineage;
 pub mod redact;
 pub mod registry;
 pub mod store;
+pub mod trigger;
 #[cfg(feature = "distributed")]
 pub mod worker;
 
@@ -46,6 +48,7 @@ pub use crate::engine::{spawn, CallOutcome, CallReport, Engine, EngineBuilder, S
 pub use crate::error::Error;
 pub use crate::key::Key;
 pub use crate::registry::{RoutineId, TaskSpec};
+pub use crate::trigger::Completion;
 
 /// What `#[task]` expands to calls; not a public API.
 #[doc(hidden)]
@@ -59,6 +62,7 @@ pub mod __private {
     };
     pub use crate::key::{Key, KeyError};
     pub use crate::registry::{Parameter, Registered, TaskSpec};
+    pub use crate::trigger::{Occurrence, RegisteredTrigger, TriggerOutput, TriggerSpec};
     pub use inventory;
 
     /// What `#[main]` expands to calls.

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use crate::invoke::{ArgumentsError, FromJson, Invocation};
+use crate::invoke::{ArgumentsDecoder, ArgumentsError, FromJson, Invocation, ToJson};
+use crate::trigger::TriggerSpec;
 
 /// Starts a task from encoded arguments; written by `#[task]`. The flag asks
 /// for the result as JSON.
@@ -27,16 +28,31 @@ pub struct Parameter {
     name: &'static str,
     type_name: &'static str,
     from_json: FromJson,
+    to_json: ToJson,
 }
 
 impl Parameter {
     #[doc(hidden)]
-    pub const fn __new(name: &'static str, type_name: &'static str, from_json: FromJson) -> Self {
+    pub const fn __new(
+        name: &'static str,
+        type_name: &'static str,
+        from_json: FromJson,
+        to_json: ToJson,
+    ) -> Self {
         Parameter {
             name,
             type_name,
             from_json,
+            to_json,
         }
+    }
+
+    /// Decodes this argument from encoded arguments, as JSON.
+    pub fn decode_json(
+        &self,
+        decoder: &mut ArgumentsDecoder<'_>,
+    ) -> Result<serde_json::Value, ArgumentsError> {
+        (self.to_json)(decoder)
     }
 
     /// The argument's name in the task's signature.
@@ -103,6 +119,8 @@ pub struct TaskSpec {
     parameters: &'static [Parameter],
     invoke: Invoke,
     describe_stored: DescribeStored,
+    /// The triggers bound to this task, found at its first call.
+    triggers: OnceLock<Vec<&'static TriggerSpec>>,
     /// Set once the "body changed but version did not" warning was given.
     fingerprint_warned: AtomicBool,
 }
@@ -135,6 +153,7 @@ impl TaskSpec {
             parameters,
             invoke,
             describe_stored,
+            triggers: OnceLock::new(),
             fingerprint_warned: AtomicBool::new(false),
         }
     }
@@ -207,6 +226,11 @@ impl TaskSpec {
     /// this build's result type.
     pub fn describe_stored(&self, payload: &[u8]) -> Result<serde_json::Value, String> {
         (self.describe_stored)(payload)
+    }
+
+    /// The triggers bound to this task.
+    pub fn triggers(&'static self) -> &'static [&'static TriggerSpec] {
+        crate::trigger::of_task(self, &self.triggers)
     }
 
     /// True the first time it is called for a stored fingerprint that differs

@@ -256,7 +256,7 @@ impl Worker {
                 match self.reclaim(free).await {
                     Ok(claimed) => {
                         for (stream, entry) in claimed {
-                            self.start(jobs, stream, entry);
+                            self.start(jobs, stream, entry, true);
                         }
                     }
                     // The broker is away (or restarted empty): the read
@@ -285,7 +285,7 @@ impl Worker {
             {
                 Ok(reply) => {
                     for (stream, entry) in entries(reply) {
-                        self.start(jobs, stream, entry);
+                        self.start(jobs, stream, entry, false);
                     }
                 }
                 Err(e) => {
@@ -309,9 +309,16 @@ impl Worker {
         result
     }
 
-    fn start(self: &Rc<Self>, jobs: &mut JoinSet<()>, stream: String, entry: StreamId) {
+    /// Starts one request; `redelivered` when a worker that had it died.
+    fn start(
+        self: &Rc<Self>,
+        jobs: &mut JoinSet<()>,
+        stream: String,
+        entry: StreamId,
+        redelivered: bool,
+    ) {
         let worker = Rc::clone(self);
-        jobs.spawn_local(async move { worker.run(stream, entry).await });
+        jobs.spawn_local(async move { worker.run(stream, entry, redelivered).await });
     }
 
     /// Claims messages whose worker died; dead-letters those that keep dying.
@@ -418,7 +425,7 @@ impl Worker {
     }
 
     /// Runs one request and answers it.
-    async fn run(self: Rc<Self>, stream: String, entry: StreamId) {
+    async fn run(self: Rc<Self>, stream: String, entry: StreamId, redelivered: bool) {
         let Some(request) = Request::parse(&entry) else {
             tracing::error!(worker = %self.id, message = %entry.id, "dropping a malformed request");
             let _ = self.finish_message(&stream, &entry.id).await;
@@ -431,7 +438,7 @@ impl Worker {
         self.refresh_status();
         tracing::info!(worker = %self.id, routine = %routine, key = %request.key.short(), "running");
 
-        let outcome = self.execute(&request).await;
+        let outcome = self.execute(&request, redelivered).await;
         if let Err(message) = &outcome {
             tracing::warn!(worker = %self.id, routine = %routine, error = %message, "routine failed");
         }
@@ -440,7 +447,13 @@ impl Worker {
             outcome,
             worker: self.id.clone(),
         };
-        if let Err(e) = self.broker.send_reply(&request.reply_to, &reply).await {
+        let replied = self.broker.send_reply(&request.reply_to, &reply).await;
+        // The caller has its answer; the message is acknowledged only once
+        // the triggers the routine started have ended, so that a worker
+        // dying before then leaves it to be redelivered (and the triggers to
+        // fire again): at least once per completion.
+        self.engine.settle().await;
+        if let Err(e) = replied {
             tracing::error!(worker = %self.id, error = %e, "cannot send a reply; the request will be redelivered");
         } else if let Err(e) = self.finish_message(&stream, &entry.id).await {
             tracing::error!(worker = %self.id, error = %e, "cannot acknowledge a request");
@@ -453,11 +466,17 @@ impl Worker {
 
     /// Runs the routine through this worker's engine; a panic or an `Err`
     /// becomes the message sent back.
-    async fn execute(&self, request: &Request) -> Result<(), String> {
-        self.execute_invocation(request).await.map(drop)
+    async fn execute(&self, request: &Request, redelivered: bool) -> Result<(), String> {
+        self.execute_invocation(request, redelivered)
+            .await
+            .map(drop)
     }
 
-    async fn execute_invocation(&self, request: &Request) -> Result<Finished, String> {
+    async fn execute_invocation(
+        &self,
+        request: &Request,
+        redelivered: bool,
+    ) -> Result<Finished, String> {
         let Some(task) = self
             .streams
             .get(&self.broker.work_stream(&request.task, &request.version))
@@ -476,6 +495,7 @@ impl Worker {
             run,
             parent: request.parent,
             key: request.key,
+            redelivered,
         });
         invocation.run_in(&self.engine, part_of).await
     }

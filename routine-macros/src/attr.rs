@@ -110,7 +110,7 @@ fn set_once(meta: &ParseNestedMeta<'_>, slot: &mut Option<LitStr>, what: &str) -
 
 /// Names become a directory of the store: keep them to a safe alphabet so
 /// that no name can leave it.
-fn check_name(name: &LitStr) -> syn::Result<()> {
+pub(crate) fn check_name(name: &LitStr) -> syn::Result<()> {
     let text = name.value();
     if text.is_empty() {
         return Err(syn::Error::new(
@@ -144,7 +144,7 @@ fn check_name(name: &LitStr) -> syn::Result<()> {
     }
 }
 
-fn check_version(version: &LitStr) -> syn::Result<()> {
+pub(crate) fn check_version(version: &LitStr) -> syn::Result<()> {
     let text = version.value();
     semver::Version::parse(&text).map(drop).map_err(|e| {
         syn::Error::new(

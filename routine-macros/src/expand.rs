@@ -103,20 +103,33 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
         .iter()
         .map(|ty| quote_spanned!(ty.span()=> ::routine::__private::argument::<#ty>()));
     let indices: Vec<syn::Index> = (0..names.len()).map(syn::Index::from).collect();
-    let report = if signature.returns_result {
-        quote! {
-            match &__routine_output {
-                ::core::result::Result::Ok(_) => ::core::result::Result::Ok(()),
-                #[allow(clippy::needless_borrow)]
-                ::core::result::Result::Err(__routine_error) => {
-                    #[allow(unused_imports)]
-                    use ::routine::__private::{ViaDebug as _, ViaDisplay as _, ViaName as _};
-                    ::core::result::Result::Err((&&&::routine::__private::Described(__routine_error)).describe())
+    // A `Result` task's `Err`, described with the best of `Display`,
+    // `Debug` or its type name: for workers, `run` and triggers.
+    let (describe_failure, report, codec) = if signature.returns_result {
+        (
+            quote! {
+                fn __routine_failure(__routine_output: &#output) -> ::core::option::Option<::std::string::String> {
+                    match __routine_output {
+                        ::core::result::Result::Ok(_) => ::core::option::Option::None,
+                        #[allow(clippy::needless_borrow)]
+                        ::core::result::Result::Err(__routine_error) => {
+                            #[allow(unused_imports)]
+                            use ::routine::__private::{ViaDebug as _, ViaDisplay as _, ViaName as _};
+                            ::core::option::Option::Some((&&&::routine::__private::Described(__routine_error)).describe())
+                        }
+                    }
                 }
-            }
-        }
+            },
+            quote! {
+                match __routine_failure(&__routine_output) {
+                    ::core::option::Option::None => ::core::result::Result::Ok(()),
+                    ::core::option::Option::Some(__routine_error) => ::core::result::Result::Err(__routine_error),
+                }
+            },
+            quote!(#codec.describing_failures(__routine_failure)),
+        )
     } else {
-        quote!(::core::result::Result::Ok(()))
+        (quote!(), quote!(::core::result::Result::Ok(())), codec)
     };
     let wrap_result = |call: TokenStream| match signature.returns_result {
         true => call,
@@ -140,9 +153,15 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
             // Every bound on the argument and result types is checked here,
             // once.
             const __ROUTINE_ARGUMENTS: (#(::routine::__private::ArgumentCodec<#types>,)*) = (#(#argument_codecs,)*);
+            #describe_failure
             const __ROUTINE_OUTCOME: ::routine::__private::OutcomeCodec<#outcome, #output> = #codec;
             static __ROUTINE_PARAMETERS: [::routine::__private::Parameter; #parameter_count] = [
-                #(::routine::__private::Parameter::__new(#parameter_names, #parameter_types, __ROUTINE_ARGUMENTS.#indices.from_json),)*
+                #(::routine::__private::Parameter::__new(
+                    #parameter_names,
+                    #parameter_types,
+                    __ROUTINE_ARGUMENTS.#indices.from_json,
+                    __ROUTINE_ARGUMENTS.#indices.to_json,
+                ),)*
             ];
 
             /// Runs the task for a worker or a command line: stored (and

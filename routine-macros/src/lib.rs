@@ -12,12 +12,14 @@
 //! | `fingerprint` | the compile-time hash of the body |
 //! | `expand` | the wrapper written around the body |
 //! | `program` | `#[main]`: the entry point wrapped in routine's command line |
+//! | `trigger` | `#[trigger]`: a function run when a routine completes |
 
 mod attr;
 mod expand;
 mod fingerprint;
 mod program;
 mod signature;
+mod trigger;
 
 use proc_macro::TokenStream;
 
@@ -26,6 +28,13 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::task(attr.into(), item.into()).into()
+}
+
+/// Runs a function when a routine completes. See the `routine` crate for
+/// the full documentation.
+#[proc_macro_attribute]
+pub fn trigger(attr: TokenStream, item: TokenStream) -> TokenStream {
+    trigger::trigger(attr.into(), item.into()).into()
 }
 
 /// Makes `async fn main()` a routine program with a command line. See the

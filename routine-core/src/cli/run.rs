@@ -35,6 +35,7 @@ pub(crate) async fn run(config: &Config, args: &RunArgs, ui: Ui) -> Result<(), F
     })?;
     let display = progress::Display::start(&engine, ui.progress);
     let finished = invocation.run_in(&engine, None).await;
+    engine.settle().await;
     display.finish();
 
     let report = reports
@@ -133,13 +134,13 @@ fn unknown_routine(name: &str) -> String {
         .collect();
     near.sort_by(|a, b| b.0.total_cmp(&a.0));
     let mut message = format!("this program has no routine `{name}`");
+    let near: Vec<String> = near.iter().take(3).map(|(_, n)| format!("`{n}`")).collect();
     match near.as_slice() {
         [] => {}
-        [(_, only)] => message.push_str(&format!("; did you mean `{only}`?")),
-        several => message.push_str(&format!(
-            "; did you mean {}?",
-            listed(several.iter().take(3).map(|(_, n)| format!("`{n}`")))
-        )),
+        [only] => message.push_str(&format!("; did you mean {only}?")),
+        [first @ .., last] => {
+            message.push_str(&format!("; did you mean {} or {last}?", first.join(", ")))
+        }
     }
     match names.is_empty() {
         true => message.push_str(" (it has none)"),

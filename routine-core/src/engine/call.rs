@@ -31,6 +31,7 @@ use crate::key::{HashSink, Key, KeyError};
 use crate::lineage::{RunId, RunLog};
 use crate::registry::{Fingerprint, TaskSpec};
 use crate::store::{Found, Slot, StoreError};
+use crate::trigger::{Occurrence, TriggerSpec};
 
 /// Entries larger than this are read and written with
 /// `tokio::task::block_in_place` (on a multi-threaded runtime), so that a
@@ -158,6 +159,22 @@ pub struct OutcomeCodec<O, Out> {
     pub output_json: fn(&Out) -> Finished,
     /// A stored payload as JSON, for `cache show`.
     pub describe_stored: fn(&[u8]) -> Result<serde_json::Value, String>,
+    /// The value to store, encoded, for triggers.
+    encode_stored: fn(&O) -> Option<Vec<u8>>,
+    /// The message of a failed outcome (an `Err`), for triggers.
+    describe_failure: fn(&O) -> Option<String>,
+}
+
+impl<O, Out> OutcomeCodec<O, Out> {
+    /// The same codec, describing failures with `describe`: `#[task]`
+    /// passes one for tasks returning `Result`, which describes the `Err`
+    /// with its `Display` or `Debug`.
+    pub const fn describing_failures(self, describe: fn(&O) -> Option<String>) -> Self {
+        OutcomeCodec {
+            describe_failure: describe,
+            ..self
+        }
+    }
 }
 
 /// The codec of an outcome type.
@@ -169,7 +186,15 @@ pub const fn outcome_codec<O: Outcome>() -> OutcomeCodec<O, O::Output> {
         into_output: O::into_output,
         output_json: output_json::<O>,
         describe_stored: describe_stored::<O>,
+        encode_stored: encode_stored::<O>,
+        describe_failure: |_| None,
     }
+}
+
+fn encode_stored<O: Outcome>(outcome: &O) -> Option<Vec<u8>> {
+    let mut bytes = Vec::new();
+    codec::encode_into(&mut bytes, outcome.stored()?).ok()?;
+    Some(bytes)
 }
 
 fn lookup_outcome<O: Outcome>(inner: &Inner, task: &'static TaskSpec, key: &Key) -> Option<O> {
@@ -336,7 +361,8 @@ impl Engine {
     {
         let started = Instant::now();
         let dispatcher = self.dispatcher(current.in_routine);
-        let mut key_builder = KeyBuilder::new(task, dispatcher.is_some());
+        let triggers = task.triggers();
+        let mut key_builder = KeyBuilder::new(task, dispatcher.is_some() || !triggers.is_empty());
         let (key, mut encoded_arguments) = match key_of(&args, &mut key_builder) {
             Ok(()) => key_builder.finish(),
             Err(e) => {
@@ -360,7 +386,7 @@ impl Engine {
             let inner = &*engine.inner;
             inner.counters.running.fetch_add(1, Ordering::Relaxed);
             let mut report = CallGuard {
-                inner,
+                engine: &engine,
                 task,
                 key,
                 started,
@@ -370,11 +396,19 @@ impl Engine {
                 own_run: None,
                 parent: current.parent,
                 stored: false,
+                dispatched: false,
+                recovering: current.recovering == Some(key),
+                triggers,
+                trigger_arguments: match triggers.is_empty() {
+                    true => None,
+                    false => encoded_arguments.clone(),
+                },
+                trigger_result: None,
             };
             loop {
                 let finished_before = inner.flights.finished();
                 if let Some(outcome) = (codec.lookup)(inner, task, &key) {
-                    report.outcome = Some(CallOutcome::Hit);
+                    report.hit(&codec, &outcome);
                     return outcome;
                 }
                 let leader = match inner.flights.join(key) {
@@ -388,12 +422,14 @@ impl Engine {
                 // very result; only then is a second lookup worth its cost.
                 if inner.flights.finished() != finished_before {
                     if let Some(outcome) = (codec.lookup)(inner, task, &key) {
-                        report.outcome = Some(CallOutcome::Hit);
+                        report.hit(&codec, &outcome);
                         return outcome;
                     }
                 }
                 if let (Some(dispatcher), Some(arguments)) = (&dispatcher, encoded_arguments.take()) {
                     let provenance = report.provenance();
+                    // The worker that runs it fires its triggers.
+                    report.dispatched = true;
                     match dispatch(dispatcher, task, &key, arguments, provenance).await {
                         Remotely::Done => {
                             if let Some(outcome) = (codec.lookup)(inner, task, &key) {
@@ -409,6 +445,7 @@ impl Engine {
                             continue;
                         }
                     }
+                    report.dispatched = false;
                 }
                 let (body, args) = pending.take().expect("a call runs its body at most once");
                 inner.counters.misses.fetch_add(1, Ordering::Relaxed);
@@ -419,12 +456,14 @@ impl Engine {
                     in_routine: true,
                     run: report.run_log(),
                     parent: Some(key),
+                    recovering: None,
                 };
                 let outcome = in_body.scope(body(args)).await;
                 let run_time = run_started.elapsed();
                 let saved = (codec.save)(inner, task, &key, &outcome, run_time, provenance);
                 report.outcome = Some(saved.outcome);
                 report.stored = saved.stored;
+                report.capture(&codec, &outcome, saved.outcome);
                 drop(leader);
                 return outcome;
             }
@@ -507,7 +546,7 @@ async fn dispatch(
 /// the observer. Dropped without an outcome, the call panicked or was
 /// cancelled.
 struct CallGuard<'a> {
-    inner: &'a Inner,
+    engine: &'a Engine,
     task: &'static TaskSpec,
     key: Key,
     started: Instant,
@@ -521,6 +560,15 @@ struct CallGuard<'a> {
     parent: Option<Key>,
     /// Whether the result reached the store.
     stored: bool,
+    /// Sent to a worker, which fires the triggers.
+    dispatched: bool,
+    /// A worker re-running a request whose first worker died: a hit here is
+    /// that worker's completion, which its triggers may not have seen.
+    recovering: bool,
+    /// The triggers bound to the task, and what they will be given.
+    triggers: &'static [&'static TriggerSpec],
+    trigger_arguments: Option<Vec<u8>>,
+    trigger_result: Option<Result<Vec<u8>, String>>,
 }
 
 impl CallGuard<'_> {
@@ -532,6 +580,64 @@ impl CallGuard<'_> {
             self.own_run = Some(Arc::new(RunLog::new(RunId::new())));
         }
         self.run.clone().or_else(|| self.own_run.clone())
+    }
+
+    /// Answered from storage.
+    fn hit<O, Out>(&mut self, codec: &OutcomeCodec<O, Out>, outcome: &O) {
+        let as_completion = match self.recovering {
+            true => CallOutcome::Computed,
+            false => CallOutcome::Hit,
+        };
+        self.outcome = Some(CallOutcome::Hit);
+        self.stored = true;
+        self.capture(codec, outcome, as_completion);
+    }
+
+    /// Keeps what the triggers that fire for `kind` will be given.
+    fn capture<O, Out>(&mut self, codec: &OutcomeCodec<O, Out>, outcome: &O, kind: CallOutcome) {
+        if !self.triggers.iter().any(|t| t.fires_on(kind)) {
+            return;
+        }
+        self.trigger_result = match kind {
+            CallOutcome::Failed => Some(Err((codec.describe_failure)(outcome)
+                .unwrap_or_else(|| "the routine returned an error".to_owned()))),
+            _ => (codec.encode_stored)(outcome).map(Ok),
+        };
+    }
+
+    /// Starts the triggers this call's end calls for.
+    fn fire_triggers(&mut self, outcome: CallOutcome, elapsed: Duration) {
+        if self.triggers.is_empty() || self.dispatched {
+            return;
+        }
+        let kind = match outcome {
+            CallOutcome::Hit if self.recovering => CallOutcome::Computed,
+            // A result that did not reach the store is not a completion.
+            CallOutcome::Computed if !self.stored => return,
+            other => other,
+        };
+        if !self.triggers.iter().any(|t| t.fires_on(kind)) {
+            return;
+        }
+        let result = match self.trigger_result.take() {
+            Some(result) => result,
+            None if kind == CallOutcome::Panicked => Err("the routine panicked".to_owned()),
+            None => return,
+        };
+        let occurrence = Occurrence {
+            task: self.task,
+            key: self.key,
+            arguments: self.trigger_arguments.take(),
+            result,
+            from_storage: outcome == CallOutcome::Hit,
+            duration: elapsed,
+            run: self
+                .run
+                .as_ref()
+                .or(self.own_run.as_ref())
+                .map(|log| log.id),
+        };
+        self.engine.fire(kind, occurrence, self.triggers);
     }
 
     fn provenance(&mut self) -> Provenance {
@@ -549,7 +655,8 @@ impl Drop for CallGuard<'_> {
         } else {
             CallOutcome::Cancelled
         });
-        let counters = &self.inner.counters;
+        let inner = &*self.engine.inner;
+        let counters = &inner.counters;
         counters.running.fetch_sub(1, Ordering::Relaxed);
         counters.finished.fetch_add(1, Ordering::Relaxed);
         match outcome {
@@ -571,14 +678,15 @@ impl Drop for CallGuard<'_> {
             );
         }
         if let Some(log) = &self.own_run {
-            if let Err(e) = log.store(&*self.inner.store, &self.key) {
+            if let Err(e) = log.store(&*inner.store, &self.key) {
                 tracing::warn!(run = %log.id, error = %e, "cannot store the record of a run; its lineage is lost");
             }
         }
         self.span.record("outcome", outcome.as_str());
         self.span.record("elapsed_us", elapsed_micros(elapsed));
         tracing::debug!(parent: &self.span, outcome = outcome.as_str(), elapsed_us = elapsed_micros(elapsed), "task call finished");
-        if let Some(observer) = &self.inner.observer {
+        self.fire_triggers(outcome, elapsed);
+        if let Some(observer) = &inner.observer {
             let report = CallReport {
                 task: self.task,
                 key: self.key,
