@@ -872,3 +872,102 @@ fn worker_and_status_through_the_broker() {
         "a worker stops cleanly on SIGTERM: {stopped:?}"
     );
 }
+
+#[test]
+fn runs_show_prints_the_call_tree_of_a_run() {
+    let project = Project::new();
+    project.run("train", &["--quiet"]).ok();
+    project.run("train", &["--quiet"]).ok(); // from storage: no new run
+    let runs = project.run("train", &["runs", "ls", "--json"]).ok().json();
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["root"], "train-and-pick@0.1.0");
+    assert_eq!(
+        (
+            &runs[0]["computed"],
+            &runs[0]["from_storage"],
+            &runs[0]["failed"]
+        ),
+        (
+            &serde_json::json!(8),
+            &serde_json::json!(0),
+            &serde_json::json!(0)
+        )
+    );
+    let id = runs[0]["id"].as_str().unwrap().to_owned();
+
+    let text = project
+        .run("train", &["runs", "show", &id[..8]])
+        .ok()
+        .stdout;
+    assert!(
+        text.starts_with(&format!("run {id}: train-and-pick@0.1.0")),
+        "{text}"
+    );
+    // Each line's tree drawing, routine and outcome (keys and times vary).
+    let shape: Vec<String> = text
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let label = words.iter().position(|w| w.contains('@')).unwrap();
+            let mut kept = words[..=label].to_vec();
+            kept.push(words.last().unwrap());
+            kept.join(" ")
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            "train-and-pick@0.1.0 computed",
+            "├─ prepare-data@0.1.0 computed",
+            "├─ train@0.0.1 computed",
+            "│ ├─ fit@0.0.1 computed",
+            "│ ├─ fit@0.0.1 computed",
+            "│ ├─ fit@0.0.1 computed",
+            "│ └─ fit@0.0.1 computed",
+            "└─ pick-best@0.1.0 computed",
+        ],
+        "{text}"
+    );
+
+    let json = project
+        .run("train", &["runs", "show", &id, "--json"])
+        .ok()
+        .json();
+    assert_eq!(json["calls"].as_array().unwrap().len(), 8);
+    assert_eq!(json["roots"].as_array().unwrap().len(), 1);
+    let dot = project
+        .run("train", &["runs", "show", &id, "--dot"])
+        .ok()
+        .stdout;
+    assert!(dot.starts_with("digraph"), "{dot}");
+    assert_eq!(dot.matches(" -> ").count(), 7, "{dot}");
+
+    // A result says which run and which call produced it.
+    let picked = project
+        .run("train", &["cache", "ls", "pick-best", "--json"])
+        .ok()
+        .json();
+    let key = picked[0]["key"].as_str().unwrap().to_owned();
+    let shown = project
+        .run("train", &["cache", "show", &key[..8]])
+        .ok()
+        .stdout;
+    assert!(shown.contains(&format!("run          {id}")), "{shown}");
+    assert!(shown.contains("(train-and-pick@0.1.0)"), "{shown}");
+    let json = project
+        .run("train", &["cache", "show", &key[..8], "--json"])
+        .ok()
+        .json();
+    assert_eq!(json["run"], id.as_str());
+    assert_eq!(json["parent_routine"], "train-and-pick@0.1.0");
+
+    // The trigger on `pick-best` wrote its report, naming the run.
+    let report = std::fs::read_to_string(project.dir.path().join("best-model.md")).unwrap();
+    assert!(report.contains(&id), "{report}");
+
+    project
+        .run("train", &["runs", "show", "ffff0000"])
+        .fails_with(2, "no recorded run starts with");
+}

@@ -630,3 +630,95 @@ async fn work_resumes_after_the_broker_restarts() {
     );
     workers.kill(workers.pids()[0]);
 }
+
+#[routine::task(name = "traced-square", version = "1.0.0")]
+async fn traced_square(counter: String, x: u64) -> u64 {
+    let _ = counter;
+    x * x
+}
+
+/// Counts each completion of `traced-square` in Redis, with the process it
+/// fired in.
+#[routine::trigger(on = "traced-square")]
+async fn count_completion(done: routine::Completion<u64>) -> Result<(), String> {
+    let counter = done.arguments["counter"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let client = redis::Client::open(env("ROUTINE_TEST_REDIS_URL")).map_err(|e| e.to_string())?;
+    let mut connection = client.get_connection().map_err(|e| e.to_string())?;
+    redis::cmd("RPUSH")
+        .arg(&counter)
+        .arg(format!("{}:{}", pid(), done.key.short()))
+        .query::<()>(&mut connection)
+        .map_err(|e| e.to_string())
+}
+
+#[routine::task(name = "traced-fan", version = "1.0.0")]
+async fn traced_fan(counter: String, n: u64) -> u64 {
+    let calls: Vec<_> = (0..n)
+        .map(|x| routine::spawn(traced_square(counter.clone(), x)))
+        .collect();
+    let mut sum = 0;
+    for call in calls {
+        sum += call.await.expect("a sub-routine failed");
+    }
+    sum
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_fire_on_workers_and_lineage_spans_processes() {
+    let ns = namespace("traced");
+    let workers = Workers::start(&ns, 2, None);
+    let engine = Engine::connect(config(&ns)).await.unwrap();
+    let counter = format!("{ns}:completions");
+    assert_eq!(
+        engine.scope(traced_fan(counter.clone(), 4)).await,
+        1 + 4 + 9
+    );
+
+    // Each completion fired once, on a worker (the caller only dispatched).
+    let client = redis::Client::open(env("ROUTINE_TEST_REDIS_URL")).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let fired: Vec<String> = loop {
+        let fired: Vec<String> = redis::cmd("LRANGE")
+            .arg(&counter)
+            .arg(0)
+            .arg(-1)
+            .query(&mut connection)
+            .unwrap();
+        if fired.len() >= 4 || Instant::now() > deadline {
+            break fired;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(fired.len(), 4, "{fired:?}");
+    let keys: std::collections::BTreeSet<&str> =
+        fired.iter().map(|f| f.split(':').nth(1).unwrap()).collect();
+    assert_eq!(keys.len(), 4, "one completion per key: {fired:?}");
+    assert!(
+        fired.iter().all(|f| workers
+            .pids()
+            .contains(&f.split(':').next().unwrap().parse().unwrap())),
+        "fired outside the workers: {fired:?}"
+    );
+    assert_eq!(engine.stats().triggers_fired, 0);
+
+    // The run's tree joins the caller's part and the workers' parts.
+    let runs = routine::lineage::runs(engine.store()).unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let tree = routine::lineage::run_tree(engine.store(), runs[0].id).unwrap();
+    let root = &tree.calls[tree.roots()[0]];
+    assert_eq!(root.call.name, "traced-fan");
+    assert_eq!(root.children.len(), 4);
+    for &child in &root.children {
+        let node = &tree.calls[child];
+        assert_eq!(
+            (node.call.name.as_str(), node.call.outcome.as_str()),
+            ("traced-square", "computed")
+        );
+        assert!(node.on_worker, "{node:?}");
+        assert_ne!(node.call.process, root.call.process);
+    }
+}
