@@ -208,7 +208,7 @@ where
     // tokio forbids `block_in_place`.
     let local = tokio::task::LocalSet::new();
     let _local_thread = crate::blocking::local_set_thread();
-    let outcome = match cli.command {
+    let work = std::panic::AssertUnwindSafe(|| match cli.command {
         None => local.block_on(&runtime, async {
             let engine = config.engine(|builder| builder).await?;
             let display = progress::Display::start(&engine, ui.progress);
@@ -221,7 +221,11 @@ where
         Some(command) => local
             .block_on(&runtime, dispatch(command, &config, ui))
             .map(|()| ExitCode::SUCCESS),
-    };
+    });
+    // A panic in `main` has been printed by the panic hook; it is a failure
+    // of the program (exit code 1), not a crash.
+    let outcome =
+        std::panic::catch_unwind(work).unwrap_or_else(|_| Err(Failure::failed("`main` panicked")));
     // Routines still running on other tasks are abandoned, not awaited.
     runtime.shutdown_background();
     match outcome {

@@ -56,6 +56,8 @@ pub(crate) struct Current {
     pub(crate) parent: Option<Key>,
     /// The key of a call a worker re-runs after its first worker died.
     pub(crate) recovering: Option<Key>,
+    /// The key of the call a worker runs for a request.
+    pub(crate) serving: Option<Key>,
 }
 
 impl Current {
@@ -76,6 +78,7 @@ impl Current {
             run: None,
             parent: None,
             recovering: None,
+            serving: None,
         }
     }
 }

@@ -194,6 +194,7 @@ impl Invocation {
             scope.run = Some(Arc::clone(log));
             scope.parent = part.parent;
             scope.recovering = part.redelivered.then_some(part.key);
+            scope.serving = Some(part.key);
         }
         let running = match self {
             Invocation::Send(run) => tokio::spawn(scope.scope(run)),

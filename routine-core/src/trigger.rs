@@ -26,9 +26,10 @@ use crate::key::Key;
 use crate::lineage::RunId;
 use crate::registry::{self, RoutineId, TaskSpec};
 
-/// What a trigger receives: one completed call of its routine.
+/// What a trigger receives: one completed call of its routine. (The
+/// `routine` crate's `#[trigger]` documentation has a compiled example.)
 ///
-/// ```no_run
+/// ```ignore
 /// # #[derive(serde::Serialize, serde::Deserialize)] struct Model { loss: f64 }
 /// #[routine::trigger(on = "pick-best")]
 /// async fn announce(done: routine::Completion<Model>) {

@@ -491,13 +491,15 @@ impl Worker {
             .map_err(|e| format!("cannot decode the arguments of `{}`: {e}", task.id()))?;
         // The routine runs here (it is the one this request started); what
         // it awaits follows the engine's policy.
-        let part_of = request.run.map(|run| PartOf {
-            run,
+        // A request from a build before lineage has no run: its call is
+        // recorded under a run of its own.
+        let part_of = PartOf {
+            run: request.run.unwrap_or_default(),
             parent: request.parent,
             key: request.key,
             redelivered,
-        });
-        invocation.run_in(&self.engine, part_of).await
+        };
+        invocation.run_in(&self.engine, Some(part_of)).await
     }
 
     fn refresh_status(&self) {

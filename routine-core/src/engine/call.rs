@@ -380,6 +380,7 @@ impl Engine {
             elapsed_us = tracing::field::Empty,
         );
         let mut pending = Some((body, args));
+        let serving = current.serving == Some(key);
         let engine = self;
         let call_span = span.clone();
         async move {
@@ -411,12 +412,19 @@ impl Engine {
                     report.hit(&codec, &outcome);
                     return outcome;
                 }
-                let leader = match inner.flights.join(key) {
-                    Flight::Lead(leader) => leader,
-                    Flight::Follow(wait) => {
-                        landed(wait).await;
-                        continue;
-                    }
+                // A worker serving this very call does not follow a flight of
+                // its own engine: that flight is the dispatcher waiting for
+                // this worker (the broker's claim already makes the call
+                // run once in the cluster).
+                let leader = match serving {
+                    true => None,
+                    false => match inner.flights.join(key) {
+                        Flight::Lead(leader) => Some(leader),
+                        Flight::Follow(wait) => {
+                            landed(wait).await;
+                            continue;
+                        }
+                    },
                 };
                 // A flight that landed after our lookup may have stored this
                 // very result; only then is a second lookup worth its cost.
@@ -441,6 +449,7 @@ impl Engine {
                                 "a worker reported the result stored, but the shared store does not have it; running it here");
                         }
                         Remotely::LookAgain => {
+                            report.dispatched = false;
                             drop(leader);
                             continue;
                         }
@@ -457,6 +466,7 @@ impl Engine {
                     run: report.run_log(),
                     parent: Some(key),
                     recovering: None,
+                    serving: None,
                 };
                 let outcome = in_body.scope(body(args)).await;
                 let run_time = run_started.elapsed();
