@@ -847,7 +847,15 @@ fn worker_and_status_through_the_broker() {
         .envs(project.env.iter().map(|(k, v)| (k, v)))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    let mut worker = command.spawn().unwrap();
+    /// Stops the worker however the test ends.
+    struct Stopped(std::process::Child);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut worker = Stopped(command.spawn().unwrap());
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let workers = loop {
         let status = project.run("train", &["status", "--json"]).ok().json();
@@ -865,8 +873,8 @@ fn worker_and_status_through_the_broker() {
     let ran = project.run("train", &["--quiet"]).ok();
     assert!(ran.stdout.contains("3 on workers"), "{}", ran.stdout);
 
-    let _ = Command::new("kill").arg(worker.id().to_string()).status();
-    let stopped = worker.wait().unwrap();
+    let _ = Command::new("kill").arg(worker.0.id().to_string()).status();
+    let stopped = worker.0.wait().unwrap();
     assert!(
         stopped.success(),
         "a worker stops cleanly on SIGTERM: {stopped:?}"
