@@ -48,11 +48,21 @@ tokio::task_local! {
 /// routine's body (then the routines it awaits are *sub-routines*, which a
 /// distributed policy sends to workers); and, inside a run, the run's log and
 /// the call whose body this is.
+///
+/// Kept small: tokio swaps it in and out of the task-local slot at every
+/// poll of a scoped future, and every task call clones it.
 #[derive(Clone)]
 pub(crate) struct Current {
     pub(crate) engine: Engine,
     pub(crate) in_routine: bool,
-    pub(crate) run: Option<Arc<RunLog>>,
+    /// Inside a run: where this code stands in it.
+    pub(crate) place: Option<Arc<Place>>,
+}
+
+/// Where code stands in a run.
+pub(crate) struct Place {
+    pub(crate) run: Arc<RunLog>,
+    /// The call whose body this is.
     pub(crate) parent: Option<Key>,
     /// The key of a call a worker re-runs after its first worker died.
     pub(crate) recovering: Option<Key>,
@@ -75,10 +85,7 @@ impl Current {
         Current {
             engine,
             in_routine: false,
-            run: None,
-            parent: None,
-            recovering: None,
-            serving: None,
+            place: None,
         }
     }
 }
@@ -126,8 +133,11 @@ struct Counters {
     dispatched: AtomicU64,
     store_errors: AtomicU64,
     corrupt_entries: AtomicU64,
-    running: AtomicU64,
-    finished: AtomicU64,
+    /// Calls past their first lookup and not ended: a hit at once never
+    /// counts here, so the hot path pays for one counter, not three.
+    waiting: AtomicU64,
+    computed: AtomicU64,
+    cancelled: AtomicU64,
 }
 
 /// What an engine has done since it was built.
@@ -148,8 +158,8 @@ pub struct Stats {
     pub corrupt_entries: u64,
     /// Bytes held by the in-process result cache now.
     pub cache_bytes: u64,
-    /// Calls started and not finished yet (looking up, running or waiting
-    /// for a worker).
+    /// Calls not finished yet that were not answered by their first lookup
+    /// (running, following an identical call, or waiting for a worker).
     pub running: u64,
     /// Calls that ended, however they ended.
     pub finished: u64,
@@ -221,7 +231,7 @@ impl Engine {
     /// ```
     pub fn current_run() -> Option<RunId> {
         CURRENT
-            .try_with(|current| current.run.as_ref().map(|log| log.id))
+            .try_with(|current| current.place.as_ref().map(|place| place.run.id))
             .ok()
             .flatten()
     }
@@ -250,8 +260,17 @@ impl Engine {
             store_errors: c.store_errors.load(Ordering::Relaxed),
             corrupt_entries: c.corrupt_entries.load(Ordering::Relaxed),
             cache_bytes: self.inner.cache.used() as u64,
-            running: c.running.load(Ordering::Relaxed),
-            finished: c.finished.load(Ordering::Relaxed),
+            running: c.waiting.load(Ordering::Relaxed),
+            finished: [
+                &c.hits,
+                &c.computed,
+                &c.failures,
+                &c.dispatched,
+                &c.cancelled,
+            ]
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum(),
             triggers_fired: self.inner.triggers.fired.load(Ordering::Relaxed),
             trigger_failures: self.inner.triggers.failed.load(Ordering::Relaxed),
         }

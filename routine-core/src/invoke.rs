@@ -13,10 +13,10 @@ use std::task::{Context, Poll};
 use crate::codec;
 use std::sync::Arc;
 
-use crate::engine::{Current, Engine, KeyBuilder, TaskArgument};
+use crate::engine::{Current, Engine, KeyBuilder, Place, TaskArgument};
 use crate::key::Key;
 use crate::key::KeyError;
-use crate::lineage::{RunId, RunLog};
+use crate::lineage::{Part, RunId, RunLog};
 
 /// Encodes one argument from JSON; the error says why the value does not
 /// fit the argument's type.
@@ -191,10 +191,12 @@ impl Invocation {
         let log = part_of.map(|part| (Arc::new(RunLog::new(part.run)), part));
         let mut scope = Current::outside(engine.clone());
         if let Some((log, part)) = &log {
-            scope.run = Some(Arc::clone(log));
-            scope.parent = part.parent;
-            scope.recovering = part.redelivered.then_some(part.key);
-            scope.serving = Some(part.key);
+            scope.place = Some(Arc::new(Place {
+                run: Arc::clone(log),
+                parent: part.parent,
+                recovering: part.redelivered.then_some(part.key),
+                serving: Some(part.key),
+            }));
         }
         let running = match self {
             Invocation::Send(run) => tokio::spawn(scope.scope(run)),
@@ -206,7 +208,7 @@ impl Invocation {
             Err(e) => Err(format!("was cancelled: {e}")),
         };
         if let Some((log, part)) = log {
-            if let Err(e) = log.store(engine.store(), &part.key) {
+            if let Err(e) = log.store(engine.store(), &part.key, Part::Worker) {
                 tracing::warn!(run = %part.run, error = %e, "cannot store the record of a run; its lineage is lost");
             }
         }

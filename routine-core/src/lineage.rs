@@ -12,6 +12,9 @@
 //!   of the reserved routine `routine.runs` under version `<run-id>`.
 //!
 //! A root call answered from storage records no run: nothing was computed.
+//! Nor does a run that is a single call with no sub-calls: its entry's
+//! header (its run, no parent) says all there is, and a record would double
+//! the cost of storing it.
 //!
 //! ```no_run
 //! # async fn example(store: &dyn routine_core::store::Store) -> Result<(), routine_core::lineage::LineageError> {
@@ -159,6 +162,16 @@ struct RunRecord {
     calls: Vec<CallRecord>,
 }
 
+/// Which part of a run a process stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// The root call's process.
+    Root,
+    /// A worker that ran a call for the root's process: its record joins
+    /// the caller's in the tree, however small.
+    Worker,
+}
+
 /// The calls one process makes for a run, gathered while it runs and
 /// stored when its part ends.
 pub(crate) struct RunLog {
@@ -207,10 +220,19 @@ impl RunLog {
     /// Stores this process's part of the run, named by `part` (the key of
     /// the call it started with), unless every call was answered from
     /// storage.
-    pub(crate) fn store(&self, store: &dyn Store, part: &Key) -> Result<(), LineageError> {
+    pub(crate) fn store(
+        &self,
+        store: &dyn Store,
+        part: &Key,
+        role: Part,
+    ) -> Result<(), LineageError> {
         let calls = std::mem::take(&mut *self.calls.lock().unwrap_or_else(PoisonError::into_inner));
-        let worth_keeping = calls.iter().any(|c| c.outcome != CallOutcome::Hit.as_str());
-        if !worth_keeping {
+        let computed_something = calls.iter().any(|c| c.outcome != CallOutcome::Hit.as_str());
+        // A run that is one call and nothing else is told whole by its
+        // entry's header (run, no parent); a record would double the cost of
+        // every such call for nothing the store does not already say.
+        let tells_more = role == Part::Worker || calls.len() > 1;
+        if !(computed_something && tells_more) {
             return Ok(());
         }
         let record = RunRecord {

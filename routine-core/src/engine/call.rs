@@ -22,13 +22,13 @@ use tracing::Instrument;
 
 use super::cache::CachedEntry;
 use super::flight::{landed, Flight};
-use super::{Current, Engine, Inner};
+use super::{Current, Engine, Inner, Place};
 use crate::blocking::blocking;
 use crate::codec;
 use crate::entry::{self, EntryError, EntryMeta, HEADER_LEN, TRAILER_LEN};
 use crate::invoke::Finished;
 use crate::key::{HashSink, Key, KeyError};
-use crate::lineage::{RunId, RunLog};
+use crate::lineage::{Part, RunId, RunLog};
 use crate::registry::{Fingerprint, TaskSpec};
 use crate::store::{Found, Slot, StoreError};
 use crate::trigger::{Occurrence, TriggerSpec};
@@ -380,12 +380,17 @@ impl Engine {
             elapsed_us = tracing::field::Empty,
         );
         let mut pending = Some((body, args));
-        let serving = current.serving == Some(key);
+        let place = current.place.as_deref();
+        let serving = place.is_some_and(|p| p.serving == Some(key));
+        let recovering = place.is_some_and(|p| p.recovering == Some(key));
+        let (run, parent) = (
+            place.map(|p| Arc::clone(&p.run)),
+            place.and_then(|p| p.parent),
+        );
         let engine = self;
         let call_span = span.clone();
         async move {
             let inner = &*engine.inner;
-            inner.counters.running.fetch_add(1, Ordering::Relaxed);
             let mut report = CallGuard {
                 engine: &engine,
                 task,
@@ -393,12 +398,13 @@ impl Engine {
                 started,
                 span: call_span,
                 outcome: None,
-                run: current.run,
+                run,
                 own_run: None,
-                parent: current.parent,
+                parent,
                 stored: false,
                 dispatched: false,
-                recovering: current.recovering == Some(key),
+                waiting: false,
+                recovering,
                 triggers,
                 trigger_arguments: match triggers.is_empty() {
                     true => None,
@@ -411,6 +417,10 @@ impl Engine {
                 if let Some(outcome) = (codec.lookup)(inner, task, &key) {
                     report.hit(&codec, &outcome);
                     return outcome;
+                }
+                if !report.waiting {
+                    report.waiting = true;
+                    inner.counters.waiting.fetch_add(1, Ordering::Relaxed);
                 }
                 // A worker serving this very call does not follow a flight of
                 // its own engine: that flight is the dispatcher waiting for
@@ -463,10 +473,14 @@ impl Engine {
                 let in_body = Current {
                     engine: engine.clone(),
                     in_routine: true,
-                    run: report.run_log(),
-                    parent: Some(key),
-                    recovering: None,
-                    serving: None,
+                    place: report.run_log().map(|run| {
+                        Arc::new(Place {
+                            run,
+                            parent: Some(key),
+                            recovering: None,
+                            serving: None,
+                        })
+                    }),
                 };
                 let outcome = in_body.scope(body(args)).await;
                 let run_time = run_started.elapsed();
@@ -572,6 +586,8 @@ struct CallGuard<'a> {
     stored: bool,
     /// Sent to a worker, which fires the triggers.
     dispatched: bool,
+    /// Counted among the calls waiting (see `Counters::waiting`).
+    waiting: bool,
     /// A worker re-running a request whose first worker died: a hit here is
     /// that worker's completion, which its triggers may not have seen.
     recovering: bool,
@@ -667,14 +683,18 @@ impl Drop for CallGuard<'_> {
         });
         let inner = &*self.engine.inner;
         let counters = &inner.counters;
-        counters.running.fetch_sub(1, Ordering::Relaxed);
-        counters.finished.fetch_add(1, Ordering::Relaxed);
+        if self.waiting {
+            counters.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
         match outcome {
             CallOutcome::Hit => counters.hits.fetch_add(1, Ordering::Relaxed),
             CallOutcome::Failed | CallOutcome::Panicked => {
                 counters.failures.fetch_add(1, Ordering::Relaxed)
             }
-            CallOutcome::Computed | CallOutcome::Cancelled | CallOutcome::Dispatched => 0,
+            CallOutcome::Computed => counters.computed.fetch_add(1, Ordering::Relaxed),
+            CallOutcome::Cancelled => counters.cancelled.fetch_add(1, Ordering::Relaxed),
+            // Counted where the worker's answer is read.
+            CallOutcome::Dispatched => 0,
         };
         let elapsed = self.started.elapsed();
         if let Some(log) = self.run.as_ref().or(self.own_run.as_ref()) {
@@ -688,7 +708,7 @@ impl Drop for CallGuard<'_> {
             );
         }
         if let Some(log) = &self.own_run {
-            if let Err(e) = log.store(&*inner.store, &self.key) {
+            if let Err(e) = log.store(&*inner.store, &self.key, Part::Root) {
                 tracing::warn!(run = %log.id, error = %e, "cannot store the record of a run; its lineage is lost");
             }
         }

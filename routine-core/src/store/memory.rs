@@ -2,10 +2,13 @@
 //! single-flight and memoization within one run only.
 
 use std::io::{self, Write};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{check_component, EntryWrite, Found, Listing, Slot, Store, StoreError};
+use super::{
+    access_is_stale, check_component, EntryWrite, Found, Listing, Slot, Store, StoreError,
+};
 use crate::key::{Key, KeyMap};
 
 type Entries = KeyMap<Stored>;
@@ -15,7 +18,17 @@ struct Stored {
     version: Arc<str>,
     bytes: Arc<Vec<u8>>,
     created: SystemTime,
-    accessed: Mutex<SystemTime>,
+    /// Nanoseconds since the Unix epoch of the last use.
+    accessed: AtomicU64,
+}
+
+fn nanos(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn time(nanos: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(nanos)
 }
 
 /// The in-memory store. Clones share the same entries.
@@ -58,7 +71,10 @@ impl Store for MemoryStore {
             .get(slot.key)
             .filter(|s| *s.name == *slot.name && *s.version == *slot.version)
             .map(|s| {
-                *s.accessed.lock().unwrap_or_else(PoisonError::into_inner) = SystemTime::now();
+                let now = SystemTime::now();
+                if access_is_stale(time(s.accessed.load(Ordering::Relaxed)), now) {
+                    s.accessed.store(nanos(now), Ordering::Relaxed);
+                }
                 Found::Bytes(Arc::clone(&s.bytes))
             }))
     }
@@ -93,7 +109,7 @@ impl Store for MemoryStore {
                 key: *key,
                 size: s.bytes.len() as u64,
                 created: s.created,
-                accessed: *s.accessed.lock().unwrap_or_else(PoisonError::into_inner),
+                accessed: time(s.accessed.load(Ordering::Relaxed)),
             })
             .collect();
         out.sort();
@@ -135,7 +151,7 @@ impl EntryWrite for MemoryWriter {
             version,
             bytes: Arc::new(bytes),
             created: now,
-            accessed: Mutex::new(now),
+            accessed: AtomicU64::new(nanos(now)),
         };
         entries
             .write()
