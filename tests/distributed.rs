@@ -654,10 +654,17 @@ async fn count_completion(done: routine::Completion<u64>) -> Result<(), String> 
         .map_err(|e| e.to_string())
 }
 
+/// Runs on a worker, and calls two squares of its own (dispatched again).
+#[routine::task(name = "traced-pair", version = "1.0.0")]
+async fn traced_pair(counter: String, x: u64) -> u64 {
+    traced_square(counter.clone(), x).await + traced_square(counter, x + 1).await
+}
+
 #[routine::task(name = "traced-fan", version = "1.0.0")]
 async fn traced_fan(counter: String, n: u64) -> u64 {
     let calls: Vec<_> = (0..n)
-        .map(|x| routine::spawn(traced_square(counter.clone(), x)))
+        .step_by(2)
+        .map(|x| routine::spawn(traced_pair(counter.clone(), x)))
         .collect();
     let mut sum = 0;
     for call in calls {
@@ -705,20 +712,33 @@ async fn triggers_fire_on_workers_and_lineage_spans_processes() {
     );
     assert_eq!(engine.stats().triggers_fired, 0);
 
-    // The run's tree joins the caller's part and the workers' parts.
+    // The run's tree joins the caller's part and the workers' parts: each
+    // pair as the worker that ran it recorded it, each square (a worker ran
+    // it alone, so no part of its own) as the pair's dispatch.
     let runs = routine::lineage::runs(engine.store()).unwrap();
     assert_eq!(runs.len(), 1, "{runs:?}");
     let tree = routine::lineage::run_tree(engine.store(), runs[0].id).unwrap();
     let root = &tree.calls[tree.roots()[0]];
     assert_eq!(root.call.name, "traced-fan");
-    assert_eq!(root.children.len(), 4);
-    for &child in &root.children {
-        let node = &tree.calls[child];
+    assert_eq!(root.children.len(), 2);
+    for &pair in &root.children {
+        let node = &tree.calls[pair];
         assert_eq!(
             (node.call.name.as_str(), node.call.outcome.as_str()),
-            ("traced-square", "computed")
+            ("traced-pair", "computed")
         );
         assert!(node.on_worker, "{node:?}");
         assert_ne!(node.call.process, root.call.process);
+        let squares: Vec<(&str, &str)> = node
+            .children
+            .iter()
+            .map(|&c| {
+                (
+                    tree.calls[c].call.name.as_str(),
+                    tree.calls[c].call.outcome.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(squares, [("traced-square", "dispatched"); 2]);
     }
 }

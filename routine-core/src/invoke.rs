@@ -16,7 +16,7 @@ use std::sync::Arc;
 use crate::engine::{Current, Engine, KeyBuilder, Place, TaskArgument};
 use crate::key::Key;
 use crate::key::KeyError;
-use crate::lineage::{Part, RunId, RunLog};
+use crate::lineage::{RunId, RunLog};
 
 /// Encodes one argument from JSON; the error says why the value does not
 /// fit the argument's type.
@@ -208,7 +208,7 @@ impl Invocation {
             Err(e) => Err(format!("was cancelled: {e}")),
         };
         if let Some((log, part)) = log {
-            if let Err(e) = log.store(engine.store(), &part.key, Part::Worker) {
+            if let Err(e) = log.store(engine.store(), &part.key) {
                 tracing::warn!(run = %part.run, error = %e, "cannot store the record of a run; its lineage is lost");
             }
         }

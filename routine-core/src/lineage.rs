@@ -12,9 +12,10 @@
 //!   of the reserved routine `routine.runs` under version `<run-id>`.
 //!
 //! A root call answered from storage records no run: nothing was computed.
-//! Nor does a run that is a single call with no sub-calls: its entry's
-//! header (its run, no parent) says all there is, and a record would double
-//! the cost of storing it.
+//! Nor does a part that is a single call with no sub-calls (a run of one
+//! call, or a worker running one call for a caller): its entry's header (its
+//! run and parent) and the caller's record say all there is, and a record
+//! would double the cost of storing it.
 //!
 //! ```no_run
 //! # async fn example(store: &dyn routine_core::store::Store) -> Result<(), routine_core::lineage::LineageError> {
@@ -162,16 +163,6 @@ struct RunRecord {
     calls: Vec<CallRecord>,
 }
 
-/// Which part of a run a process stores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Part {
-    /// The root call's process.
-    Root,
-    /// A worker that ran a call for the root's process: its record joins
-    /// the caller's in the tree, however small.
-    Worker,
-}
-
 /// The calls one process makes for a run, gathered while it runs and
 /// stored when its part ends.
 pub(crate) struct RunLog {
@@ -220,19 +211,14 @@ impl RunLog {
     /// Stores this process's part of the run, named by `part` (the key of
     /// the call it started with), unless every call was answered from
     /// storage.
-    pub(crate) fn store(
-        &self,
-        store: &dyn Store,
-        part: &Key,
-        role: Part,
-    ) -> Result<(), LineageError> {
+    pub(crate) fn store(&self, store: &dyn Store, part: &Key) -> Result<(), LineageError> {
         let calls = std::mem::take(&mut *self.calls.lock().unwrap_or_else(PoisonError::into_inner));
         let computed_something = calls.iter().any(|c| c.outcome != CallOutcome::Hit.as_str());
-        // A run that is one call and nothing else is told whole by its
-        // entry's header (run, no parent); a record would double the cost of
-        // every such call for nothing the store does not already say.
-        let tells_more = role == Part::Worker || calls.len() > 1;
-        if !(computed_something && tells_more) {
+        // A part that is one call and nothing else is told by its entry's
+        // header (run, parent) and, for a worker's, by the caller's record
+        // of the dispatch; a record would double the cost of every such
+        // call for little the store does not already say.
+        if !(computed_something && calls.len() > 1) {
             return Ok(());
         }
         let record = RunRecord {
@@ -475,9 +461,10 @@ fn assemble(id: RunId, mut records: Vec<RunRecord>) -> RunTree {
         .filter(|c| c.outcome == CallOutcome::Dispatched.as_str())
         .map(|c| c.key)
         .collect();
+    // A worker records its part only when it made calls of its own; a
+    // dispatched call it ran alone stays the caller's `dispatched` node.
     for node in &mut nodes {
-        node.on_worker = dispatched_keys.contains(&node.call.key)
-            && node.call.outcome != CallOutcome::Dispatched.as_str();
+        node.on_worker = dispatched_keys.contains(&node.call.key);
     }
     nodes.sort_by_key(|n| n.call.started_us);
     // A parent is the call with that key which ran its body (a key can be

@@ -188,13 +188,11 @@ fn depth(tree: &RunTree) -> usize {
 }
 
 fn outcome_text(node: &CallNode) -> String {
-    let outcome = match node.call.outcome.as_str() {
-        "hit" => "from storage",
-        other => other,
-    };
-    match node.on_worker {
-        true => format!("{outcome} on {}", node.call.process),
-        false => outcome.to_owned(),
+    match (node.call.outcome.as_str(), node.on_worker) {
+        ("dispatched", _) => "computed on a worker".to_owned(),
+        ("hit", _) => "from storage".to_owned(),
+        (outcome, true) => format!("{outcome} on {}", node.call.process),
+        (outcome, false) => outcome.to_owned(),
     }
 }
 

@@ -28,7 +28,7 @@ use crate::codec;
 use crate::entry::{self, EntryError, EntryMeta, HEADER_LEN, TRAILER_LEN};
 use crate::invoke::Finished;
 use crate::key::{HashSink, Key, KeyError};
-use crate::lineage::{Part, RunId, RunLog};
+use crate::lineage::{RunId, RunLog};
 use crate::registry::{Fingerprint, TaskSpec};
 use crate::store::{Found, Slot, StoreError};
 use crate::trigger::{Occurrence, TriggerSpec};
@@ -405,12 +405,13 @@ impl Engine {
                 dispatched: false,
                 waiting: false,
                 recovering,
-                triggers,
-                trigger_arguments: match triggers.is_empty() {
-                    true => None,
-                    false => encoded_arguments.clone(),
-                },
-                trigger_result: None,
+                triggers: (!triggers.is_empty()).then(|| {
+                    Box::new(ForTriggers {
+                        triggers,
+                        arguments: encoded_arguments.clone(),
+                        result: None,
+                    })
+                }),
             };
             loop {
                 let finished_before = inner.flights.finished();
@@ -592,9 +593,16 @@ struct CallGuard<'a> {
     /// that worker's completion, which its triggers may not have seen.
     recovering: bool,
     /// The triggers bound to the task, and what they will be given.
+    /// For a task with triggers: what they will be given. Boxed, so that
+    /// the calls of other tasks carry one pointer of it.
+    triggers: Option<Box<ForTriggers>>,
+}
+
+/// The triggers bound to a task, and what they will be given.
+struct ForTriggers {
     triggers: &'static [&'static TriggerSpec],
-    trigger_arguments: Option<Vec<u8>>,
-    trigger_result: Option<Result<Vec<u8>, String>>,
+    arguments: Option<Vec<u8>>,
+    result: Option<Result<Vec<u8>, String>>,
 }
 
 impl CallGuard<'_> {
@@ -621,10 +629,13 @@ impl CallGuard<'_> {
 
     /// Keeps what the triggers that fire for `kind` will be given.
     fn capture<O, Out>(&mut self, codec: &OutcomeCodec<O, Out>, outcome: &O, kind: CallOutcome) {
-        if !self.triggers.iter().any(|t| t.fires_on(kind)) {
+        let Some(pending) = &mut self.triggers else {
+            return;
+        };
+        if !pending.triggers.iter().any(|t| t.fires_on(kind)) {
             return;
         }
-        self.trigger_result = match kind {
+        pending.result = match kind {
             CallOutcome::Failed => Some(Err((codec.describe_failure)(outcome)
                 .unwrap_or_else(|| "the routine returned an error".to_owned()))),
             _ => (codec.encode_stored)(outcome).map(Ok),
@@ -633,19 +644,22 @@ impl CallGuard<'_> {
 
     /// Starts the triggers this call's end calls for.
     fn fire_triggers(&mut self, outcome: CallOutcome, elapsed: Duration) {
-        if self.triggers.is_empty() || self.dispatched {
+        if self.dispatched {
             return;
         }
+        let Some(mut pending) = self.triggers.take() else {
+            return;
+        };
         let kind = match outcome {
             CallOutcome::Hit if self.recovering => CallOutcome::Computed,
             // A result that did not reach the store is not a completion.
             CallOutcome::Computed if !self.stored => return,
             other => other,
         };
-        if !self.triggers.iter().any(|t| t.fires_on(kind)) {
+        if !pending.triggers.iter().any(|t| t.fires_on(kind)) {
             return;
         }
-        let result = match self.trigger_result.take() {
+        let result = match pending.result.take() {
             Some(result) => result,
             None if kind == CallOutcome::Panicked => Err("the routine panicked".to_owned()),
             None => return,
@@ -653,7 +667,7 @@ impl CallGuard<'_> {
         let occurrence = Occurrence {
             task: self.task,
             key: self.key,
-            arguments: self.trigger_arguments.take(),
+            arguments: pending.arguments.take(),
             result,
             from_storage: outcome == CallOutcome::Hit,
             duration: elapsed,
@@ -663,7 +677,7 @@ impl CallGuard<'_> {
                 .or(self.own_run.as_ref())
                 .map(|log| log.id),
         };
-        self.engine.fire(kind, occurrence, self.triggers);
+        self.engine.fire(kind, occurrence, pending.triggers);
     }
 
     fn provenance(&mut self) -> Provenance {
@@ -708,7 +722,7 @@ impl Drop for CallGuard<'_> {
             );
         }
         if let Some(log) = &self.own_run {
-            if let Err(e) = log.store(&*inner.store, &self.key, Part::Root) {
+            if let Err(e) = log.store(&*inner.store, &self.key) {
                 tracing::warn!(run = %log.id, error = %e, "cannot store the record of a run; its lineage is lost");
             }
         }
