@@ -217,7 +217,7 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
                     #((__ROUTINE_ARGUMENTS.#indices.add)(#names, __routine_key)?;)*
                     ::core::result::Result::Ok(())
                 },
-                __ROUTINE_OUTCOME,
+                &__ROUTINE_OUTCOME,
                 |(#(#names,)*)| #run,
             )
         }

@@ -255,7 +255,8 @@ fn describe_stored<O: Outcome>(payload: &[u8]) -> Result<serde_json::Value, Stri
 /// polled in.
 ///
 /// `key_of` feeds the arguments to a [`KeyBuilder`]; `codec` comes from
-/// [`outcome_codec`]; `body` runs the user's function.
+/// [`outcome_codec`], as a promoted `&'static` constant (the call carries a
+/// pointer, not the table); `body` runs the user's function.
 ///
 /// # Panics
 /// When first polled outside any engine scope, with a message naming the
@@ -265,7 +266,7 @@ pub fn call<A, O, Out, K, F, Fut>(
     task: &'static TaskSpec,
     args: A,
     key_of: K,
-    codec: OutcomeCodec<O, Out>,
+    codec: &'static OutcomeCodec<O, Out>,
     body: F,
 ) -> impl Future<Output = Out>
 where
@@ -351,7 +352,7 @@ impl Engine {
         task: &'static TaskSpec,
         args: A,
         key_of: K,
-        codec: OutcomeCodec<O, Out>,
+        codec: &'static OutcomeCodec<O, Out>,
         body: F,
     ) -> O
     where
@@ -416,7 +417,7 @@ impl Engine {
             loop {
                 let finished_before = inner.flights.finished();
                 if let Some(outcome) = (codec.lookup)(inner, task, &key) {
-                    report.hit(&codec, &outcome);
+                    report.hit(codec, &outcome);
                     return outcome;
                 }
                 if !report.waiting {
@@ -441,7 +442,7 @@ impl Engine {
                 // very result; only then is a second lookup worth its cost.
                 if inner.flights.finished() != finished_before {
                     if let Some(outcome) = (codec.lookup)(inner, task, &key) {
-                        report.hit(&codec, &outcome);
+                        report.hit(codec, &outcome);
                         return outcome;
                     }
                 }
@@ -488,7 +489,7 @@ impl Engine {
                 let saved = (codec.save)(inner, task, &key, &outcome, run_time, provenance);
                 report.outcome = Some(saved.outcome);
                 report.stored = saved.stored;
-                report.capture(&codec, &outcome, saved.outcome);
+                report.capture(codec, &outcome, saved.outcome);
                 drop(leader);
                 return outcome;
             }
