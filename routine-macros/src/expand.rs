@@ -13,48 +13,24 @@
 //! current engine when the future is created, not when it is first polled:
 //! `tokio::spawn(train(..))` inside a scope works.
 
-use proc_macro2::{Delimiter, Ident, Span, TokenStream, TokenTree};
+use proc_macro2::{Delimiter, Ident, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::ItemFn;
 
-use crate::attr::{combine, TaskAttr};
+use crate::attr::TaskAttr;
 use crate::fingerprint;
+use crate::item::expand_function;
 use crate::signature::TaskSignature;
 
 pub(crate) fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let function: ItemFn = match syn::parse2(item.clone()) {
-        Ok(function) => function,
-        Err(_) => {
-            let error = syn::Error::new(
-                Span::call_site(),
-                "#[routine::task] goes on a free `async fn` or `fn`",
-            );
-            return with_original(item, error);
-        }
-    };
-    let attr = TaskAttr::parse(attr);
-    let signature = TaskSignature::check(&function);
-    match (attr, signature) {
-        (Ok(attr), Ok(signature)) => wrap(&attr, &signature, function),
-        (attr, signature) => {
-            let mut errors = None;
-            if let Err(e) = attr {
-                combine(&mut errors, e);
-            }
-            if let Err(e) = signature {
-                combine(&mut errors, e);
-            }
-            with_original(item, errors.expect("one of them failed"))
-        }
-    }
-}
-
-/// The function as the user wrote it, plus the errors: IDEs and the rest of
-/// the crate keep seeing the function while the attribute is being fixed.
-fn with_original(item: TokenStream, error: syn::Error) -> TokenStream {
-    let error = error.to_compile_error();
-    quote!(#item #error)
+    expand_function(
+        item,
+        "#[routine::task] goes on a free `async fn` or `fn`",
+        TaskAttr::parse(attr),
+        TaskSignature::check,
+        |attr, signature, function| wrap(&attr, &signature, function),
+    )
 }
 
 fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenStream {

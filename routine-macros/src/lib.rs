@@ -10,6 +10,7 @@
 //! | `attr` | the attribute's arguments: `name`, `version` |
 //! | `signature` | what a task function may look like |
 //! | `fingerprint` | the compile-time hash of the body |
+//! | `item` | what every attribute does with its function, errors included |
 //! | `expand` | the wrapper written around the body |
 //! | `program` | `#[main]`: the entry point wrapped in routine's command line |
 //! | `trigger` | `#[trigger]`: a function run when a routine completes |
@@ -17,6 +18,7 @@
 mod attr;
 mod expand;
 mod fingerprint;
+mod item;
 mod program;
 mod signature;
 mod trigger;

@@ -17,39 +17,16 @@ use syn::spanned::Spanned;
 use syn::{ItemFn, LitStr, ReturnType};
 
 use crate::attr::combine;
+use crate::item::expand_function;
 
 pub(crate) fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let function: ItemFn = match syn::parse2(item.clone()) {
-        Ok(function) => function,
-        Err(_) => {
-            let error = syn::Error::new(
-                Span::call_site(),
-                "#[routine::main] goes on `async fn main()`",
-            );
-            return with_original(item, error);
-        }
-    };
-    let project = parse_options(attr);
-    let checked = check(&function);
-    match (project, checked) {
-        (Ok(project), Ok(())) => wrap(project, function),
-        (project, checked) => {
-            let mut errors = None;
-            if let Err(e) = project {
-                combine(&mut errors, e);
-            }
-            if let Err(e) = checked {
-                combine(&mut errors, e);
-            }
-            with_original(item, errors.expect("one of them failed"))
-        }
-    }
-}
-
-/// The function as written, plus the errors, so that IDEs keep seeing it.
-fn with_original(item: TokenStream, error: syn::Error) -> TokenStream {
-    let error = error.to_compile_error();
-    quote!(#item #error)
+    expand_function(
+        item,
+        "#[routine::main] goes on `async fn main()`",
+        parse_options(attr),
+        check,
+        |project, (), function| wrap(project, function),
+    )
 }
 
 /// `project = "name"`, optional: the name the program shows and the default

@@ -17,7 +17,8 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{FnArg, GenericArgument, ItemFn, LitBool, LitStr, PathArguments, ReturnType, Type};
 
-use crate::attr::{check_name, check_version, combine};
+use crate::attr::{check_name, check_version};
+use crate::item::expand_function;
 
 struct TriggerAttr {
     name: LitStr,
@@ -30,36 +31,13 @@ const USAGE: &str =
     "write `#[routine::trigger(on = \"train\")]`, optionally with `hits = true` and `failures = true`";
 
 pub(crate) fn trigger(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let function: ItemFn = match syn::parse2(item.clone()) {
-        Ok(function) => function,
-        Err(_) => {
-            let error = syn::Error::new(
-                Span::call_site(),
-                "#[routine::trigger] goes on an `async fn` taking one `routine::Completion<T>`",
-            );
-            return with_original(item, error);
-        }
-    };
-    let parsed = parse_attr(attr);
-    let result_type = check(&function);
-    match (parsed, result_type) {
-        (Ok(attr), Ok(result_type)) => wrap(&attr, result_type, function),
-        (parsed, result_type) => {
-            let mut errors = None;
-            if let Err(e) = parsed {
-                combine(&mut errors, e);
-            }
-            if let Err(e) = result_type {
-                combine(&mut errors, e);
-            }
-            with_original(item, errors.expect("one of them failed"))
-        }
-    }
-}
-
-fn with_original(item: TokenStream, error: syn::Error) -> TokenStream {
-    let error = error.to_compile_error();
-    quote!(#item #error)
+    expand_function(
+        item,
+        "#[routine::trigger] goes on an `async fn` taking one `routine::Completion<T>`",
+        parse_attr(attr),
+        check,
+        |attr, result_type, function| wrap(&attr, result_type, function),
+    )
 }
 
 fn parse_attr(tokens: TokenStream) -> syn::Result<TriggerAttr> {

@@ -73,7 +73,7 @@ pub(crate) enum RunsCommand {
 #[derive(Debug, Args)]
 pub(crate) struct ShowRunArgs {
     /// The run's ID, or its first hex digits (at least 4)
-    #[arg(value_name = "RUN")]
+    #[arg(value_name = "RUN", value_parser = hex_prefix)]
     pub(crate) run: String,
     /// Print JSON for scripts instead of a tree
     #[arg(long, conflicts_with = "dot")]
@@ -136,7 +136,7 @@ pub(crate) struct LsArgs {
 #[derive(Debug, Args)]
 pub(crate) struct ShowArgs {
     /// The result's key, or its first hex digits (at least 4)
-    #[arg(value_name = "KEY-PREFIX")]
+    #[arg(value_name = "KEY-PREFIX", value_parser = hex_prefix)]
     pub(crate) key: String,
     /// Print JSON for scripts instead of text
     #[arg(long)]
@@ -169,6 +169,21 @@ pub(crate) struct GcArgs {
     /// Print JSON for scripts instead of text
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// Prefixes shorter than this match too much to be meant.
+const MIN_PREFIX: usize = 4;
+
+/// The first hex digits of a key or a run ID, lower-cased.
+pub(crate) fn hex_prefix(text: &str) -> Result<String, String> {
+    let prefix = text.to_ascii_lowercase();
+    match prefix.len() >= MIN_PREFIX && prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+        true => Ok(prefix),
+        false => Err(format!(
+            "`{text}` is not a prefix of a key or run ID: give at least {MIN_PREFIX} of its hex digits \
+             (see `cache ls` or `runs ls`)"
+        )),
+    }
 }
 
 fn parse_age(text: &str) -> Result<std::time::Duration, String> {

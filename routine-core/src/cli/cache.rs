@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::args::{CacheCommand, GcArgs, JsonOnly, LsArgs, RmArgs, ShowArgs};
+use super::args::{hex_prefix, CacheCommand, GcArgs, JsonOnly, LsArgs, RmArgs, ShowArgs};
 use super::inspect::per_routine;
 use super::output::{self, Table};
 use super::run::split_routine;
@@ -22,8 +22,6 @@ use crate::store::{Found, Listing, Slot, Store};
 const SHOW_VALUE_MAX: u64 = 64 * 1024 * 1024;
 /// Lines of a value `show` prints for people; `--json` prints it all.
 const SHOW_VALUE_LINES: usize = 40;
-/// Key prefixes shorter than this match too much to be meant.
-const MIN_KEY_PREFIX: usize = 4;
 /// Temporary files of writers younger than this may still be written.
 const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
 
@@ -156,12 +154,7 @@ fn by_key_prefix(store: &dyn Store, prefix: &str) -> Result<Listing, Failure> {
 }
 
 fn matching_keys(store: &dyn Store, prefix: &str) -> Result<Vec<Listing>, Failure> {
-    let prefix = prefix.to_ascii_lowercase();
-    if prefix.len() < MIN_KEY_PREFIX || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(Failure::usage(format!(
-            "`{prefix}` is not a key prefix: give at least {MIN_KEY_PREFIX} hex digits of a key (see `cache ls`)"
-        )));
-    }
+    let prefix = hex_prefix(prefix).map_err(Failure::usage)?;
     Ok(stored_results(store)?
         .into_iter()
         .filter(|l| l.key.to_hex().starts_with(&prefix))

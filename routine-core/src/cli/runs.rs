@@ -85,14 +85,9 @@ fn ls(store: &dyn Store, json: bool) -> Result<(), Failure> {
     table.print()
 }
 
-/// The one recorded run whose ID starts with `prefix`.
-pub(crate) fn find_run(store: &dyn Store, prefix: &str) -> Result<RunId, Failure> {
-    let prefix = prefix.to_ascii_lowercase();
-    if prefix.len() < 4 || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(Failure::usage(format!(
-            "`{prefix}` is not a run ID: give at least 4 hex digits of one (see `runs ls`)"
-        )));
-    }
+/// The one recorded run whose ID starts with `prefix` (checked by
+/// [`hex_prefix`](super::args::hex_prefix) as the command line is parsed).
+fn find_run(store: &dyn Store, prefix: &str) -> Result<RunId, Failure> {
     let mut ids: Vec<String> = store
         .list(Some(lineage::RUNS), None)?
         .into_iter()
