@@ -92,7 +92,7 @@ fn find_run(store: &dyn Store, prefix: &str) -> Result<RunId, Failure> {
         .list(Some(lineage::RUNS), None)?
         .into_iter()
         .map(|l| l.version)
-        .filter(|id| id.starts_with(&prefix))
+        .filter(|id| id.starts_with(prefix))
         .collect();
     ids.dedup();
     match ids.as_slice() {
