@@ -10,7 +10,7 @@ use super::args::{RunsCommand, ShowRunArgs};
 use super::output::{self, Table};
 use super::Failure;
 use crate::config::Config;
-use crate::lineage::{self, CallNode, LineageError, RunId, RunTree};
+use crate::lineage::{self, CallNode, LineageError, RunId, RunSummary, RunTree};
 use crate::store::Store;
 
 impl From<LineageError> for Failure {
@@ -41,11 +41,9 @@ struct RunRow {
     failed: usize,
 }
 
-fn ls(store: &dyn Store, json: bool) -> Result<(), Failure> {
-    let runs = lineage::runs(store)?;
-    let rows: Vec<RunRow> = runs
-        .iter()
-        .map(|run| RunRow {
+impl From<&RunSummary> for RunRow {
+    fn from(run: &RunSummary) -> Self {
+        RunRow {
             id: run.id.to_string(),
             root: run.root.clone(),
             started: output::unix_seconds(run.started),
@@ -53,8 +51,13 @@ fn ls(store: &dyn Store, json: bool) -> Result<(), Failure> {
             computed: run.computed,
             from_storage: run.from_storage,
             failed: run.failed,
-        })
-        .collect();
+        }
+    }
+}
+
+fn ls(store: &dyn Store, json: bool) -> Result<(), Failure> {
+    let runs = lineage::runs(store)?;
+    let rows: Vec<RunRow> = runs.iter().map(RunRow::from).collect();
     if json {
         return output::print_json(&rows);
     }
@@ -112,13 +115,8 @@ fn find_run(store: &dyn Store, prefix: &str) -> Result<RunId, Failure> {
 
 #[derive(Serialize)]
 struct ShownRun<'a> {
-    id: String,
-    root: String,
-    started: u64,
-    duration_seconds: f64,
-    computed: usize,
-    from_storage: usize,
-    failed: usize,
+    #[serde(flatten)]
+    run: RunRow,
     roots: Vec<usize>,
     calls: &'a [CallNode],
 }
@@ -129,13 +127,7 @@ fn show(store: &dyn Store, args: &ShowRunArgs) -> Result<(), Failure> {
     let summary = tree.summary();
     if args.json {
         return output::print_json(&ShownRun {
-            id: id.to_string(),
-            root: summary.root,
-            started: output::unix_seconds(summary.started),
-            duration_seconds: summary.duration.as_secs_f64(),
-            computed: summary.computed,
-            from_storage: summary.from_storage,
-            failed: summary.failed,
+            run: RunRow::from(&summary),
             roots: tree.roots(),
             calls: &tree.calls,
         });
