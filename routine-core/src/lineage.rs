@@ -313,16 +313,17 @@ pub struct RunSummary {
 
 /// Every run recorded in `store`, oldest first.
 pub fn runs(store: &dyn Store) -> Result<Vec<RunSummary>, LineageError> {
-    let mut by_run: BTreeMap<String, ()> = BTreeMap::new();
+    // One listing of every record, grouped by run: not one more per run.
+    let mut by_run: BTreeMap<String, Vec<Key>> = BTreeMap::new();
     for listing in store.list(Some(RUNS), None)? {
-        by_run.insert(listing.version, ());
+        by_run.entry(listing.version).or_default().push(listing.key);
     }
     let mut out = Vec::new();
-    for version in by_run.keys() {
+    for (version, parts) in &by_run {
         let Ok(id) = version.parse::<RunId>() else {
             continue;
         };
-        out.push(run_tree(store, id)?.summary());
+        out.push(read_tree(store, id, parts)?.summary());
     }
     out.sort_by_key(|run| run.started);
     Ok(out)
@@ -390,32 +391,35 @@ impl RunTree {
 
 /// Rebuilds the call tree of run `id` from `store`.
 pub fn run_tree(store: &dyn Store, id: RunId) -> Result<RunTree, LineageError> {
-    let version = id.to_string();
-    let listings = store.list(Some(RUNS), Some(&version))?;
-    if listings.is_empty() {
+    let parts: Vec<Key> = store
+        .list(Some(RUNS), Some(&id.to_string()))?
+        .into_iter()
+        .map(|listing| listing.key)
+        .collect();
+    if parts.is_empty() {
         return Err(LineageError::UnknownRun(id));
     }
+    read_tree(store, id, &parts)
+}
+
+/// Reads the records `parts` of run `id` and joins them into its tree.
+fn read_tree(store: &dyn Store, id: RunId, parts: &[Key]) -> Result<RunTree, LineageError> {
+    let version = id.to_string();
     let mut records = Vec::new();
-    for listing in listings {
+    for key in parts {
         let slot = Slot {
             name: RUNS,
             version: &version,
-            key: &listing.key,
+            key,
         };
         let Some(found) = store.get(&slot)? else {
             continue;
         };
-        let bytes = match found {
-            Found::Bytes(bytes) => bytes.to_vec(),
-            Found::Stream { mut reader, .. } => {
-                let mut bytes = Vec::new();
-                std::io::Read::read_to_end(&mut reader, &mut bytes)
-                    .map_err(|e| LineageError::Encode(e.to_string()))?;
-                bytes
-            }
-        };
+        let bytes = found
+            .into_bytes()
+            .map_err(|e| LineageError::Encode(e.to_string()))?;
         let (_, payload) =
-            entry::verify(&bytes, &listing.key).map_err(|e| LineageError::Encode(e.to_string()))?;
+            entry::verify(&bytes, key).map_err(|e| LineageError::Encode(e.to_string()))?;
         let record: RunRecord = entry::decode_payload(&bytes[payload])
             .map_err(|e| LineageError::Encode(e.to_string()))?;
         records.push(record);

@@ -57,6 +57,24 @@ pub enum Found {
     },
 }
 
+impl Found {
+    /// The whole entry in memory, a stream read to its end.
+    pub fn into_bytes(self) -> io::Result<Vec<u8>> {
+        match self {
+            Found::Bytes(bytes) => {
+                Ok(Arc::try_unwrap(bytes).unwrap_or_else(|shared| shared.to_vec()))
+            }
+            Found::Stream { mut reader, len } => {
+                // The length comes from the store: trust it for a first
+                // allocation only up to a bound.
+                let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(1 << 26));
+                reader.read_to_end(&mut bytes)?;
+                Ok(bytes)
+            }
+        }
+    }
+}
+
 impl fmt::Debug for Found {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -25,17 +25,13 @@ impl TaskAttr {
         let mut ttl: Option<LitStr> = None;
         let parser = syn::meta::parser(|meta| {
             if meta.path.is_ident("name") {
-                set_once(&meta, &mut name, "name")
+                set_once(&meta, &mut name, "name", &string_literal("name"))
             } else if meta.path.is_ident("version") {
-                set_once(&meta, &mut version, "version")
+                set_once(&meta, &mut version, "version", &string_literal("version"))
             } else if meta.path.is_ident("ttl") {
-                set_once(&meta, &mut ttl, "ttl")
+                set_once(&meta, &mut ttl, "ttl", &string_literal("ttl"))
             } else {
-                let path = meta
-                    .path
-                    .get_ident()
-                    .map(|i| i.to_string())
-                    .unwrap_or_default();
+                let path = option_name(&meta);
                 Err(meta.error(format_args!(
                     "unknown task option `{path}`; a task takes `name`, `version` and optionally `ttl`"
                 )))
@@ -93,19 +89,36 @@ fn parse_ttl(ttl: &LitStr) -> syn::Result<Duration> {
     }
 }
 
-fn set_once(meta: &ParseNestedMeta<'_>, slot: &mut Option<LitStr>, what: &str) -> syn::Result<()> {
+/// Reads `what = <value>` into `slot`, once; `expected` says what the value
+/// must be ("a string literal, ...") when it is not.
+pub(crate) fn set_once<T: syn::parse::Parse>(
+    meta: &ParseNestedMeta<'_>,
+    slot: &mut Option<T>,
+    what: &str,
+    expected: &str,
+) -> syn::Result<()> {
     if slot.is_some() {
         return Err(meta.error(format_args!("`{what}` is given twice")));
     }
-    let value = meta.value()?;
-    let literal: LitStr = value.parse().map_err(|e| {
-        syn::Error::new(
-            e.span(),
-            format!("`{what}` takes a string literal, as in `{what} = \"...\"`"),
-        )
-    })?;
-    *slot = Some(literal);
+    let value = meta
+        .value()?
+        .parse()
+        .map_err(|e| syn::Error::new(e.span(), format!("`{what}` takes {expected}")))?;
+    *slot = Some(value);
     Ok(())
+}
+
+/// The name of an option an attribute does not take, for its error.
+pub(crate) fn option_name(meta: &ParseNestedMeta<'_>) -> String {
+    meta.path
+        .get_ident()
+        .map(|i| i.to_string())
+        .unwrap_or_default()
+}
+
+/// The `expected` of [`set_once`] for a string option.
+fn string_literal(what: &str) -> String {
+    format!("a string literal, as in `{what} = \"...\"`")
 }
 
 /// Names become a directory of the store: keep them to a safe alphabet so

@@ -16,7 +16,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{ItemFn, LitStr, ReturnType};
 
-use crate::attr::combine;
+use crate::attr::{combine, option_name, set_once};
 use crate::item::expand_function;
 
 pub(crate) fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -35,26 +35,18 @@ fn parse_options(tokens: TokenStream) -> syn::Result<Option<LitStr>> {
     let mut project: Option<LitStr> = None;
     let parser = syn::meta::parser(|meta| {
         if meta.path.is_ident("project") {
-            if project.is_some() {
-                return Err(meta.error("`project` is given twice"));
+            set_once(
+                &meta,
+                &mut project,
+                "project",
+                "a string literal, as in `project = \"ml\"`",
+            )?;
+            match project.as_ref().filter(|p| p.value().trim().is_empty()) {
+                Some(empty) => Err(syn::Error::new(empty.span(), "the project name is empty")),
+                None => Ok(()),
             }
-            let literal: LitStr = meta.value()?.parse().map_err(|e| {
-                syn::Error::new(
-                    e.span(),
-                    "`project` takes a string literal, as in `project = \"ml\"`",
-                )
-            })?;
-            if literal.value().trim().is_empty() {
-                return Err(syn::Error::new(literal.span(), "the project name is empty"));
-            }
-            project = Some(literal);
-            Ok(())
         } else {
-            let path = meta
-                .path
-                .get_ident()
-                .map(|i| i.to_string())
-                .unwrap_or_default();
+            let path = option_name(&meta);
             Err(meta.error(format_args!(
                 "unknown option `{path}`; `#[routine::main]` takes only `project = \"..\"` \
                  (settings such as the store go in routine.toml or ROUTINE_* variables)"

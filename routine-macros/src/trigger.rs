@@ -17,7 +17,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{FnArg, GenericArgument, ItemFn, LitBool, LitStr, PathArguments, ReturnType, Type};
 
-use crate::attr::{check_name, check_version};
+use crate::attr::{check_name, check_version, option_name, set_once};
 use crate::item::expand_function;
 
 struct TriggerAttr {
@@ -43,43 +43,21 @@ pub(crate) fn trigger(attr: TokenStream, item: TokenStream) -> TokenStream {
 fn parse_attr(tokens: TokenStream) -> syn::Result<TriggerAttr> {
     let mut on: Option<LitStr> = None;
     let (mut hits, mut failures): (Option<LitBool>, Option<LitBool>) = (None, None);
-    let parser =
-        syn::meta::parser(|meta| {
-            let once = |given: bool, what: &str| match given {
-                true => Err(meta.error(format_args!("`{what}` is given twice"))),
-                false => Ok(()),
-            };
-            if meta.path.is_ident("on") {
-                once(on.is_some(), "on")?;
-                on = Some(meta.value()?.parse().map_err(|e| {
-                    syn::Error::new(
-                        e.span(),
-                        "`on` takes a string literal: the routine's name, or name@version",
-                    )
-                })?);
-            } else if meta.path.is_ident("hits") {
-                once(hits.is_some(), "hits")?;
-                hits =
-                    Some(meta.value()?.parse().map_err(|e| {
-                        syn::Error::new(e.span(), "`hits` takes `true` or `false`")
-                    })?);
-            } else if meta.path.is_ident("failures") {
-                once(failures.is_some(), "failures")?;
-                failures = Some(meta.value()?.parse().map_err(|e| {
-                    syn::Error::new(e.span(), "`failures` takes `true` or `false`")
-                })?);
-            } else {
-                let path = meta
-                    .path
-                    .get_ident()
-                    .map(|i| i.to_string())
-                    .unwrap_or_default();
-                return Err(meta.error(format_args!(
-                    "unknown trigger option `{path}`; a trigger takes `on`, `hits` and `failures`"
-                )));
-            }
-            Ok(())
-        });
+    let parser = syn::meta::parser(|meta| {
+        if meta.path.is_ident("on") {
+            let expected = "a string literal: the routine's name, or name@version";
+            set_once(&meta, &mut on, "on", expected)
+        } else if meta.path.is_ident("hits") {
+            set_once(&meta, &mut hits, "hits", "`true` or `false`")
+        } else if meta.path.is_ident("failures") {
+            set_once(&meta, &mut failures, "failures", "`true` or `false`")
+        } else {
+            let path = option_name(&meta);
+            Err(meta.error(format_args!(
+                "unknown trigger option `{path}`; a trigger takes `on`, `hits` and `failures`"
+            )))
+        }
+    });
     syn::parse::Parser::parse2(parser, tokens)?;
     let on = on.ok_or_else(|| {
         syn::Error::new(

@@ -1,13 +1,12 @@
 //! `cache ls`, `show`, `rm`, `gc` and `stats`: the stored results, on any
 //! store.
 
-use std::io::Read;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
 use super::args::{hex_prefix, CacheCommand, GcArgs, JsonOnly, LsArgs, RmArgs, ShowArgs};
-use super::inspect::per_routine;
+use super::inspect::by_routine;
 use super::output::{self, Table};
 use super::run::split_routine;
 use super::Failure;
@@ -53,6 +52,7 @@ struct Row {
 
 impl Row {
     fn of(listing: &Listing, now: SystemTime) -> Row {
+        let task = task_of(listing);
         Row {
             routine: format!("{}@{}", listing.name, listing.version),
             name: listing.name.clone(),
@@ -61,8 +61,8 @@ impl Row {
             size: listing.size,
             created: output::unix_seconds(listing.created),
             last_used: output::unix_seconds(listing.accessed),
-            expired: is_expired(listing, now),
-            in_this_program: task_of(listing).is_some(),
+            expired: task.is_some_and(|task| task.expired(listing.created, now)),
+            in_this_program: task.is_some(),
         }
     }
 }
@@ -79,7 +79,7 @@ fn is_expired(listing: &Listing, now: SystemTime) -> bool {
 fn note(listing: &Listing, now: SystemTime) -> String {
     match task_of(listing) {
         None => "not in this program".into(),
-        Some(_) if is_expired(listing, now) => "expired".into(),
+        Some(task) if task.expired(listing.created, now) => "expired".into(),
         Some(_) => String::new(),
     }
 }
@@ -133,7 +133,11 @@ fn ls(store: &dyn Store, args: &LsArgs) -> Result<(), Failure> {
 
 /// The one result whose key starts with `prefix`.
 fn by_key_prefix(store: &dyn Store, prefix: &str) -> Result<Listing, Failure> {
-    let matches = matching_keys(store, prefix)?;
+    the_one(prefix, matching_keys(store, prefix)?)
+}
+
+/// The only one of the results `prefix` matched.
+fn the_one(prefix: &str, matches: Vec<Listing>) -> Result<Listing, Failure> {
     match matches.len() {
         0 => Err(Failure::usage(format!(
             "no stored result has a key starting with `{prefix}`"
@@ -321,9 +325,8 @@ fn read_entry(
     slot: &Slot<'_>,
     task: Option<&'static TaskSpec>,
 ) -> Result<ReadEntry, String> {
-    let bytes = match store.get(slot).map_err(|e| e.to_string())? {
+    let found = match store.get(slot).map_err(|e| e.to_string())? {
         None => return Err("it was removed while being read".into()),
-        Some(Found::Bytes(bytes)) => bytes.to_vec(),
         Some(Found::Stream { mut reader, len }) if len > SHOW_VALUE_MAX => {
             let (meta, _) = entry::read_header(&mut reader).map_err(|e| e.to_string())?;
             return Ok((
@@ -335,12 +338,9 @@ fn read_entry(
                 )),
             ));
         }
-        Some(Found::Stream { mut reader, len }) => {
-            let mut bytes = Vec::with_capacity(len as usize);
-            reader.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
-            bytes
-        }
+        Some(found) => found,
     };
+    let bytes = found.into_bytes().map_err(|e| e.to_string())?;
     let (meta, payload) = entry::verify(&bytes, slot.key)
         .map_err(|e| format!("the entry is damaged ({e}); the next call recomputes it"))?;
     let value = match task {
@@ -409,13 +409,15 @@ fn rm_targets(store: &dyn Store, target: &str) -> Result<Vec<Listing>, Failure> 
     let is_routine = !named.is_empty() || registry::tasks().any(|t| t.name() == name);
     match is_routine {
         true => Ok(named),
-        false => matching_keys(store, target).and_then(|found| match found.len() {
-            1 => Ok(found),
-            0 => Err(Failure::usage(format!(
-                "`{target}` is neither a routine with stored results nor the start of a stored key"
-            ))),
-            _ => by_key_prefix(store, target).map(|one| vec![one]),
-        }),
+        false => {
+            let found = matching_keys(store, target)?;
+            if found.is_empty() {
+                return Err(Failure::usage(format!(
+                    "`{target}` is neither a routine with stored results nor the start of a stored key"
+                )));
+            }
+            the_one(target, found).map(|one| vec![one])
+        }
     }
 }
 
@@ -521,35 +523,27 @@ struct StatsRow {
 fn stats(store: &dyn Store, args: &JsonOnly) -> Result<(), Failure> {
     let listings = stored_results(store)?;
     let now = SystemTime::now();
-    let rows: Vec<StatsRow> = per_routine(&listings)
+    let rows: Vec<StatsRow> = by_routine(&listings)
         .into_iter()
-        .map(|((name, version), (results, bytes))| {
-            let mine: Vec<&Listing> = listings
-                .iter()
-                .filter(|l| l.name == name && l.version == version)
-                .collect();
-            let newest = |at: fn(&Listing) -> SystemTime| {
-                mine.iter()
-                    .map(|l| at(l))
-                    .max()
-                    .unwrap_or(SystemTime::UNIX_EPOCH)
-            };
+        .map(|((name, version), mine)| {
+            let task = registry::find(&name, &version);
+            let times = |at: fn(&Listing) -> SystemTime| mine.iter().map(move |l| at(l));
+            let seconds =
+                |at: Option<SystemTime>| output::unix_seconds(at.unwrap_or(SystemTime::UNIX_EPOCH));
             StatsRow {
                 routine: format!("{name}@{version}"),
-                in_this_program: registry::find(&name, &version).is_some(),
-                expired: mine.iter().filter(|l| is_expired(l, now)).count(),
-                oldest: output::unix_seconds(
-                    mine.iter()
-                        .map(|l| l.created)
-                        .min()
-                        .unwrap_or(SystemTime::UNIX_EPOCH),
-                ),
-                newest: output::unix_seconds(newest(|l| l.created)),
-                last_used: output::unix_seconds(newest(|l| l.accessed)),
+                in_this_program: task.is_some(),
+                expired: mine
+                    .iter()
+                    .filter(|l| task.is_some_and(|task| task.expired(l.created, now)))
+                    .count(),
+                oldest: seconds(times(|l| l.created).min()),
+                newest: seconds(times(|l| l.created).max()),
+                last_used: seconds(times(|l| l.accessed).max()),
+                results: mine.len(),
+                bytes: mine.iter().map(|l| l.size).sum(),
                 name,
                 version,
-                results,
-                bytes,
             }
         })
         .collect();

@@ -81,14 +81,14 @@ struct TaskRow {
 }
 
 pub(crate) fn tasks(config: &Config, args: &JsonOnly) -> Result<(), Failure> {
-    let stored = per_routine(&stored_results(&*config.open_store()?)?);
+    let listings = stored_results(&*config.open_store()?)?;
+    let stored = by_routine(&listings);
     let rows: Vec<TaskRow> = sorted_tasks()
         .into_iter()
         .map(|task| {
-            let (results, bytes) = stored
+            let mine = stored
                 .get(&(task.name().to_owned(), task.version().to_owned()))
-                .copied()
-                .unwrap_or_default();
+                .map_or(&[][..], Vec::as_slice);
             TaskRow {
                 id: task.id().to_string(),
                 name: task.name(),
@@ -97,8 +97,8 @@ pub(crate) fn tasks(config: &Config, args: &JsonOnly) -> Result<(), Failure> {
                 fingerprint: task.fingerprint().short(),
                 ttl_seconds: task.ttl().map(|ttl| ttl.as_secs()),
                 location: task.location(),
-                stored_results: results,
-                stored_bytes: bytes,
+                stored_results: mine.len(),
+                stored_bytes: mine.iter().map(|l| l.size).sum(),
             }
         })
         .collect();
@@ -138,15 +138,13 @@ pub(crate) fn sorted_tasks() -> Vec<&'static TaskSpec> {
     tasks
 }
 
-/// Results and bytes stored per (name, version).
-pub(crate) fn per_routine(listings: &[Listing]) -> BTreeMap<(String, String), (usize, u64)> {
-    let mut out: BTreeMap<(String, String), (usize, u64)> = BTreeMap::new();
+/// Stored results by (name, version), in that order.
+pub(crate) fn by_routine(listings: &[Listing]) -> BTreeMap<(String, String), Vec<&Listing>> {
+    let mut out: BTreeMap<(String, String), Vec<&Listing>> = BTreeMap::new();
     for listing in listings {
-        let entry = out
-            .entry((listing.name.clone(), listing.version.clone()))
-            .or_default();
-        entry.0 += 1;
-        entry.1 += listing.size;
+        out.entry((listing.name.clone(), listing.version.clone()))
+            .or_default()
+            .push(listing);
     }
     out
 }

@@ -400,7 +400,7 @@ impl Engine {
                 span: call_span,
                 outcome: None,
                 run,
-                own_run: None,
+                started_run: false,
                 parent,
                 stored: false,
                 dispatched: false,
@@ -475,14 +475,12 @@ impl Engine {
                 let in_body = Current {
                     engine: engine.clone(),
                     in_routine: true,
-                    place: report.run_log().map(|run| {
-                        Arc::new(Place {
-                            run,
-                            parent: Some(key),
-                            recovering: None,
-                            serving: None,
-                        })
-                    }),
+                    place: Some(Arc::new(Place {
+                        run: report.run_log(),
+                        parent: Some(key),
+                        recovering: None,
+                        serving: None,
+                    })),
                 };
                 let outcome = in_body.scope(body(args)).await;
                 let run_time = run_started.elapsed();
@@ -578,10 +576,11 @@ struct CallGuard<'a> {
     started: Instant,
     span: tracing::Span,
     outcome: Option<CallOutcome>,
-    /// The run this call belongs to, if it is not a run's root.
+    /// The run this call belongs to: its caller's, or the one it started
+    /// as a root whose body runs.
     run: Option<Arc<RunLog>>,
-    /// The run this call started, as a root whose body runs.
-    own_run: Option<Arc<RunLog>>,
+    /// This call started `run`: it stores the run's record when it ends.
+    started_run: bool,
     /// The call whose body made this one.
     parent: Option<Key>,
     /// Whether the result reached the store.
@@ -610,11 +609,13 @@ impl CallGuard<'_> {
     /// The run the body's calls belong to: this call's run, or a new one
     /// when this call is a root. Started only when a body runs, so that a
     /// root answered from storage costs nothing.
-    fn run_log(&mut self) -> Option<Arc<RunLog>> {
-        if self.run.is_none() && self.own_run.is_none() {
-            self.own_run = Some(Arc::new(RunLog::new(RunId::new())));
-        }
-        self.run.clone().or_else(|| self.own_run.clone())
+    fn run_log(&mut self) -> Arc<RunLog> {
+        let started_run = &mut self.started_run;
+        let run = self.run.get_or_insert_with(|| {
+            *started_run = true;
+            Arc::new(RunLog::new(RunId::new()))
+        });
+        Arc::clone(run)
     }
 
     /// Answered from storage.
@@ -672,18 +673,14 @@ impl CallGuard<'_> {
             result,
             from_storage: outcome == CallOutcome::Hit,
             duration: elapsed,
-            run: self
-                .run
-                .as_ref()
-                .or(self.own_run.as_ref())
-                .map(|log| log.id),
+            run: self.run.as_ref().map(|log| log.id),
         };
         self.engine.fire(kind, occurrence, pending.triggers);
     }
 
     fn provenance(&mut self) -> Provenance {
         Provenance {
-            run: self.run_log().map(|log| log.id),
+            run: Some(self.run_log().id),
             parent: self.parent,
         }
     }
@@ -712,7 +709,7 @@ impl Drop for CallGuard<'_> {
             CallOutcome::Dispatched => 0,
         };
         let elapsed = self.started.elapsed();
-        if let Some(log) = self.run.as_ref().or(self.own_run.as_ref()) {
+        if let Some(log) = &self.run {
             log.record(
                 self.task,
                 self.key,
@@ -722,7 +719,7 @@ impl Drop for CallGuard<'_> {
                 elapsed,
             );
         }
-        if let Some(log) = &self.own_run {
+        if let Some(log) = self.run.as_ref().filter(|_| self.started_run) {
             if let Err(e) = log.store(&*inner.store, &self.key) {
                 tracing::warn!(run = %log.id, error = %e, "cannot store the record of a run; its lineage is lost");
             }

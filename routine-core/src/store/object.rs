@@ -213,21 +213,19 @@ impl ObjectStoreBackend {
         });
     }
 
-    /// Last recorded uses under `under` (a path inside the markers' tree),
-    /// by name, version and key.
+    /// The last uses the `markers` record, by name, version and key.
     fn recorded_uses(
         &self,
-        under: Path,
-    ) -> Result<HashMap<(String, String, Key), SystemTime>, StoreError> {
+        markers: Vec<object_store::ObjectMeta>,
+    ) -> HashMap<(String, String, Key), SystemTime> {
         let skip = self.prefix.parts().count() + 1;
-        Ok(self
-            .list_objects(under)?
+        markers
             .into_iter()
             .filter_map(|meta| {
                 let (name, version, key) = self.entry_parts(&meta.location, skip)?;
                 Some(((name, version, key), SystemTime::from(meta.last_modified)))
             })
-            .collect())
+            .collect()
     }
 
     fn list_objects(&self, under: Path) -> Result<Vec<object_store::ObjectMeta>, StoreError> {
@@ -383,9 +381,21 @@ impl Store for ObjectStoreBackend {
                 "a version can only be listed together with its task name".into(),
             ));
         }
-        let metas = self.list_objects(under)?;
-        let mut uses = self.recorded_uses(markers)?;
         let skip = self.prefix.parts().count();
+        let is_marker = |meta: &object_store::ObjectMeta| {
+            meta.location
+                .parts()
+                .nth(skip)
+                .is_some_and(|part| part.as_ref() == USE_MARKERS)
+        };
+        let (markers_listed, metas): (Vec<_>, Vec<_>) =
+            self.list_objects(under)?.into_iter().partition(is_marker);
+        // The whole prefix holds the markers too; a task's folder does not.
+        let markers = match name {
+            None => markers_listed,
+            Some(_) => self.list_objects(markers)?,
+        };
+        let mut uses = self.recorded_uses(markers);
         let mut out: Vec<Listing> = metas
             .into_iter()
             .filter_map(|meta| {
