@@ -34,21 +34,40 @@
 //! concurrently (`futures::join!`, [`spawn`], `tokio::spawn`); each sub-call is
 //! memoized on its own.
 //!
+//! With the `distributed` feature, [`distributed`] runs sub-routines on
+//! worker processes through Redis; with `cli` (on by default),
+//! [`#[routine::main]`](macro@main) gives every program a command line.
+//!
 //! The guides live in the repository's `docs/` folder: concepts, versioning
 //! rules, the limits of what a task may do, the store format and performance.
 
-#[cfg(feature = "cli")]
-pub use routine_core::config;
-#[cfg(feature = "distributed")]
-pub use routine_core::{broker, worker};
 pub use routine_core::{
-    codec, engine, entry, invoke, key, lineage, redact, registry, spawn, store, trigger,
-    CallOutcome, CallReport, Completion, Engine, EngineBuilder, Error, Key, RoutineId, Stats,
-    TaskSpec,
+    arguments, codec, dispatch, engine, entry, id, invoke, key, lineage, redact, registry, spawn,
+    store, trigger, CallOutcome, CallReport, Completion, Engine, EngineBuilder, Error, Fingerprint,
+    Key, RoutineId, RunId, Stats, TaskSpec,
 };
 
+/// Workers, the Redis broker and object stores (feature `distributed`): the
+/// [`routine-distributed`](routine_distributed) crate.
+#[cfg(feature = "distributed")]
+pub use routine_distributed as distributed;
+
+/// Settings from defaults, `routine.toml`, `ROUTINE_*` variables and flags
+/// (feature `cli`).
+#[cfg(feature = "cli")]
+pub use routine_cli::config;
+
+/// What the macros expand to calls; not a public API.
 #[doc(hidden)]
-pub use routine_core::__private;
+pub mod __private {
+    pub use routine_core::__private::*;
+
+    /// What `#[main]` expands to calls.
+    #[cfg(feature = "cli")]
+    pub mod cli {
+        pub use routine_cli::{main, MainOutput, Program};
+    }
+}
 
 // The README's examples are compiled and run as doc tests.
 #[cfg(doctest)]

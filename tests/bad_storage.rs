@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use common::Logs;
 use routine::entry::{self, EntryMeta};
-use routine::registry::Fingerprint;
 use routine::store::{EntryWrite, Found, Listing, Slot, Store, StoreError};
+use routine::Fingerprint;
 use routine::{Engine, Key};
 
 /// Body runs per argument: the tests run in parallel, each with its own `n`.

@@ -9,10 +9,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use routine::broker::{Broker, Retry};
-use routine::engine::{DispatchSettings, DistributedConfig, Policy};
-use routine::worker::WorkerConfig;
-use routine::{Engine, RoutineId};
+use routine::dispatch::Policy;
+use routine::distributed::broker::{Broker, Retry};
+use routine::distributed::worker::WorkerConfig;
+use routine::distributed::{DispatchSettings, DistributedConfig};
+use routine::RoutineId;
 
 /// Which process computed a value: the tests check that work spread.
 fn pid() -> u32 {
@@ -170,7 +171,9 @@ fn worker_process() {
     let namespace = env("ROUTINE_WORKER_NAMESPACE");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let engine = Engine::connect(config(&namespace)).await.unwrap();
+        let engine = routine::distributed::connect(config(&namespace))
+            .await
+            .unwrap();
         let mut worker = WorkerConfig {
             concurrency: 8,
             heartbeat: Duration::from_millis(300),
@@ -188,7 +191,7 @@ fn worker_process() {
                     .collect(),
             );
         }
-        routine::worker::serve_until_signalled(engine, worker)
+        routine::distributed::worker::serve_until_signalled(engine, worker)
             .await
             .unwrap();
     });
@@ -261,7 +264,7 @@ impl Drop for Workers {
 }
 
 /// The first worker to report a heartbeat on `broker`.
-async fn first_report(broker: &Broker) -> routine::broker::WorkerInfo {
+async fn first_report(broker: &Broker) -> routine::distributed::broker::WorkerInfo {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(info) = broker.workers().await.unwrap().pop() {
@@ -287,7 +290,7 @@ async fn panic_of<T: Send + 'static>(call: tokio::task::JoinHandle<T>) -> String
 async fn fan_out_of_200_tasks_over_two_workers() {
     let ns = namespace("fan");
     let workers = Workers::start(&ns, 2, None);
-    let engine = Engine::connect(config(&ns)).await.unwrap();
+    let engine = routine::distributed::connect(config(&ns)).await.unwrap();
     let results = engine.scope(fan_out(200)).await;
     assert_eq!(results.len(), 200);
     for (x, (square, _)) in results.iter().enumerate() {
@@ -303,7 +306,7 @@ async fn fan_out_of_200_tasks_over_two_workers() {
 
     // Everything is in the shared store now: a second engine finds the root
     // result without dispatching anything.
-    let again = Engine::connect(config(&ns)).await.unwrap();
+    let again = routine::distributed::connect(config(&ns)).await.unwrap();
     assert_eq!(again.scope(fan_out(200)).await, results);
     assert_eq!((again.stats().hits, again.stats().dispatched), (1, 0));
 }
@@ -312,8 +315,8 @@ async fn fan_out_of_200_tasks_over_two_workers() {
 async fn a_worker_killed_mid_task_loses_nothing() {
     let ns = namespace("kill");
     let mut workers = Workers::start(&ns, 2, None);
-    let engine = Engine::connect(config(&ns)).await.unwrap();
-    let broker = engine.broker().unwrap();
+    let engine = routine::distributed::connect(config(&ns)).await.unwrap();
+    let broker = routine::distributed::broker_of(&engine).unwrap();
     let run = tokio::spawn(engine.scope(slow_fan_out(4)));
 
     // Kill a worker while it runs something.
@@ -345,7 +348,7 @@ async fn a_worker_killed_mid_task_loses_nothing() {
 async fn a_panicking_task_reaches_the_caller_with_the_worker_id() {
     let ns = namespace("boom");
     let workers = Workers::start(&ns, 1, None);
-    let engine = Engine::connect(config(&ns)).await.unwrap();
+    let engine = routine::distributed::connect(config(&ns)).await.unwrap();
     let message = panic_of(tokio::spawn(engine.scope(call_one("boom".into(), 7)))).await;
     assert!(
         message.contains("task `tname:boom:1.0.0` failed on worker"),
@@ -357,7 +360,7 @@ async fn a_panicking_task_reaches_the_caller_with_the_worker_id() {
         "no worker id: {message}"
     );
     // Nothing was stored for the failed call.
-    let store = routine::store::ObjectStoreBackend::from_url(&config(&ns).store_url).unwrap();
+    let store = routine::distributed::ObjectStoreBackend::from_url(&config(&ns).store_url).unwrap();
     use routine::store::Store;
     assert!(store.list(Some("boom"), None).unwrap().is_empty());
 }
@@ -366,7 +369,7 @@ async fn a_panicking_task_reaches_the_caller_with_the_worker_id() {
 async fn an_err_on_a_worker_reaches_the_caller_with_its_message() {
     let ns = namespace("err");
     let _workers = Workers::start(&ns, 1, None);
-    let engine = Engine::connect(config(&ns)).await.unwrap();
+    let engine = routine::distributed::connect(config(&ns)).await.unwrap();
     let message = panic_of(tokio::spawn(engine.scope(call_one("refuses".into(), 3)))).await;
     assert!(message.contains("failed on worker"), "{message}");
     assert!(message.contains("refusing 3"), "{message}");
@@ -378,7 +381,7 @@ async fn a_routine_no_worker_serves_fails_after_the_configured_wait() {
     let _workers = Workers::start(&ns, 1, Some("tname:square-on:1.0.0"));
     let mut config = config(&ns);
     config.dispatch.no_worker_wait = Duration::from_secs(2);
-    let engine = Engine::connect(config).await.unwrap();
+    let engine = routine::distributed::connect(config).await.unwrap();
     let started = Instant::now();
     let message = panic_of(tokio::spawn(engine.scope(call_one("lonely".into(), 1)))).await;
     assert!(
@@ -397,7 +400,10 @@ async fn an_unreachable_broker_is_a_clear_error_without_the_password() {
         attempts: 3,
         first_pause: Duration::from_millis(10),
     };
-    let error = Engine::connect(config).await.unwrap_err().to_string();
+    let error = routine::distributed::connect(config)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         error.contains("cannot reach the broker at redis://:***@127.0.0.1:1/0 after 3 attempts"),
         "{error}"
@@ -420,7 +426,7 @@ async fn workers_of_different_versions_share_a_broker() {
     let ns = namespace("versions");
     let old = Workers::start(&ns, 1, Some("tname:which:1.0.0"));
     let new = Workers::start(&ns, 1, Some("tname:which:2.0.0"));
-    let engine = Engine::connect(config(&ns)).await.unwrap();
+    let engine = routine::distributed::connect(config(&ns)).await.unwrap();
     let v1 = engine.scope(call_one("v1".into(), 5)).await;
     let v2 = engine.scope(call_one("v2".into(), 5)).await;
     assert!(
@@ -438,7 +444,7 @@ async fn the_local_policy_dispatches_nothing() {
     let ns = namespace("local");
     let mut config = config(&ns);
     config.policy = Policy::Local;
-    let engine = Engine::connect(config).await.unwrap();
+    let engine = routine::distributed::connect(config).await.unwrap();
     let results = engine.scope(fan_out(5)).await;
     assert!(results.iter().all(|(_, p)| *p == pid()));
     assert_eq!(engine.stats().dispatched, 0);
@@ -465,7 +471,7 @@ async fn heartbeats_are_readable() {
 async fn a_request_that_keeps_killing_workers_is_dead_lettered() {
     let ns = namespace("deadly");
     let _workers = Workers::start_with(&ns, 3, None, &[("ROUTINE_WORKER_MAX_DELIVERIES", "2")]);
-    let engine = Engine::connect(config(&ns)).await.unwrap();
+    let engine = routine::distributed::connect(config(&ns)).await.unwrap();
     let call = tokio::spawn(engine.scope(call_one("deadly".into(), 1)));
     let message = tokio::time::timeout(Duration::from_secs(60), panic_of(call))
         .await
@@ -484,7 +490,7 @@ async fn a_request_that_keeps_killing_workers_is_dead_lettered() {
 async fn large_results_travel_through_the_store_not_the_broker() {
     let ns = namespace("large");
     let _workers = Workers::start(&ns, 1, None);
-    let engine = Engine::connect(config(&ns)).await.unwrap();
+    let engine = routine::distributed::connect(config(&ns)).await.unwrap();
     let summary = engine.scope(call_one("large".into(), 3)).await;
     let expected: Vec<u8> = (0..12u32 << 20)
         .map(|i| 3u8.wrapping_add((i % 251) as u8))
@@ -535,8 +541,8 @@ async fn identical_calls_from_two_processes_are_dispatched_once() {
     let ns = namespace("dedup");
     let _workers = Workers::start(&ns, 2, None);
     // Two engines share nothing in memory: as two caller processes would.
-    let first = Engine::connect(config(&ns)).await.unwrap();
-    let second = Engine::connect(config(&ns)).await.unwrap();
+    let first = routine::distributed::connect(config(&ns)).await.unwrap();
+    let second = routine::distributed::connect(config(&ns)).await.unwrap();
     let counter = format!("{ns}:runs");
     let a = tokio::spawn(first.scope(count_once(counter.clone())));
     let b = tokio::spawn(second.scope(count_once(counter.clone())));
@@ -607,7 +613,7 @@ async fn work_resumes_after_the_broker_restarts() {
         Workers::start_with(&ns, 1, None, &[("ROUTINE_TEST_REDIS_URL", &redis.url())]);
     let mut config = config(&ns);
     config.broker_url = redis.url();
-    let engine = Engine::connect(config).await.unwrap();
+    let engine = routine::distributed::connect(config).await.unwrap();
     assert!(engine
         .scope(call_one("v1".into(), 1))
         .await
@@ -677,7 +683,7 @@ async fn traced_fan(counter: String, n: u64) -> u64 {
 async fn triggers_fire_on_workers_and_lineage_spans_processes() {
     let ns = namespace("traced");
     let workers = Workers::start(&ns, 2, None);
-    let engine = Engine::connect(config(&ns)).await.unwrap();
+    let engine = routine::distributed::connect(config(&ns)).await.unwrap();
     let counter = format!("{ns}:completions");
     assert_eq!(
         engine.scope(traced_fan(counter.clone(), 4)).await,

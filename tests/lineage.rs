@@ -6,8 +6,8 @@
 
 use std::process::Command;
 
-use routine::lineage::{self, RunId};
 use routine::store::Store;
+use routine::{lineage, RunId};
 use routine::{Engine, Key};
 
 #[routine::task(name = "lineage-leaf", version = "1.0.0")]
@@ -46,6 +46,9 @@ fn child_process() {
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
+        #[cfg(feature = "distributed")]
+        let store = routine::distributed::open_url(&url).unwrap();
+        #[cfg(not(feature = "distributed"))]
         let store = routine::store::open_url(&url).unwrap();
         let engine = Engine::builder(store).build().unwrap();
         let (sum, run) = engine.scope(root(3)).await;
@@ -150,7 +153,7 @@ fn the_call_tree_is_rebuilt_from_s3_after_the_process_exited() {
             .as_nanos()
     );
     let run = run_in_child(&url);
-    let store = routine::store::open_url(&url).unwrap();
+    let store = routine::distributed::open_url(&url).unwrap();
     check_lineage(&*store, run);
 }
 

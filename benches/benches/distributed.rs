@@ -10,9 +10,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use routine::engine::{DistributedConfig, Policy};
-use routine::store::{FileStore, ObjectStoreBackend};
-use routine::worker::WorkerConfig;
+use routine::dispatch::Policy;
+use routine::distributed::worker::WorkerConfig;
+use routine::distributed::DistributedConfig;
+use routine::distributed::ObjectStoreBackend;
+use routine::store::FileStore;
 use routine::Engine;
 
 #[routine::task(name = "dbench-trivial", version = "1.0.0")]
@@ -109,12 +111,14 @@ fn main() {
     if args.iter().any(|a| a == "--worker") {
         let (namespace, store) = (env("BENCH_NAMESPACE"), env("BENCH_STORE"));
         runtime.block_on(async {
-            let engine = Engine::connect(config(&namespace, &store)).await.unwrap();
+            let engine = routine::distributed::connect(config(&namespace, &store))
+                .await
+                .unwrap();
             let worker = WorkerConfig {
                 concurrency: 64,
                 ..WorkerConfig::default()
             };
-            routine::worker::serve_until_signalled(engine, worker)
+            routine::distributed::worker::serve_until_signalled(engine, worker)
                 .await
                 .unwrap();
         });
@@ -159,7 +163,9 @@ fn main() {
     );
 
     let rows = runtime.block_on(async {
-        let engine = Engine::connect(config(&namespace, &store)).await.unwrap();
+        let engine = routine::distributed::connect(config(&namespace, &store))
+            .await
+            .unwrap();
         let client = redis::Client::open(env("ROUTINE_TEST_REDIS_URL")).unwrap();
         let mut redis = client.get_multiplexed_async_connection().await.unwrap();
         let rounds = if quick { 3 } else { 9 };
@@ -213,7 +219,7 @@ fn main() {
         let mut s3_only = config(&namespace, &s3);
         s3_only.policy = Policy::Local;
         s3_only.cache_capacity = 0;
-        let s3_filler = Engine::connect(s3_only).await.unwrap();
+        let s3_filler = routine::distributed::connect(s3_only).await.unwrap();
         for i in 0..count {
             s3_filler.scope(small(i)).await;
         }

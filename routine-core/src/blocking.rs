@@ -14,7 +14,7 @@ thread_local! {
 
 /// Runs `work`, inside `block_in_place` when on a multi-threaded runtime's
 /// thread that allows it; inline otherwise.
-pub(crate) fn blocking<T>(work: impl FnOnce() -> T) -> T {
+pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
     let multi_thread =
         Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
     if multi_thread && !LOCAL_SET_THREAD.with(Cell::get) {
@@ -25,8 +25,7 @@ pub(crate) fn blocking<T>(work: impl FnOnce() -> T) -> T {
 }
 
 /// Marks the current thread as running a `LocalSet` until the guard drops.
-#[cfg(any(feature = "distributed", feature = "cli"))]
-pub(crate) fn local_set_thread() -> impl Drop {
+pub fn local_set_thread() -> impl Drop {
     struct Guard(bool);
     impl Drop for Guard {
         fn drop(&mut self) {

@@ -10,32 +10,27 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::dispatch::{Dispatch, Policy};
 use crate::error::Error;
+use crate::id::RunId;
 use crate::key::Key;
-use crate::lineage::{RunId, RunLog};
+use crate::lineage::RunLog;
 use crate::registry::{self, TaskSpec};
 use crate::store::{FileStore, MemoryStore, Store};
-use crate::trigger::TriggerCounters;
 
 mod cache;
 mod call;
 mod flight;
-mod policy;
-#[cfg(feature = "distributed")]
-mod remote;
+mod invocation;
+mod triggers;
 
+pub use self::call::CallReport;
 #[doc(hidden)]
-pub use self::call::{
-    call, outcome_codec, run_blocking, KeyBuilder, Outcome, OutcomeCodec, Plain, TaskArgument,
-};
-pub use self::call::{CallOutcome, CallReport};
-
-pub use self::policy::Policy;
-#[cfg(feature = "distributed")]
-pub use self::remote::{DispatchSettings, DistributedConfig};
+pub use self::call::{call, outcome_codec, run_blocking, Outcome, OutcomeCodec, Plain};
 
 use self::cache::ResultCache;
 use self::flight::Flights;
+use self::triggers::TriggerCounters;
 
 /// Default bound on the memory the in-process result cache may hold.
 pub const DEFAULT_CACHE_CAPACITY: usize = 64 * 1024 * 1024;
@@ -64,10 +59,18 @@ pub(crate) struct Place {
     pub(crate) run: Arc<RunLog>,
     /// The call whose body this is.
     pub(crate) parent: Option<Key>,
-    /// The key of a call a worker re-runs after its first worker died.
-    pub(crate) recovering: Option<Key>,
-    /// The key of the call a worker runs for a request.
-    pub(crate) serving: Option<Key>,
+    /// The request this code serves, when a worker (or the command line)
+    /// runs a call on behalf of another process.
+    pub(crate) serving: Option<Serving>,
+}
+
+/// A call run on behalf of a request from another process.
+#[derive(Clone, Copy)]
+pub(crate) struct Serving {
+    /// The key of the requested call.
+    pub(crate) key: Key,
+    /// The request was delivered before, to a worker that died.
+    pub(crate) redelivered: bool,
 }
 
 impl Current {
@@ -121,8 +124,8 @@ pub(crate) struct Inner {
     counters: Counters,
     observer: Option<Observer>,
     pub(crate) triggers: TriggerCounters,
-    #[cfg(feature = "distributed")]
-    remote: Option<Arc<remote::Remote>>,
+    /// Where calls the policy sends away go.
+    dispatcher: Option<(Arc<dyn Dispatch>, Policy)>,
 }
 
 #[derive(Default)]
@@ -138,6 +141,8 @@ struct Counters {
     waiting: AtomicU64,
     computed: AtomicU64,
     cancelled: AtomicU64,
+    /// Calls now waiting on a dispatcher.
+    dispatch_waiting: AtomicU64,
 }
 
 /// What an engine has done since it was built.
@@ -211,8 +216,7 @@ impl Engine {
             store: Arc::new(store),
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             observer: None,
-            #[cfg(feature = "distributed")]
-            remote: None,
+            dispatcher: None,
         }
     }
 
@@ -285,6 +289,18 @@ impl Engine {
         &self.inner
     }
 
+    /// The dispatcher this engine sends calls through, if any; its crate
+    /// finds its own type with [`Dispatch::as_any`].
+    pub fn dispatcher(&self) -> Option<&dyn Dispatch> {
+        self.inner.dispatcher.as_ref().map(|(d, _)| &**d)
+    }
+
+    /// Calls of this engine now waiting on a dispatcher: a worker running
+    /// such a routine is `HANGING`.
+    pub fn dispatch_waiting(&self) -> u64 {
+        self.inner.counters.dispatch_waiting.load(Ordering::Relaxed)
+    }
+
     /// Drops `key` from the in-process cache (not from the store).
     pub fn forget_cached(&self, key: &Key) {
         self.inner.cache.remove(key);
@@ -328,8 +344,7 @@ pub struct EngineBuilder {
     store: Arc<dyn Store>,
     cache_capacity: usize,
     observer: Option<Observer>,
-    #[cfg(feature = "distributed")]
-    remote: Option<(crate::broker::Broker, Policy, DispatchSettings)>,
+    dispatcher: Option<(Arc<dyn Dispatch>, Policy)>,
 }
 
 impl EngineBuilder {
@@ -348,27 +363,18 @@ impl EngineBuilder {
         self
     }
 
-    /// Sends work through `broker` as `policy` says. The store should be
-    /// shared with the workers (an object store), or their results will not
-    /// be found here.
-    #[cfg(feature = "distributed")]
-    pub fn broker(
-        mut self,
-        broker: crate::broker::Broker,
-        policy: Policy,
-        settings: DispatchSettings,
-    ) -> Self {
-        self.remote = Some((broker, policy, settings));
+    /// Sends the calls `policy` sends away through `dispatcher`. The store
+    /// should be shared with whatever runs them (an object store), or their
+    /// results will not be found here.
+    pub fn dispatcher(mut self, dispatcher: impl Dispatch, policy: Policy) -> Self {
+        self.dispatcher = Some((Arc::new(dispatcher), policy));
         self
     }
 
     /// Builds the engine; fails if two tasks share a name and version.
-    ///
-    /// # Panics
-    /// With a broker, outside a tokio runtime (it starts a listener task).
     pub fn build(self) -> Result<Engine, Error> {
         registry::check()?;
-        for trigger in crate::trigger::unbound() {
+        for trigger in registry::unbound_triggers() {
             tracing::warn!(trigger = trigger.name(), on = %trigger.on(),
                 "a trigger is bound to a routine this program does not have; it never fires");
         }
@@ -380,10 +386,7 @@ impl EngineBuilder {
                 counters: Counters::default(),
                 observer: self.observer,
                 triggers: TriggerCounters::default(),
-                #[cfg(feature = "distributed")]
-                remote: self.remote.map(|(broker, policy, settings)| {
-                    remote::Remote::start(broker, policy, settings)
-                }),
+                dispatcher: self.dispatcher,
             }),
         })
     }

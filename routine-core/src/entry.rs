@@ -35,9 +35,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::{self, CodecError};
+use crate::id::{Fingerprint, RunId};
 use crate::key::Key;
-use crate::lineage::RunId;
-use crate::registry::Fingerprint;
 
 /// The first eight bytes of every entry.
 pub const MAGIC: [u8; 8] = *b"RTNENTRY";

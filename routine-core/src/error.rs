@@ -14,10 +14,6 @@ pub enum Error {
     /// version).
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    /// The broker could not be reached.
-    #[cfg(feature = "distributed")]
-    #[error(transparent)]
-    Broker(#[from] crate::broker::BrokerError),
     /// The configuration asks for what this program cannot do.
     #[error("{0}")]
     Config(String),

@@ -54,7 +54,7 @@ impl std::hash::Hash for Key {
 
 /// Builds [`KeyHasher`]s for in-process tables keyed by [`Key`].
 #[derive(Clone, Copy, Default, Debug)]
-pub(crate) struct BuildKeyHasher;
+pub struct BuildKeyHasher;
 
 impl BuildHasher for BuildKeyHasher {
     type Hasher = KeyHasher;
@@ -65,7 +65,7 @@ impl BuildHasher for BuildKeyHasher {
 
 /// Passes a key's leading bytes through: SipHash over a SHA-256 digest
 /// would only cost time on every lookup.
-pub(crate) struct KeyHasher(u64);
+pub struct KeyHasher(u64);
 
 impl Hasher for KeyHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -82,7 +82,7 @@ impl Hasher for KeyHasher {
 }
 
 /// A hash map keyed by [`Key`].
-pub(crate) type KeyMap<V> = std::collections::HashMap<Key, V, BuildKeyHasher>;
+pub type KeyMap<V> = std::collections::HashMap<Key, V, BuildKeyHasher>;
 
 impl Key {
     /// Hashes a call of task `name` at `version` with `args` (usually a tuple

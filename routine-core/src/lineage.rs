@@ -30,19 +30,15 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::hash::{BuildHasher, Hasher};
-use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::CallOutcome;
 use crate::entry::{self, EntryMeta};
+use crate::id::{process_name, CallOutcome, Fingerprint, RunId, RunIdError};
 use crate::key::Key;
-use crate::registry::{Fingerprint, TaskSpec};
+use crate::registry::TaskSpec;
 use crate::store::{Found, Slot, Store, StoreError};
 
 /// The reserved routine name run records are stored under. Task names
@@ -50,86 +46,6 @@ use crate::store::{Found, Slot, Store, StoreError};
 pub const RUNS: &str = "routine.runs";
 /// The version-like component of run records' layout version.
 const RECORD_KEY_SPACE: &str = "run-record-1";
-
-/// Identifies one run of a root routine: 16 bytes, written as 32 hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct RunId([u8; 16]);
-
-impl RunId {
-    /// A new, unique run ID: 64 bits from the process's random hasher keys,
-    /// then the time in nanoseconds, so that IDs from different machines do
-    /// not collide and a few leading digits tell runs apart.
-    pub fn new() -> RunId {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        hasher.write_u32(std::process::id());
-        let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&hasher.finish().to_be_bytes());
-        bytes[8..].copy_from_slice(&nanos.to_be_bytes());
-        RunId(bytes)
-    }
-
-    /// Wraps raw bytes.
-    pub const fn from_bytes(bytes: [u8; 16]) -> RunId {
-        RunId(bytes)
-    }
-
-    /// The raw bytes.
-    pub const fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
-    }
-
-    /// All zeros: "no run" in an entry header.
-    pub(crate) fn is_nil(&self) -> bool {
-        self.0 == [0; 16]
-    }
-
-    /// The first 12 hex digits, for tables.
-    pub fn short(&self) -> String {
-        self.to_string()[..12].to_owned()
-    }
-}
-
-impl Default for RunId {
-    fn default() -> Self {
-        RunId::new()
-    }
-}
-
-impl fmt::Display for RunId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for RunId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RunId({self})")
-    }
-}
-
-impl FromStr for RunId {
-    type Err = LineageError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let bad = || LineageError::BadRunId(text.to_owned());
-        if text.len() != 32 || !text.is_ascii() {
-            return Err(bad());
-        }
-        let mut bytes = [0u8; 16];
-        for (i, byte) in bytes.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-        }
-        Ok(RunId(bytes))
-    }
-}
 
 /// One call of a run, as its process recorded it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,9 +58,8 @@ pub struct CallRecord {
     pub key: Key,
     /// The call that awaited it; none for the run's root.
     pub parent: Option<Key>,
-    /// How it ended: `computed`, `hit`, `failed`, `panicked`, `cancelled`,
-    /// `dispatched`.
-    pub outcome: String,
+    /// How it ended.
+    pub outcome: CallOutcome,
     /// When it started, in microseconds after the run started (in the
     /// clock of the process that made it).
     pub started_us: u64,
@@ -197,7 +112,7 @@ impl RunLog {
             version: task.version().to_owned(),
             key,
             parent,
-            outcome: outcome.as_str().to_owned(),
+            outcome,
             started_us: micros(started.saturating_duration_since(self.started)),
             duration_us: micros(duration),
             process: process_name().to_owned(),
@@ -213,7 +128,7 @@ impl RunLog {
     /// storage.
     pub(crate) fn store(&self, store: &dyn Store, part: &Key) -> Result<(), LineageError> {
         let calls = std::mem::take(&mut *self.calls.lock().unwrap_or_else(PoisonError::into_inner));
-        let computed_something = calls.iter().any(|c| c.outcome != CallOutcome::Hit.as_str());
+        let computed_something = calls.iter().any(|c| c.outcome != CallOutcome::Hit);
         // A part that is one call and nothing else is told by its entry's
         // header (run, parent) and, for a worker's, by the caller's record
         // of the dispatch; a record would double the cost of every such
@@ -261,20 +176,6 @@ fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// `host:pid`, computed once.
-fn process_name() -> &'static str {
-    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    NAME.get_or_init(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_else(|| "localhost".into());
-        format!("{host}:{}", std::process::id())
-    })
-}
-
 /// Lineage cannot be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum LineageError {
@@ -285,8 +186,8 @@ pub enum LineageError {
     #[error("a run record is unusable: {0}")]
     Encode(String),
     /// Not a run ID.
-    #[error("`{0}` is not a run ID: expected 32 hex digits (see `runs ls`)")]
-    BadRunId(String),
+    #[error(transparent)]
+    BadRunId(#[from] RunIdError),
     /// No record of this run is stored.
     #[error("no run {0} is recorded in this store")]
     UnknownRun(RunId),
@@ -368,7 +269,7 @@ impl RunTree {
 
     /// Sums the run up.
     pub fn summary(&self) -> RunSummary {
-        let count = |outcome: &str| {
+        let count = |outcome: CallOutcome| {
             self.calls
                 .iter()
                 .filter(|n| n.call.outcome == outcome)
@@ -382,9 +283,9 @@ impl RunTree {
                 .unwrap_or_default(),
             started: self.started,
             duration: Duration::from_micros(root.map_or(0, |n| n.call.duration_us)),
-            computed: count("computed"),
-            from_storage: count("hit"),
-            failed: count("failed") + count("panicked"),
+            computed: count(CallOutcome::Computed),
+            from_storage: count(CallOutcome::Hit),
+            failed: count(CallOutcome::Failed) + count(CallOutcome::Panicked),
         }
     }
 }
@@ -444,12 +345,12 @@ fn assemble(id: RunId, mut records: Vec<RunRecord>) -> RunTree {
     }
     let ran_remotely: Vec<Key> = calls
         .iter()
-        .filter(|c| c.outcome != CallOutcome::Dispatched.as_str())
+        .filter(|c| c.outcome != CallOutcome::Dispatched)
         .map(|c| c.key)
         .collect();
     let mut nodes: Vec<CallNode> = Vec::new();
     for call in calls {
-        let dispatched = call.outcome == CallOutcome::Dispatched.as_str();
+        let dispatched = call.outcome == CallOutcome::Dispatched;
         if dispatched && ran_remotely.contains(&call.key) {
             continue; // the worker's record stands for it
         }
@@ -462,7 +363,7 @@ fn assemble(id: RunId, mut records: Vec<RunRecord>) -> RunTree {
     let dispatched_keys: Vec<Key> = records
         .iter()
         .flat_map(|r| &r.calls)
-        .filter(|c| c.outcome == CallOutcome::Dispatched.as_str())
+        .filter(|c| c.outcome == CallOutcome::Dispatched)
         .map(|c| c.key)
         .collect();
     // A worker records its part only when it made calls of its own; a
@@ -478,7 +379,7 @@ fn assemble(id: RunId, mut records: Vec<RunRecord>) -> RunTree {
         let Some(parent_key) = node.call.parent else {
             continue;
         };
-        let ran_body = |n: &CallNode| n.call.outcome != CallOutcome::Hit.as_str();
+        let ran_body = |n: &CallNode| n.call.outcome != CallOutcome::Hit;
         parent_of[i] = nodes
             .iter()
             .position(|p| p.call.key == parent_key && ran_body(p))
@@ -542,14 +443,20 @@ mod tests {
         assert!(!a.is_nil());
     }
 
-    fn call(name: &str, key: u8, parent: Option<u8>, outcome: &str, started_us: u64) -> CallRecord {
+    fn call(
+        name: &str,
+        key: u8,
+        parent: Option<u8>,
+        outcome: CallOutcome,
+        started_us: u64,
+    ) -> CallRecord {
         let k = |n: u8| Key::of("t", "1", &n).unwrap();
         CallRecord {
             name: name.into(),
             version: "1.0.0".into(),
             key: k(key),
             parent: parent.map(k),
-            outcome: outcome.into(),
+            outcome,
             started_us,
             duration_us: 10,
             process: "p".into(),
@@ -563,15 +470,15 @@ mod tests {
             run: id,
             started_unix_us: 1_000,
             calls: vec![
-                call("fit", 2, Some(1), "dispatched", 5),
-                call("prep", 3, Some(1), "hit", 6),
-                call("train", 1, None, "computed", 0),
+                call("fit", 2, Some(1), CallOutcome::Dispatched, 5),
+                call("prep", 3, Some(1), CallOutcome::Hit, 6),
+                call("train", 1, None, CallOutcome::Computed, 0),
             ],
         };
         let worker = RunRecord {
             run: id,
             started_unix_us: 1_002,
-            calls: vec![call("fit", 2, Some(1), "computed", 0)],
+            calls: vec![call("fit", 2, Some(1), CallOutcome::Computed, 0)],
         };
         let tree = assemble(id, vec![worker, caller]);
         assert_eq!(tree.calls.len(), 3, "the dispatched call is one node");

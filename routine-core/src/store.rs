@@ -22,16 +22,12 @@ use crate::key::Key;
 mod fs;
 pub mod gc;
 mod memory;
-#[cfg(feature = "distributed")]
-mod object;
 
-#[cfg(test)]
-mod contract;
+#[cfg(any(test, feature = "contract"))]
+pub mod contract;
 
 pub use self::fs::{Durability, FileStore};
 pub use self::memory::MemoryStore;
-#[cfg(feature = "distributed")]
-pub use self::object::ObjectStoreBackend;
 
 /// Where one result lives: task name, task version and key.
 #[derive(Debug, Clone, Copy)]
@@ -116,7 +112,7 @@ pub const ACCESS_RESOLUTION: Duration = Duration::from_secs(3600);
 
 /// True when an entry last used at `recorded` should have its use recorded
 /// again at `now`.
-pub(crate) fn access_is_stale(recorded: SystemTime, now: SystemTime) -> bool {
+pub fn access_is_stale(recorded: SystemTime, now: SystemTime) -> bool {
     now.duration_since(recorded)
         .is_ok_and(|age| age > ACCESS_RESOLUTION)
 }
@@ -181,10 +177,11 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
 }
 
-/// Opens the store a URL names: `file:///absolute/folder` (or a plain path)
-/// is a [`FileStore`], which every process on the machine (or on a shared
-/// file system) can use at once; `s3://`, `gs://`, `az://` and `memory://`
-/// are object stores.
+/// Opens the local store a URL names: `file:///absolute/folder` (or a plain
+/// path) is a [`FileStore`], which every process on the machine (or on a
+/// shared file system) can use at once. Object stores (`s3://`, `gs://`,
+/// `az://`, `memory://`) are opened by the distributed crate's `open_url`,
+/// which falls back on this one.
 ///
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
@@ -192,15 +189,29 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 /// assert!(store.list(None, None).unwrap().is_empty());
 /// ```
 pub fn open_url(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    match url.split_once("://") {
-        Some(("file", path)) => Ok(Arc::new(FileStore::open(path)?)),
-        None => Ok(Arc::new(FileStore::open(url)?)),
-        #[cfg(feature = "distributed")]
-        Some(_) => Ok(Arc::new(ObjectStoreBackend::from_url(url)?)),
-        #[cfg(not(feature = "distributed"))]
-        Some((scheme, _)) => Err(StoreError::Config(format!(
-            "the `{scheme}://` store needs routine's `distributed` feature"
+    match (local_path(url), url.split_once("://")) {
+        (Some(path), _) => Ok(Arc::new(FileStore::open(path)?)),
+        (None, scheme) => Err(StoreError::Config(format!(
+            "the `{}://` store needs routine's `distributed` feature",
+            scheme.map_or(url, |(scheme, _)| scheme)
         ))),
+    }
+}
+
+/// The folder a store URL names, if it names one: `file:///folder` or a
+/// plain path.
+///
+/// ```
+/// use routine_core::store::local_path;
+/// assert_eq!(local_path("file:///data/results"), Some("/data/results"));
+/// assert_eq!(local_path(".routine"), Some(".routine"));
+/// assert_eq!(local_path("s3://bucket/results"), None);
+/// ```
+pub fn local_path(url: &str) -> Option<&str> {
+    match url.split_once("://") {
+        None => Some(url),
+        Some(("file", path)) => Some(path),
+        Some(_) => None,
     }
 }
 
@@ -227,10 +238,8 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn io(
-        op: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(io::Error) -> StoreError {
+    /// Maps an I/O error of `op` on `path`: `.map_err(StoreError::io("read", &path))`.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {
         let path = path.into();
         move |source| StoreError::Io { op, path, source }
     }
@@ -239,7 +248,7 @@ impl StoreError {
 /// Rejects names and versions that are not plain file-name components, so
 /// that no slot, whatever its origin (a command line, a message), can point
 /// outside the store.
-pub(crate) fn check_component(text: &str) -> Result<(), StoreError> {
+pub fn check_component(text: &str) -> Result<(), StoreError> {
     let mut chars = text.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
     let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '+'));

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
+use crate::id::Fingerprint;
 use crate::key::{Key, KeyMap};
-use crate::registry::Fingerprint;
 
 pub(crate) struct ResultCache {
     capacity: usize,

@@ -23,13 +23,16 @@ use tracing::Instrument;
 use super::cache::CachedEntry;
 use super::flight::{landed, Flight};
 use super::{Current, Engine, Inner, Place};
+use crate::arguments::KeyBuilder;
 use crate::blocking::blocking;
 use crate::codec;
+use crate::dispatch::{DispatchRequest, Dispatched, Policy};
 use crate::entry::{self, EntryError, EntryMeta, HEADER_LEN, TRAILER_LEN};
+use crate::id::{CallOutcome, Fingerprint, RunId};
 use crate::invoke::Finished;
-use crate::key::{HashSink, Key, KeyError};
-use crate::lineage::{RunId, RunLog};
-use crate::registry::{Fingerprint, TaskSpec};
+use crate::key::{Key, KeyError};
+use crate::lineage::RunLog;
+use crate::registry::TaskSpec;
 use crate::store::{Found, Slot, StoreError};
 use crate::trigger::{Occurrence, TriggerSpec};
 
@@ -93,39 +96,6 @@ impl<T: Serialize + DeserializeOwned, E> Outcome for Result<T, E> {
     }
     fn value_of(output: &Self) -> Option<&T> {
         output.as_ref().ok()
-    }
-}
-
-/// How one task call ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum CallOutcome {
-    /// Answered from storage; the body did not run.
-    Hit,
-    /// The body ran and its result was returned (and stored, unless the
-    /// store failed).
-    Computed,
-    /// The body returned `Err`; nothing was stored.
-    Failed,
-    /// The body panicked; the panic goes on to the caller.
-    Panicked,
-    /// The caller dropped the call before it finished.
-    Cancelled,
-    /// A worker ran it; the result was read from the shared store.
-    Dispatched,
-}
-
-impl CallOutcome {
-    /// A lower-case word for logs: `hit`, `computed`, `failed`, ...
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CallOutcome::Hit => "hit",
-            CallOutcome::Computed => "computed",
-            CallOutcome::Failed => "failed",
-            CallOutcome::Panicked => "panicked",
-            CallOutcome::Cancelled => "cancelled",
-            CallOutcome::Dispatched => "dispatched",
-        }
     }
 }
 
@@ -286,49 +256,6 @@ where
     }
 }
 
-/// Hashes a task's arguments one by one, exactly as [`Key::of`] hashes the
-/// tuple of them; when the call may be sent to a worker, it also encodes them.
-#[doc(hidden)]
-pub struct KeyBuilder {
-    sink: HashSink,
-    encoded: Option<Vec<u8>>,
-}
-
-impl KeyBuilder {
-    pub(crate) fn new(task: &'static TaskSpec, encode: bool) -> KeyBuilder {
-        KeyBuilder {
-            sink: HashSink::for_task(task.name(), task.version()),
-            encoded: encode.then(Vec::new),
-        }
-    }
-
-    /// Adds one argument.
-    #[inline]
-    pub fn add<T: TaskArgument>(&mut self, argument: &T) -> Result<(), KeyError> {
-        argument.serialize(&mut self.sink)?;
-        if let Some(encoded) = &mut self.encoded {
-            codec::encode_into(&mut *encoded, argument)
-                .map_err(<KeyError as serde::ser::Error>::custom)?;
-        }
-        Ok(())
-    }
-
-    /// The key, and the encoded arguments if they were asked for.
-    pub(crate) fn finish(self) -> (Key, Option<Vec<u8>>) {
-        (self.sink.finish_key(), self.encoded)
-    }
-}
-
-/// What a task argument must be: hashable, storable, decodable on a worker.
-#[doc(hidden)]
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be a task argument",
-    note = "task arguments must implement serde's `Serialize` and `Deserialize`, be `Send` and own their data"
-)]
-pub trait TaskArgument: Serialize + DeserializeOwned + Send + 'static {}
-
-impl<T: Serialize + DeserializeOwned + Send + 'static> TaskArgument for T {}
-
 /// Runs a synchronous task body on tokio's blocking pool, so a long
 /// computation does not stall the async workers. A panic in the body is
 /// resumed in the caller.
@@ -361,9 +288,13 @@ impl Engine {
         Fut: Future<Output = O>,
     {
         let started = Instant::now();
-        let dispatcher = self.dispatcher(current.in_routine);
+        let dispatcher = self.dispatcher_for(current.in_routine).cloned();
         let triggers = task.triggers();
-        let mut key_builder = KeyBuilder::new(task, dispatcher.is_some() || !triggers.is_empty());
+        let mut key_builder = KeyBuilder::new(
+            task.name(),
+            task.version(),
+            dispatcher.is_some() || !triggers.is_empty(),
+        );
         let (key, mut encoded_arguments) = match key_of(&args, &mut key_builder) {
             Ok(()) => key_builder.finish(),
             Err(e) => {
@@ -382,8 +313,10 @@ impl Engine {
         );
         let mut pending = Some((body, args));
         let place = current.place.as_deref();
-        let serving = place.is_some_and(|p| p.serving == Some(key));
-        let recovering = place.is_some_and(|p| p.recovering == Some(key));
+        let serving = place
+            .and_then(|p| p.serving)
+            .filter(|serving| serving.key == key);
+        let recovering = serving.is_some_and(|serving| serving.redelivered);
         let (run, parent) = (
             place.map(|p| Arc::clone(&p.run)),
             place.and_then(|p| p.parent),
@@ -429,8 +362,8 @@ impl Engine {
                 // this worker (the broker's claim already makes the call
                 // run once in the cluster).
                 let leader = match serving {
-                    true => None,
-                    false => match inner.flights.join(key) {
+                    Some(_) => None,
+                    None => match inner.flights.join(key) {
                         Flight::Lead(leader) => Some(leader),
                         Flight::Follow(wait) => {
                             landed(wait).await;
@@ -448,9 +381,16 @@ impl Engine {
                 }
                 if let (Some(dispatcher), Some(arguments)) = (&dispatcher, encoded_arguments.take()) {
                     let provenance = report.provenance();
+                    let request = DispatchRequest {
+                        task,
+                        key,
+                        arguments,
+                        run: provenance.run,
+                        parent: provenance.parent,
+                    };
                     // The worker that runs it fires its triggers.
                     report.dispatched = true;
-                    match dispatch(dispatcher, task, &key, arguments, provenance).await {
+                    match engine.dispatch(&**dispatcher, request).await {
                         Remotely::Done => {
                             if let Some(outcome) = (codec.lookup)(inner, task, &key) {
                                 inner.counters.dispatched.fetch_add(1, Ordering::Relaxed);
@@ -478,7 +418,6 @@ impl Engine {
                     place: Some(Arc::new(Place {
                         run: report.run_log(),
                         parent: Some(key),
-                        recovering: None,
                         serving: None,
                     })),
                 };
@@ -497,16 +436,7 @@ impl Engine {
     }
 }
 
-/// Where a call that misses is sent, under the engine's policy.
-#[cfg(feature = "distributed")]
-type Dispatcher = Arc<super::remote::Remote>;
-
-/// Without the `distributed` feature nothing is ever dispatched.
-#[cfg(not(feature = "distributed"))]
-enum Dispatcher {}
-
 /// What became of a dispatched call.
-#[cfg_attr(not(feature = "distributed"), allow(dead_code))]
 enum Remotely {
     /// A worker stored the result.
     Done,
@@ -516,54 +446,38 @@ enum Remotely {
 
 impl Engine {
     /// The dispatcher for a call made `in_routine` (a sub-routine) or not.
-    fn dispatcher(&self, in_routine: bool) -> Option<Dispatcher> {
-        #[cfg(feature = "distributed")]
-        {
-            use super::Policy;
-            let remote = self.inner.remote.as_ref()?;
-            (in_routine && remote.policy == Policy::SubRoutinesRemote).then(|| Arc::clone(remote))
-        }
-        #[cfg(not(feature = "distributed"))]
-        {
-            let _ = in_routine;
-            None
+    fn dispatcher_for(&self, in_routine: bool) -> Option<&Arc<dyn crate::dispatch::Dispatch>> {
+        let (dispatcher, policy) = self.inner.dispatcher.as_ref()?;
+        (in_routine && *policy == Policy::SubRoutinesRemote).then_some(dispatcher)
+    }
+
+    /// Sends the call to a worker and waits. A failure there is a panic
+    /// here, with the worker's id and message, as a panic in a local body
+    /// would be.
+    async fn dispatch(
+        &self,
+        dispatcher: &dyn crate::dispatch::Dispatch,
+        request: DispatchRequest,
+    ) -> Remotely {
+        let (task, key) = (request.task, request.key);
+        let waiting = &self.inner.counters.dispatch_waiting;
+        waiting.fetch_add(1, Ordering::Relaxed);
+        let dispatched = dispatcher.dispatch(request).await;
+        waiting.fetch_sub(1, Ordering::Relaxed);
+        match dispatched {
+            Dispatched::Completed { worker } => {
+                tracing::debug!(task = task.name(), key = %key.short(), worker = %worker, "completed on a worker");
+                Remotely::Done
+            }
+            Dispatched::Elsewhere => Remotely::LookAgain,
+            Dispatched::Failed { worker, message } => {
+                panic!("task `{}` failed on worker {worker}: {message}", task.id())
+            }
+            Dispatched::Unserved(why) => {
+                panic!("task `{}` could not be dispatched: {why}", task.id())
+            }
         }
     }
-}
-
-/// Sends the call to a worker and waits. A failure there is a panic here,
-/// with the worker's id and message, as a panic in a local body would be.
-#[cfg(feature = "distributed")]
-async fn dispatch(
-    dispatcher: &Dispatcher,
-    task: &'static TaskSpec,
-    key: &Key,
-    arguments: Vec<u8>,
-    provenance: Provenance,
-) -> Remotely {
-    use super::remote::Dispatched;
-    match dispatcher.dispatch(task, key, arguments, provenance).await {
-        Dispatched::Completed { worker } => {
-            tracing::debug!(task = task.name(), key = %key.short(), worker = %worker, "completed on a worker");
-            Remotely::Done
-        }
-        Dispatched::Elsewhere => Remotely::LookAgain,
-        Dispatched::Failed { worker, message } => {
-            panic!("task `{}` failed on worker {worker}: {message}", task.id())
-        }
-        Dispatched::Unserved(why) => panic!("task `{}` could not be dispatched: {why}", task.id()),
-    }
-}
-
-#[cfg(not(feature = "distributed"))]
-async fn dispatch(
-    dispatcher: &Dispatcher,
-    _: &'static TaskSpec,
-    _: &Key,
-    _: Vec<u8>,
-    _: Provenance,
-) -> Remotely {
-    match *dispatcher {}
 }
 
 /// Records how a call ended, however it ends: in its span, the counters and

@@ -1,5 +1,10 @@
-//! The contract every [`Store`] backend must pass; each backend's tests call
-//! [`run`].
+//! The contract every [`Store`] backend must pass (feature `contract`); each
+//! backend's tests call [`run`], as routine's own backends do:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! routine-core = { version = "0.1", features = ["contract"] }
+//! ```
 
 use std::io::{Read, Write};
 
@@ -24,7 +29,9 @@ fn put(store: &dyn Store, slot: &Slot<'_>, bytes: &[u8]) {
     writer.commit().unwrap();
 }
 
-pub(crate) fn run(store: &dyn Store) {
+/// Runs every check on an empty `store`; panics, saying what broke, at the
+/// first check it fails.
+pub fn run(store: &dyn Store) {
     let k1 = Key::of("train", "0.0.1", &1u8).unwrap();
     let k2 = Key::of("train", "0.0.1", &2u8).unwrap();
     let k3 = Key::of("train", "0.0.2", &1u8).unwrap();

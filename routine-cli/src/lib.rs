@@ -1,4 +1,6 @@
-//! The command line of every `#[routine::main]` program.
+//! The command line of every `#[routine::main]` program of
+//! [routine](https://docs.rs/routine-engine), and the configuration it reads
+//! ([`config`], usable on its own).
 //!
 //! ```text
 //! train                      runs `main` in an engine scope
@@ -16,6 +18,7 @@
 //!
 //! | module | concern |
 //! |---|---|
+//! | [`config`] | settings from defaults, `routine.toml`, `ROUTINE_*`, flags |
 //! | `args` | the flags and subcommands, with their help |
 //! | `output` | tables, sizes, times and JSON |
 //! | `progress` | the live display while a workflow runs |
@@ -25,132 +28,34 @@
 //! | `cluster` | `worker` and `status` |
 //! | `runs` | `runs ls` and `runs show`: lineage |
 
-use std::fmt;
+#![warn(missing_docs)]
+
 use std::future::Future;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::FromArgMatches;
 
-use crate::config::{Config, ConfigError, Overrides};
+use crate::config::{Config, Overrides};
 
 mod args;
 mod cache;
 mod cluster;
+pub mod config;
+mod failure;
 mod inspect;
 mod output;
+mod program;
 mod progress;
+mod routines;
 mod run;
 mod runs;
 
-use self::args::{Cli, Command};
+pub use crate::program::{MainOutput, Program};
 
-/// What `#[routine::main]` knows of the program.
-#[derive(Debug, Clone, Copy)]
-pub struct Program {
-    /// The program's name: `project = ".."` or the binary's name.
-    pub project: &'static str,
-    /// The doc comment of `main`, shown by `--help`.
-    pub about: &'static str,
-    /// The crate's version.
-    pub version: &'static str,
-}
-
-/// What `main` may return: `()`, `Result<(), E>` with a displayable `E`,
-/// or an [`ExitCode`].
-#[diagnostic::on_unimplemented(
-    message = "`#[routine::main]` cannot end the program with a `{Self}`",
-    note = "return `()`, `Result<(), E>` where `E` implements `Display` (such as `Box<dyn Error>`), or `std::process::ExitCode`"
-)]
-pub trait MainOutput {
-    /// The process's exit code; an error is printed first.
-    fn exit_code(self) -> ExitCode;
-}
-
-impl MainOutput for () {
-    fn exit_code(self) -> ExitCode {
-        ExitCode::SUCCESS
-    }
-}
-
-impl MainOutput for ExitCode {
-    fn exit_code(self) -> ExitCode {
-        self
-    }
-}
-
-impl<E: fmt::Display> MainOutput for Result<(), E> {
-    fn exit_code(self) -> ExitCode {
-        match self {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                progress::clear();
-                eprintln!("error: {e}");
-                ExitCode::from(FAILED)
-            }
-        }
-    }
-}
-
-/// The routine or `main` failed.
-const FAILED: u8 = 1;
-/// The command line or the configuration is wrong, or a service it names
-/// does not answer.
-const USAGE: u8 = 2;
-
-/// How the program talks to the person at the terminal.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Ui {
-    /// Show the live progress display.
-    pub(crate) progress: bool,
-    /// `--quiet`: no summaries on standard error.
-    pub(crate) quiet: bool,
-}
-
-/// Why a command did not succeed: a message and its exit code.
-#[derive(Debug)]
-pub(crate) struct Failure {
-    code: u8,
-    message: String,
-}
-
-impl Failure {
-    /// The routine failed: exit code 1.
-    pub(crate) fn failed(message: impl Into<String>) -> Failure {
-        Failure {
-            code: FAILED,
-            message: message.into(),
-        }
-    }
-
-    /// Bad input or configuration: exit code 2.
-    pub(crate) fn usage(message: impl Into<String>) -> Failure {
-        Failure {
-            code: USAGE,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<ConfigError> for Failure {
-    fn from(e: ConfigError) -> Self {
-        Failure::usage(e.to_string())
-    }
-}
-
-/// Setting up an engine or a store fails on configuration: a store that
-/// cannot be opened, a broker that does not answer.
-impl From<crate::Error> for Failure {
-    fn from(e: crate::Error) -> Self {
-        Failure::usage(e.to_string())
-    }
-}
-
-impl From<crate::store::StoreError> for Failure {
-    fn from(e: crate::store::StoreError) -> Self {
-        Failure::usage(format!("the store cannot be used: {e}"))
-    }
-}
+use crate::args::{Cli, Command};
+use crate::failure::{report, Failure};
+use crate::output::Ui;
 
 /// The entry point `#[routine::main]` writes: parses the command line,
 /// reads the configuration, builds the runtime and the engine, then runs
@@ -207,7 +112,7 @@ where
     // `main` and routines that are not `Send` run on this thread, where
     // tokio forbids `block_in_place`.
     let local = tokio::task::LocalSet::new();
-    let _local_thread = crate::blocking::local_set_thread();
+    let _local_thread = routine_core::blocking::local_set_thread();
     let work = std::panic::AssertUnwindSafe(|| match cli.command {
         None => local.block_on(&runtime, async {
             let engine = config.engine(|builder| builder).await?;
@@ -244,13 +149,6 @@ async fn dispatch(command: Command, config: &Config, ui: Ui) -> Result<(), Failu
         Command::Cache(command) => cache::cache(config, command),
         Command::Runs(command) => runs::runs(config, command),
     }
-}
-
-fn report(failure: Failure) -> ExitCode {
-    progress::clear();
-    let mut stderr = std::io::stderr().lock();
-    let _ = writeln!(stderr, "error: {}", failure.message);
-    ExitCode::from(failure.code)
 }
 
 /// Logs go to standard error through `tracing-subscriber`: `-v` (info),

@@ -22,16 +22,16 @@ use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use tokio::task::{JoinSet, LocalSet};
 
-use crate::blocking::local_set_thread;
 use crate::broker::{
-    command, entries, now_millis, unique_name, Broker, BrokerError, Reply, Request, GROUP,
+    unique_name, Broker, BrokerError, Delivery, Heartbeat, Reply, Request, WorkerStatus,
 };
-use crate::engine::Engine;
-use crate::invoke::{Finished, PartOf};
-use crate::registry::{self, RoutineId, TaskSpec};
+use routine_core::blocking::local_set_thread;
+use routine_core::invoke::{Finished, PartOf};
+use routine_core::registry::{self, TaskSpec};
+use routine_core::Engine;
+use routine_core::RoutineId;
 
 /// How a worker behaves.
 #[derive(Debug, Clone)]
@@ -121,7 +121,7 @@ struct Worker {
     streams: HashMap<String, &'static TaskSpec>,
     /// Message id -> (stream, routine) of what is running.
     running: std::cell::RefCell<HashMap<String, (String, String)>>,
-    status: std::cell::Cell<&'static str>,
+    status: std::cell::Cell<WorkerStatus>,
 }
 
 async fn serve_local(
@@ -130,7 +130,7 @@ async fn serve_local(
     stop: impl Future<Output = ()> + 'static,
 ) -> Result<(), WorkerError> {
     let _local_set = local_set_thread();
-    let broker = engine.broker().ok_or(WorkerError::NoBroker)?;
+    let broker = crate::broker_of(&engine).ok_or(WorkerError::NoBroker)?;
     let tasks: Vec<&'static TaskSpec> = registry::tasks()
         .filter(|t| {
             config
@@ -154,12 +154,12 @@ async fn serve_local(
         config,
         streams,
         running: Default::default(),
-        status: std::cell::Cell::new("INITIALIZING"),
+        status: std::cell::Cell::new(WorkerStatus::Initializing),
     });
     worker.heartbeat().await?;
     worker.join_groups().await?;
     tracing::info!(worker = %worker.id, routines = worker.streams.len(), "worker ready");
-    worker.status.set("IDLE");
+    worker.status.set(WorkerStatus::Idle);
     worker.heartbeat().await?;
 
     let beating = tokio::task::spawn_local(Rc::clone(&worker).beat());
@@ -167,7 +167,7 @@ async fn serve_local(
     let mut jobs: JoinSet<()> = JoinSet::new();
     let result = worker.intake(&mut jobs, stop).await;
 
-    worker.status.set("TERMINATING");
+    worker.status.set(WorkerStatus::Terminating);
     let _ = worker.heartbeat().await;
     tracing::info!(worker = %worker.id, running = jobs.len(), "worker stopping");
     let _ = tokio::time::timeout(worker.config.shutdown_grace, async {
@@ -179,16 +179,7 @@ async fn serve_local(
     jobs.abort_all();
     beating.abort();
     claiming.abort();
-    let mut connection = worker.broker.connection();
-    let _: Result<(), _> = redis::cmd("DEL")
-        .arg(worker.broker.worker_key(&worker.id))
-        .query_async(&mut connection)
-        .await;
-    let _: Result<(), _> = redis::cmd("SREM")
-        .arg(worker.broker.workers_set())
-        .arg(&worker.id)
-        .query_async(&mut connection)
-        .await;
+    worker.broker.leave(&worker.id).await;
     result
 }
 
@@ -196,21 +187,8 @@ impl Worker {
     /// Joins the consumer group of every served stream, creating what is
     /// missing (also after the broker lost its data in a restart).
     async fn join_groups(&self) -> Result<(), WorkerError> {
-        let mut connection = self.broker.connection();
         for stream in self.streams.keys() {
-            let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(stream)
-                .arg(GROUP)
-                .arg("0")
-                .arg("MKSTREAM")
-                .query_async(&mut connection)
-                .await;
-            if let Err(e) = created {
-                if e.code() != Some("BUSYGROUP") {
-                    return Err(command("XGROUP CREATE")(e).into());
-                }
-            }
+            self.broker.join_group(stream).await?;
         }
         Ok(())
     }
@@ -222,8 +200,8 @@ impl Worker {
         stop: impl Future<Output = ()> + 'static,
     ) -> Result<(), WorkerError> {
         const BLOCK: Duration = Duration::from_millis(500);
-        let mut reader = self.broker.blocking_connection(BLOCK).await?;
         let streams: Vec<String> = self.streams.keys().cloned().collect();
+        let mut reader = self.broker.work_reader(&self.id, streams, BLOCK).await?;
         // A read handed to Redis is never abandoned: messages it delivers
         // would sit, unseen, in this worker's pending list until another
         // worker claimed them. So `stop` only sets a flag that the loop
@@ -255,8 +233,8 @@ impl Worker {
                 last_reclaim = tokio::time::Instant::now();
                 match self.reclaim(free).await {
                     Ok(claimed) => {
-                        for (stream, entry) in claimed {
-                            self.start(jobs, stream, entry, true);
+                        for delivery in claimed {
+                            self.start(jobs, delivery, true);
                         }
                     }
                     // The broker is away (or restarted empty): the read
@@ -267,35 +245,17 @@ impl Worker {
                 }
                 continue;
             }
-            let mut command = redis::cmd("XREADGROUP");
-            command
-                .arg("GROUP")
-                .arg(GROUP)
-                .arg(&self.id)
-                .arg("COUNT")
-                .arg(free)
-                .arg("BLOCK")
-                .arg(BLOCK.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(&streams)
-                .arg(vec![">"; streams.len()]);
-            match command
-                .query_async::<Option<StreamReadReply>>(&mut reader)
-                .await
-            {
-                Ok(reply) => {
-                    for (stream, entry) in entries(reply) {
-                        self.start(jobs, stream, entry, false);
+            match reader.read(free).await {
+                Ok(deliveries) => {
+                    for delivery in deliveries {
+                        self.start(jobs, delivery, false);
                     }
                 }
                 Err(e) => {
                     tracing::warn!(worker = %self.id, error = %e, "reading work failed; reconnecting");
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    match self.broker.blocking_connection(BLOCK).await {
-                        Ok(connection) => reader = connection,
-                        Err(e) => {
-                            tracing::warn!(worker = %self.id, error = %e, "cannot reconnect yet")
-                        }
+                    if let Err(e) = reader.reconnect().await {
+                        tracing::warn!(worker = %self.id, error = %e, "cannot reconnect yet")
                     }
                     // A broker restarted without its data has lost the
                     // groups: join them again.
@@ -310,88 +270,38 @@ impl Worker {
     }
 
     /// Starts one request; `redelivered` when a worker that had it died.
-    fn start(
-        self: &Rc<Self>,
-        jobs: &mut JoinSet<()>,
-        stream: String,
-        entry: StreamId,
-        redelivered: bool,
-    ) {
+    fn start(self: &Rc<Self>, jobs: &mut JoinSet<()>, delivery: Delivery, redelivered: bool) {
         let worker = Rc::clone(self);
-        jobs.spawn_local(async move { worker.run(stream, entry, redelivered).await });
+        jobs.spawn_local(async move { worker.run(delivery, redelivered).await });
     }
 
     /// Claims messages whose worker died; dead-letters those that keep dying.
-    async fn reclaim(&self, free: usize) -> Result<Vec<(String, StreamId)>, WorkerError> {
-        let mut connection = self.broker.connection();
+    async fn reclaim(&self, free: usize) -> Result<Vec<Delivery>, WorkerError> {
         let mut claimed = Vec::new();
         for stream in self.streams.keys() {
-            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-                .arg(stream)
-                .arg(GROUP)
-                .arg(&self.id)
-                .arg(self.config.claim_idle.as_millis() as u64)
-                .arg("0-0")
-                .arg("COUNT")
-                .arg(free.max(1))
-                .query_async(&mut connection)
-                .await
-                .map_err(command("XAUTOCLAIM"))?;
-            for entry in reply.claimed {
-                let deliveries = self.deliveries(stream, &entry.id).await?;
+            let abandoned = self
+                .broker
+                .claim_abandoned(stream, &self.id, self.config.claim_idle, free)
+                .await?;
+            for delivery in abandoned {
+                let deliveries = self.broker.deliveries(stream, &delivery.id).await?;
                 if deliveries > self.config.max_deliveries {
-                    self.dead_letter(stream, &entry, deliveries).await?;
+                    self.dead_letter(&delivery, deliveries).await?;
                 } else {
-                    tracing::warn!(worker = %self.id, message = %entry.id, deliveries,
+                    tracing::warn!(worker = %self.id, message = %delivery.id, deliveries,
                         "claimed a message whose worker stopped answering");
-                    claimed.push((stream.clone(), entry));
+                    claimed.push(delivery);
                 }
             }
         }
         Ok(claimed)
     }
 
-    async fn deliveries(&self, stream: &str, id: &str) -> Result<u64, WorkerError> {
-        let mut connection = self.broker.connection();
-        let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
-            .arg(stream)
-            .arg(GROUP)
-            .arg(id)
-            .arg(id)
-            .arg(1)
-            .query_async(&mut connection)
-            .await
-            .map_err(command("XPENDING"))?;
-        Ok(pending.first().map_or(0, |p| p.3))
-    }
-
-    async fn dead_letter(
-        &self,
-        stream: &str,
-        entry: &StreamId,
-        deliveries: u64,
-    ) -> Result<(), WorkerError> {
-        let mut connection = self.broker.connection();
-        let request = Request::parse(entry);
-        tracing::error!(worker = %self.id, message = %entry.id, deliveries,
+    async fn dead_letter(&self, delivery: &Delivery, deliveries: u64) -> Result<(), WorkerError> {
+        tracing::error!(worker = %self.id, message = %delivery.id, deliveries,
             "a request was delivered too many times; moving it to the dead-letter stream");
-        let _: String = redis::cmd("XADD")
-            .arg(self.broker.dead_letter_stream())
-            .arg("*")
-            .arg("stream")
-            .arg(stream)
-            .arg("message")
-            .arg(&entry.id)
-            .arg("deliveries")
-            .arg(deliveries)
-            .arg("request")
-            .arg(request.as_ref().map_or("", |r| r.request.as_str()))
-            .arg("key")
-            .arg(request.as_ref().map(|r| r.key.to_hex()).unwrap_or_default())
-            .query_async(&mut connection)
-            .await
-            .map_err(command("XADD"))?;
-        if let Some(request) = request {
+        self.broker.dead_letter(delivery, deliveries).await?;
+        if let Some(request) = &delivery.request {
             let reply = Reply {
                 request: request.request.clone(),
                 outcome: Err(format!(
@@ -403,38 +313,25 @@ impl Worker {
             };
             self.broker.send_reply(&request.reply_to, &reply).await?;
         }
-        self.finish_message(stream, &entry.id).await
-    }
-
-    async fn finish_message(&self, stream: &str, id: &str) -> Result<(), WorkerError> {
-        let mut connection = self.broker.connection();
-        redis::pipe()
-            .cmd("XACK")
-            .arg(stream)
-            .arg(GROUP)
-            .arg(id)
-            .ignore()
-            .cmd("XDEL")
-            .arg(stream)
-            .arg(id)
-            .ignore()
-            .query_async::<()>(&mut connection)
-            .await
-            .map_err(command("XACK"))?;
-        Ok(())
+        Ok(self.broker.finish(&delivery.stream, &delivery.id).await?)
     }
 
     /// Runs one request and answers it.
-    async fn run(self: Rc<Self>, stream: String, entry: StreamId, redelivered: bool) {
-        let Some(request) = Request::parse(&entry) else {
-            tracing::error!(worker = %self.id, message = %entry.id, "dropping a malformed request");
-            let _ = self.finish_message(&stream, &entry.id).await;
+    async fn run(self: Rc<Self>, delivery: Delivery, redelivered: bool) {
+        let Delivery {
+            stream,
+            id,
+            request,
+        } = delivery;
+        let Some(request) = request else {
+            tracing::error!(worker = %self.id, message = %id, "dropping a malformed request");
+            let _ = self.broker.finish(&stream, &id).await;
             return;
         };
         let routine = request.routine_id().to_string();
         self.running
             .borrow_mut()
-            .insert(entry.id.clone(), (stream.clone(), routine.clone()));
+            .insert(id.clone(), (stream.clone(), routine.clone()));
         self.refresh_status();
         tracing::info!(worker = %self.id, routine = %routine, key = %request.key.short(), "running");
 
@@ -455,10 +352,10 @@ impl Worker {
         self.engine.settle().await;
         if let Err(e) = replied {
             tracing::error!(worker = %self.id, error = %e, "cannot send a reply; the request will be redelivered");
-        } else if let Err(e) = self.finish_message(&stream, &entry.id).await {
+        } else if let Err(e) = self.broker.finish(&stream, &id).await {
             tracing::error!(worker = %self.id, error = %e, "cannot acknowledge a request");
         }
-        self.running.borrow_mut().remove(&entry.id);
+        self.running.borrow_mut().remove(&id);
         // The periodic heartbeat reports the new status; a round trip here
         // would sit on every request's path.
         self.refresh_status();
@@ -503,51 +400,31 @@ impl Worker {
     }
 
     fn refresh_status(&self) {
-        let running = self.running.borrow().len();
+        let running = self.running.borrow().len() as u64;
         let waiting = self.engine.dispatch_waiting();
         self.status.set(match (running, waiting) {
-            (0, _) => "IDLE",
-            (running, waiting) if waiting >= running => "HANGING",
-            _ => "WORKING",
+            (0, _) => WorkerStatus::Idle,
+            (running, waiting) if waiting >= running => WorkerStatus::Hanging,
+            _ => WorkerStatus::Working,
         });
     }
 
     async fn heartbeat(&self) -> Result<(), WorkerError> {
-        let mut connection = self.broker.connection();
-        let key = self.broker.worker_key(&self.id);
-        let routine = self
+        let running = self
             .running
             .borrow()
             .values()
             .map(|(_, routine)| routine.clone())
             .collect::<Vec<_>>()
             .join(",");
-        let routines: Vec<String> = self.streams.values().map(|t| t.id().to_string()).collect();
-        let expiry = (self.config.heartbeat * 3).as_millis() as u64;
-        redis::pipe()
-            .cmd("HSET")
-            .arg(&key)
-            .arg("status")
-            .arg(self.status.get())
-            .arg("routine")
-            .arg(routine)
-            .arg("last_seen")
-            .arg(now_millis())
-            .arg("routines")
-            .arg(routines.join(","))
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&key)
-            .arg(expiry)
-            .ignore()
-            .cmd("SADD")
-            .arg(self.broker.workers_set())
-            .arg(&self.id)
-            .ignore()
-            .query_async::<()>(&mut connection)
-            .await
-            .map_err(command("HSET"))?;
-        Ok(())
+        let beat = Heartbeat {
+            worker: &self.id,
+            status: self.status.get(),
+            running,
+            serves: self.streams.values().map(|t| t.id().to_string()).collect(),
+            expiry: self.config.heartbeat * 3,
+        };
+        Ok(self.broker.heartbeat(&beat).await?)
     }
 
     async fn beat(self: Rc<Self>) {
@@ -571,18 +448,8 @@ impl Worker {
                 .iter()
                 .map(|(id, (stream, _))| (stream.clone(), id.clone()))
                 .collect();
-            let mut connection = self.broker.connection();
             for (stream, id) in running {
-                let claimed: Result<Vec<String>, _> = redis::cmd("XCLAIM")
-                    .arg(&stream)
-                    .arg(GROUP)
-                    .arg(&self.id)
-                    .arg(0)
-                    .arg(&id)
-                    .arg("JUSTID")
-                    .query_async(&mut connection)
-                    .await;
-                if let Err(e) = claimed {
+                if let Err(e) = self.broker.keep_claim(&stream, &self.id, &id).await {
                     tracing::warn!(worker = %self.id, error = %e, "cannot keep the claim on a running message");
                 }
             }

@@ -1,16 +1,13 @@
 //! `info` and `tasks`: what the program is and what it has stored.
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
-use super::args::JsonOnly;
-use super::cache::stored_results;
-use super::output::{self, Table};
-use super::Failure;
+use crate::args::JsonOnly;
 use crate::config::Config;
-use crate::registry::{self, TaskSpec};
-use crate::store::Listing;
+use crate::failure::Failure;
+use crate::output::{self, Table};
+use crate::routines::{by_routine, sorted_tasks, stored_results};
+use routine_core::registry;
 
 #[derive(Serialize)]
 struct Info {
@@ -129,22 +126,4 @@ pub(crate) fn tasks(config: &Config, args: &JsonOnly) -> Result<(), Failure> {
         return output::print("this program has no routines\n");
     }
     table.print()
-}
-
-/// The program's tasks by name and version.
-pub(crate) fn sorted_tasks() -> Vec<&'static TaskSpec> {
-    let mut tasks: Vec<&'static TaskSpec> = registry::tasks().collect();
-    tasks.sort_by_key(|t| (t.name(), t.version()));
-    tasks
-}
-
-/// Stored results by (name, version), in that order.
-pub(crate) fn by_routine(listings: &[Listing]) -> BTreeMap<(String, String), Vec<&Listing>> {
-    let mut out: BTreeMap<(String, String), Vec<&Listing>> = BTreeMap::new();
-    for listing in listings {
-        out.entry((listing.name.clone(), listing.version.clone()))
-            .or_default()
-            .push(listing);
-    }
-    out
 }

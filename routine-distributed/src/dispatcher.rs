@@ -8,19 +8,15 @@
 //! this engine's reply stream, read by one listener task per engine.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use redis::streams::StreamReadReply;
 use tokio::sync::oneshot;
 
-use super::call::Provenance;
-use super::{Engine, Policy};
-use crate::broker::{entries, unique_name, Broker, BrokerError, Reply, Request, Retry};
-use crate::error::Error;
-use crate::key::Key;
-use crate::registry::TaskSpec;
+use routine_core::dispatch::{Dispatch, DispatchRequest, Dispatched, Dispatching};
+use routine_core::registry::TaskSpec;
+
+use crate::broker::{unique_name, Broker, BrokerError, Reply, Request};
 
 /// Timing of dispatched calls.
 #[derive(Debug, Clone, Copy)]
@@ -45,136 +41,66 @@ impl Default for DispatchSettings {
     }
 }
 
-/// Everything a distributed engine needs; see [`Engine::connect`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct DistributedConfig {
-    /// The Redis URL, `redis://[:password@]host:port[/db]`.
-    pub broker_url: String,
-    /// The shared store, `s3://bucket/prefix` or `file:///shared/folder`
-    /// (see [`open_url`](crate::store::open_url)).
-    pub store_url: String,
-    /// Prefix of every broker key, so deployments can share a server.
-    pub namespace: String,
-    /// Where awaited routines run.
-    pub policy: Policy,
-    /// Waits of dispatched calls.
-    pub dispatch: DispatchSettings,
-    /// Retries when connecting to the broker.
-    pub retry: Retry,
-    /// Bound of the in-process result cache, as for a local engine.
-    pub cache_capacity: usize,
+/// Sends an engine's calls to workers through a [`Broker`]; give it to
+/// [`EngineBuilder::dispatcher`](routine_core::EngineBuilder::dispatcher), or
+/// let [`connect`](crate::connect) do it.
+pub struct RedisDispatcher {
+    shared: Arc<Shared>,
 }
 
-impl DistributedConfig {
-    /// Defaults around a broker and a store: namespace `routine`, policy
-    /// sub-routines-remote.
-    pub fn new(broker_url: impl Into<String>, store_url: impl Into<String>) -> Self {
-        DistributedConfig {
-            broker_url: broker_url.into(),
-            store_url: store_url.into(),
-            namespace: "routine".to_owned(),
-            policy: Policy::SubRoutinesRemote,
-            dispatch: DispatchSettings::default(),
-            retry: Retry::default(),
-            cache_capacity: super::DEFAULT_CACHE_CAPACITY,
-        }
-    }
-}
-
-impl Engine {
-    /// An engine over a shared object store that sends sub-routines to
-    /// workers through a Redis broker. The calling code does not change.
-    ///
-    /// Fails if the store URL is invalid or the broker cannot be reached
-    /// after the configured retries.
-    pub async fn connect(config: DistributedConfig) -> Result<Engine, Error> {
-        let store = crate::store::open_url(&config.store_url)?;
-        let broker = Broker::connect(&config.broker_url, &config.namespace, config.retry).await?;
-        Engine::builder(store)
-            .cache_capacity(config.cache_capacity)
-            .broker(broker, config.policy, config.dispatch)
-            .build()
-    }
-
-    /// The broker of a distributed engine.
-    pub fn broker(&self) -> Option<Broker> {
-        self.inner.remote.as_ref().map(|r| r.broker.clone())
-    }
-
-    /// Calls of this engine now waiting on workers.
-    pub(crate) fn dispatch_waiting(&self) -> usize {
-        self.inner
-            .remote
-            .as_ref()
-            .map_or(0, |r| r.waiting.load(Ordering::Relaxed))
-    }
-}
-
-/// How a dispatched call ended.
-pub(crate) enum Dispatched {
-    /// A worker stored the result.
-    Completed { worker: String },
-    /// An identical call dispatched elsewhere landed: look again.
-    Elsewhere,
-    /// The worker reported a failure (a panic or an `Err`).
-    Failed { worker: String, message: String },
-    /// It could not be sent or answered.
-    Unserved(String),
-}
-
-/// The dispatching side of one engine.
-pub(crate) struct Remote {
-    pub(crate) broker: Broker,
-    pub(crate) policy: Policy,
+/// What the dispatcher shares with its reply listener.
+struct Shared {
+    broker: Broker,
     settings: DispatchSettings,
     reply_stream: String,
     pending: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
     /// When a live worker was last seen serving each routine.
     served_at: Mutex<HashMap<String, Instant>>,
-    /// Calls now waiting on a worker: a worker running such a routine is
-    /// `HANGING`.
-    pub(crate) waiting: AtomicUsize,
 }
 
-impl Remote {
-    /// Starts the reply listener on the current tokio runtime.
-    pub(crate) fn start(broker: Broker, policy: Policy, settings: DispatchSettings) -> Arc<Remote> {
+impl RedisDispatcher {
+    /// A dispatcher over `broker`; starts its reply listener on the current
+    /// tokio runtime, which stops when the dispatcher is dropped.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn start(broker: Broker, settings: DispatchSettings) -> RedisDispatcher {
         let reply_stream = broker.reply_stream(&unique_name());
-        let remote = Arc::new(Remote {
+        let shared = Arc::new(Shared {
             broker,
-            policy,
             settings,
             reply_stream,
             pending: Mutex::new(HashMap::new()),
             served_at: Mutex::new(HashMap::new()),
-            waiting: AtomicUsize::new(0),
         });
-        tokio::spawn(listen(Arc::downgrade(&remote)));
-        remote
+        tokio::spawn(listen(Arc::downgrade(&shared)));
+        RedisDispatcher { shared }
     }
 
-    pub(crate) async fn dispatch(
-        &self,
-        task: &'static TaskSpec,
-        key: &Key,
-        arguments: Vec<u8>,
-        provenance: Provenance,
-    ) -> Dispatched {
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        let result = self.dispatch_inner(task, key, arguments, provenance).await;
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
-        result.unwrap_or_else(|e| Dispatched::Unserved(e.to_string()))
+    /// The broker it sends through.
+    pub fn broker(&self) -> &Broker {
+        &self.shared.broker
+    }
+}
+
+impl Dispatch for RedisDispatcher {
+    fn dispatch(&self, request: DispatchRequest) -> Dispatching<'_> {
+        Box::pin(async move {
+            self.shared
+                .dispatch(request)
+                .await
+                .unwrap_or_else(|e| Dispatched::Unserved(e.to_string()))
+        })
     }
 
-    async fn dispatch_inner(
-        &self,
-        task: &'static TaskSpec,
-        key: &Key,
-        arguments: Vec<u8>,
-        provenance: Provenance,
-    ) -> Result<Dispatched, BrokerError> {
-        let mut connection = self.broker.connection();
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Shared {
+    async fn dispatch(&self, call: DispatchRequest) -> Result<Dispatched, BrokerError> {
+        let (task, key) = (call.task, &call.key);
         let inflight = self.broker.inflight_key(key);
         let ttl = self.settings.claim_ttl.as_millis() as u64;
         if let Some(unserved) = self.wait_for_worker(task).await? {
@@ -185,10 +111,10 @@ impl Remote {
             key: *key,
             task: task.name().to_owned(),
             version: task.version().to_owned(),
-            arguments,
+            arguments: call.arguments,
             reply_to: self.reply_stream.clone(),
-            run: provenance.run,
-            parent: provenance.parent,
+            run: call.run,
+            parent: call.parent,
         };
         let (tx, mut rx) = oneshot::channel();
         self.pending
@@ -209,11 +135,7 @@ impl Remote {
             // Someone in the cluster dispatched this very call: wait for it.
             loop {
                 tokio::time::sleep(self.settings.poll).await;
-                let exists: bool = self
-                    .broker
-                    .query("EXISTS", redis::cmd("EXISTS").arg(&inflight))
-                    .await?;
-                if !exists {
+                if !self.broker.claim_held(&inflight).await? {
                     return Ok(Dispatched::Elsewhere);
                 }
             }
@@ -228,15 +150,14 @@ impl Remote {
                 () = tokio::time::sleep(self.settings.claim_ttl / 3) => {
                     // Keep the claim while the call is alive, and give up if
                     // every worker that could serve it is gone for good.
-                    let _: Result<(), _> = redis::cmd("PEXPIRE").arg(&inflight).arg(ttl)
-                        .query_async(&mut connection).await;
+                    self.broker.renew_claim(&inflight, ttl).await;
                     if self.broker.served(task).await? {
                         unserved_since = None;
                     } else {
                         let since = *unserved_since.get_or_insert_with(Instant::now);
                         if since.elapsed() > self.settings.no_worker_wait {
                             self.forget(&request);
-                            self.release(inflight);
+                            self.broker.release_claim(inflight);
                             return Ok(Dispatched::Unserved(format!(
                                 "no live worker serves `{}` any more (waited {:?})",
                                 task.id(), self.settings.no_worker_wait
@@ -246,7 +167,7 @@ impl Remote {
                 }
             }
         };
-        self.release(inflight);
+        self.broker.release_claim(inflight);
         Ok(match reply.outcome {
             Ok(()) => Dispatched::Completed {
                 worker: reply.worker,
@@ -294,18 +215,6 @@ impl Remote {
         Ok(None)
     }
 
-    /// Drops the cluster-wide claim, off the caller's path: the result is
-    /// already stored, and an abandoned claim expires all the same.
-    fn release(&self, inflight: String) {
-        let mut connection = self.broker.connection();
-        tokio::spawn(async move {
-            let _: Result<(), _> = redis::cmd("DEL")
-                .arg(inflight)
-                .query_async(&mut connection)
-                .await;
-        });
-    }
-
     fn forget(&self, request: &str) {
         self.pending
             .lock()
@@ -326,77 +235,54 @@ impl Remote {
 }
 
 /// Reads this engine's reply stream and hands each reply to its waiting
-/// call; stops when the engine is dropped.
-async fn listen(remote: Weak<Remote>) {
+/// call; stops when the dispatcher is dropped, deleting its stream.
+async fn listen(shared: Weak<Shared>) {
     const BLOCK: Duration = Duration::from_millis(500);
-    let Some(first) = remote.upgrade() else {
+    let Some(first) = shared.upgrade() else {
         return;
     };
     let (broker, stream) = (first.broker.clone(), first.reply_stream.clone());
     drop(first);
     let mut pause = Duration::from_millis(100);
-    let mut last_id = String::from("0-0");
-    let mut connection = None;
+    let mut reader = None;
     loop {
-        if remote.strong_count() == 0 {
-            let _: Result<(), _> = redis::cmd("DEL")
-                .arg(&stream)
-                .query_async(&mut broker.connection())
-                .await;
+        if shared.strong_count() == 0 {
+            broker.drop_stream(&stream).await;
             return;
         }
-        if connection.is_none() {
-            match broker.blocking_connection(BLOCK).await {
-                Ok(c) => connection = Some(c),
+        let reading = match &mut reader {
+            Some(reader) => reader,
+            None => match broker.reply_reader(&stream, BLOCK).await {
+                Ok(opened) => reader.insert(opened),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot open the reply connection; retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(5));
                     continue;
                 }
-            }
-        }
-        let Some(conn) = connection.as_mut() else {
-            continue;
+            },
         };
-        let read: Result<Option<StreamReadReply>, _> = redis::cmd("XREAD")
-            .arg("BLOCK")
-            .arg(BLOCK.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&stream)
-            .arg(&last_id)
-            .query_async(conn)
-            .await;
-        match read {
-            Ok(reply) => {
+        match reading.read().await {
+            Ok(replies) => {
                 pause = Duration::from_millis(100);
-                let Some(remote) = remote.upgrade() else {
+                let Some(shared) = shared.upgrade() else {
                     continue;
                 };
-                let read: Vec<String> = entries(reply)
-                    .into_iter()
-                    .map(|(_, entry)| {
-                        match Reply::parse(&entry) {
-                            Some(reply) => remote.deliver(reply),
-                            None => tracing::warn!(entry = %entry.id, "ignoring a malformed reply"),
-                        }
-                        entry.id
-                    })
-                    .collect();
-                if let Some(last) = read.last() {
-                    last_id = last.clone();
-                    // Delivered first, tidied after: the waiting calls do not
-                    // wait for this round trip.
-                    let _: Result<(), _> = redis::cmd("XDEL")
-                        .arg(&stream)
-                        .arg(&read)
-                        .query_async(&mut broker.connection())
-                        .await;
+                let mut read = Vec::with_capacity(replies.len());
+                for (id, reply) in replies {
+                    match reply {
+                        Some(reply) => shared.deliver(reply),
+                        None => tracing::warn!(entry = %id, "ignoring a malformed reply"),
+                    }
+                    read.push(id);
                 }
+                // Delivered first, tidied after: the waiting calls do not
+                // wait for this round trip.
+                reading.tidy(&read).await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "reading replies failed; reconnecting");
-                connection = None;
+                reader = None;
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(5));
             }

@@ -1,9 +1,9 @@
 //! `worker` and `status`: this program as a worker, and the broker's view of
 //! the workers.
 
-use super::args::JsonOnly;
-use super::Failure;
+use crate::args::JsonOnly;
 use crate::config::Config;
+use crate::failure::Failure;
 
 fn no_broker() -> Failure {
     Failure::usage(
@@ -21,7 +21,7 @@ fn not_built() -> Failure {
 
 #[cfg(feature = "distributed")]
 pub(crate) async fn worker(config: &Config) -> Result<(), Failure> {
-    use crate::worker::{serve_until_signalled, WorkerConfig, WorkerError};
+    use routine_distributed::worker::{serve_until_signalled, WorkerConfig, WorkerError};
 
     if config.broker.is_none() {
         return Err(no_broker());
@@ -58,8 +58,8 @@ pub(crate) async fn status(config: &Config, args: &JsonOnly) -> Result<(), Failu
 
     use serde::Serialize;
 
-    use super::output::{self, Table};
-    use crate::broker::{Broker, Retry};
+    use crate::output::{self, Table};
+    use routine_distributed::broker::{Broker, Retry};
 
     #[derive(Serialize)]
     struct Row {
@@ -82,7 +82,7 @@ pub(crate) async fn status(config: &Config, args: &JsonOnly) -> Result<(), Failu
         .into_iter()
         .map(|w| Row {
             worker: w.id,
-            state: w.status,
+            state: w.status.to_string(),
             routine: w.routine,
             last_heartbeat: output::unix_seconds(w.last_seen),
             routines: w.routines,

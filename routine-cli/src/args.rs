@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 
-use super::Program;
+use crate::program::Program;
 
 /// A routine program's command line.
 #[derive(Debug, Parser)]

@@ -5,17 +5,16 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::args::{hex_prefix, CacheCommand, GcArgs, JsonOnly, LsArgs, RmArgs, ShowArgs};
-use super::inspect::by_routine;
-use super::output::{self, Table};
-use super::run::split_routine;
-use super::Failure;
+use crate::args::{hex_prefix, CacheCommand, GcArgs, JsonOnly, LsArgs, RmArgs, ShowArgs};
 use crate::config::Config;
-use crate::entry::{self, EntryMeta};
-use crate::lineage;
-use crate::registry::{self, TaskSpec};
-use crate::store::gc::{self, GcPolicy};
-use crate::store::{Found, Listing, Slot, Store};
+use crate::failure::Failure;
+use crate::output::{self, Table};
+use crate::routines::{by_routine, split_routine, stored_results};
+use routine_core::entry::{self, EntryMeta};
+use routine_core::lineage;
+use routine_core::registry::{self, TaskSpec};
+use routine_core::store::gc::{self, GcPolicy};
+use routine_core::store::{Found, Listing, Slot, Store};
 
 /// Entries up to this size are read whole by `show`, value included.
 const SHOW_VALUE_MAX: u64 = 64 * 1024 * 1024;
@@ -82,13 +81,6 @@ fn note(listing: &Listing, now: SystemTime) -> String {
         Some(task) if task.expired(listing.created, now) => "expired".into(),
         Some(_) => String::new(),
     }
-}
-
-/// Every stored result; run records (see [`lineage`]) are not results.
-pub(crate) fn stored_results(store: &dyn Store) -> Result<Vec<Listing>, Failure> {
-    let mut listings = store.list(None, None)?;
-    listings.retain(|l| l.name != lineage::RUNS);
-    Ok(listings)
 }
 
 fn list_filtered(store: &dyn Store, filter: Option<&str>) -> Result<Vec<Listing>, Failure> {
@@ -401,7 +393,7 @@ fn rm_targets(store: &dyn Store, target: &str) -> Result<Vec<Listing>, Failure> 
     if version.is_some() {
         return Ok(store.list(Some(&name), version.as_deref())?);
     }
-    let named = crate::store::check_component(&name)
+    let named = routine_core::store::check_component(&name)
         .ok()
         .map(|()| store.list(Some(&name), None))
         .transpose()?

@@ -6,12 +6,13 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::args::{RunsCommand, ShowRunArgs};
-use super::output::{self, Table};
-use super::Failure;
+use crate::args::{RunsCommand, ShowRunArgs};
 use crate::config::Config;
-use crate::lineage::{self, CallNode, LineageError, RunId, RunSummary, RunTree};
-use crate::store::Store;
+use crate::failure::Failure;
+use crate::output::{self, Table};
+use routine_core::lineage::{self, CallNode, LineageError, RunSummary, RunTree};
+use routine_core::store::Store;
+use routine_core::RunId;
 
 impl From<LineageError> for Failure {
     fn from(e: LineageError) -> Self {
@@ -104,7 +105,7 @@ fn find_run(store: &dyn Store, prefix: &str) -> Result<RunId, Failure> {
         ))),
         [one] => one
             .parse()
-            .map_err(|e: LineageError| Failure::usage(e.to_string())),
+            .map_err(|e: routine_core::id::RunIdError| Failure::usage(e.to_string())),
         several => Err(Failure::usage(format!(
             "`{prefix}` starts {} runs; give more digits: {}",
             several.len(),

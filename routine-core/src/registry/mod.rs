@@ -1,5 +1,5 @@
-//! The registry: every task linked into the program, found by name and
-//! version.
+//! The registry: every task and trigger linked into the program, found by
+//! name and version.
 //!
 //! Each `#[task]` registers a [`TaskSpec`] through `inventory` at link time,
 //! so the registry costs nothing at run time and needs no start-up code. A
@@ -7,13 +7,18 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use crate::invoke::{ArgumentsDecoder, ArgumentsError, FromJson, Invocation, ToJson};
-use crate::trigger::TriggerSpec;
+use crate::arguments::{ArgumentsDecoder, ArgumentsError, FromJson, ToJson};
+use crate::id::{Fingerprint, RoutineId};
+use crate::invoke::Invocation;
+
+pub(crate) mod trigger;
+
+pub(crate) use self::trigger::unbound as unbound_triggers;
+use self::trigger::TriggerSpec;
 
 /// Starts a task from encoded arguments; written by `#[task]`. The flag asks
 /// for the result as JSON.
@@ -72,34 +77,6 @@ impl Parameter {
     }
 }
 
-/// SHA-256 of a task's signature and body tokens, taken by the macro at
-/// compile time. Formatting and comments do not change it.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Fingerprint([u8; 32]);
-
-impl Fingerprint {
-    /// Wraps raw bytes.
-    pub const fn from_bytes(bytes: [u8; 32]) -> Fingerprint {
-        Fingerprint(bytes)
-    }
-
-    /// The raw bytes.
-    pub const fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// The first 12 hex digits, for logs and tables.
-    pub fn short(&self) -> String {
-        self.0[..6].iter().map(|b| format!("{b:02x}")).collect()
-    }
-}
-
-impl fmt::Debug for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Fingerprint({})", self.short())
-    }
-}
-
 /// Everything the program knows about one task, written by `#[task]`.
 ///
 /// ```
@@ -144,7 +121,7 @@ impl TaskSpec {
         TaskSpec {
             name,
             version,
-            fingerprint: Fingerprint(fingerprint),
+            fingerprint: Fingerprint::from_bytes(fingerprint),
             signature,
             module_path,
             file,
@@ -230,7 +207,7 @@ impl TaskSpec {
 
     /// The triggers bound to this task.
     pub fn triggers(&'static self) -> &'static [&'static TriggerSpec] {
-        crate::trigger::of_task(self, &self.triggers)
+        trigger::of_task(self, &self.triggers)
     }
 
     /// True the first time it is called for a stored fingerprint that differs
@@ -323,68 +300,4 @@ fn describe_duplicates(duplicates: &[Duplicate]) -> String {
         text.push_str(&format!("\n  {}: {} and {}", d.id, d.first, d.second));
     }
     text
-}
-
-/// How a routine is named across processes: `tname:{name}:{version}`, or
-/// `tname:{project}:{name}:{version}` across projects.
-///
-/// ```
-/// use routine_core::RoutineId;
-///
-/// let id: RoutineId = "tname:train:0.0.1".parse().unwrap();
-/// assert_eq!((id.name.as_str(), id.version.as_str()), ("train", "0.0.1"));
-/// let global: RoutineId = "tname:ml:train:0.0.1".parse().unwrap();
-/// assert_eq!(global.project.as_deref(), Some("ml"));
-/// assert!("train".parse::<RoutineId>().is_err());
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RoutineId {
-    /// The project, for IDs that cross projects.
-    pub project: Option<String>,
-    /// The task name.
-    pub name: String,
-    /// The task version.
-    pub version: String,
-}
-
-impl fmt::Display for RoutineId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.project {
-            Some(project) => write!(f, "tname:{project}:{}:{}", self.name, self.version),
-            None => write!(f, "tname:{}:{}", self.name, self.version),
-        }
-    }
-}
-
-/// A string is not a routine ID.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a routine ID: expected `tname:<name>:<version>` or `tname:<project>:<name>:<version>`")]
-pub struct RoutineIdError(String);
-
-impl FromStr for RoutineId {
-    type Err = RoutineIdError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let parts: Vec<&str> = text.split(':').collect();
-        let nonempty = |s: &&str| !s.is_empty();
-        match parts.as_slice() {
-            ["tname", name, version] if [name, version].iter().all(|s| nonempty(s)) => {
-                Ok(RoutineId {
-                    project: None,
-                    name: name.to_string(),
-                    version: version.to_string(),
-                })
-            }
-            ["tname", project, name, version]
-                if [project, name, version].iter().all(|s| nonempty(s)) =>
-            {
-                Ok(RoutineId {
-                    project: Some(project.to_string()),
-                    name: name.to_string(),
-                    version: version.to_string(),
-                })
-            }
-            _ => Err(RoutineIdError(text.to_owned())),
-        }
-    }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::engine::{Engine, Stats};
+use routine_core::engine::{Engine, Stats};
 
 /// The bar on screen, if any: log lines suspend it while they are written.
 static SHOWN: Mutex<Option<ProgressBar>> = Mutex::new(None);

@@ -6,7 +6,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::Failure;
+use crate::failure::Failure;
+
+/// How the program talks to the person at the terminal.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ui {
+    /// Show the live progress display.
+    pub(crate) progress: bool,
+    /// `--quiet`: no summaries on standard error.
+    pub(crate) quiet: bool,
+}
 
 /// Columns of text, left-aligned, separated by two spaces.
 pub(crate) struct Table {

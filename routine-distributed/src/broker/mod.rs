@@ -19,13 +19,18 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::streams::{StreamId, StreamReadReply};
-use redis::{AsyncConnectionConfig, Value};
+use redis::AsyncConnectionConfig;
 
-use crate::key::Key;
-use crate::lineage::RunId;
-use crate::redact::redact_url;
-use crate::registry::{RoutineId, TaskSpec};
+use routine_core::key::Key;
+use routine_core::redact::redact_url;
+use routine_core::registry::TaskSpec;
+
+mod calls;
+mod messages;
+mod work;
+
+pub(crate) use self::messages::{Reply, Request};
+pub(crate) use self::work::{Delivery, Heartbeat};
 
 /// The consumer group every worker joins on every work stream.
 pub(crate) const GROUP: &str = "workers";
@@ -90,43 +95,76 @@ impl fmt::Debug for Broker {
     }
 }
 
-/// A request for a worker to run one routine call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Request {
-    pub(crate) request: String,
-    pub(crate) key: Key,
-    pub(crate) task: String,
-    pub(crate) version: String,
-    pub(crate) arguments: Vec<u8>,
-    pub(crate) reply_to: String,
-    /// The run the call belongs to, and the call that awaits it: the
-    /// worker records them with the result.
-    pub(crate) run: Option<RunId>,
-    pub(crate) parent: Option<Key>,
-}
-
-/// How a worker answered a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Reply {
-    pub(crate) request: String,
-    pub(crate) outcome: Result<(), String>,
-    pub(crate) worker: String,
-}
-
 /// A worker as its last heartbeat described it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WorkerInfo {
     /// The worker's id: host, process id and a random suffix.
     pub id: String,
-    /// `INITIALIZING`, `IDLE`, `WORKING`, `HANGING` or `TERMINATING`.
-    pub status: String,
+    /// What it was doing.
+    pub status: WorkerStatus,
     /// The routine it is running, if any.
     pub routine: Option<String>,
     /// When it last reported.
     pub last_seen: SystemTime,
     /// The routine IDs it serves.
     pub routines: Vec<String>,
+}
+
+/// What a worker is doing, as its heartbeat says (in capitals on the wire
+/// and in `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WorkerStatus {
+    /// Starting: joining its routines' streams.
+    Initializing,
+    /// Waiting for work.
+    Idle,
+    /// Running routines.
+    Working,
+    /// Every routine it runs waits on sub-routines running elsewhere.
+    Hanging,
+    /// Shutting down: it takes no new work.
+    Terminating,
+    /// A status this build does not know (a newer worker's).
+    Unknown,
+}
+
+impl WorkerStatus {
+    /// The word on the wire: `IDLE`, `WORKING`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerStatus::Initializing => "INITIALIZING",
+            WorkerStatus::Idle => "IDLE",
+            WorkerStatus::Working => "WORKING",
+            WorkerStatus::Hanging => "HANGING",
+            WorkerStatus::Terminating => "TERMINATING",
+            WorkerStatus::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+impl fmt::Display for WorkerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for WorkerStatus {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        [
+            WorkerStatus::Initializing,
+            WorkerStatus::Idle,
+            WorkerStatus::Working,
+            WorkerStatus::Hanging,
+            WorkerStatus::Terminating,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+        .ok_or_else(|| format!("`{text}` is not a worker status"))
+    }
 }
 
 /// How long one attempt to connect to the broker may take.
@@ -302,7 +340,10 @@ impl Broker {
                 .unwrap_or(0);
             out.push(WorkerInfo {
                 id,
-                status: fields.get("status").cloned().unwrap_or_default(),
+                status: fields
+                    .get("status")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(WorkerStatus::Unknown),
                 routine: fields.get("routine").filter(|r| !r.is_empty()).cloned(),
                 last_seen: UNIX_EPOCH + Duration::from_millis(millis),
                 routines: fields
@@ -329,72 +370,6 @@ impl Broker {
             .iter()
             .any(|w| w.routines.contains(&id)))
     }
-
-    /// Claims the call cluster-wide (`inflight` set if absent, expiring
-    /// after `ttl_ms`) and, if the claim is ours, sends the request: one
-    /// round trip. False if another caller holds the claim.
-    pub(crate) async fn claim_and_send(
-        &self,
-        inflight: &str,
-        ttl_ms: u64,
-        request: &Request,
-    ) -> Result<bool, BrokerError> {
-        // A retry after a lost reply finds its own claim: that request was
-        // sent already.
-        const CLAIM_AND_SEND: &str = r"
-            if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-                return redis.call('XADD', KEYS[2], '*', 'request', ARGV[1], 'key', ARGV[3],
-                    'task', ARGV[4], 'version', ARGV[5], 'args', ARGV[6], 'reply', ARGV[7],
-                    'run', ARGV[8], 'parent', ARGV[9])
-            end
-            if redis.call('GET', KEYS[1]) == ARGV[1] then
-                return 'sent before'
-            end
-            return false";
-        let mut eval = redis::cmd("EVAL");
-        eval.arg(CLAIM_AND_SEND)
-            .arg(2)
-            .arg(inflight)
-            .arg(self.work_stream(&request.task, &request.version))
-            .arg(&request.request)
-            .arg(ttl_ms)
-            .arg(request.key.to_hex())
-            .arg(&request.task)
-            .arg(&request.version)
-            .arg(&request.arguments[..])
-            .arg(&request.reply_to)
-            .arg(request.run.map(|r| r.to_string()).unwrap_or_default())
-            .arg(request.parent.map(|k| k.to_hex()).unwrap_or_default());
-        let sent: Option<String> = self.query("EVAL claim-and-send", &eval).await?;
-        Ok(sent.is_some())
-    }
-
-    pub(crate) async fn send_reply(
-        &self,
-        reply_to: &str,
-        reply: &Reply,
-    ) -> Result<(), BrokerError> {
-        let (status, error) = match &reply.outcome {
-            Ok(()) => ("done", ""),
-            Err(message) => ("failed", message.as_str()),
-        };
-        let mut xadd = redis::cmd("XADD");
-        xadd.arg(reply_to)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(10_000)
-            .arg("*")
-            .arg("request")
-            .arg(&reply.request)
-            .arg("status")
-            .arg(status)
-            .arg("error")
-            .arg(error)
-            .arg("worker")
-            .arg(&reply.worker);
-        let _: String = self.query("XADD reply", &xadd).await?;
-        Ok(())
-    }
 }
 
 /// Errors that a new connection may cure.
@@ -412,71 +387,6 @@ pub(crate) fn command(name: &'static str) -> impl FnOnce(redis::RedisError) -> B
     }
 }
 
-pub(crate) fn field_bytes(entry: &StreamId, name: &str) -> Option<Vec<u8>> {
-    match entry.map.get(name)? {
-        Value::BulkString(bytes) => Some(bytes.clone()),
-        Value::SimpleString(text) => Some(text.clone().into_bytes()),
-        _ => None,
-    }
-}
-
-pub(crate) fn field(entry: &StreamId, name: &str) -> Option<String> {
-    field_bytes(entry, name).and_then(|b| String::from_utf8(b).ok())
-}
-
-impl Request {
-    pub(crate) fn parse(entry: &StreamId) -> Option<Request> {
-        Some(Request {
-            request: field(entry, "request")?,
-            key: Key::from_hex(&field(entry, "key")?).ok()?,
-            task: field(entry, "task")?,
-            version: field(entry, "version")?,
-            arguments: field_bytes(entry, "args")?,
-            reply_to: field(entry, "reply")?,
-            // Absent from requests of builds before lineage.
-            run: field(entry, "run").and_then(|r| r.parse().ok()),
-            parent: field(entry, "parent").and_then(|k| Key::from_hex(&k).ok()),
-        })
-    }
-
-    pub(crate) fn routine_id(&self) -> RoutineId {
-        RoutineId {
-            project: None,
-            name: self.task.clone(),
-            version: self.version.clone(),
-        }
-    }
-}
-
-impl Reply {
-    pub(crate) fn parse(entry: &StreamId) -> Option<Reply> {
-        let outcome = match field(entry, "status")?.as_str() {
-            "done" => Ok(()),
-            _ => Err(field(entry, "error").unwrap_or_default()),
-        };
-        Some(Reply {
-            request: field(entry, "request")?,
-            outcome,
-            worker: field(entry, "worker").unwrap_or_default(),
-        })
-    }
-}
-
-/// Entries of a stream read reply, flattened with their stream names.
-pub(crate) fn entries(reply: Option<StreamReadReply>) -> Vec<(String, StreamId)> {
-    reply
-        .map(|r| {
-            r.keys
-                .into_iter()
-                .flat_map(|k| {
-                    let stream = k.key;
-                    k.ids.into_iter().map(move |id| (stream.clone(), id))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Milliseconds since the Unix epoch, for heartbeats.
 pub(crate) fn now_millis() -> u64 {
     SystemTime::now()
@@ -487,14 +397,12 @@ pub(crate) fn now_millis() -> u64 {
 
 /// A name unique to this process and moment: host, pid, random suffix.
 pub(crate) fn unique_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "host".to_owned());
+    let process = routine_core::id::process_name().replace(':', "-");
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{host}-{}-{nanos:08x}{n}", std::process::id())
+    format!("{process}-{nanos:08x}{n}")
 }

@@ -5,14 +5,17 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::{Map, Value};
 
-use super::args::RunArgs;
-use super::output;
-use super::progress;
-use super::{Failure, Ui};
+use crate::args::RunArgs;
 use crate::config::Config;
-use crate::engine::{CallOutcome, CallReport};
-use crate::invoke::Finished;
-use crate::registry::{self, RoutineId, TaskSpec};
+use crate::failure::Failure;
+use crate::output;
+use crate::output::Ui;
+use crate::progress;
+use routine_core::invoke::Finished;
+use routine_core::registry::TaskSpec;
+use routine_core::{CallOutcome, CallReport};
+
+use crate::routines::find_task;
 
 pub(crate) async fn run(config: &Config, args: &RunArgs, ui: Ui) -> Result<(), Failure> {
     let task = find_task(&args.routine)?;
@@ -75,85 +78,6 @@ pub(crate) async fn run(config: &Config, args: &RunArgs, ui: Ui) -> Result<(), F
             task.id()
         ))),
     }
-}
-
-/// The task a command line names: `tname:<name>:<version>`,
-/// `<name>@<version>`, or `<name>` when the program has one version of it.
-pub(crate) fn find_task(text: &str) -> Result<&'static TaskSpec, Failure> {
-    let (name, version) = split_routine(text)?;
-    let versions: Vec<&'static TaskSpec> = registry::tasks().filter(|t| t.name() == name).collect();
-    if versions.is_empty() {
-        return Err(Failure::usage(unknown_routine(&name)));
-    }
-    match version {
-        Some(version) => versions
-            .iter()
-            .find(|t| t.version() == version)
-            .copied()
-            .ok_or_else(|| {
-                Failure::usage(format!(
-                    "this program has no version {version} of `{name}`; it has {}",
-                    listed(versions.iter().map(|t| t.version().to_owned()))
-                ))
-            }),
-        None if versions.len() == 1 => Ok(versions[0]),
-        None => Err(Failure::usage(format!(
-            "`{name}` has several versions here; name one: {}",
-            listed(versions.iter().map(|t| format!("{name}@{}", t.version())))
-        ))),
-    }
-}
-
-/// Splits `tname:<name>:<version>`, `<name>@<version>` or `<name>`.
-pub(crate) fn split_routine(text: &str) -> Result<(String, Option<String>), Failure> {
-    if text.starts_with("tname:") {
-        let id: RoutineId = text.parse().map_err(|e| Failure::usage(format!("{e}")))?;
-        return Ok((id.name, Some(id.version)));
-    }
-    match text.split_once('@') {
-        Some((name, version)) if !name.is_empty() && !version.is_empty() => {
-            Ok((name.to_owned(), Some(version.to_owned())))
-        }
-        Some(_) => Err(Failure::usage(format!(
-            "`{text}` is not a routine: write NAME, NAME@VERSION or tname:NAME:VERSION"
-        ))),
-        None if text.is_empty() => Err(Failure::usage("the routine name is empty")),
-        None => Ok((text.to_owned(), None)),
-    }
-}
-
-/// "no routine `trian`; did you mean `train`?" and the list of routines.
-fn unknown_routine(name: &str) -> String {
-    let mut names: Vec<&'static str> = registry::tasks().map(|t| t.name()).collect();
-    names.sort_unstable();
-    names.dedup();
-    let mut near: Vec<(f64, &str)> = names
-        .iter()
-        .map(|candidate| (strsim::jaro_winkler(name, candidate), *candidate))
-        .filter(|(score, _)| *score > 0.7)
-        .collect();
-    near.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let mut message = format!("this program has no routine `{name}`");
-    let near: Vec<String> = near.iter().take(3).map(|(_, n)| format!("`{n}`")).collect();
-    match near.as_slice() {
-        [] => {}
-        [only] => message.push_str(&format!("; did you mean {only}?")),
-        [first @ .., last] => {
-            message.push_str(&format!("; did you mean {} or {last}?", first.join(", ")))
-        }
-    }
-    match names.is_empty() {
-        true => message.push_str(" (it has none)"),
-        false => message.push_str(&format!(
-            "\nits routines: {} (see `tasks`)",
-            names.join(", ")
-        )),
-    }
-    message
-}
-
-fn listed(items: impl Iterator<Item = String>) -> String {
-    items.collect::<Vec<_>>().join(", ")
 }
 
 /// The arguments given on the command line.

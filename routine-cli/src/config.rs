@@ -23,7 +23,7 @@
 //! ```
 //!
 //! ```
-//! use routine_core::config::{Config, Overrides};
+//! use routine_cli::config::{Config, Overrides};
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! std::fs::write(dir.path().join("routine.toml"), "store = 'results'\ncache_capacity = '8MiB'\n").unwrap();
@@ -38,11 +38,12 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::engine::{EngineBuilder, Policy, DEFAULT_CACHE_CAPACITY};
-use crate::error::Error;
-use crate::redact::redact_url;
-use crate::store::{self, Durability, FileStore, Store};
-use crate::Engine;
+use routine_core::dispatch::Policy;
+use routine_core::engine::{EngineBuilder, DEFAULT_CACHE_CAPACITY};
+use routine_core::redact::redact_url;
+use routine_core::store::{self, Durability, FileStore, Store};
+use routine_core::Engine;
+use routine_core::Error;
 
 /// The configuration file looked for in the working directory.
 pub const FILE_NAME: &str = "routine.toml";
@@ -292,19 +293,19 @@ impl Config {
         Ok(config)
     }
 
-    /// Opens the configured store.
+    /// Opens the configured store: a folder is a file store with the
+    /// configured durability; any other URL goes to the distributed crate's
+    /// [`open_url`](routine_distributed::open_url) (or fails, naming the
+    /// feature, in a build without it).
     pub fn open_store(&self) -> Result<Arc<dyn Store>, Error> {
-        let is_folder = match self.store.split_once("://") {
-            None => true,
-            Some((scheme, _)) => scheme == "file",
-        };
-        if is_folder {
-            let path = self.store.strip_prefix("file://").unwrap_or(&self.store);
-            Ok(Arc::new(
+        match store::local_path(&self.store) {
+            Some(path) => Ok(Arc::new(
                 FileStore::open(path)?.with_durability(self.durability),
-            ))
-        } else {
-            Ok(store::open_url(&self.store)?)
+            )),
+            #[cfg(feature = "distributed")]
+            None => Ok(routine_distributed::open_url(&self.store)?),
+            #[cfg(not(feature = "distributed"))]
+            None => Ok(store::open_url(&self.store)?),
         }
     }
 
@@ -336,15 +337,12 @@ impl Config {
             None => builder.build(),
             #[cfg(feature = "distributed")]
             Some(url) => {
-                use crate::broker::{Broker, Retry};
-                let broker = Broker::connect(url, &self.namespace, Retry::default()).await?;
-                builder
-                    .broker(
-                        broker,
-                        self.policy,
-                        crate::engine::DispatchSettings::default(),
-                    )
-                    .build()
+                use routine_distributed::{Broker, DispatchSettings, RedisDispatcher, Retry};
+                let broker = Broker::connect(url, &self.namespace, Retry::default())
+                    .await
+                    .map_err(|e| Error::Config(e.to_string()))?;
+                let dispatcher = RedisDispatcher::start(broker, DispatchSettings::default());
+                builder.dispatcher(dispatcher, self.policy).build()
             }
             #[cfg(not(feature = "distributed"))]
             Some(_) => Err(Error::Config(
@@ -452,7 +450,7 @@ fn read_file(path: &Path) -> Result<FileLayer, ConfigError> {
 /// 1024.
 ///
 /// ```
-/// use routine_core::config::parse_size;
+/// use routine_cli::config::parse_size;
 /// assert_eq!(parse_size("10GiB"), Ok(10 << 30));
 /// assert_eq!(parse_size("1.5 kB"), Ok(1500));
 /// assert!(parse_size("ten").is_err());

@@ -1,0 +1,66 @@
+//! Why a command did not succeed, and the exit code that says so.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use crate::config::ConfigError;
+use crate::progress;
+
+/// The routine or `main` failed.
+pub(crate) const FAILED: u8 = 1;
+/// The command line or the configuration is wrong, or a service it names
+/// does not answer.
+const USAGE: u8 = 2;
+
+/// Why a command did not succeed: a message and its exit code.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    /// The routine failed: exit code 1.
+    pub(crate) fn failed(message: impl Into<String>) -> Failure {
+        Failure {
+            code: FAILED,
+            message: message.into(),
+        }
+    }
+
+    /// Bad input or configuration: exit code 2.
+    pub(crate) fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            code: USAGE,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::usage(e.to_string())
+    }
+}
+
+/// Setting up an engine or a store fails on configuration: a store that
+/// cannot be opened, a broker that does not answer.
+impl From<routine_core::Error> for Failure {
+    fn from(e: routine_core::Error) -> Self {
+        Failure::usage(e.to_string())
+    }
+}
+
+impl From<routine_core::store::StoreError> for Failure {
+    fn from(e: routine_core::store::StoreError) -> Self {
+        Failure::usage(format!("the store cannot be used: {e}"))
+    }
+}
+
+/// Prints the failure and gives its exit code.
+pub(crate) fn report(failure: Failure) -> ExitCode {
+    progress::clear();
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "error: {}", failure.message);
+    ExitCode::from(failure.code)
+}

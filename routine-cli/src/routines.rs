@@ -1,0 +1,115 @@
+//! The routines a command line names, and the results stored for them:
+//! what `run`, `tasks`, `info` and `cache` share.
+
+use std::collections::BTreeMap;
+
+use routine_core::lineage;
+use routine_core::registry::{self, TaskSpec};
+use routine_core::store::{Listing, Store};
+use routine_core::RoutineId;
+
+use crate::failure::Failure;
+
+/// The task a command line names: `tname:<name>:<version>`,
+/// `<name>@<version>`, or `<name>` when the program has one version of it.
+pub(crate) fn find_task(text: &str) -> Result<&'static TaskSpec, Failure> {
+    let (name, version) = split_routine(text)?;
+    let versions: Vec<&'static TaskSpec> = registry::tasks().filter(|t| t.name() == name).collect();
+    if versions.is_empty() {
+        return Err(Failure::usage(unknown_routine(&name)));
+    }
+    match version {
+        Some(version) => versions
+            .iter()
+            .find(|t| t.version() == version)
+            .copied()
+            .ok_or_else(|| {
+                Failure::usage(format!(
+                    "this program has no version {version} of `{name}`; it has {}",
+                    listed(versions.iter().map(|t| t.version().to_owned()))
+                ))
+            }),
+        None if versions.len() == 1 => Ok(versions[0]),
+        None => Err(Failure::usage(format!(
+            "`{name}` has several versions here; name one: {}",
+            listed(versions.iter().map(|t| format!("{name}@{}", t.version())))
+        ))),
+    }
+}
+
+/// Splits `tname:<name>:<version>`, `<name>@<version>` or `<name>`.
+pub(crate) fn split_routine(text: &str) -> Result<(String, Option<String>), Failure> {
+    if text.starts_with("tname:") {
+        let id: RoutineId = text.parse().map_err(|e| Failure::usage(format!("{e}")))?;
+        return Ok((id.name, Some(id.version)));
+    }
+    match text.split_once('@') {
+        Some((name, version)) if !name.is_empty() && !version.is_empty() => {
+            Ok((name.to_owned(), Some(version.to_owned())))
+        }
+        Some(_) => Err(Failure::usage(format!(
+            "`{text}` is not a routine: write NAME, NAME@VERSION or tname:NAME:VERSION"
+        ))),
+        None if text.is_empty() => Err(Failure::usage("the routine name is empty")),
+        None => Ok((text.to_owned(), None)),
+    }
+}
+
+/// "no routine `trian`; did you mean `train`?" and the list of routines.
+fn unknown_routine(name: &str) -> String {
+    let mut names: Vec<&'static str> = registry::tasks().map(|t| t.name()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut near: Vec<(f64, &str)> = names
+        .iter()
+        .map(|candidate| (strsim::jaro_winkler(name, candidate), *candidate))
+        .filter(|(score, _)| *score > 0.7)
+        .collect();
+    near.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut message = format!("this program has no routine `{name}`");
+    let near: Vec<String> = near.iter().take(3).map(|(_, n)| format!("`{n}`")).collect();
+    match near.as_slice() {
+        [] => {}
+        [only] => message.push_str(&format!("; did you mean {only}?")),
+        [first @ .., last] => {
+            message.push_str(&format!("; did you mean {} or {last}?", first.join(", ")))
+        }
+    }
+    match names.is_empty() {
+        true => message.push_str(" (it has none)"),
+        false => message.push_str(&format!(
+            "\nits routines: {} (see `tasks`)",
+            names.join(", ")
+        )),
+    }
+    message
+}
+
+fn listed(items: impl Iterator<Item = String>) -> String {
+    items.collect::<Vec<_>>().join(", ")
+}
+
+/// Every stored result; run records (see [`lineage`]) are not results.
+pub(crate) fn stored_results(store: &dyn Store) -> Result<Vec<Listing>, Failure> {
+    let mut listings = store.list(None, None)?;
+    listings.retain(|l| l.name != lineage::RUNS);
+    Ok(listings)
+}
+
+/// The program's tasks by name and version.
+pub(crate) fn sorted_tasks() -> Vec<&'static TaskSpec> {
+    let mut tasks: Vec<&'static TaskSpec> = registry::tasks().collect();
+    tasks.sort_by_key(|t| (t.name(), t.version()));
+    tasks
+}
+
+/// Stored results by (name, version), in that order.
+pub(crate) fn by_routine(listings: &[Listing]) -> BTreeMap<(String, String), Vec<&Listing>> {
+    let mut out: BTreeMap<(String, String), Vec<&Listing>> = BTreeMap::new();
+    for listing in listings {
+        out.entry((listing.name.clone(), listing.version.clone()))
+            .or_default()
+            .push(listing);
+    }
+    out
+}

@@ -1,0 +1,197 @@
+//! A task's arguments: hashed into its key, encoded for a worker, decoded
+//! there, and converted from and to JSON for the command line and triggers.
+//!
+//! `#[task]` builds one [`ArgumentCodec`] per argument type, where the bounds
+//! on the user's type are checked; the engine uses the codecs without bounds.
+//! Encoded arguments are the codec's encodings of each argument, one after
+//! the other.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec;
+use crate::key::{HashSink, Key, KeyError};
+
+/// Hashes a task's arguments one by one, exactly as [`Key::of`] hashes the
+/// tuple of them; when the call may be sent to a worker, it also encodes them.
+#[doc(hidden)]
+pub struct KeyBuilder {
+    sink: HashSink,
+    encoded: Option<Vec<u8>>,
+}
+
+impl KeyBuilder {
+    /// Starts the key of a call of task `name` at `version`; with
+    /// `encode`, the arguments are also encoded for a worker.
+    pub(crate) fn new(name: &str, version: &str, encode: bool) -> KeyBuilder {
+        KeyBuilder {
+            sink: HashSink::for_task(name, version),
+            encoded: encode.then(Vec::new),
+        }
+    }
+
+    /// Adds one argument.
+    #[inline]
+    pub fn add<T: TaskArgument>(&mut self, argument: &T) -> Result<(), KeyError> {
+        argument.serialize(&mut self.sink)?;
+        if let Some(encoded) = &mut self.encoded {
+            codec::encode_into(&mut *encoded, argument)
+                .map_err(<KeyError as serde::ser::Error>::custom)?;
+        }
+        Ok(())
+    }
+
+    /// The key, and the encoded arguments if they were asked for.
+    pub(crate) fn finish(self) -> (Key, Option<Vec<u8>>) {
+        (self.sink.finish_key(), self.encoded)
+    }
+}
+
+/// What a task argument must be: hashable, storable, decodable on a worker.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a task argument",
+    note = "task arguments must implement serde's `Serialize` and `Deserialize`, be `Send` and own their data"
+)]
+pub trait TaskArgument: Serialize + DeserializeOwned + Send + 'static {}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> TaskArgument for T {}
+
+/// Encodes one argument from JSON; the error says why the value does not
+/// fit the argument's type.
+pub type FromJson = fn(serde_json::Value) -> Result<Vec<u8>, String>;
+
+/// Decodes the next argument of encoded arguments, as JSON.
+pub type ToJson = fn(&mut ArgumentsDecoder<'_>) -> Result<serde_json::Value, ArgumentsError>;
+
+/// How to hash, encode and decode one argument type; built by [`argument`]
+/// where the bounds on the type are checked, used without bounds elsewhere.
+#[doc(hidden)]
+pub struct ArgumentCodec<T> {
+    /// Hashes the argument into the key (and encodes it, when asked).
+    pub add: fn(&T, &mut KeyBuilder) -> Result<(), KeyError>,
+    /// Decodes the next argument of a request.
+    pub decode: fn(&mut ArgumentsDecoder<'_>) -> Result<T, ArgumentsError>,
+    /// Encodes the argument from JSON, as a command line gives it.
+    pub from_json: FromJson,
+    /// Decodes the next argument as JSON, as a trigger is given it.
+    pub to_json: ToJson,
+}
+
+/// The codec of one argument type.
+#[doc(hidden)]
+pub const fn argument<T: TaskArgument>() -> ArgumentCodec<T> {
+    ArgumentCodec {
+        add: add_argument::<T>,
+        decode: decode_argument::<T>,
+        from_json: argument_from_json::<T>,
+        to_json: argument_to_json::<T>,
+    }
+}
+
+fn argument_to_json<T: TaskArgument>(
+    decoder: &mut ArgumentsDecoder<'_>,
+) -> Result<serde_json::Value, ArgumentsError> {
+    let position = decoder.position;
+    let value: T = decoder.argument()?;
+    serde_json::to_value(&value).map_err(|e| ArgumentsError {
+        position,
+        type_name: std::any::type_name::<T>(),
+        reason: format!("cannot be written as JSON: {e}"),
+    })
+}
+
+fn argument_from_json<T: TaskArgument>(value: serde_json::Value) -> Result<Vec<u8>, String> {
+    let value: T = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    let mut encoded = Vec::new();
+    codec::encode_into(&mut encoded, &value).map_err(|e| e.to_string())?;
+    Ok(encoded)
+}
+
+fn add_argument<T: TaskArgument>(value: &T, key: &mut KeyBuilder) -> Result<(), KeyError> {
+    key.add(value)
+}
+
+fn decode_argument<T: TaskArgument>(
+    decoder: &mut ArgumentsDecoder<'_>,
+) -> Result<T, ArgumentsError> {
+    decoder.argument()
+}
+
+/// Reads a task's arguments, one after the other, from their encoding.
+#[doc(hidden)]
+pub struct ArgumentsDecoder<'a> {
+    rest: &'a [u8],
+    position: usize,
+}
+
+impl<'a> ArgumentsDecoder<'a> {
+    pub fn new(encoded: &'a [u8]) -> Self {
+        ArgumentsDecoder {
+            rest: encoded,
+            position: 0,
+        }
+    }
+
+    pub fn argument<T: TaskArgument>(&mut self) -> Result<T, ArgumentsError> {
+        let limit = self.rest.len() as u64;
+        let value = codec::decode_from(&mut self.rest, limit).map_err(|e| ArgumentsError {
+            position: self.position,
+            type_name: std::any::type_name::<T>(),
+            reason: e.to_string(),
+        })?;
+        self.position += 1;
+        Ok(value)
+    }
+
+    pub fn finish(self) -> Result<(), ArgumentsError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(ArgumentsError {
+                position: self.position,
+                type_name: "nothing",
+                reason: format!("{} bytes are left over", self.rest.len()),
+            })
+        }
+    }
+}
+
+/// A request's arguments do not decode as the task's argument types (a
+/// caller built from other code for the same name and version).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("argument {position} does not decode as `{type_name}`: {reason}")]
+pub struct ArgumentsError {
+    /// Zero-based position of the argument.
+    pub position: usize,
+    /// The type the task expects there.
+    pub type_name: &'static str,
+    /// What the decoder said.
+    pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_decode_in_order_and_completely() {
+        let mut encoded = Vec::new();
+        codec::encode_into(&mut encoded, &String::from("data")).unwrap();
+        codec::encode_into(&mut encoded, &7u32).unwrap();
+        let mut decoder = ArgumentsDecoder::new(&encoded);
+        assert_eq!(decoder.argument::<String>().unwrap(), "data");
+        assert_eq!(decoder.argument::<u32>().unwrap(), 7);
+        decoder.finish().unwrap();
+
+        let mut short = ArgumentsDecoder::new(&encoded[..6]);
+        let error = short.argument::<String>().unwrap_err();
+        assert_eq!(
+            (error.position, error.type_name),
+            (0, "alloc::string::String")
+        );
+        let mut long = ArgumentsDecoder::new(&encoded);
+        long.argument::<String>().unwrap();
+        assert!(long.finish().is_err());
+    }
+}

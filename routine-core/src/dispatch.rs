@@ -1,0 +1,132 @@
+//! Sending calls elsewhere: the seam between the engine and a cluster.
+//!
+//! The engine knows no broker. An engine built with a [`Dispatch`] (the
+//! `routine-distributed` crate provides the Redis one) hands it the calls its
+//! [`Policy`] sends away, and waits for what became of them:
+//!
+//! ```text
+//! call misses ─▶ policy says remote? ─▶ Dispatch::dispatch(DispatchRequest)
+//!                                         │
+//!            look the result up again ◀── Dispatched::Completed
+//! ```
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+
+use crate::id::RunId;
+use crate::key::Key;
+use crate::registry::TaskSpec;
+
+/// Where the routines awaited by a routine run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Everything runs in this process.
+    #[default]
+    Local,
+    /// A routine started here (by `main` or, on a worker, by a request) runs
+    /// here; the routines it awaits are sent to workers.
+    SubRoutinesRemote,
+}
+
+impl FromStr for Policy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "local" => Ok(Policy::Local),
+            "sub-routines-remote" | "remote" => Ok(Policy::SubRoutinesRemote),
+            other => Err(format!(
+                "unknown policy `{other}`: use `local` or `sub-routines-remote`"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Policy::Local => "local",
+            Policy::SubRoutinesRemote => "sub-routines-remote",
+        })
+    }
+}
+
+/// A call the engine hands to a [`Dispatch`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct DispatchRequest {
+    /// The task called.
+    pub task: &'static TaskSpec,
+    /// The call's key.
+    pub key: Key,
+    /// The arguments, each encoded by the codec, one after the other (as
+    /// [`TaskSpec::invoke`] takes them).
+    pub arguments: Vec<u8>,
+    /// The run the call belongs to.
+    pub run: Option<RunId>,
+    /// The call whose body made this one.
+    pub parent: Option<Key>,
+}
+
+/// What became of a dispatched call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dispatched {
+    /// A worker stored the result: the engine reads it from the store.
+    Completed {
+        /// Who ran it.
+        worker: String,
+    },
+    /// An identical call dispatched elsewhere in the cluster landed: the
+    /// engine looks again.
+    Elsewhere,
+    /// The worker reported a failure (a panic or an `Err`).
+    Failed {
+        /// Who ran it.
+        worker: String,
+        /// What it said.
+        message: String,
+    },
+    /// It could not be sent or answered: why.
+    Unserved(String),
+}
+
+/// The future a [`Dispatch`] returns.
+pub type Dispatching<'a> = Pin<Box<dyn Future<Output = Dispatched> + Send + 'a>>;
+
+/// Sends calls to other processes and waits for them. Implemented by the
+/// distributed crate; the engine calls it for every call its [`Policy`]
+/// sends away, after the call missed locally.
+///
+/// ```
+/// use routine_core::dispatch::{Dispatch, DispatchRequest, Dispatched, Dispatching, Policy};
+///
+/// /// A cluster where nothing is ever served.
+/// struct Nowhere;
+///
+/// impl Dispatch for Nowhere {
+///     fn dispatch(&self, request: DispatchRequest) -> Dispatching<'_> {
+///         Box::pin(async move { Dispatched::Unserved(format!("nobody serves {}", request.task.id())) })
+///     }
+///     fn as_any(&self) -> &dyn std::any::Any {
+///         self
+///     }
+/// }
+///
+/// let engine = routine_core::Engine::builder(routine_core::store::MemoryStore::new())
+///     .dispatcher(Nowhere, Policy::SubRoutinesRemote)
+///     .build()
+///     .unwrap();
+/// assert!(engine.dispatcher().is_some());
+/// ```
+pub trait Dispatch: Send + Sync + 'static {
+    /// Runs `request` elsewhere; resolves when the result is stored (or the
+    /// call failed, or cannot be served).
+    fn dispatch(&self, request: DispatchRequest) -> Dispatching<'_>;
+
+    /// The dispatcher itself, so that its crate can find it again in an
+    /// engine (see [`Engine::dispatcher`](crate::Engine::dispatcher)).
+    fn as_any(&self) -> &dyn Any;
+}

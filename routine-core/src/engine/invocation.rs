@@ -1,0 +1,53 @@
+//! Running an [`Invocation`] (a task started from encoded arguments) in an
+//! engine's scope, as a worker or the command line does.
+
+use std::sync::Arc;
+
+use super::{Current, Engine, Place, Serving};
+use crate::invoke::{panic_message, Finished, Invocation, PartOf};
+use crate::lineage::RunLog;
+
+impl Invocation {
+    /// Runs the task in `engine`'s scope as a tokio task of its own: a
+    /// `Send` one may use every runtime thread, another stays on this one
+    /// (then the caller must be inside a `tokio::task::LocalSet`). A panic
+    /// becomes an error message, as an `Err` result does.
+    ///
+    /// The task is the root of a new run, unless `part_of` says which run
+    /// it belongs to (a worker running a caller's sub-routine): then its
+    /// calls are recorded as that run's, and the record is stored when it
+    /// ends.
+    pub async fn run_in(
+        self,
+        engine: &Engine,
+        part_of: Option<PartOf>,
+    ) -> Result<Finished, String> {
+        let log = part_of.map(|part| (Arc::new(RunLog::new(part.run)), part));
+        let mut scope = Current::outside(engine.clone());
+        if let Some((log, part)) = &log {
+            scope.place = Some(Arc::new(Place {
+                run: Arc::clone(log),
+                parent: part.parent,
+                serving: Some(Serving {
+                    key: part.key,
+                    redelivered: part.redelivered,
+                }),
+            }));
+        }
+        let running = match self {
+            Invocation::Send(run) => tokio::spawn(scope.scope(run)),
+            Invocation::Local(run) => tokio::task::spawn_local(scope.scope(run)),
+        };
+        let outcome = match running.await {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_panic() => Err(format!("panicked: {}", panic_message(e.into_panic()))),
+            Err(e) => Err(format!("was cancelled: {e}")),
+        };
+        if let Some((log, part)) = log {
+            if let Err(e) = log.store(engine.store(), &part.key) {
+                tracing::warn!(run = %part.run, error = %e, "cannot store the record of a run; its lineage is lost");
+            }
+        }
+        outcome
+    }
+}

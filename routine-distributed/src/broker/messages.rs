@@ -1,0 +1,95 @@
+//! The messages on the streams: requests on work streams, replies on reply
+//! streams, as fields of stream entries.
+
+use redis::streams::{StreamId, StreamReadReply};
+use redis::Value;
+use routine_core::key::Key;
+use routine_core::{RoutineId, RunId};
+
+/// A request for a worker to run one routine call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Request {
+    pub(crate) request: String,
+    pub(crate) key: Key,
+    pub(crate) task: String,
+    pub(crate) version: String,
+    pub(crate) arguments: Vec<u8>,
+    pub(crate) reply_to: String,
+    /// The run the call belongs to, and the call that awaits it: the
+    /// worker records them with the result.
+    pub(crate) run: Option<RunId>,
+    pub(crate) parent: Option<Key>,
+}
+
+/// How a worker answered a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reply {
+    pub(crate) request: String,
+    pub(crate) outcome: Result<(), String>,
+    pub(crate) worker: String,
+}
+
+fn field_bytes(entry: &StreamId, name: &str) -> Option<Vec<u8>> {
+    match entry.map.get(name)? {
+        Value::BulkString(bytes) => Some(bytes.clone()),
+        Value::SimpleString(text) => Some(text.clone().into_bytes()),
+        _ => None,
+    }
+}
+
+fn field(entry: &StreamId, name: &str) -> Option<String> {
+    field_bytes(entry, name).and_then(|b| String::from_utf8(b).ok())
+}
+
+impl Request {
+    pub(crate) fn parse(entry: &StreamId) -> Option<Request> {
+        Some(Request {
+            request: field(entry, "request")?,
+            key: Key::from_hex(&field(entry, "key")?).ok()?,
+            task: field(entry, "task")?,
+            version: field(entry, "version")?,
+            arguments: field_bytes(entry, "args")?,
+            reply_to: field(entry, "reply")?,
+            // Absent from requests of builds before lineage.
+            run: field(entry, "run").and_then(|r| r.parse().ok()),
+            parent: field(entry, "parent").and_then(|k| Key::from_hex(&k).ok()),
+        })
+    }
+
+    pub(crate) fn routine_id(&self) -> RoutineId {
+        RoutineId {
+            project: None,
+            name: self.task.clone(),
+            version: self.version.clone(),
+        }
+    }
+}
+
+impl Reply {
+    pub(crate) fn parse(entry: &StreamId) -> Option<Reply> {
+        let outcome = match field(entry, "status")?.as_str() {
+            "done" => Ok(()),
+            _ => Err(field(entry, "error").unwrap_or_default()),
+        };
+        Some(Reply {
+            request: field(entry, "request")?,
+            outcome,
+            worker: field(entry, "worker").unwrap_or_default(),
+        })
+    }
+}
+
+/// Entries of a stream read reply, flattened with their stream names.
+pub(super) fn entries(reply: Option<StreamReadReply>) -> Vec<(String, StreamId)> {
+    reply
+        .map(|r| {
+            r.keys
+                .into_iter()
+                .flat_map(|k| {
+                    let stream = k.key;
+                    k.ids.into_iter().map(move |id| (stream.clone(), id))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,134 @@
+//! Distributed execution for [routine](https://docs.rs/routine-engine):
+//! sub-routine calls travel as messages on Redis Streams to worker processes
+//! (the user's own program), which store results in a shared object store.
+//!
+//! ```text
+//! caller's engine ──Dispatch──▶ RedisDispatcher ──XADD──▶ {ns}:work:{name}:{version}
+//!        ▲                                                        │ XREADGROUP
+//!        │ reads the result                                       ▼
+//!   shared store ◀──────────── stores the result ──────────── worker::serve
+//! ```
+//!
+//! | module | idea |
+//! |---|---|
+//! | [`broker`] | Redis Streams: every Redis command of routine lives here |
+//! | [`dispatcher`] | the caller's side: [`RedisDispatcher`], routine-core's `Dispatch` over the broker |
+//! | [`worker`] | the worker's side: serving routines to other processes |
+//! | [`object_store`] | results in S3, GCS, Azure or a folder, through the `object_store` crate |
+#![warn(missing_docs)]
+
+use routine_core::dispatch::Policy;
+use routine_core::store::{self as local, Store, StoreError};
+use routine_core::Engine;
+use std::sync::Arc;
+
+pub mod broker;
+pub mod dispatcher;
+pub mod object_store;
+pub mod worker;
+
+pub use crate::broker::{Broker, BrokerError, Retry};
+pub use crate::dispatcher::{DispatchSettings, RedisDispatcher};
+pub use crate::object_store::ObjectStoreBackend;
+
+/// Everything a distributed engine needs; see [`connect`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DistributedConfig {
+    /// The Redis URL, `redis://[:password@]host:port[/db]`.
+    pub broker_url: String,
+    /// The shared store, `s3://bucket/prefix` or `file:///shared/folder`
+    /// (see [`open_url`]).
+    pub store_url: String,
+    /// Prefix of every broker key, so deployments can share a server.
+    pub namespace: String,
+    /// Where awaited routines run.
+    pub policy: Policy,
+    /// Waits of dispatched calls.
+    pub dispatch: DispatchSettings,
+    /// Retries when connecting to the broker.
+    pub retry: Retry,
+    /// Bound of the in-process result cache, as for a local engine.
+    pub cache_capacity: usize,
+}
+
+impl DistributedConfig {
+    /// Defaults around a broker and a store: namespace `routine`, policy
+    /// sub-routines-remote.
+    pub fn new(broker_url: impl Into<String>, store_url: impl Into<String>) -> Self {
+        DistributedConfig {
+            broker_url: broker_url.into(),
+            store_url: store_url.into(),
+            namespace: "routine".to_owned(),
+            policy: Policy::SubRoutinesRemote,
+            dispatch: DispatchSettings::default(),
+            retry: Retry::default(),
+            cache_capacity: routine_core::engine::DEFAULT_CACHE_CAPACITY,
+        }
+    }
+}
+
+/// An engine over a shared object store that sends sub-routines to workers
+/// through a Redis broker. The calling code does not change.
+///
+/// Fails if the store URL is invalid or the broker cannot be reached after
+/// the configured retries.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), routine_distributed::Error> {
+/// use routine_distributed::{connect, DistributedConfig};
+///
+/// let engine = connect(DistributedConfig::new("redis://127.0.0.1:6379", "s3://bucket/results")).await?;
+/// engine.scope(async { /* task calls here may run on workers */ }).await;
+/// # Ok(()) }
+/// ```
+pub async fn connect(config: DistributedConfig) -> Result<Engine, Error> {
+    let store = open_url(&config.store_url)?;
+    let broker = Broker::connect(&config.broker_url, &config.namespace, config.retry).await?;
+    Ok(Engine::builder(store)
+        .cache_capacity(config.cache_capacity)
+        .dispatcher(
+            RedisDispatcher::start(broker, config.dispatch),
+            config.policy,
+        )
+        .build()?)
+}
+
+/// The broker a distributed engine sends through, if it has one.
+pub fn broker_of(engine: &Engine) -> Option<Broker> {
+    let dispatcher = engine
+        .dispatcher()?
+        .as_any()
+        .downcast_ref::<RedisDispatcher>()?;
+    Some(dispatcher.broker().clone())
+}
+
+/// Opens the store a URL names: `s3://`, `gs://`, `az://` and `memory://`
+/// are object stores; `file:///folder` and plain paths are routine-core's
+/// file store.
+///
+/// ```
+/// let store = routine_distributed::open_url("memory:///results").unwrap();
+/// assert!(store.list(None, None).unwrap().is_empty());
+/// ```
+pub fn open_url(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    match local::local_path(url) {
+        Some(_) => local::open_url(url),
+        None => Ok(Arc::new(ObjectStoreBackend::from_url(url)?)),
+    }
+}
+
+/// Why a distributed engine could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The engine could not be built (its store, its tasks).
+    #[error(transparent)]
+    Engine(#[from] routine_core::Error),
+    /// The store URL is unusable.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The broker could not be reached.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
