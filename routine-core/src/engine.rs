@@ -19,14 +19,15 @@ use crate::registry::{self, TaskSpec};
 use crate::store::{FileStore, MemoryStore, Store};
 
 mod cache;
-mod call;
+pub(crate) mod call;
 mod flight;
 mod invocation;
+pub(crate) mod outcome;
+mod report;
+mod storage;
 mod triggers;
 
-pub use self::call::CallReport;
-#[doc(hidden)]
-pub use self::call::{call, outcome_codec, run_blocking, Outcome, OutcomeCodec, Plain};
+pub use self::report::CallReport;
 
 use self::cache::ResultCache;
 use self::flight::Flights;

@@ -50,13 +50,14 @@ pub use crate::trigger::Completion;
 /// What the macros expand to calls; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::arguments::{
-        argument, ArgumentCodec, ArgumentsDecoder, ArgumentsError, KeyBuilder, TaskArgument,
+    pub use crate::arguments::typed::{argument, ArgumentCodec, KeyBuilder, TaskArgument};
+    pub use crate::arguments::{ArgumentsDecoder, ArgumentsError};
+    pub use crate::engine::call::{call, run_blocking};
+    pub use crate::engine::outcome::{outcome_codec, Outcome, OutcomeCodec, Plain};
+    pub use crate::invoke::autoref::{
+        Described, Started, ViaDebug, ViaDisplay, ViaLocal, ViaName, ViaSend,
     };
-    pub use crate::engine::{call, outcome_codec, run_blocking, Outcome, OutcomeCodec, Plain};
-    pub use crate::invoke::{
-        Described, Finished, Invocation, Started, ViaDebug, ViaDisplay, ViaLocal, ViaName, ViaSend,
-    };
+    pub use crate::invoke::{Finished, Invocation};
     pub use crate::key::{Key, KeyError};
     pub use crate::registry::{Parameter, Registered, TaskSpec};
     pub use crate::trigger::{Occurrence, RegisteredTrigger, TriggerOutput, TriggerSpec};

@@ -126,7 +126,7 @@ impl RunLog {
     /// Stores this process's part of the run, named by `part` (the key of
     /// the call it started with), unless every call was answered from
     /// storage.
-    pub(crate) fn store(&self, store: &dyn Store, part: &Key) -> Result<(), LineageError> {
+    pub(crate) async fn store(&self, store: &dyn Store, part: &Key) -> Result<(), LineageError> {
         let calls = std::mem::take(&mut *self.calls.lock().unwrap_or_else(PoisonError::into_inner));
         let computed_something = calls.iter().any(|c| c.outcome != CallOutcome::Hit);
         // A part that is one call and nothing else is told by its entry's
@@ -164,10 +164,13 @@ impl RunLog {
             version: &version,
             key: &key,
         };
-        let writer = store.create(&slot, meta.entry_len())?;
-        entry::write(writer, &meta, &record)
-            .map_err(|e| LineageError::Encode(e.to_string()))?
-            .commit()?;
+        let entry = entry::write(
+            Vec::with_capacity(meta.entry_len() as usize),
+            &meta,
+            &record,
+        )
+        .map_err(|e| LineageError::Encode(e.to_string()))?;
+        store.put_async(&slot, std::sync::Arc::new(entry)).await?;
         Ok(())
     }
 }

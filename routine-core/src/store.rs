@@ -12,9 +12,12 @@
 //!   when each entry was last used (to within [`ACCESS_RESOLUTION`]).
 
 use std::fmt;
+use std::future::Future;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use crate::key::Key;
@@ -117,8 +120,83 @@ pub fn access_is_stale(recorded: SystemTime, now: SystemTime) -> bool {
         .is_ok_and(|age| age > ACCESS_RESOLUTION)
 }
 
+/// A store request the engine awaits: answered at once by a local store
+/// (no allocation, no hand-off to another thread), or a future for a remote
+/// one, which then ties up no runtime thread while it waits.
+///
+/// ```
+/// use routine_core::store::StoreFuture;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// assert_eq!(StoreFuture::ready(Ok(7)).await.unwrap(), 7);
+/// assert_eq!(StoreFuture::new(async { Ok(8) }).await.unwrap(), 8);
+/// # }
+/// ```
+#[must_use = "a store request does nothing unless awaited"]
+pub struct StoreFuture<'a, T>(Request<'a, T>);
+
+enum Request<'a, T> {
+    Ready(Option<Result<T, StoreError>>),
+    Waiting(Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>),
+}
+
+impl<'a, T> StoreFuture<'a, T> {
+    /// A request already answered.
+    pub fn ready(result: Result<T, StoreError>) -> Self {
+        StoreFuture(Request::Ready(Some(result)))
+    }
+
+    /// A request answered when `request` completes.
+    pub fn new(request: impl Future<Output = Result<T, StoreError>> + Send + 'a) -> Self {
+        StoreFuture(Request::Waiting(Box::pin(request)))
+    }
+}
+
+// The answer is moved out, never pinned in place.
+impl<T> Unpin for StoreFuture<'_, T> {}
+
+impl<T> Future for StoreFuture<'_, T> {
+    type Output = Result<T, StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().0 {
+            Request::Ready(answer) => {
+                Poll::Ready(answer.take().expect("a store request is awaited once"))
+            }
+            Request::Waiting(request) => request.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Writes a whole entry through [`Store::create`]: what
+/// [`Store::put_async`] does unless a backend has a better way.
+pub fn put_whole(
+    store: &(impl Store + ?Sized),
+    slot: &Slot<'_>,
+    entry: &[u8],
+) -> Result<(), StoreError> {
+    let mut writer = store.create(slot, entry.len() as u64)?;
+    writer.write_all(entry).map_err(StoreError::io(
+        "write",
+        format!("{}/{}/{}", slot.name, slot.version, slot.key),
+    ))?;
+    writer.commit()
+}
+
 /// Storage for entries. Implement it to add a backend; run the contract suite
 /// against it.
+///
+/// The engine reads and writes small entries through [`get_async`] and
+/// [`put_async`]: a backend whose requests cross a network implements them
+/// with real futures, so that a workflow awaiting a hundred lookups holds no
+/// thread per lookup; a local backend keeps the defaults, which call the
+/// synchronous methods and answer at once. Large entries stream through
+/// the synchronous [`get`] and [`create`].
+///
+/// [`get_async`]: Store::get_async
+/// [`put_async`]: Store::put_async
+/// [`get`]: Store::get
+/// [`create`]: Store::create
 ///
 /// ```
 /// use routine_core::store::{MemoryStore, Slot, Store};
@@ -156,6 +234,17 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         let _ = older_than;
         Ok(0)
     }
+
+    /// [`get`](Store::get), to be awaited.
+    fn get_async<'a>(&'a self, slot: &Slot<'a>) -> StoreFuture<'a, Option<Found>> {
+        StoreFuture::ready(self.get(slot))
+    }
+
+    /// Writes the whole entry `entry` in `slot`, to be awaited; visible
+    /// whole once the future resolves to `Ok`, as after a commit.
+    fn put_async<'a>(&'a self, slot: &Slot<'a>, entry: Arc<Vec<u8>>) -> StoreFuture<'a, ()> {
+        StoreFuture::ready(put_whole(self, slot, &entry))
+    }
 }
 
 /// A shared handle to a store is a store.
@@ -174,6 +263,12 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn sweep_abandoned(&self, older_than: Duration) -> Result<u64, StoreError> {
         (**self).sweep_abandoned(older_than)
+    }
+    fn get_async<'a>(&'a self, slot: &Slot<'a>) -> StoreFuture<'a, Option<Found>> {
+        (**self).get_async(slot)
+    }
+    fn put_async<'a>(&'a self, slot: &Slot<'a>, entry: Arc<Vec<u8>>) -> StoreFuture<'a, ()> {
+        (**self).put_async(slot, entry)
     }
 }
 

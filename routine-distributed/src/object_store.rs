@@ -30,6 +30,7 @@ use routine_core::key::{Key, KeyMap};
 use routine_core::redact::redact_url;
 use routine_core::store::{
     access_is_stale, check_component, EntryWrite, Found, Listing, Slot, Store, StoreError,
+    StoreFuture,
 };
 
 /// Entries up to this size are fetched whole; larger ones are streamed.
@@ -185,7 +186,7 @@ impl ObjectStoreBackend {
     /// Records in the background that an entry written at `written` was just
     /// read, unless a use within the resolution is already recorded. Never
     /// delays the read; a failure only makes the entry look older to `gc`.
-    fn record_use(&self, slot: &Slot<'_>, written: SystemTime) {
+    fn record_use(&self, key: Key, marker: Path, written: SystemTime) {
         let now = SystemTime::now();
         if !access_is_stale(written, now) {
             return;
@@ -196,7 +197,7 @@ impl ObjectStoreBackend {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             if recorded
-                .get(slot.key)
+                .get(&key)
                 .is_some_and(|at| !access_is_stale(*at, now))
             {
                 return;
@@ -204,9 +205,9 @@ impl ObjectStoreBackend {
             if recorded.len() >= RECORDED_USES_MAX {
                 recorded.clear();
             }
-            recorded.insert(*slot.key, now);
+            recorded.insert(key, now);
         }
-        let (store, at) = (Arc::clone(&self.inner), self.use_marker(slot));
+        let (store, at) = (Arc::clone(&self.inner), marker);
         self.runtime.get().spawn(async move {
             if let Err(e) = store.put(&at, PutPayload::new()).await {
                 tracing::debug!(error = %e, "cannot record the use of a stored entry");
@@ -260,6 +261,75 @@ impl ObjectStoreBackend {
         }
     }
 
+    /// Reads the entry at `location`, on the store's runtime: whole when
+    /// small, else as a stream paced by its reader.
+    async fn fetch(
+        self,
+        location: Path,
+        key: Key,
+        marker: Path,
+    ) -> Result<Option<Found>, StoreError> {
+        let result = match self.inner.get(&location).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.error("read", &location, e)),
+        };
+        let len = result.meta.size;
+        self.record_use(key, marker, SystemTime::from(result.meta.last_modified));
+        if len <= FETCH_WHOLE_MAX {
+            let bytes = result
+                .bytes()
+                .await
+                .map_err(|e| self.error("read", &location, e))?;
+            return Ok(Some(Found::Bytes(Arc::new(bytes.to_vec()))));
+        }
+        // A bounded channel paces the download to the decoder.
+        let (tx, rx) = mpsc::sync_channel(STREAM_DEPTH);
+        tokio::spawn(async move {
+            let mut chunks = result.into_stream();
+            while let Some(chunk) = chunks.next().await {
+                let failed = chunk.is_err();
+                let tx = tx.clone();
+                let chunk = chunk.map(|bytes| bytes.to_vec()).map_err(io::Error::other);
+                let sent = tokio::task::spawn_blocking(move || tx.send(chunk))
+                    .await
+                    .is_ok_and(|sent| sent.is_ok());
+                if !sent || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Some(Found::Stream {
+            reader: Box::new(ChunkReader {
+                chunks: rx,
+                current: Vec::new(),
+                at: 0,
+            }),
+            len,
+        }))
+    }
+
+    /// Runs `request` on the store's own runtime, awaited from the
+    /// caller's without blocking it: the HTTP client then never depends on
+    /// how the caller's runtime was built.
+    fn on_own_runtime<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        request: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
+        let running = self.runtime.get().spawn(request);
+        let url = self.url.clone();
+        async move {
+            running.await.unwrap_or_else(|e| {
+                Err(StoreError::Io {
+                    op,
+                    path: url.into(),
+                    source: io::Error::other(format!("the object store's runtime stopped: {e}")),
+                })
+            })
+        }
+    }
+
     /// Runs `request` on the store's runtime and waits for it.
     fn wait<T: Send + 'static>(&self, request: impl Future<Output = T> + Send + 'static) -> T {
         wait_on(self.runtime.get(), request)
@@ -293,44 +363,35 @@ impl fmt::Debug for ObjectStoreBackend {
 impl Store for ObjectStoreBackend {
     fn get(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
         let location = self.location(slot)?;
-        let (store, at) = (Arc::clone(&self.inner), location.clone());
-        let opened = self.wait(async move { store.get(&at).await });
-        let result = match opened {
-            Ok(result) => result,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(self.error("read", &location, e)),
+        self.wait(
+            self.clone()
+                .fetch(location, *slot.key, self.use_marker(slot)),
+        )
+    }
+
+    fn get_async<'a>(&'a self, slot: &Slot<'a>) -> StoreFuture<'a, Option<Found>> {
+        let location = match self.location(slot) {
+            Ok(location) => location,
+            Err(e) => return StoreFuture::ready(Err(e)),
         };
-        let len = result.meta.size;
-        self.record_use(slot, SystemTime::from(result.meta.last_modified));
-        if len <= FETCH_WHOLE_MAX {
-            let bytes = self
-                .wait(async move { result.bytes().await })
-                .map_err(|e| self.error("read", &location, e))?;
-            return Ok(Some(Found::Bytes(Arc::new(bytes.to_vec()))));
-        }
-        // A bounded channel paces the download to the decoder.
-        let (tx, rx) = mpsc::sync_channel(STREAM_DEPTH);
-        self.runtime.get().spawn(async move {
-            let mut chunks = result.into_stream();
-            while let Some(chunk) = chunks.next().await {
-                let failed = chunk.is_err();
-                let tx = tx.clone();
-                let chunk = chunk.map(|bytes| bytes.to_vec()).map_err(io::Error::other);
-                let sent = tokio::task::spawn_blocking(move || tx.send(chunk))
-                    .await
-                    .is_ok_and(|sent| sent.is_ok());
-                if !sent || failed {
-                    break;
-                }
+        let fetch = self
+            .clone()
+            .fetch(location, *slot.key, self.use_marker(slot));
+        StoreFuture::new(self.on_own_runtime("read", fetch))
+    }
+
+    fn put_async<'a>(&'a self, slot: &Slot<'a>, entry: Arc<Vec<u8>>) -> StoreFuture<'a, ()> {
+        let location = match self.location(slot) {
+            Ok(location) => location,
+            Err(e) => return StoreFuture::ready(Err(e)),
+        };
+        let backend = self.clone();
+        StoreFuture::new(self.on_own_runtime("write", async move {
+            let payload = PutPayload::from(bytes::Bytes::from_owner(SharedEntry(entry)));
+            match backend.inner.put(&location, payload).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(backend.error("write", &location, e)),
             }
-        });
-        Ok(Some(Found::Stream {
-            reader: Box::new(ChunkReader {
-                chunks: rx,
-                current: Vec::new(),
-                at: 0,
-            }),
-            len,
         }))
     }
 
@@ -415,6 +476,15 @@ impl Store for ObjectStoreBackend {
             .collect();
         out.sort();
         Ok(out)
+    }
+}
+
+/// An entry shared with the engine's cache, uploaded without a copy.
+struct SharedEntry(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SharedEntry {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
     }
 }
 
@@ -566,13 +636,13 @@ mod tests {
         writer.commit().unwrap();
         let marker = || store.list_objects(Path::from("p/.used")).unwrap();
         // A fresh entry's use needs no record.
-        store.record_use(&slot, SystemTime::now());
+        store.record_use(key, store.use_marker(&slot), SystemTime::now());
         assert!(marker().is_empty());
 
         // As if the entry had been written two days ago and read now; the
         // marker is written in the background.
         let long_ago = SystemTime::now() - std::time::Duration::from_secs(2 * 86_400);
-        store.record_use(&slot, long_ago);
+        store.record_use(key, store.use_marker(&slot), long_ago);
         for _ in 0..200 {
             if !marker().is_empty() {
                 break;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use proc_macro2::{Span, TokenStream};
+use quote::quote;
 use syn::meta::ParseNestedMeta;
 use syn::LitStr;
 
@@ -14,6 +15,8 @@ pub(crate) struct TaskAttr {
     pub(crate) version: LitStr,
     /// How long a stored result stays valid; forever if unset.
     pub(crate) ttl: Option<Duration>,
+    /// `crate = "..."`: the path of the `routine` library.
+    pub(crate) krate: Option<syn::Path>,
 }
 
 const USAGE: &str = "write `#[routine::task(name = \"train\", version = \"0.1.0\")]`";
@@ -23,8 +26,11 @@ impl TaskAttr {
         let mut name: Option<LitStr> = None;
         let mut version: Option<LitStr> = None;
         let mut ttl: Option<LitStr> = None;
+        let mut krate: Option<syn::Path> = None;
         let parser = syn::meta::parser(|meta| {
-            if meta.path.is_ident("name") {
+            if meta.path.is_ident("crate") {
+                set_crate(&meta, &mut krate)
+            } else if meta.path.is_ident("name") {
                 set_once(&meta, &mut name, "name", &string_literal("name"))
             } else if meta.path.is_ident("version") {
                 set_once(&meta, &mut version, "version", &string_literal("version"))
@@ -33,7 +39,7 @@ impl TaskAttr {
             } else {
                 let path = option_name(&meta);
                 Err(meta.error(format_args!(
-                    "unknown task option `{path}`; a task takes `name`, `version` and optionally `ttl`"
+                    "unknown task option `{path}`; a task takes `name`, `version` and optionally `ttl` and `crate`"
                 )))
             }
         });
@@ -64,8 +70,61 @@ impl TaskAttr {
         };
         match errors {
             Some(errors) => Err(errors),
-            None => Ok(TaskAttr { name, version, ttl }),
+            None => Ok(TaskAttr {
+                name,
+                version,
+                ttl,
+                krate,
+            }),
         }
+    }
+
+    /// What a task whose attribute is wrong expands with, beside the
+    /// errors: a wrapper of the right signature keeps its callers free of
+    /// errors of their own.
+    pub(crate) fn fallback(function: &syn::ItemFn) -> TaskAttr {
+        let span = function.sig.ident.span();
+        TaskAttr {
+            name: LitStr::new(&function.sig.ident.to_string(), span),
+            version: LitStr::new("0.0.0", span),
+            ttl: None,
+            krate: None,
+        }
+    }
+}
+
+/// Reads `crate = "path"`: where the `routine` library is, for a crate that
+/// renames its dependency or re-exports routine (as serde's and tokio's
+/// attributes take it).
+pub(crate) fn set_crate(
+    meta: &ParseNestedMeta<'_>,
+    slot: &mut Option<syn::Path>,
+) -> syn::Result<()> {
+    let mut text: Option<LitStr> = None;
+    set_once(
+        meta,
+        &mut text,
+        "crate",
+        "a string literal, as in `crate = \"my_routine\"`",
+    )?;
+    let text = text.expect("set above");
+    if slot.is_some() {
+        return Err(meta.error("`crate` is given twice"));
+    }
+    *slot = Some(text.parse().map_err(|_| {
+        syn::Error::new(
+            text.span(),
+            format!("`crate = \"{}\"` is not a path", text.value()),
+        )
+    })?);
+    Ok(())
+}
+
+/// The module the expansion calls into: `<crate>::__private`.
+pub(crate) fn private_module(krate: Option<&syn::Path>) -> TokenStream {
+    match krate {
+        Some(path) => quote!(#path::__private),
+        None => quote!(::routine::__private),
     }
 }
 
@@ -213,6 +272,15 @@ mod tests {
                 parse(&format!(r#"name = "a", version = "1.0.0", ttl = {bad:?}"#)).unwrap_err();
             assert!(error.contains("ttl"), "{bad}: {error}");
         }
+    }
+
+    #[test]
+    fn the_crate_path_can_be_renamed() {
+        let attr = parse(r#"name = "a", version = "1.0.0", crate = "my::routine""#).unwrap();
+        let krate = attr.krate.unwrap();
+        assert_eq!(quote!(#krate).to_string(), "my :: routine");
+        let error = parse(r#"name = "a", version = "1.0.0", crate = "not a path""#).unwrap_err();
+        assert!(error.contains("is not a path"), "{error}");
     }
 
     #[test]

@@ -14,13 +14,13 @@
 //! `tokio::spawn(train(..))` inside a scope works.
 
 use proc_macro2::{Delimiter, Ident, TokenStream, TokenTree};
-use quote::{format_ident, quote, quote_spanned, ToTokens};
+use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::ItemFn;
 
-use crate::attr::TaskAttr;
+use crate::attr::{private_module, TaskAttr};
 use crate::fingerprint;
-use crate::item::expand_function;
+use crate::item::{expand_function, hygienic, respanned};
 use crate::signature::TaskSignature;
 
 pub(crate) fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -28,6 +28,7 @@ pub(crate) fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
         item,
         "#[routine::task] goes on a free `async fn` or `fn`",
         TaskAttr::parse(attr),
+        TaskAttr::fallback,
         TaskSignature::check,
         |attr, signature, function| wrap(&attr, &signature, function),
     )
@@ -42,7 +43,23 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
         block,
     } = function;
     let ident = &sig.ident;
-    let body_ident = format_ident!("__routine_body");
+    let private = private_module(attr.krate.as_ref());
+    let body_ident = hygienic("__routine_body");
+    let routine_arguments = hygienic("__ROUTINE_ARGUMENTS");
+    let routine_outcome = hygienic("__ROUTINE_OUTCOME");
+    let routine_parameters = hygienic("__ROUTINE_PARAMETERS");
+    let routine_task = hygienic("__ROUTINE_TASK");
+    let routine_decoder = hygienic("__routine_decoder");
+    let routine_encoded = hygienic("__routine_encoded");
+    let routine_error = hygienic("__routine_error");
+    let routine_failure = hygienic("__routine_failure");
+    let routine_invocation = hygienic("__routine_invocation");
+    let routine_invoke = hygienic("__routine_invoke");
+    let routine_json = hygienic("__routine_json");
+    let routine_key = hygienic("__routine_key");
+    let routine_output = hygienic("__routine_output");
+    let routine_reported = hygienic("__routine_reported");
+    let routine_run = hygienic("__routine_run");
     let (name, version) = (&attr.name, &attr.version);
     let names: Vec<&Ident> = signature.arguments.iter().map(|a| &a.name).collect();
     let types: Vec<&syn::Type> = signature.arguments.iter().map(|a| &a.ty).collect();
@@ -62,9 +79,15 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
     let outcome = if signature.returns_result {
         quote_spanned!(output_span=> #output)
     } else {
-        quote_spanned!(output_span=> ::routine::__private::Plain<#output>)
+        {
+            let private = respanned(&private, output_span);
+            quote_spanned!(output_span=> #private::Plain<#output>)
+        }
     };
-    let codec = quote_spanned!(output_span=> ::routine::__private::outcome_codec::<#outcome>());
+    let codec = {
+        let private = respanned(&private, output_span);
+        quote_spanned!(output_span=> #private::outcome_codec::<#outcome>())
+    };
     let parameter_names = names.iter().map(|name| name.to_string());
     let parameter_types = types.iter().map(|ty| render_tokens(ty.to_token_stream()));
     let parameter_count = names.len();
@@ -75,48 +98,49 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
         }
         None => quote!(::core::option::Option::None),
     };
-    let argument_codecs = types
-        .iter()
-        .map(|ty| quote_spanned!(ty.span()=> ::routine::__private::argument::<#ty>()));
+    let argument_codecs = types.iter().map(|ty| {
+        let private = respanned(&private, ty.span());
+        quote_spanned!(ty.span()=> #private::argument::<#ty>())
+    });
     let indices: Vec<syn::Index> = (0..names.len()).map(syn::Index::from).collect();
     // A `Result` task's `Err`, described with the best of `Display`,
     // `Debug` or its type name: for workers, `run` and triggers.
     let (describe_failure, report, codec) = if signature.returns_result {
         (
             quote! {
-                fn __routine_failure(__routine_output: &#output) -> ::core::option::Option<::std::string::String> {
-                    match __routine_output {
+                fn #routine_failure(#routine_output: &#output) -> ::core::option::Option<::std::string::String> {
+                    match #routine_output {
                         ::core::result::Result::Ok(_) => ::core::option::Option::None,
                         #[allow(clippy::needless_borrow)]
-                        ::core::result::Result::Err(__routine_error) => {
+                        ::core::result::Result::Err(#routine_error) => {
                             #[allow(unused_imports)]
-                            use ::routine::__private::{ViaDebug as _, ViaDisplay as _, ViaName as _};
-                            ::core::option::Option::Some((&&&::routine::__private::Described(__routine_error)).describe())
+                            use #private::{ViaDebug as _, ViaDisplay as _, ViaName as _};
+                            ::core::option::Option::Some((&&&#private::Described(#routine_error)).describe())
                         }
                     }
                 }
             },
             quote! {
-                match __routine_failure(&__routine_output) {
+                match #routine_failure(&#routine_output) {
                     ::core::option::Option::None => ::core::result::Result::Ok(()),
-                    ::core::option::Option::Some(__routine_error) => ::core::result::Result::Err(__routine_error),
+                    ::core::option::Option::Some(#routine_error) => ::core::result::Result::Err(#routine_error),
                 }
             },
-            quote!(#codec.describing_failures(__routine_failure)),
+            quote!(#codec.describing_failures(#routine_failure)),
         )
     } else {
         (quote!(), quote!(::core::result::Result::Ok(())), codec)
     };
     let wrap_result = |call: TokenStream| match signature.returns_result {
         true => call,
-        false => quote!(::routine::__private::Plain(#call)),
+        false => quote!(#private::Plain(#call)),
     };
     let run = if signature.is_async {
         let result = wrap_result(quote!(#body_ident(#(#names),*).await));
         quote!(async move { #result })
     } else {
         let result = wrap_result(quote!(#body_ident(#(#names),*)));
-        quote!(::routine::__private::run_blocking(move || #result))
+        quote!(#private::run_blocking(move || #result))
     };
 
     let fingerprint_bytes = fingerprint.iter();
@@ -128,49 +152,49 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
 
             // Every bound on the argument and result types is checked here,
             // once.
-            const __ROUTINE_ARGUMENTS: (#(::routine::__private::ArgumentCodec<#types>,)*) = (#(#argument_codecs,)*);
+            const #routine_arguments: (#(#private::ArgumentCodec<#types>,)*) = (#(#argument_codecs,)*);
             #describe_failure
-            const __ROUTINE_OUTCOME: ::routine::__private::OutcomeCodec<#outcome, #output> = #codec;
-            static __ROUTINE_PARAMETERS: [::routine::__private::Parameter; #parameter_count] = [
-                #(::routine::__private::Parameter::__new(
+            const #routine_outcome: #private::OutcomeCodec<#outcome, #output> = #codec;
+            static #routine_parameters: [#private::Parameter; #parameter_count] = [
+                #(#private::Parameter::__new(
                     #parameter_names,
                     #parameter_types,
-                    __ROUTINE_ARGUMENTS.#indices.from_json,
-                    __ROUTINE_ARGUMENTS.#indices.to_json,
+                    #routine_arguments.#indices.from_json,
+                    #routine_arguments.#indices.to_json,
                 ),)*
             ];
 
             /// Runs the task for a worker or a command line: stored (and
             /// given as JSON if asked), or the message of its `Err`.
-            async fn __routine_run(
+            async fn #routine_run(
                 #(#names: #types,)*
-                __routine_json: bool,
-            ) -> ::core::result::Result<::routine::__private::Finished, ::std::string::String> {
-                let __routine_output = #ident(#(#names),*).await;
-                let __routine_reported: ::core::result::Result<(), ::std::string::String> = #report;
-                __routine_reported.map(|()| match __routine_json {
-                    true => (__ROUTINE_OUTCOME.output_json)(&__routine_output),
-                    false => ::routine::__private::Finished::Stored,
+                #routine_json: bool,
+            ) -> ::core::result::Result<#private::Finished, ::std::string::String> {
+                let #routine_output = #ident(#(#names),*).await;
+                let #routine_reported: ::core::result::Result<(), ::std::string::String> = #report;
+                #routine_reported.map(|()| match #routine_json {
+                    true => (#routine_outcome.output_json)(&#routine_output),
+                    false => #private::Finished::Stored,
                 })
             }
 
             /// Runs the task from encoded arguments: what a worker calls.
-            fn __routine_invoke(
-                __routine_encoded: &[u8],
-                __routine_json: bool,
-            ) -> ::core::result::Result<::routine::__private::Invocation, ::routine::__private::ArgumentsError> {
-                let mut __routine_decoder = ::routine::__private::ArgumentsDecoder::new(__routine_encoded);
-                #(let #names = (__ROUTINE_ARGUMENTS.#indices.decode)(&mut __routine_decoder)?;)*
-                __routine_decoder.finish()?;
+            fn #routine_invoke(
+                #routine_encoded: &[u8],
+                #routine_json: bool,
+            ) -> ::core::result::Result<#private::Invocation, #private::ArgumentsError> {
+                let mut #routine_decoder = #private::ArgumentsDecoder::new(#routine_encoded);
+                #(let #names = (#routine_arguments.#indices.decode)(&mut #routine_decoder)?;)*
+                #routine_decoder.finish()?;
                 #[allow(unused_imports)]
-                use ::routine::__private::{ViaLocal as _, ViaSend as _};
+                use #private::{ViaLocal as _, ViaSend as _};
                 // `Send` routines run on any runtime thread (see `Started`).
                 #[allow(clippy::needless_borrow)]
-                let __routine_invocation = (&&::routine::__private::Started::new(__routine_run(#(#names,)* __routine_json))).invocation();
-                ::core::result::Result::Ok(__routine_invocation)
+                let #routine_invocation = (&&#private::Started::new(#routine_run(#(#names,)* #routine_json))).invocation();
+                ::core::result::Result::Ok(#routine_invocation)
             }
 
-            static __ROUTINE_TASK: ::routine::__private::TaskSpec = ::routine::__private::TaskSpec::__new(
+            static #routine_task: #private::TaskSpec = #private::TaskSpec::__new(
                 #name,
                 #version,
                 [#(#fingerprint_bytes),*],
@@ -179,21 +203,21 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
                 ::core::file!(),
                 ::core::line!(),
                 #ttl,
-                &__ROUTINE_PARAMETERS,
-                __routine_invoke,
-                __ROUTINE_OUTCOME.describe_stored,
+                &#routine_parameters,
+                #routine_invoke,
+                #routine_outcome.describe_stored,
             );
-            ::routine::__private::inventory::submit! {
-                ::routine::__private::Registered(&__ROUTINE_TASK)
+            #private::inventory::submit! {
+                #private::Registered(&#routine_task)
             }
-            ::routine::__private::call(
-                &__ROUTINE_TASK,
+            #private::call(
+                &#routine_task,
                 (#(#names,)*),
-                |(#(#names,)*): &(#(#types,)*), __routine_key: &mut ::routine::__private::KeyBuilder| {
-                    #((__ROUTINE_ARGUMENTS.#indices.add)(#names, __routine_key)?;)*
+                |(#(#names,)*): &(#(#types,)*), #routine_key: &mut #private::KeyBuilder| {
+                    #((#routine_arguments.#indices.add)(#names, #routine_key)?;)*
                     ::core::result::Result::Ok(())
                 },
-                &__ROUTINE_OUTCOME,
+                &#routine_outcome,
                 |(#(#names,)*)| #run,
             )
         }

@@ -16,25 +16,37 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{ItemFn, LitStr, ReturnType};
 
-use crate::attr::{combine, option_name, set_once};
-use crate::item::expand_function;
+use crate::attr::{combine, option_name, private_module, set_crate, set_once};
+use crate::item::{expand_function, hygienic, respanned};
 
 pub(crate) fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand_function(
         item,
         "#[routine::main] goes on `async fn main()`",
         parse_options(attr),
+        |_| MainAttr::default(),
         check,
-        |project, (), function| wrap(project, function),
+        |attr, (), function| wrap(attr, function),
     )
 }
 
-/// `project = "name"`, optional: the name the program shows and the default
-/// broker namespace. Without it, the binary's name.
-fn parse_options(tokens: TokenStream) -> syn::Result<Option<LitStr>> {
+/// The options of `#[main]`, all optional.
+#[derive(Default)]
+struct MainAttr {
+    /// `project = "name"`: the name the program shows and the default
+    /// broker namespace. Without it, the binary's name.
+    project: Option<LitStr>,
+    /// `crate = "..."`: the path of the `routine` library.
+    krate: Option<syn::Path>,
+}
+
+fn parse_options(tokens: TokenStream) -> syn::Result<MainAttr> {
     let mut project: Option<LitStr> = None;
+    let mut krate: Option<syn::Path> = None;
     let parser = syn::meta::parser(|meta| {
-        if meta.path.is_ident("project") {
+        if meta.path.is_ident("crate") {
+            set_crate(&meta, &mut krate)
+        } else if meta.path.is_ident("project") {
             set_once(
                 &meta,
                 &mut project,
@@ -48,13 +60,13 @@ fn parse_options(tokens: TokenStream) -> syn::Result<Option<LitStr>> {
         } else {
             let path = option_name(&meta);
             Err(meta.error(format_args!(
-                "unknown option `{path}`; `#[routine::main]` takes only `project = \"..\"` \
+                "unknown option `{path}`; `#[routine::main]` takes only `project = \"..\"` and `crate` \
                  (settings such as the store go in routine.toml or ROUTINE_* variables)"
             )))
         }
     });
     syn::parse::Parser::parse2(parser, tokens)?;
-    Ok(project)
+    Ok(MainAttr { project, krate })
 }
 
 fn check(function: &ItemFn) -> syn::Result<()> {
@@ -89,7 +101,9 @@ fn check(function: &ItemFn) -> syn::Result<()> {
     }
 }
 
-fn wrap(project: Option<LitStr>, function: ItemFn) -> TokenStream {
+fn wrap(attr: MainAttr, function: ItemFn) -> TokenStream {
+    let private = private_module(attr.krate.as_ref());
+    let routine_main = hygienic("__routine_main");
     let ItemFn {
         attrs,
         vis,
@@ -111,7 +125,7 @@ fn wrap(project: Option<LitStr>, function: ItemFn) -> TokenStream {
         })
         .collect();
     let about = about.join("\n");
-    let project = match project {
+    let project = match attr.project {
         Some(project) => quote!(#project),
         None => quote! {
             match ::core::option_env!("CARGO_BIN_NAME") {
@@ -123,13 +137,16 @@ fn wrap(project: Option<LitStr>, function: ItemFn) -> TokenStream {
     let (output, exit) = match &sig.output {
         ReturnType::Default => (
             quote!(()),
-            quote!(<() as ::routine::__private::cli::MainOutput>::exit_code),
+            quote!(<() as #private::cli::MainOutput>::exit_code),
         ),
         ReturnType::Type(_, ty) => (
             quote!(#ty),
             // Spanned at the user's return type: a type that cannot end a
             // program is reported there.
-            quote_spanned!(ty.span()=> <#ty as ::routine::__private::cli::MainOutput>::exit_code),
+            {
+                let private = respanned(&private, ty.span());
+                quote_spanned!(ty.span()=> <#ty as #private::cli::MainOutput>::exit_code)
+            },
         ),
     };
     let other_attrs = attrs.iter().filter(|a| !a.path().is_ident("doc"));
@@ -137,14 +154,14 @@ fn wrap(project: Option<LitStr>, function: ItemFn) -> TokenStream {
         #(#attrs)*
         #vis fn main() -> ::std::process::ExitCode {
             #(#other_attrs)*
-            async fn __routine_main() -> #output #block
-            ::routine::__private::cli::main(
-                ::routine::__private::cli::Program {
+            async fn #routine_main() -> #output #block
+            #private::cli::main(
+                #private::cli::Program {
                     project: #project,
                     about: #about,
                     version: ::core::env!("CARGO_PKG_VERSION"),
                 },
-                __routine_main,
+                #routine_main,
                 #exit,
             )
         }

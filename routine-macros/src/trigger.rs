@@ -17,14 +17,15 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{FnArg, GenericArgument, ItemFn, LitBool, LitStr, PathArguments, ReturnType, Type};
 
-use crate::attr::{check_name, check_version, option_name, set_once};
-use crate::item::expand_function;
+use crate::attr::{check_name, check_version, option_name, private_module, set_crate, set_once};
+use crate::item::{expand_function, hygienic, respanned};
 
 struct TriggerAttr {
     name: LitStr,
     version: Option<LitStr>,
     hits: bool,
     failures: bool,
+    krate: Option<syn::Path>,
 }
 
 const USAGE: &str =
@@ -35,6 +36,7 @@ pub(crate) fn trigger(attr: TokenStream, item: TokenStream) -> TokenStream {
         item,
         "#[routine::trigger] goes on an `async fn` taking one `routine::Completion<T>`",
         parse_attr(attr),
+        fallback,
         check,
         |attr, result_type, function| wrap(&attr, result_type, function),
     )
@@ -43,8 +45,11 @@ pub(crate) fn trigger(attr: TokenStream, item: TokenStream) -> TokenStream {
 fn parse_attr(tokens: TokenStream) -> syn::Result<TriggerAttr> {
     let mut on: Option<LitStr> = None;
     let (mut hits, mut failures): (Option<LitBool>, Option<LitBool>) = (None, None);
+    let mut krate: Option<syn::Path> = None;
     let parser = syn::meta::parser(|meta| {
-        if meta.path.is_ident("on") {
+        if meta.path.is_ident("crate") {
+            set_crate(&meta, &mut krate)
+        } else if meta.path.is_ident("on") {
             let expected = "a string literal: the routine's name, or name@version";
             set_once(&meta, &mut on, "on", expected)
         } else if meta.path.is_ident("hits") {
@@ -54,7 +59,7 @@ fn parse_attr(tokens: TokenStream) -> syn::Result<TriggerAttr> {
         } else {
             let path = option_name(&meta);
             Err(meta.error(format_args!(
-                "unknown trigger option `{path}`; a trigger takes `on`, `hits` and `failures`"
+                "unknown trigger option `{path}`; a trigger takes `on`, `hits`, `failures` and `crate`"
             )))
         }
     });
@@ -82,7 +87,21 @@ fn parse_attr(tokens: TokenStream) -> syn::Result<TriggerAttr> {
         version,
         hits: hits.is_some_and(|b| b.value),
         failures: failures.is_some_and(|b| b.value),
+        krate,
     })
+}
+
+/// What a trigger whose attribute is wrong expands with, beside the errors:
+/// bound to its own name, so that it registers and compiles as usual.
+fn fallback(function: &ItemFn) -> TriggerAttr {
+    let span = function.sig.ident.span();
+    TriggerAttr {
+        name: LitStr::new(&function.sig.ident.to_string(), span),
+        version: None,
+        hits: false,
+        failures: false,
+        krate: None,
+    }
 }
 
 /// Checks the function's shape; returns the `T` of its `Completion<T>`.
@@ -133,6 +152,11 @@ fn completion_type(ty: &Type) -> Option<Type> {
 }
 
 fn wrap(attr: &TriggerAttr, result_type: Type, function: ItemFn) -> TokenStream {
+    let private = private_module(attr.krate.as_ref());
+    let routine_trigger = hygienic("__ROUTINE_TRIGGER");
+    let routine_completion = hygienic("__routine_completion");
+    let routine_fire = hygienic("__routine_fire");
+    let routine_occurrence = hygienic("__routine_occurrence");
     let ident = &function.sig.ident;
     let trigger_name = ident.to_string();
     let name = &attr.name;
@@ -144,37 +168,38 @@ fn wrap(attr: &TriggerAttr, result_type: Type, function: ItemFn) -> TokenStream 
     // Spanned at the user's return type: a type a trigger cannot return is
     // reported there.
     let into_result = match &function.sig.output {
-        ReturnType::Default => quote!(<() as ::routine::__private::TriggerOutput>::into_result),
+        ReturnType::Default => quote!(<() as #private::TriggerOutput>::into_result),
         ReturnType::Type(_, ty) => {
-            quote_spanned!(ty.span()=> <#ty as ::routine::__private::TriggerOutput>::into_result)
+            let private = respanned(&private, ty.span());
+            quote_spanned!(ty.span()=> <#ty as #private::TriggerOutput>::into_result)
         }
     };
     let decode =
-        quote_spanned!(result_type.span()=> __routine_occurrence.completion::<#result_type>());
+        quote_spanned!(result_type.span()=> #routine_occurrence.completion::<#result_type>());
     quote! {
         #function
 
         const _: () = {
-            fn __routine_fire(
-                __routine_occurrence: ::routine::__private::Occurrence,
+            fn #routine_fire(
+                #routine_occurrence: #private::Occurrence,
             ) -> ::core::pin::Pin<::std::boxed::Box<dyn ::core::future::Future<Output = ::core::result::Result<(), ::std::string::String>> + ::core::marker::Send>> {
                 ::std::boxed::Box::pin(async move {
-                    let __routine_completion = #decode?;
-                    #into_result(#ident(__routine_completion).await)
+                    let #routine_completion = #decode?;
+                    #into_result(#ident(#routine_completion).await)
                 })
             }
-            static __ROUTINE_TRIGGER: ::routine::__private::TriggerSpec = ::routine::__private::TriggerSpec::__new(
+            static #routine_trigger: #private::TriggerSpec = #private::TriggerSpec::__new(
                 #trigger_name,
                 #name,
                 #version,
                 #hits,
                 #failures,
-                __routine_fire,
+                #routine_fire,
                 ::core::file!(),
                 ::core::line!(),
             );
-            ::routine::__private::inventory::submit! {
-                ::routine::__private::RegisteredTrigger(&__ROUTINE_TRIGGER)
+            #private::inventory::submit! {
+                #private::RegisteredTrigger(&#routine_trigger)
             }
         };
     }

@@ -44,9 +44,7 @@ impl Invocation {
             Err(e) => Err(format!("was cancelled: {e}")),
         };
         if let Some((log, part)) = log {
-            if let Err(e) = log.store(engine.store(), &part.key) {
-                tracing::warn!(run = %part.run, error = %e, "cannot store the record of a run; its lineage is lost");
-            }
+            engine.inner.store_run(&log, &part.key).await;
         }
         outcome
     }

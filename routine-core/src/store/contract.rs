@@ -1,22 +1,59 @@
-//! The contract every [`Store`] backend must pass (feature `contract`); each
-//! backend's tests call [`run`], as routine's own backends do:
+//! The contract every [`Store`] backend must pass (feature `contract`): small
+//! named checks, each on task names of its own, each leaving nothing behind,
+//! and [`run`], which runs them all. routine's own backends run it in their
+//! tests; so should yours:
 //!
 //! ```toml
 //! [dev-dependencies]
 //! routine-core = { version = "0.1", features = ["contract"] }
 //! ```
+//!
+//! ```
+//! routine_core::store::contract::run(&routine_core::store::MemoryStore::new());
+//! ```
 
 use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use super::{Found, Slot, Store};
 use crate::key::Key;
+
+/// Runs every check on `store`; panics, saying what broke, at the first
+/// check it fails.
+pub fn run(store: &dyn Store) {
+    absent_entries_are_not_found(store);
+    uncommitted_writes_are_invisible(store);
+    puts_replace_whole_entries(store);
+    large_entries_round_trip(store);
+    listings_go_by_name_and_version(store);
+    a_slot_is_name_version_and_key(store);
+    removal_is_reported_once(store);
+    async_access_sees_what_sync_access_sees(store);
+    concurrent_writers_publish_whole_entries(store);
+}
+
+/// A key of the check's own task.
+fn key(task: &str, n: u8) -> Key {
+    Key::of(task, "1.0.0", &n).expect("a key")
+}
+
+fn slot<'a>(task: &'a str, version: &'a str, key: &'a Key) -> Slot<'a> {
+    Slot {
+        name: task,
+        version,
+        key,
+    }
+}
 
 fn read_all(found: Found) -> Vec<u8> {
     match found {
         Found::Bytes(bytes) => bytes.to_vec(),
         Found::Stream { mut reader, len } => {
             let mut out = Vec::new();
-            reader.read_to_end(&mut out).unwrap();
+            reader
+                .read_to_end(&mut out)
+                .expect("a stream reads to its end");
             assert_eq!(out.len() as u64, len, "a stream must be as long as it says");
             out
         }
@@ -24,130 +61,181 @@ fn read_all(found: Found) -> Vec<u8> {
 }
 
 fn put(store: &dyn Store, slot: &Slot<'_>, bytes: &[u8]) {
-    let mut writer = store.create(slot, bytes.len() as u64).unwrap();
-    writer.write_all(bytes).unwrap();
-    writer.commit().unwrap();
+    let mut writer = store.create(slot, bytes.len() as u64).expect("create");
+    writer.write_all(bytes).expect("write");
+    writer.commit().expect("commit");
 }
 
-/// Runs every check on an empty `store`; panics, saying what broke, at the
-/// first check it fails.
-pub fn run(store: &dyn Store) {
-    let k1 = Key::of("train", "0.0.1", &1u8).unwrap();
-    let k2 = Key::of("train", "0.0.1", &2u8).unwrap();
-    let k3 = Key::of("train", "0.0.2", &1u8).unwrap();
-    let k4 = Key::of("eval", "1.0.0", &1u8).unwrap();
-    let s1 = Slot {
-        name: "train",
-        version: "0.0.1",
-        key: &k1,
-    };
-    let s2 = Slot {
-        name: "train",
-        version: "0.0.1",
-        key: &k2,
-    };
-    let s3 = Slot {
-        name: "train",
-        version: "0.0.2",
-        key: &k3,
-    };
-    let s4 = Slot {
-        name: "eval",
-        version: "1.0.0",
-        key: &k4,
-    };
+fn get(store: &dyn Store, slot: &Slot<'_>) -> Option<Vec<u8>> {
+    store.get(slot).expect("get").map(read_all)
+}
 
-    // Empty store: nothing found, nothing listed, nothing removed.
-    assert!(store.get(&s1).unwrap().is_none());
-    assert!(store.list(None, None).unwrap().is_empty());
-    assert!(!store.remove(&s1).unwrap());
+/// Removes what a check wrote, checking that it is gone.
+fn clean(store: &dyn Store, task: &str) {
+    for listing in store.list(Some(task), None).expect("list") {
+        let slot = slot(&listing.name, &listing.version, &listing.key);
+        store.remove(&slot).expect("remove");
+    }
+    assert!(store.list(Some(task), None).expect("list").is_empty());
+}
 
-    // A writer dropped before commit leaves nothing.
-    let mut abandoned = store.create(&s1, 5).unwrap();
+/// Nothing is found, listed or removed where nothing was written.
+pub fn absent_entries_are_not_found(store: &dyn Store) {
+    let k = key("contract-absent", 1);
+    let s = slot("contract-absent", "1.0.0", &k);
+    assert!(get(store, &s).is_none());
+    assert!(store
+        .list(Some("contract-absent"), None)
+        .unwrap()
+        .is_empty());
+    assert!(!store.remove(&s).unwrap());
+}
+
+/// An entry is visible whole at commit, or not at all: a writer dropped
+/// before commit leaves nothing.
+pub fn uncommitted_writes_are_invisible(store: &dyn Store) {
+    let task = "contract-commit";
+    let k = key(task, 1);
+    let s = slot(task, "1.0.0", &k);
+    let mut abandoned = store.create(&s, 5).unwrap();
     abandoned.write_all(b"parti").unwrap();
     drop(abandoned);
-    assert!(store.get(&s1).unwrap().is_none());
-    assert!(store.list(None, None).unwrap().is_empty());
+    assert!(get(store, &s).is_none(), "an abandoned write is visible");
+    assert!(store.list(Some(task), None).unwrap().is_empty());
 
-    // Nothing is visible until commit.
-    let mut pending = store.create(&s1, 5).unwrap();
+    let mut pending = store.create(&s, 5).unwrap();
     pending.write_all(b"first").unwrap();
-    assert!(store.get(&s1).unwrap().is_none());
+    assert!(get(store, &s).is_none(), "a write is visible before commit");
     pending.commit().unwrap();
-    assert_eq!(read_all(store.get(&s1).unwrap().unwrap()), b"first");
+    assert_eq!(get(store, &s).unwrap(), b"first");
+    clean(store, task);
+}
 
-    // Overwrite replaces.
-    put(store, &s1, b"second");
-    assert_eq!(read_all(store.get(&s1).unwrap().unwrap()), b"second");
+/// A put to an existing slot replaces its entry.
+pub fn puts_replace_whole_entries(store: &dyn Store) {
+    let task = "contract-replace";
+    let k = key(task, 1);
+    let s = slot(task, "1.0.0", &k);
+    put(store, &s, b"first");
+    put(store, &s, b"second");
+    assert_eq!(get(store, &s).unwrap(), b"second");
+    clean(store, task);
+}
 
-    // A large entry round-trips, streamed or not.
-    // Over every backend's threshold for streaming and for multipart upload.
+/// An entry over every backend's thresholds for streaming and multipart
+/// upload reads back as written.
+pub fn large_entries_round_trip(store: &dyn Store) {
+    let task = "contract-large";
+    let k = key(task, 1);
+    let s = slot(task, "1.0.0", &k);
     let large: Vec<u8> = (0..20_000_000u32).map(|i| (i % 251) as u8).collect();
-    put(store, &s2, &large);
-    assert_eq!(read_all(store.get(&s2).unwrap().unwrap()), large);
+    put(store, &s, &large);
+    assert!(
+        get(store, &s).unwrap() == large,
+        "a large entry came back changed"
+    );
+    clean(store, task);
+}
 
-    put(store, &s3, b"v2");
-    put(store, &s4, b"eval");
+/// Listings filter by task name and version, with sizes and times.
+pub fn listings_go_by_name_and_version(store: &dyn Store) {
+    let (task, other) = ("contract-list", "contract-list-other");
+    let keys = [key(task, 1), key(task, 2), key(task, 3), key(other, 1)];
+    put(store, &slot(task, "1.0.0", &keys[0]), b"one");
+    put(store, &slot(task, "1.0.0", &keys[1]), b"two!");
+    put(store, &slot(task, "2.0.0", &keys[2]), b"v2");
+    put(store, &slot(other, "1.0.0", &keys[3]), b"other");
 
-    // Listing by task and version.
     let all = store.list(None, None).unwrap();
-    assert_eq!(all.len(), 4);
-    let train = store.list(Some("train"), None).unwrap();
-    assert_eq!(train.len(), 3);
-    let v1 = store.list(Some("train"), Some("0.0.1")).unwrap();
-    assert_eq!(v1.len(), 2);
-    let sizes: Vec<u64> = v1.iter().map(|l| l.size).collect();
-    let mut expected = vec![6, large.len() as u64];
-    expected.sort();
-    let mut sizes_sorted = sizes.clone();
-    sizes_sorted.sort();
-    assert_eq!(sizes_sorted, expected);
-    assert!(v1.iter().all(|l| l.name == "train" && l.version == "0.0.1"));
+    let ours = |name: &str| all.iter().filter(|l| l.name == name).count();
+    assert_eq!((ours(task), ours(other)), (3, 1), "{all:?}");
+    assert_eq!(store.list(Some(task), None).unwrap().len(), 3);
+    let v1 = store.list(Some(task), Some("1.0.0")).unwrap();
+    let mut sizes: Vec<u64> = v1.iter().map(|l| l.size).collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, [3, 4]);
+    assert!(v1.iter().all(|l| l.name == task && l.version == "1.0.0"));
     // Times are those of the write, on the machine's clock (give or take a
     // server's rounding).
-    let now = std::time::SystemTime::now();
-    for listing in &all {
-        let age = |at: std::time::SystemTime| {
-            now.duration_since(at)
-                .unwrap_or_else(|e| e.duration())
-                .as_secs()
-        };
-        assert!(age(listing.created) < 120, "{listing:?}");
+    let now = SystemTime::now();
+    for listing in &v1 {
+        let age = now
+            .duration_since(listing.created)
+            .unwrap_or_else(|e| e.duration());
+        assert!(age.as_secs() < 120, "{listing:?}");
         assert!(listing.accessed >= listing.created, "{listing:?}");
     }
-    assert!(store.list(Some("missing"), None).unwrap().is_empty());
+    assert!(store
+        .list(Some("contract-missing"), None)
+        .unwrap()
+        .is_empty());
+    clean(store, task);
+    clean(store, other);
+}
 
-    // A slot is name, version and key: the same key under another task is not
-    // the same entry.
-    let wrong = Slot {
-        name: "eval",
-        version: "0.0.1",
-        key: &k1,
-    };
-    assert!(store.get(&wrong).unwrap().is_none());
+/// The same key under another task or version is another entry.
+pub fn a_slot_is_name_version_and_key(store: &dyn Store) {
+    let task = "contract-slot";
+    let k = key(task, 1);
+    put(store, &slot(task, "1.0.0", &k), b"x");
+    assert!(get(store, &slot("contract-slot-other", "1.0.0", &k)).is_none());
+    assert!(get(store, &slot(task, "1.0.1", &k)).is_none());
+    clean(store, task);
+}
 
-    // Remove.
-    assert!(store.remove(&s1).unwrap());
-    assert!(store.get(&s1).unwrap().is_none());
-    assert!(!store.remove(&s1).unwrap());
-    assert_eq!(store.list(None, None).unwrap().len(), 3);
+/// Removing an entry says true once, then false.
+pub fn removal_is_reported_once(store: &dyn Store) {
+    let task = "contract-remove";
+    let k = key(task, 1);
+    let s = slot(task, "1.0.0", &k);
+    put(store, &s, b"x");
+    assert!(store.remove(&s).unwrap());
+    assert!(get(store, &s).is_none());
+    assert!(!store.remove(&s).unwrap());
+}
 
-    // Concurrent writers of one slot: readers only ever see a whole entry.
+/// `get_async` and `put_async` see and make the same entries as `get` and
+/// `create`.
+pub fn async_access_sees_what_sync_access_sees(store: &dyn Store) {
+    let task = "contract-async";
+    let (k1, k2) = (key(task, 1), key(task, 2));
+    let (s1, s2) = (slot(task, "1.0.0", &k1), slot(task, "1.0.0", &k2));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime for the check");
+    runtime.block_on(async {
+        assert!(store.get_async(&s1).await.unwrap().is_none());
+        store
+            .put_async(&s1, Arc::new(b"async".to_vec()))
+            .await
+            .unwrap();
+        put(store, &s2, b"sync");
+        let read = store.get_async(&s2).await.unwrap().map(read_all);
+        assert_eq!(read.as_deref(), Some(&b"sync"[..]));
+    });
+    assert_eq!(get(store, &s1).unwrap(), b"async");
+    clean(store, task);
+}
+
+/// Concurrent writers of one slot: readers only ever see a whole entry.
+pub fn concurrent_writers_publish_whole_entries(store: &dyn Store) {
+    let task = "contract-race";
+    let k = key(task, 1);
+    let s = slot(task, "1.0.0", &k);
     let a = vec![b'a'; 200_000];
     let b = vec![b'b'; 300_000];
     std::thread::scope(|scope| {
         for round in 0..4 {
-            let (a, b) = (&a, &b);
+            let (a, b, s) = (&a, &b, &s);
             scope.spawn(move || {
                 for _ in 0..5 {
-                    put(store, &s1, if round % 2 == 0 { a } else { b });
+                    put(store, s, if round % 2 == 0 { a } else { b });
                 }
             });
         }
         scope.spawn(|| {
             for _ in 0..50 {
-                if let Some(found) = store.get(&s1).unwrap() {
-                    let got = read_all(found);
+                if let Some(got) = get(store, &s) {
                     assert!(
                         got == a || got == b,
                         "saw a partial entry of {} bytes",
@@ -157,4 +245,5 @@ pub fn run(store: &dyn Store) {
             }
         });
     });
+    clean(store, task);
 }

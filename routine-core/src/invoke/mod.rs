@@ -4,7 +4,6 @@
 //! arguments and calls it (through the worker's engine, so memoization applies
 //! there too). The helpers here are what that generated code calls.
 
-use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -90,85 +89,11 @@ impl fmt::Debug for Invocation {
     }
 }
 
-/// A task's future on its way to an [`Invocation`]; the generated code picks
-/// the `Send` kind when the future allows it, by autoref:
-/// `(&&Started::new(future)).invocation()`.
-#[doc(hidden)]
-pub struct Started<F>(Cell<Option<F>>);
-
-impl<F> Started<F> {
-    pub fn new(future: F) -> Self {
-        Started(Cell::new(Some(future)))
-    }
-
-    fn take(&self) -> F {
-        self.0.take().expect("an invocation is started once")
-    }
-}
-
-#[doc(hidden)]
-pub trait ViaSend {
-    fn invocation(&self) -> Invocation;
-}
-
-impl<F: Future<Output = Result<Finished, String>> + Send + 'static> ViaSend for &Started<F> {
-    fn invocation(&self) -> Invocation {
-        Invocation::Send(Box::pin(self.take()))
-    }
-}
-
-#[doc(hidden)]
-pub trait ViaLocal {
-    fn invocation(&self) -> Invocation;
-}
-
-impl<F: Future<Output = Result<Finished, String>> + 'static> ViaLocal for Started<F> {
-    fn invocation(&self) -> Invocation {
-        Invocation::Local(Box::pin(self.take()))
-    }
-}
-
-/// An error value to describe, with the best of `Display`, `Debug` or its
-/// type name. The generated code picks by autoref:
-/// `(&&&Described(e)).describe()`.
-#[doc(hidden)]
-pub struct Described<'a, T>(pub &'a T);
-
-#[doc(hidden)]
-pub trait ViaDisplay {
-    fn describe(&self) -> String;
-}
-
-impl<T: fmt::Display> ViaDisplay for &&Described<'_, T> {
-    fn describe(&self) -> String {
-        self.0.to_string()
-    }
-}
-
-#[doc(hidden)]
-pub trait ViaDebug {
-    fn describe(&self) -> String;
-}
-
-impl<T: fmt::Debug> ViaDebug for &Described<'_, T> {
-    fn describe(&self) -> String {
-        format!("{:?}", self.0)
-    }
-}
-
-#[doc(hidden)]
-pub trait ViaName {
-    fn describe(&self) -> String;
-}
-
-impl<T> ViaName for Described<'_, T> {
-    fn describe(&self) -> String {
-        format!("an error of type `{}`", std::any::type_name::<T>())
-    }
-}
+pub(crate) mod autoref;
 
 #[cfg(test)]
 mod tests {
+    use super::autoref::*;
     use super::*;
 
     #[test]
