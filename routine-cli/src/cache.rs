@@ -393,7 +393,7 @@ fn rm_targets(store: &dyn Store, target: &str) -> Result<Vec<Listing>, Failure> 
     if version.is_some() {
         return Ok(store.list(Some(&name), version.as_deref())?);
     }
-    let named = routine_core::store::check_component(&name)
+    let named = routine_core::store::check_name(&name)
         .ok()
         .map(|()| store.list(Some(&name), None))
         .transpose()?

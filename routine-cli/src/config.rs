@@ -337,12 +337,15 @@ impl Config {
             None => builder.build(),
             #[cfg(feature = "distributed")]
             Some(url) => {
-                use routine_distributed::{Broker, DispatchSettings, RedisDispatcher, Retry};
-                let broker = Broker::connect(url, &self.namespace, Retry::default())
+                let mut distributed = routine_distributed::DistributedConfig::new(url, &self.store);
+                distributed.namespace.clone_from(&self.namespace);
+                distributed.policy = self.policy;
+                routine_distributed::attach(builder, &distributed)
                     .await
-                    .map_err(|e| Error::Config(e.to_string()))?;
-                let dispatcher = RedisDispatcher::start(broker, DispatchSettings::default());
-                builder.dispatcher(dispatcher, self.policy).build()
+                    .map_err(|e| match e {
+                        routine_distributed::Error::Engine(e) => e,
+                        other => Error::Config(other.to_string()),
+                    })
             }
             #[cfg(not(feature = "distributed"))]
             Some(_) => Err(Error::Config(

@@ -340,15 +340,44 @@ impl StoreError {
     }
 }
 
-/// Rejects names and versions that are not plain file-name components, so
-/// that no slot, whatever its origin (a command line, a message), can point
-/// outside the store.
-pub fn check_component(text: &str) -> Result<(), StoreError> {
+/// Rejects a name that is not a task name: `[A-Za-z0-9][A-Za-z0-9_.-]*`,
+/// the alphabet `#[task]` allows at compile time (which also refuses the
+/// `routine.` prefix of routine's own records). So no slot, whatever its
+/// origin (a command line, a message), can point outside the store.
+///
+/// ```
+/// use routine_core::store::check_name;
+/// assert!(check_name("prepare-data.v2_x").is_ok());
+/// assert!(check_name("a+b").is_err() && check_name("..").is_err() && check_name("a/b").is_err());
+/// ```
+pub fn check_name(text: &str) -> Result<(), StoreError> {
+    check_characters(text, &['_', '.', '-'])
+}
+
+/// Rejects a version that is not made of a semver version's characters
+/// (`+` included), starting with a letter or digit.
+///
+/// ```
+/// use routine_core::store::check_version;
+/// assert!(check_version("1.2.3-rc.1+build.7").is_ok());
+/// assert!(check_version("../x").is_err());
+/// ```
+pub fn check_version(text: &str) -> Result<(), StoreError> {
+    check_characters(text, &['_', '.', '-', '+'])
+}
+
+fn check_characters(text: &str, punctuation: &[char]) -> Result<(), StoreError> {
     let mut chars = text.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '+'));
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || punctuation.contains(&c));
     match first_ok && rest_ok {
         true => Ok(()),
         false => Err(StoreError::InvalidComponent(text.to_owned())),
     }
+}
+
+/// Checks a slot's name and version (see [`check_name`], [`check_version`]).
+pub fn check_slot(slot: &Slot<'_>) -> Result<(), StoreError> {
+    check_name(slot.name)?;
+    check_version(slot.version)
 }

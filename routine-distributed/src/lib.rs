@@ -19,7 +19,7 @@
 
 use routine_core::dispatch::Policy;
 use routine_core::store::{self as local, Store, StoreError};
-use routine_core::Engine;
+use routine_core::{Engine, EngineBuilder};
 use std::sync::Arc;
 
 pub mod broker;
@@ -84,14 +84,19 @@ impl DistributedConfig {
 /// ```
 pub async fn connect(config: DistributedConfig) -> Result<Engine, Error> {
     let store = open_url(&config.store_url)?;
+    let builder = Engine::builder(store).cache_capacity(config.cache_capacity);
+    attach(builder, &config).await
+}
+
+/// Builds the engine `builder` describes, sending work through the broker
+/// `config` names (with its namespace, policy, waits and retries); the
+/// builder keeps its own store and cache. [`connect`] is this over the
+/// store `config` names; a program's configuration uses it over a store it
+/// opened itself.
+pub async fn attach(builder: EngineBuilder, config: &DistributedConfig) -> Result<Engine, Error> {
     let broker = Broker::connect(&config.broker_url, &config.namespace, config.retry).await?;
-    Ok(Engine::builder(store)
-        .cache_capacity(config.cache_capacity)
-        .dispatcher(
-            RedisDispatcher::start(broker, config.dispatch),
-            config.policy,
-        )
-        .build()?)
+    let dispatcher = RedisDispatcher::start(broker, config.dispatch);
+    Ok(builder.dispatcher(dispatcher, config.policy).build()?)
 }
 
 /// The broker a distributed engine sends through, if it has one.

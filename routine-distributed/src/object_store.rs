@@ -29,8 +29,8 @@ use routine_core::blocking::blocking;
 use routine_core::key::{Key, KeyMap};
 use routine_core::redact::redact_url;
 use routine_core::store::{
-    access_is_stale, check_component, EntryWrite, Found, Listing, Slot, Store, StoreError,
-    StoreFuture,
+    access_is_stale, check_name, check_slot, check_version, EntryWrite, Found, Listing, Slot,
+    Store, StoreError, StoreFuture,
 };
 
 /// Entries up to this size are fetched whole; larger ones are streamed.
@@ -164,8 +164,7 @@ impl ObjectStoreBackend {
     }
 
     fn location(&self, slot: &Slot<'_>) -> Result<Path, StoreError> {
-        check_component(slot.name)?;
-        check_component(slot.version)?;
+        check_slot(slot)?;
         Ok(self
             .prefix
             .clone()
@@ -249,7 +248,7 @@ impl ObjectStoreBackend {
             return None;
         };
         let key = Key::from_hex(key).ok()?;
-        (check_component(name).is_ok() && check_component(version).is_ok())
+        (check_name(name).is_ok() && check_version(version).is_ok())
             .then(|| (name.clone(), version.clone(), key))
     }
 
@@ -433,8 +432,13 @@ impl Store for ObjectStoreBackend {
 
     fn list(&self, name: Option<&str>, version: Option<&str>) -> Result<Vec<Listing>, StoreError> {
         let (mut under, mut markers) = (self.prefix.clone(), self.prefix.clone().join(USE_MARKERS));
-        for part in [name, version].into_iter().flatten() {
-            check_component(part)?;
+        let checked = [
+            (name, check_name as fn(&str) -> _),
+            (version, check_version),
+        ];
+        for (part, check) in checked {
+            let Some(part) = part else { continue };
+            check(part)?;
             under = under.join(part);
             markers = markers.join(part);
         }

@@ -68,8 +68,9 @@ impl Default for WorkerConfig {
 /// A worker could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    /// The engine has no broker (build it with `EngineBuilder::broker`).
-    #[error("the engine has no broker: a worker needs one")]
+    /// The engine has no broker (build it with [`connect`](crate::connect),
+    /// or give its builder a [`RedisDispatcher`](crate::RedisDispatcher)).
+    #[error("the engine has no broker: a worker needs one (build it with routine::distributed::connect)")]
     NoBroker,
     /// No registered task matches the configured routines.
     #[error("this program serves no routine (registered: {0})")]

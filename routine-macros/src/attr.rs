@@ -181,7 +181,10 @@ fn string_literal(what: &str) -> String {
 }
 
 /// Names become a directory of the store: keep them to a safe alphabet so
-/// that no name can leave it.
+/// that no name can leave it. The alphabet is the one routine-core's
+/// `store::check_name` holds every name of a slot to (names read from disk,
+/// messages and command lines); this crate cannot depend on that one, so
+/// `tests/ui/fail/bad_name.rs` and that function's tests pin the same cases.
 pub(crate) fn check_name(name: &LitStr) -> syn::Result<()> {
     let text = name.value();
     if text.is_empty() {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::{
-    access_is_stale, check_component, EntryWrite, Found, Listing, Slot, Store, StoreError,
+    access_is_stale, check_name, check_version, EntryWrite, Found, Listing, Slot, Store, StoreError,
 };
 use crate::key::Key;
 
@@ -82,8 +82,8 @@ impl FileStore {
 
     /// The directory holding one version of one task.
     pub fn version_dir(&self, name: &str, version: &str) -> Result<PathBuf, StoreError> {
-        check_component(name)?;
-        check_component(version)?;
+        check_name(name)?;
+        check_version(version)?;
         Ok(self.root.join(name).join(version))
     }
 
@@ -157,20 +157,20 @@ impl Store for FileStore {
     fn list(&self, name: Option<&str>, version: Option<&str>) -> Result<Vec<Listing>, StoreError> {
         let names = match name {
             Some(name) => {
-                check_component(name)?;
+                check_name(name)?;
                 vec![name.to_owned()]
             }
-            None => subdirectories(&self.root)?,
+            None => subdirectories(&self.root, check_name)?,
         };
         let mut out = Vec::new();
         for name in names {
             let task_dir = self.root.join(&name);
             let versions = match version {
                 Some(version) => {
-                    check_component(version)?;
+                    check_version(version)?;
                     vec![version.to_owned()]
                 }
-                None => subdirectories(&task_dir)?,
+                None => subdirectories(&task_dir, check_version)?,
             };
             for version in versions {
                 let dir = task_dir.join(&version);
@@ -192,8 +192,8 @@ impl Store for FileStore {
     fn sweep_abandoned(&self, older_than: Duration) -> Result<u64, StoreError> {
         let now = SystemTime::now();
         let mut freed = 0;
-        for name in subdirectories(&self.root)? {
-            for version in subdirectories(&self.root.join(&name))? {
+        for name in subdirectories(&self.root, check_name)? {
+            for version in subdirectories(&self.root.join(&name), check_version)? {
                 for item in items(&self.root.join(&name).join(&version))? {
                     let file_name = item.file_name();
                     let Some(file_name) = file_name.to_str() else {
@@ -261,12 +261,16 @@ fn items(dir: &Path) -> Result<Vec<fs::DirEntry>, StoreError> {
 
 /// Directory names under `dir` that are valid components; a missing `dir` is
 /// empty.
-fn subdirectories(dir: &Path) -> Result<Vec<String>, StoreError> {
+/// The subdirectories of `dir` whose names `valid` accepts.
+fn subdirectories(
+    dir: &Path,
+    valid: fn(&str) -> Result<(), StoreError>,
+) -> Result<Vec<String>, StoreError> {
     let mut out = Vec::new();
     for item in items(dir)? {
         let is_dir = item.file_type().map(|t| t.is_dir()).unwrap_or(false);
         if let (true, Some(name)) = (is_dir, item.file_name().to_str()) {
-            if check_component(name).is_ok() {
+            if valid(name).is_ok() {
                 out.push(name.to_owned());
             }
         }

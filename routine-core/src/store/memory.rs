@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{
-    access_is_stale, check_component, EntryWrite, Found, Listing, Slot, Store, StoreError,
-};
+use super::{access_is_stale, check_slot, EntryWrite, Found, Listing, Slot, Store, StoreError};
 use crate::key::{Key, KeyMap};
 
 type Entries = KeyMap<Stored>;
@@ -80,8 +78,7 @@ impl Store for MemoryStore {
     }
 
     fn create(&self, slot: &Slot<'_>, len: u64) -> Result<Box<dyn EntryWrite>, StoreError> {
-        check_component(slot.name)?;
-        check_component(slot.version)?;
+        check_slot(slot)?;
         Ok(Box::new(MemoryWriter {
             entries: Arc::clone(&self.entries),
             name: slot.name.into(),
