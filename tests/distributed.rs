@@ -508,15 +508,26 @@ async fn sigterm_stops_a_worker_cleanly() {
         .await
         .unwrap();
     first_report(&broker).await;
-    let child = &mut workers.0[0];
+    let exited = terminate(&mut workers.0[0], Duration::from_secs(20));
+    assert!(exited
+        .expect("the worker did not stop on SIGTERM")
+        .success());
+    assert!(
+        broker.workers().await.unwrap().is_empty(),
+        "a stopped worker still reports"
+    );
+}
+
+/// Sends SIGTERM to `child`; its exit status if it exits within `limit`.
+fn terminate(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let status = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
         .status()
         .unwrap();
     assert!(status.success());
-    let exited = tokio::task::block_in_place(|| {
-        let deadline = Instant::now() + Duration::from_secs(20);
+    tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 return Some(status);
@@ -526,14 +537,120 @@ async fn sigterm_stops_a_worker_cleanly() {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-    });
-    assert!(exited
-        .expect("the worker did not stop on SIGTERM")
-        .success());
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An idle worker whose broker is gone still exits within its grace (5 s
+/// in `worker_process`) after SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_worker_within_its_grace_when_the_broker_is_gone() {
+    let redis = PrivateRedis::start(free_port());
+    let ns = namespace("term-gone");
+    let mut workers =
+        Workers::start_with(&ns, 1, None, &[("ROUTINE_TEST_REDIS_URL", &redis.url())]);
+    let broker = Broker::connect(&redis.url(), &ns, Retry::default())
+        .await
+        .unwrap();
+    first_report(&broker).await;
+    drop(redis);
+    // Long enough for the worker to find its reads failing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = Instant::now();
+    let exited = terminate(&mut workers.0[0], Duration::from_secs(5));
     assert!(
-        broker.workers().await.unwrap().is_empty(),
-        "a stopped worker still reports"
+        exited.is_some(),
+        "the worker was still running {:?} after SIGTERM",
+        started.elapsed()
     );
+}
+
+/// A request whose reply cannot be written (its reply stream is a plain
+/// string key) is dead-lettered once and acknowledged; the work beside it
+/// goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_cannot_be_answered_is_dead_lettered_once() {
+    let ns = namespace("poison");
+    let _workers = Workers::start_with(&ns, 1, None, &[("ROUTINE_WORKER_MAX_DELIVERIES", "1")]);
+    let broker = Broker::connect(&env("ROUTINE_TEST_REDIS_URL"), &ns, Retry::default())
+        .await
+        .unwrap();
+    first_report(&broker).await;
+    let mut connection = redis::Client::open(env("ROUTINE_TEST_REDIS_URL")).unwrap();
+    let poisoned = format!("{ns}:poisoned-reply");
+    redis::cmd("SET")
+        .arg(&poisoned)
+        .arg("not a stream")
+        .query::<()>(&mut connection)
+        .unwrap();
+    let mut arguments = Vec::new();
+    routine::codec::encode_into(&mut arguments, &7u64).unwrap();
+    let key = routine::Key::of("square-on", "1.0.0", &(7u64,)).unwrap();
+    let work = format!("{ns}:work:square-on:1.0.0");
+    redis::cmd("XADD")
+        .arg(&work)
+        .arg("*")
+        .arg("request")
+        .arg("poisoned-1")
+        .arg("key")
+        .arg(key.to_hex())
+        .arg("task")
+        .arg("square-on")
+        .arg("version")
+        .arg("1.0.0")
+        .arg("args")
+        .arg(arguments)
+        .arg("reply")
+        .arg(&poisoned)
+        .query::<String>(&mut connection)
+        .unwrap();
+
+    let dead_letters = |connection: &mut redis::Client| -> u64 {
+        redis::cmd("XLEN")
+            .arg(format!("{ns}:dead"))
+            .query(connection)
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dead_letters(&mut connection) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the request was never dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Several claim rounds later (claim_idle is 1 s), still one dead
+    // letter, and nothing left pending.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        dead_letters(&mut connection),
+        1,
+        "dead-lettered more than once"
+    );
+    let pending: (
+        u64,
+        Option<String>,
+        Option<String>,
+        Option<Vec<(String, String)>>,
+    ) = redis::cmd("XPENDING")
+        .arg(&work)
+        .arg("workers")
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(pending.0, 0, "the poisoned request was never acknowledged");
+
+    let engine = routine::distributed::connect(config(&ns)).await.unwrap();
+    assert!(engine
+        .scope(call_one("v1".into(), 3))
+        .await
+        .contains("v1:3"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -602,11 +719,7 @@ impl Drop for PrivateRedis {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_resumes_after_the_broker_restarts() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let redis = PrivateRedis::start(port);
     let ns = namespace("restart");
     let mut workers =

@@ -168,8 +168,12 @@ async fn serve_local(
     let mut jobs: JoinSet<()> = JoinSet::new();
     let result = worker.intake(&mut jobs, stop).await;
 
+    // A broker that is gone must not hold the exit past the grace: each
+    // goodbye gets a moment, then the worker leaves without it (its
+    // heartbeat expires on its own).
+    const GOODBYE: Duration = Duration::from_secs(1);
     worker.status.set(WorkerStatus::Terminating);
-    let _ = worker.heartbeat().await;
+    let _ = tokio::time::timeout(GOODBYE, worker.heartbeat()).await;
     tracing::info!(worker = %worker.id, running = jobs.len(), "worker stopping");
     let _ = tokio::time::timeout(worker.config.shutdown_grace, async {
         while jobs.join_next().await.is_some() {}
@@ -180,7 +184,7 @@ async fn serve_local(
     jobs.abort_all();
     beating.abort();
     claiming.abort();
-    worker.broker.leave(&worker.id).await;
+    let _ = tokio::time::timeout(GOODBYE, worker.broker.leave(&worker.id)).await;
     result
 }
 
@@ -232,16 +236,15 @@ impl Worker {
             }
             if last_reclaim.elapsed() >= self.config.claim_idle / 2 {
                 last_reclaim = tokio::time::Instant::now();
-                match self.reclaim(free).await {
-                    Ok(claimed) => {
+                // A broker that is away can hold these commands up; a
+                // stop does not wait for them (what was claimed and not
+                // started is claimed again by another worker).
+                tokio::select! {
+                    _ = stopped.changed() => {}
+                    claimed = self.reclaim(free) => {
                         for delivery in claimed {
                             self.start(jobs, delivery, true);
                         }
-                    }
-                    // The broker is away (or restarted empty): the read
-                    // below reconnects and rejoins.
-                    Err(e) => {
-                        tracing::warn!(worker = %self.id, error = %e, "cannot claim abandoned work")
                     }
                 }
                 continue;
@@ -254,14 +257,21 @@ impl Worker {
                 }
                 Err(e) => {
                     tracing::warn!(worker = %self.id, error = %e, "reading work failed; reconnecting");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    if let Err(e) = reader.reconnect().await {
-                        tracing::warn!(worker = %self.id, error = %e, "cannot reconnect yet")
-                    }
-                    // A broker restarted without its data has lost the
-                    // groups: join them again.
-                    if let Err(e) = self.join_groups().await {
-                        tracing::warn!(worker = %self.id, error = %e, "cannot rejoin the work streams yet");
+                    let reconnect = async {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        if let Err(e) = reader.reconnect().await {
+                            tracing::warn!(worker = %self.id, error = %e, "cannot reconnect yet")
+                        }
+                        // A broker restarted without its data has lost the
+                        // groups: join them again.
+                        if let Err(e) = self.join_groups().await {
+                            tracing::warn!(worker = %self.id, error = %e, "cannot rejoin the work streams yet");
+                        }
+                    };
+                    // No read is in flight here: a stop may cut this short.
+                    tokio::select! {
+                        _ = stopped.changed() => {}
+                        () = reconnect => {}
                     }
                 }
             }
@@ -276,18 +286,39 @@ impl Worker {
         jobs.spawn_local(async move { worker.run(delivery, redelivered).await });
     }
 
-    /// Claims messages whose worker died; dead-letters those that keep dying.
-    async fn reclaim(&self, free: usize) -> Result<Vec<Delivery>, WorkerError> {
+    /// Claims messages whose worker died; dead-letters those that keep
+    /// dying. A failure with one stream or message is logged and the round
+    /// goes on: one bad message never blocks the recovery of the others.
+    async fn reclaim(&self, free: usize) -> Vec<Delivery> {
         let mut claimed = Vec::new();
         for stream in self.streams.keys() {
-            let abandoned = self
+            let abandoned = match self
                 .broker
                 .claim_abandoned(stream, &self.id, self.config.claim_idle, free)
-                .await?;
+                .await
+            {
+                Ok(abandoned) => abandoned,
+                // The broker is away (or restarted empty): the intake's
+                // read reconnects and rejoins.
+                Err(e) => {
+                    tracing::warn!(worker = %self.id, error = %e, "cannot claim abandoned work");
+                    continue;
+                }
+            };
             for delivery in abandoned {
-                let deliveries = self.broker.deliveries(stream, &delivery.id).await?;
+                let deliveries = match self.broker.deliveries(stream, &delivery.id).await {
+                    Ok(deliveries) => deliveries,
+                    Err(e) => {
+                        tracing::warn!(worker = %self.id, message = %delivery.id, error = %e,
+                            "cannot count the deliveries of a claimed message; running it");
+                        0
+                    }
+                };
                 if deliveries > self.config.max_deliveries {
-                    self.dead_letter(&delivery, deliveries).await?;
+                    if let Err(e) = self.dead_letter(&delivery, deliveries).await {
+                        tracing::error!(worker = %self.id, message = %delivery.id, error = %e,
+                            "cannot dead-letter a message; the next round tries again");
+                    }
                 } else {
                     tracing::warn!(worker = %self.id, message = %delivery.id, deliveries,
                         "claimed a message whose worker stopped answering");
@@ -295,7 +326,7 @@ impl Worker {
                 }
             }
         }
-        Ok(claimed)
+        claimed
     }
 
     async fn dead_letter(&self, delivery: &Delivery, deliveries: u64) -> Result<(), WorkerError> {
@@ -312,7 +343,13 @@ impl Worker {
                 )),
                 worker: self.id.clone(),
             };
-            self.broker.send_reply(&request.reply_to, &reply).await?;
+            // A reply that cannot be written (its stream poisoned, its
+            // caller gone) does not keep the request: it is acknowledged
+            // all the same, so that it is dead-lettered once.
+            if let Err(e) = self.broker.send_reply(&request.reply_to, &reply).await {
+                tracing::warn!(worker = %self.id, message = %delivery.id, error = %e,
+                    "cannot tell the caller its request was dead-lettered");
+            }
         }
         Ok(self.broker.finish(&delivery.stream, &delivery.id).await?)
     }
