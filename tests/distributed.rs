@@ -181,6 +181,9 @@ fn worker_process() {
             shutdown_grace: Duration::from_secs(5),
             ..WorkerConfig::default()
         };
+        if let Ok(seconds) = std::env::var("ROUTINE_WORKER_CLAIM_IDLE_SECS") {
+            worker.claim_idle = Duration::from_secs(seconds.parse().unwrap());
+        }
         if let Ok(deliveries) = std::env::var("ROUTINE_WORKER_MAX_DELIVERIES") {
             worker.max_deliveries = deliveries.parse().unwrap();
         }
@@ -316,10 +319,18 @@ async fn a_worker_killed_mid_task_loses_nothing() {
     let ns = namespace("kill");
     let mut workers = Workers::start(&ns, 2, None);
     let engine = routine::distributed::connect(config(&ns)).await.unwrap();
-    let broker = routine::distributed::broker_of(&engine).unwrap();
     let run = tokio::spawn(engine.scope(slow_fan_out(4)));
+    kill_a_busy_worker(&engine, &mut workers).await;
+    let results = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the workflow hung after a worker died")
+        .unwrap();
+    assert_eq!(results, vec![0, 1, 4, 9]);
+}
 
-    // Kill a worker while it runs something.
+/// Kills, with SIGKILL, a worker while it runs something.
+async fn kill_a_busy_worker(engine: &routine::Engine, workers: &mut Workers) {
+    let broker = routine::distributed::broker_of(engine).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let victim = loop {
         assert!(Instant::now() < deadline, "no worker ever started working");
@@ -336,12 +347,30 @@ async fn a_worker_killed_mid_task_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     workers.kill(victim);
+}
 
+/// A dead worker's work resumes once its heartbeat lapses (three beats of
+/// 300 ms here), not after the claim-idle fallback (30 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_workers_work_resumes_when_its_heartbeat_lapses() {
+    let ns = namespace("liveness");
+    let mut workers =
+        Workers::start_with(&ns, 2, None, &[("ROUTINE_WORKER_CLAIM_IDLE_SECS", "30")]);
+    let engine = routine::distributed::connect(config(&ns)).await.unwrap();
+    let run = tokio::spawn(engine.scope(slow_fan_out(4)));
+    kill_a_busy_worker(&engine, &mut workers).await;
+    let killed = Instant::now();
     let results = tokio::time::timeout(Duration::from_secs(60), run)
         .await
         .expect("the workflow hung after a worker died")
         .unwrap();
     assert_eq!(results, vec![0, 1, 4, 9]);
+    // The slow task takes 3 s; its takeover must not wait for claim_idle.
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "resumed {took:?} after the kill"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -634,17 +663,16 @@ async fn a_request_that_cannot_be_answered_is_dead_lettered_once() {
         1,
         "dead-lettered more than once"
     );
-    let pending: (
-        u64,
-        Option<String>,
-        Option<String>,
-        Option<Vec<(String, String)>>,
-    ) = redis::cmd("XPENDING")
+    let pending: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
         .arg(&work)
         .arg("workers")
         .query(&mut connection)
         .unwrap();
-    assert_eq!(pending.0, 0, "the poisoned request was never acknowledged");
+    assert_eq!(
+        pending.count(),
+        0,
+        "the poisoned request was never acknowledged"
+    );
 
     let engine = routine::distributed::connect(config(&ns)).await.unwrap();
     assert!(engine

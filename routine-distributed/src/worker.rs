@@ -40,9 +40,11 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Time between heartbeats; a worker silent for three of them is gone.
     pub heartbeat: Duration,
-    /// A message not re-claimed for this long belongs to a dead worker and
-    /// is claimed by another. Running messages are re-claimed every third
-    /// of it.
+    /// The work of a worker whose heartbeat expired (three missed beats)
+    /// is taken over within about one more beat. As a fallback, for work
+    /// whose worker is unknown, a message not re-claimed for this long is
+    /// claimed by another worker. Running messages are re-claimed every
+    /// third of it, however long they run.
     pub claim_idle: Duration,
     /// Deliveries after which a message goes to the dead-letter stream.
     pub max_deliveries: u64,
@@ -234,7 +236,7 @@ impl Worker {
                 }
                 continue;
             }
-            if last_reclaim.elapsed() >= self.config.claim_idle / 2 {
+            if last_reclaim.elapsed() >= self.reclaim_every() {
                 last_reclaim = tokio::time::Instant::now();
                 // A broker that is away can hold these commands up; a
                 // stop does not wait for them (what was claimed and not
@@ -280,6 +282,13 @@ impl Worker {
         result
     }
 
+    /// How often claim rounds run: every heartbeat, so that a dead
+    /// worker's work resumes within about one beat of its death being
+    /// known.
+    fn reclaim_every(&self) -> Duration {
+        self.config.heartbeat.min(self.config.claim_idle / 2)
+    }
+
     /// Starts one request; `redelivered` when a worker that had it died.
     fn start(self: &Rc<Self>, jobs: &mut JoinSet<()>, delivery: Delivery, redelivered: bool) {
         let worker = Rc::clone(self);
@@ -292,11 +301,20 @@ impl Worker {
     async fn reclaim(&self, free: usize) -> Vec<Delivery> {
         let mut claimed = Vec::new();
         for stream in self.streams.keys() {
-            let abandoned = match self
+            let of_the_dead = self
                 .broker
-                .claim_abandoned(stream, &self.id, self.config.claim_idle, free)
-                .await
-            {
+                .claim_from_dead(stream, &self.id, self.config.heartbeat, free)
+                .await;
+            let abandoned = match of_the_dead {
+                Ok(taken) if !taken.is_empty() => Ok(taken),
+                Ok(_) => {
+                    self.broker
+                        .claim_abandoned(stream, &self.id, self.config.claim_idle, free)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            let abandoned = match abandoned {
                 Ok(abandoned) => abandoned,
                 // The broker is away (or restarted empty): the intake's
                 // read reconnects and rejoins.

@@ -1,7 +1,7 @@
 //! A task's arguments: hashed into its key, encoded for a worker, decoded
 //! there, and converted from and to JSON for the command line and triggers.
 //!
-//! `#[task]` builds one [`ArgumentCodec`] per argument type, where the bounds
+//! `#[task]` builds one `ArgumentCodec` per argument type, where the bounds
 //! on the user's type are checked; the engine uses the codecs without bounds.
 //! Encoded arguments are the codec's encodings of each argument, one after
 //! the other.

@@ -143,6 +143,67 @@ impl Broker {
             .collect())
     }
 
+    /// Takes over, for `consumer`, up to `count` requests of `stream`
+    /// pending with workers whose heartbeat has expired: a dead worker's
+    /// work resumes as soon as its death is known, not after a fixed idle
+    /// time. `min_idle` keeps two workers from taking over the same
+    /// request: a request just taken over is not taken again.
+    pub(crate) async fn claim_from_dead(
+        &self,
+        stream: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<Delivery>, BrokerError> {
+        let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(GROUP)
+            .arg("-")
+            .arg("+")
+            .arg(count.max(1))
+            .query_async(&mut self.connection())
+            .await
+            .map_err(command("XPENDING"))?;
+        let mut alive: std::collections::HashMap<String, bool> = Default::default();
+        let mut orphans = Vec::new();
+        for (id, owner, _, _) in pending {
+            if owner == consumer {
+                continue;
+            }
+            let owner_alive = match alive.get(&owner) {
+                Some(known) => *known,
+                None => {
+                    let exists: bool = redis::cmd("EXISTS")
+                        .arg(self.worker_key(&owner))
+                        .query_async(&mut self.connection())
+                        .await
+                        .map_err(command("EXISTS"))?;
+                    *alive.entry(owner).or_insert(exists)
+                }
+            };
+            if !owner_alive {
+                orphans.push(id);
+            }
+        }
+        if orphans.is_empty() {
+            return Ok(Vec::new());
+        }
+        let claimed: redis::streams::StreamClaimReply = redis::cmd("XCLAIM")
+            .arg(stream)
+            .arg(GROUP)
+            .arg(consumer)
+            .arg(min_idle.as_millis() as u64)
+            .arg(&orphans)
+            .query_async(&mut self.connection())
+            .await
+            .map_err(command("XCLAIM"))?;
+        Ok(claimed
+            .ids
+            .into_iter()
+            .map(|entry| Delivery::of(stream.to_owned(), entry))
+            .collect())
+    }
+
     /// How many times the request `id` of `stream` has been delivered.
     pub(crate) async fn deliveries(&self, stream: &str, id: &str) -> Result<u64, BrokerError> {
         let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
