@@ -889,3 +889,60 @@ async fn triggers_fire_on_workers_and_lineage_spans_processes() {
         assert_eq!(squares, [("traced-square", "dispatched"); 2]);
     }
 }
+
+/// Creates or deletes a bucket of the test's S3 server (moto takes unsigned
+/// requests), through Python's standard library.
+fn bucket(method: &str, name: &str) {
+    let url = format!("{}/{name}", env("AWS_ENDPOINT"));
+    let status = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, urllib.request; urllib.request.urlopen(urllib.request.Request(sys.argv[1], method=sys.argv[2]))",
+            &url,
+            method,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "{method} {url}");
+}
+
+/// A store URL whose bucket does not exist fails at connect, naming the
+/// store, before any work is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_fails_at_connect() {
+    let ns = namespace("missing-bucket");
+    let mut config = config(&ns);
+    config.store_url = format!("s3://no-such-bucket-{ns}/results");
+    let error = routine::distributed::connect(config)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("cannot be used"), "{error}");
+    assert!(error.contains(&format!("no-such-bucket-{ns}")), "{error}");
+}
+
+/// A worker whose store stops taking results reports a failure that names
+/// the store; the caller does not run the work itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_cannot_store_reports_it() {
+    let ns = namespace("lost-bucket");
+    let lost = format!("lost-{}", ns.to_lowercase());
+    bucket("PUT", &lost);
+    let _workers = Workers::start_with(
+        &ns,
+        1,
+        None,
+        &[("ROUTINE_TEST_S3_URL", &format!("s3://{lost}"))],
+    );
+    let engine = routine::distributed::connect(config(&ns)).await.unwrap();
+    first_report(&routine::distributed::broker_of(&engine).unwrap()).await;
+    // The worker connected (its probe passed); now its bucket goes away.
+    bucket("DELETE", &lost);
+    let call = tokio::spawn(engine.scope(call_one("v1".into(), 5)));
+    let message = tokio::time::timeout(Duration::from_secs(60), panic_of(call))
+        .await
+        .expect("the caller hung");
+    assert!(message.contains("could not be stored"), "{message}");
+    assert!(message.contains(&lost), "{message}");
+    assert_eq!(engine.stats().misses, 1, "only the workflow ran here");
+}

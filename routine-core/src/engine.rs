@@ -66,12 +66,35 @@ pub(crate) struct Place {
 }
 
 /// A call run on behalf of a request from another process.
-#[derive(Clone, Copy)]
 pub(crate) struct Serving {
     /// The key of the requested call.
     pub(crate) key: Key,
     /// The request was delivered before, to a worker that died.
     pub(crate) redelivered: bool,
+    /// What became of the requested call's result, for the reply.
+    pub(crate) served: Arc<Served>,
+}
+
+/// Whether the result of a served call reached the store.
+#[derive(Default)]
+pub(crate) struct Served(std::sync::Mutex<Option<Result<(), String>>>);
+
+impl Served {
+    pub(crate) fn set_stored(&self, stored: Result<(), String>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stored);
+    }
+
+    /// `Err` when the call computed a result the store did not take.
+    pub(crate) fn stored(&self) -> Result<(), String> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .unwrap_or(Ok(()))
+    }
 }
 
 impl Current {
@@ -362,6 +385,11 @@ impl EngineBuilder {
     pub fn on_call(mut self, observer: impl Fn(&CallReport) + Send + Sync + 'static) -> Self {
         self.observer = Some(Arc::new(observer));
         self
+    }
+
+    /// The store the engine will use.
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
     }
 
     /// Sends the calls `policy` sends away through `dispatcher`. The store

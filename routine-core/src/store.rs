@@ -272,6 +272,58 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
 }
 
+/// Checks that `store` can be used: an entry written under the reserved
+/// name `routine.probe` reads back whole and is removed. A program that
+/// shares a store with other processes calls it when it connects, so that a
+/// missing bucket or a read-only folder fails at once, naming the store,
+/// rather than as a warning at every call.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let store = routine_core::store::MemoryStore::new();
+/// routine_core::store::probe(&store).await.unwrap();
+/// assert!(store.list(None, None).unwrap().is_empty());
+/// # }
+/// ```
+pub async fn probe(store: &dyn Store) -> Result<(), StoreError> {
+    let unusable = |what: &str, reason: String| StoreError::Unusable {
+        store: format!("{store:?}"),
+        reason: format!("{what}: {reason}"),
+    };
+    let nonce = format!("{:?}{}", SystemTime::now(), std::process::id());
+    let key = Key::of("routine.probe", "1", &nonce)
+        .map_err(|e| unusable("a probe key", e.to_string()))?;
+    let slot = Slot {
+        name: "routine.probe",
+        version: "1",
+        key: &key,
+    };
+    let written = Arc::new(nonce.into_bytes());
+    store
+        .put_async(&slot, Arc::clone(&written))
+        .await
+        .map_err(|e| unusable("a probe entry cannot be written", e.to_string()))?;
+    let read = match store.get_async(&slot).await {
+        Ok(Some(found)) => found
+            .into_bytes()
+            .map_err(|e| unusable("the probe entry cannot be read", e.to_string()))?,
+        Ok(None) => {
+            return Err(unusable(
+                "the probe entry",
+                "it was written but is not found".into(),
+            ))
+        }
+        Err(e) => return Err(unusable("the probe entry cannot be read", e.to_string())),
+    };
+    if read != *written {
+        return Err(unusable("the probe entry", "it reads back changed".into()));
+    }
+    store
+        .remove(&slot)
+        .map_err(|e| unusable("the probe entry cannot be removed", e.to_string()))?;
+    Ok(())
+}
+
 /// Opens the local store a URL names: `file:///absolute/folder` (or a plain
 /// path) is a [`FileStore`], which every process on the machine (or on a
 /// shared file system) can use at once. Object stores (`s3://`, `gs://`,
@@ -330,6 +382,14 @@ pub enum StoreError {
     /// A name or version that could leave the store's layout.
     #[error("`{0}` is not a valid task name or version in a store path")]
     InvalidComponent(String),
+    /// The store answers, but cannot be used (see [`probe`]).
+    #[error("the store {store} cannot be used: {reason}")]
+    Unusable {
+        /// The store, as it prints itself (credentials redacted).
+        store: String,
+        /// What failed.
+        reason: String,
+    },
 }
 
 impl StoreError {

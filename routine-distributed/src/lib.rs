@@ -71,8 +71,10 @@ impl DistributedConfig {
 /// An engine over a shared object store that sends sub-routines to workers
 /// through a Redis broker. The calling code does not change.
 ///
-/// Fails if the store URL is invalid or the broker cannot be reached after
-/// the configured retries.
+/// Fails if the store URL is invalid, if the store cannot be used (a probe
+/// entry is written, read and removed: a missing bucket fails here, naming
+/// the store), or if the broker cannot be reached after the configured
+/// retries.
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), routine_distributed::Error> {
@@ -84,6 +86,7 @@ impl DistributedConfig {
 /// ```
 pub async fn connect(config: DistributedConfig) -> Result<Engine, Error> {
     let store = open_url(&config.store_url)?;
+    routine_core::store::probe(&*store).await?;
     let builder = Engine::builder(store).cache_capacity(config.cache_capacity);
     attach(builder, &config).await
 }

@@ -24,7 +24,7 @@ use super::flight::{landed, Flight};
 use super::outcome::OutcomeCodec;
 use super::report::{CallGuard, ForTriggers};
 use super::storage::Encoded;
-use super::{Current, Engine, Inner, Place};
+use super::{Current, Engine, Inner, Place, Served};
 use crate::arguments::KeyBuilder;
 use crate::dispatch::{Dispatch, DispatchRequest, Dispatched, Policy};
 use crate::id::CallOutcome;
@@ -126,7 +126,7 @@ impl Engine {
         );
         let place = current.place.as_deref();
         let serving = place
-            .and_then(|p| p.serving)
+            .and_then(|p| p.serving.as_ref())
             .filter(|serving| serving.key == key);
         let mut report = CallGuard {
             engine: &self,
@@ -162,6 +162,7 @@ impl Engine {
             // worker (the broker's claim already makes the call run once in
             // the cluster).
             joins_flights: serving.is_none(),
+            served: serving.map(|serving| Arc::clone(&serving.served)),
         };
         let outcome = call.resolve(&mut report, body, args).instrument(span).await;
         if let Some(run) = report.outcome.and_then(|ended| report.close_run(ended)) {
@@ -181,6 +182,8 @@ struct Call<O: 'static, Out: 'static> {
     /// The arguments, encoded for a dispatcher (or the triggers).
     encoded_arguments: Option<Vec<u8>>,
     joins_flights: bool,
+    /// The request this call serves, told whether its result was stored.
+    served: Option<Arc<Served>>,
 }
 
 impl<O, Out> Call<O, Out> {
@@ -262,17 +265,22 @@ impl<O, Out> Call<O, Out> {
         let remotely = engine.dispatch(dispatcher, request).await;
         report.dispatched = false;
         match remotely {
-            Remotely::Done(()) => {
+            Remotely::Done(worker) => {
                 let inner = &*engine.inner;
-                if let Some(outcome) = lookup(inner, self.codec, task, &key).await {
-                    inner.counters.dispatched.fetch_add(1, Ordering::Relaxed);
-                    report.dispatched = true;
-                    report.outcome = Some(CallOutcome::Dispatched);
-                    return Remotely::Done(Some(outcome));
-                }
-                tracing::warn!(task = task.name(), key = %key.short(),
-                    "a worker reported the result stored, but the shared store does not have it; running it here");
-                Remotely::Done(None)
+                let Some(outcome) = lookup(inner, self.codec, task, &key).await else {
+                    // Running it here would hide a cluster whose workers
+                    // store their results where this process cannot see them.
+                    panic!(
+                        "task `{}` completed on worker {worker}, but its result is not in this \
+                         process's store {:?}: the workers and this process must share one store",
+                        task.id(),
+                        inner.store
+                    );
+                };
+                inner.counters.dispatched.fetch_add(1, Ordering::Relaxed);
+                report.dispatched = true;
+                report.outcome = Some(CallOutcome::Dispatched);
+                Remotely::Done(Some(outcome))
             }
             Remotely::LookAgain => Remotely::LookAgain,
         }
@@ -313,16 +321,19 @@ impl<O, Out> Call<O, Out> {
         let run_time = run_started.elapsed();
         let (ended, stored) =
             match (codec.encode)(inner, task, &key, &outcome, run_time, provenance) {
-                None => (CallOutcome::Failed, false),
+                None => (CallOutcome::Failed, Err("nothing to store".to_owned())),
                 Some(Encoded::Small { entry, created_at }) => (
                     CallOutcome::Computed,
                     inner.put(task, &key, entry, created_at).await,
                 ),
-                Some(Encoded::Streamed { stored }) => (CallOutcome::Computed, stored),
-                Some(Encoded::Unencodable) => (CallOutcome::Computed, false),
+                Some(Encoded::Streamed(stored)) => (CallOutcome::Computed, stored),
+                Some(Encoded::Unencodable(why)) => (CallOutcome::Computed, Err(why)),
             };
+        if let (Some(served), CallOutcome::Computed) = (&self.served, ended) {
+            served.set_stored(stored.clone());
+        }
         report.outcome = Some(ended);
-        report.stored = stored;
+        report.stored = stored.is_ok();
         report.capture(codec, &outcome, ended);
         outcome
     }
@@ -374,7 +385,11 @@ impl Engine {
     /// Sends the call to a worker and waits. A failure there is a panic
     /// here, with the worker's id and message, as a panic in a local body
     /// would be.
-    async fn dispatch(&self, dispatcher: &dyn Dispatch, request: DispatchRequest) -> Remotely<()> {
+    async fn dispatch(
+        &self,
+        dispatcher: &dyn Dispatch,
+        request: DispatchRequest,
+    ) -> Remotely<String> {
         let (task, key) = (request.task, request.key);
         let waiting = &self.inner.counters.dispatch_waiting;
         waiting.fetch_add(1, Ordering::Relaxed);
@@ -383,7 +398,7 @@ impl Engine {
         match dispatched {
             Dispatched::Completed { worker } => {
                 tracing::debug!(task = task.name(), key = %key.short(), worker = %worker, "completed on a worker");
-                Remotely::Done(())
+                Remotely::Done(worker)
             }
             Dispatched::Elsewhere => Remotely::LookAgain,
             Dispatched::Failed { worker, message } => {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{Current, Engine, Place, Serving};
+use super::{Current, Engine, Place, Served, Serving};
 use crate::invoke::{panic_message, Finished, Invocation, PartOf};
 use crate::lineage::RunLog;
 
@@ -23,6 +23,7 @@ impl Invocation {
         part_of: Option<PartOf>,
     ) -> Result<Finished, String> {
         let log = part_of.map(|part| (Arc::new(RunLog::new(part.run)), part));
+        let served = Arc::new(Served::default());
         let mut scope = Current::outside(engine.clone());
         if let Some((log, part)) = &log {
             scope.place = Some(Arc::new(Place {
@@ -31,6 +32,7 @@ impl Invocation {
                 serving: Some(Serving {
                     key: part.key,
                     redelivered: part.redelivered,
+                    served: Arc::clone(&served),
                 }),
             }));
         }
@@ -46,6 +48,14 @@ impl Invocation {
         if let Some((log, part)) = log {
             engine.inner.store_run(&log, &part.key).await;
         }
-        outcome
+        // A result the store did not take is no completion: the caller
+        // would not find it (and must not quietly run it itself).
+        outcome.and_then(|finished| match served.stored() {
+            Ok(()) => Ok(finished),
+            Err(why) => Err(format!(
+                "its result could not be stored in {:?}: {why}",
+                engine.store()
+            )),
+        })
     }
 }

@@ -53,10 +53,10 @@ pub(crate) enum Encoded {
         created_at: SystemTime,
     },
     /// Too large to hold twice: already streamed into the store, or not
-    /// (the failure was logged and counted).
-    Streamed { stored: bool },
-    /// It could not be encoded (logged and counted).
-    Unencodable,
+    /// (the failure, logged and counted, says why).
+    Streamed(Result<(), String>),
+    /// It could not be encoded (logged and counted): why.
+    Unencodable(String),
 }
 
 /// Why a result could not be stored.
@@ -198,8 +198,9 @@ impl Inner {
                 parent: provenance.parent,
             },
             Err(e) => {
-                self.store_failed(task, key, "encode a result for", &EntryError::Encode(e));
-                return Encoded::Unencodable;
+                let e = EntryError::Encode(e);
+                self.store_failed(task, key, "encode a result for", &e);
+                return Encoded::Unencodable(e.to_string());
             }
         };
         let len = meta.entry_len();
@@ -212,9 +213,7 @@ impl Inner {
             if let Err(e) = &streamed {
                 self.store_failed(task, key, "write", e);
             }
-            return Encoded::Streamed {
-                stored: streamed.is_ok(),
-            };
+            return Encoded::Streamed(streamed.map_err(|e| e.to_string()));
         }
         match entry::write(Vec::with_capacity(len as usize), &meta, value) {
             Ok(entry) => Encoded::Small {
@@ -223,20 +222,20 @@ impl Inner {
             },
             Err(e) => {
                 self.store_failed(task, key, "encode a result for", &e);
-                Encoded::Unencodable
+                Encoded::Unencodable(e.to_string())
             }
         }
     }
 
-    /// Puts an entry encoded in memory and keeps it in the cache; true if
-    /// it was stored.
+    /// Puts an entry encoded in memory and keeps it in the cache; a failure
+    /// (logged and counted) says why.
     pub(crate) async fn put(
         &self,
         task: &'static TaskSpec,
         key: &Key,
         entry: Arc<Vec<u8>>,
         created_at: SystemTime,
-    ) -> bool {
+    ) -> Result<(), String> {
         let len = entry.len();
         if let Err(e) = self
             .store
@@ -244,7 +243,7 @@ impl Inner {
             .await
         {
             self.store_failed(task, key, "write", &e);
-            return false;
+            return Err(e.to_string());
         }
         if self.cache.admits(len as u64) {
             self.cache.insert(
@@ -257,7 +256,7 @@ impl Inner {
                 },
             );
         }
-        true
+        Ok(())
     }
 
     /// Stores the record of this process's part of a run, named by
