@@ -37,7 +37,7 @@ pub(crate) async fn run(config: &Config, args: &RunArgs, ui: Ui) -> Result<(), F
         Failure::usage(format!("cannot pass the arguments to `{}`: {e}", task.id()))
     })?;
     let display = progress::Display::start(&engine, ui.progress);
-    let finished = invocation.run_in(&engine, None).await;
+    let finished = invocation.run_in(&engine).await;
     engine.settle().await;
     display.finish();
 

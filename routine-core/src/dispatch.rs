@@ -74,10 +74,14 @@ pub struct DispatchRequest {
 /// What became of a dispatched call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dispatched {
-    /// A worker stored the result: the engine reads it from the store.
+    /// A worker stored the result: the engine decodes `entry` when the
+    /// reply carried it (a small result), else reads it from the store.
     Completed {
         /// Who ran it.
         worker: String,
+        /// The stored entry, for a result small enough to travel with the
+        /// reply.
+        entry: Option<Vec<u8>>,
     },
     /// An identical call dispatched elsewhere in the cluster landed: the
     /// engine looks again.

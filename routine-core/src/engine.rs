@@ -75,25 +75,30 @@ pub(crate) struct Serving {
     pub(crate) served: Arc<Served>,
 }
 
-/// Whether the result of a served call reached the store.
+/// What became of a served call's fresh result: whether it reached the
+/// store, and its entry when it was small enough to hold in memory.
 #[derive(Default)]
-pub(crate) struct Served(std::sync::Mutex<Option<Result<(), String>>>);
+pub(crate) struct Served(std::sync::Mutex<Option<Stored>>);
+
+/// A fresh result as the store took it (or did not).
+pub(crate) type Stored = Result<Option<Arc<Vec<u8>>>, String>;
 
 impl Served {
-    pub(crate) fn set_stored(&self, stored: Result<(), String>) {
+    pub(crate) fn set(&self, stored: Stored) {
         *self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stored);
     }
 
-    /// `Err` when the call computed a result the store did not take.
-    pub(crate) fn stored(&self) -> Result<(), String> {
+    /// `Err` when the call computed a result the store did not take;
+    /// `Ok(None)` when it computed nothing (the result was stored before).
+    pub(crate) fn take(&self) -> Stored {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-            .unwrap_or(Ok(()))
+            .take()
+            .unwrap_or(Ok(None))
     }
 }
 

@@ -169,8 +169,9 @@ impl Shared {
         };
         self.broker.release_claim(inflight);
         Ok(match reply.outcome {
-            Ok(()) => Dispatched::Completed {
+            Ok(entry) => Dispatched::Completed {
                 worker: reply.worker,
+                entry,
             },
             Err(message) => Dispatched::Failed {
                 worker: reply.worker,

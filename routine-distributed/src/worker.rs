@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::{JoinSet, LocalSet};
@@ -28,7 +29,7 @@ use crate::broker::{
     unique_name, Broker, BrokerError, Delivery, Heartbeat, Reply, Request, WorkerStatus,
 };
 use routine_core::blocking::local_set_thread;
-use routine_core::invoke::{Finished, PartOf};
+use routine_core::invoke::PartOf;
 use routine_core::registry::{self, TaskSpec};
 use routine_core::Engine;
 use routine_core::RoutineId;
@@ -50,6 +51,10 @@ pub struct WorkerConfig {
     pub max_deliveries: u64,
     /// How long running routines may finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Results whose stored entry is at most this many bytes travel back
+    /// with the reply, so that the caller need not read the store (two
+    /// store requests per fresh call instead of four); 0 sends none.
+    pub inline_result_max: usize,
     /// Only these routines, if set (by default every registered task).
     pub routines: Option<Vec<RoutineId>>,
 }
@@ -62,6 +67,7 @@ impl Default for WorkerConfig {
             claim_idle: Duration::from_secs(30),
             max_deliveries: 3,
             shutdown_grace: Duration::from_secs(30),
+            inline_result_max: 256 * 1024,
             routines: None,
         }
     }
@@ -417,19 +423,14 @@ impl Worker {
         self.refresh_status();
     }
 
-    /// Runs the routine through this worker's engine; a panic or an `Err`
-    /// becomes the message sent back.
-    async fn execute(&self, request: &Request, redelivered: bool) -> Result<(), String> {
-        self.execute_invocation(request, redelivered)
-            .await
-            .map(drop)
-    }
-
-    async fn execute_invocation(
+    /// Runs the routine through this worker's engine: done, with its
+    /// stored entry when small enough for the reply; or the message of a
+    /// panic, an `Err`, or a result the store refused.
+    async fn execute(
         &self,
         request: &Request,
         redelivered: bool,
-    ) -> Result<Finished, String> {
+    ) -> Result<Option<Vec<u8>>, String> {
         let Some(task) = self
             .streams
             .get(&self.broker.work_stream(&request.task, &request.version))
@@ -452,7 +453,14 @@ impl Worker {
             key: request.key,
             redelivered,
         };
-        invocation.run_in(&self.engine, Some(part_of)).await
+        let answer = invocation.serve(&self.engine, part_of).await;
+        let inline = self.config.inline_result_max;
+        answer.outcome.map(|_| {
+            answer
+                .entry
+                .filter(|entry| entry.len() <= inline)
+                .map(|entry| Arc::try_unwrap(entry).unwrap_or_else(|shared| shared.to_vec()))
+        })
     }
 
     fn refresh_status(&self) {

@@ -24,12 +24,13 @@ use super::flight::{landed, Flight};
 use super::outcome::OutcomeCodec;
 use super::report::{CallGuard, ForTriggers};
 use super::storage::Encoded;
-use super::{Current, Engine, Inner, Place, Served};
+use super::{Current, Engine, Inner, Place, Served, Stored};
 use crate::arguments::KeyBuilder;
 use crate::dispatch::{Dispatch, DispatchRequest, Dispatched, Policy};
 use crate::id::CallOutcome;
 use crate::key::{Key, KeyError};
 use crate::registry::TaskSpec;
+use crate::store::Found;
 
 /// The entry point of every `#[task]` wrapper. It captures the current
 /// engine when the future is created, so the future can be spawned and still
@@ -163,6 +164,7 @@ impl Engine {
             // the cluster).
             joins_flights: serving.is_none(),
             served: serving.map(|serving| Arc::clone(&serving.served)),
+            trust_callers_lookup: serving.is_some_and(|serving| !serving.redelivered),
         };
         let outcome = call.resolve(&mut report, body, args).instrument(span).await;
         if let Some(run) = report.outcome.and_then(|ended| report.close_run(ended)) {
@@ -184,6 +186,9 @@ struct Call<O: 'static, Out: 'static> {
     joins_flights: bool,
     /// The request this call serves, told whether its result was stored.
     served: Option<Arc<Served>>,
+    /// A worker serving a first delivery skips the store on its first
+    /// lookup: the caller looked there a moment ago and missed.
+    trust_callers_lookup: bool,
 }
 
 impl<O, Out> Call<O, Out> {
@@ -199,7 +204,11 @@ impl<O, Out> Call<O, Out> {
         let (task, key, codec) = (self.task, self.key, self.codec);
         loop {
             let finished_before = inner.flights.finished();
-            if let Some(outcome) = lookup(inner, codec, task, &key).await {
+            let found = match std::mem::take(&mut self.trust_callers_lookup) {
+                true => (codec.cached)(inner, task, &key),
+                false => lookup(inner, codec, task, &key).await,
+            };
+            if let Some(outcome) = found {
                 report.hit(codec, &outcome);
                 return outcome;
             }
@@ -265,9 +274,18 @@ impl<O, Out> Call<O, Out> {
         let remotely = engine.dispatch(dispatcher, request).await;
         report.dispatched = false;
         match remotely {
-            Remotely::Done(worker) => {
+            Remotely::Done((worker, entry)) => {
                 let inner = &*engine.inner;
-                let Some(outcome) = lookup(inner, self.codec, task, &key).await else {
+                // A small result comes back with the reply: decoded (and
+                // verified) from it, without a read of the store.
+                let carried = entry.and_then(|entry| {
+                    (self.codec.decode)(inner, task, &key, Found::Bytes(Arc::new(entry)))
+                });
+                let read = match carried {
+                    Some(outcome) => Some(outcome),
+                    None => lookup(inner, self.codec, task, &key).await,
+                };
+                let Some(outcome) = read else {
                     // Running it here would hide a cluster whose workers
                     // store their results where this process cannot see them.
                     panic!(
@@ -319,21 +337,21 @@ impl<O, Out> Call<O, Out> {
             }
         };
         let run_time = run_started.elapsed();
-        let (ended, stored) =
+        let (ended, stored): (CallOutcome, Stored) =
             match (codec.encode)(inner, task, &key, &outcome, run_time, provenance) {
                 None => (CallOutcome::Failed, Err("nothing to store".to_owned())),
-                Some(Encoded::Small { entry, created_at }) => (
-                    CallOutcome::Computed,
-                    inner.put(task, &key, entry, created_at).await,
-                ),
-                Some(Encoded::Streamed(stored)) => (CallOutcome::Computed, stored),
+                Some(Encoded::Small { entry, created_at }) => {
+                    let put = inner.put(task, &key, Arc::clone(&entry), created_at).await;
+                    (CallOutcome::Computed, put.map(|()| Some(entry)))
+                }
+                Some(Encoded::Streamed(stored)) => (CallOutcome::Computed, stored.map(|()| None)),
                 Some(Encoded::Unencodable(why)) => (CallOutcome::Computed, Err(why)),
             };
-        if let (Some(served), CallOutcome::Computed) = (&self.served, ended) {
-            served.set_stored(stored.clone());
-        }
         report.outcome = Some(ended);
         report.stored = stored.is_ok();
+        if let (Some(served), CallOutcome::Computed) = (&self.served, ended) {
+            served.set(stored);
+        }
         report.capture(codec, &outcome, ended);
         outcome
     }
@@ -389,16 +407,16 @@ impl Engine {
         &self,
         dispatcher: &dyn Dispatch,
         request: DispatchRequest,
-    ) -> Remotely<String> {
+    ) -> Remotely<(String, Option<Vec<u8>>)> {
         let (task, key) = (request.task, request.key);
         let waiting = &self.inner.counters.dispatch_waiting;
         waiting.fetch_add(1, Ordering::Relaxed);
         let dispatched = dispatcher.dispatch(request).await;
         waiting.fetch_sub(1, Ordering::Relaxed);
         match dispatched {
-            Dispatched::Completed { worker } => {
+            Dispatched::Completed { worker, entry } => {
                 tracing::debug!(task = task.name(), key = %key.short(), worker = %worker, "completed on a worker");
-                Remotely::Done(worker)
+                Remotely::Done((worker, entry))
             }
             Dispatched::Elsewhere => Remotely::LookAgain,
             Dispatched::Failed { worker, message } => {

@@ -4,24 +4,29 @@
 use std::sync::Arc;
 
 use super::{Current, Engine, Place, Served, Serving};
-use crate::invoke::{panic_message, Finished, Invocation, PartOf};
+use crate::invoke::{panic_message, Answer, Finished, Invocation, PartOf};
 use crate::lineage::RunLog;
 
 impl Invocation {
-    /// Runs the task in `engine`'s scope as a tokio task of its own: a
-    /// `Send` one may use every runtime thread, another stays on this one
-    /// (then the caller must be inside a `tokio::task::LocalSet`). A panic
-    /// becomes an error message, as an `Err` result does.
-    ///
-    /// The task is the root of a new run, unless `part_of` says which run
-    /// it belongs to (a worker running a caller's sub-routine): then its
-    /// calls are recorded as that run's, and the record is stored when it
-    /// ends.
-    pub async fn run_in(
-        self,
-        engine: &Engine,
-        part_of: Option<PartOf>,
-    ) -> Result<Finished, String> {
+    /// Runs the task in `engine`'s scope as a tokio task of its own, as the
+    /// root of a new run: a `Send` one may use every runtime thread,
+    /// another stays on this one (then the caller must be inside a
+    /// `tokio::task::LocalSet`). A panic becomes an error message, as an
+    /// `Err` result does.
+    pub async fn run_in(self, engine: &Engine) -> Result<Finished, String> {
+        self.run(engine, None).await.outcome
+    }
+
+    /// Runs the task for another process, as part of a run started there
+    /// (its calls are recorded as that run's, and the record is stored when
+    /// it ends). The answer carries the stored entry of a small fresh
+    /// result, for the reply; a result the store did not take is a failure
+    /// that names the store.
+    pub async fn serve(self, engine: &Engine, part: PartOf) -> Answer {
+        self.run(engine, Some(part)).await
+    }
+
+    async fn run(self, engine: &Engine, part_of: Option<PartOf>) -> Answer {
         let log = part_of.map(|part| (Arc::new(RunLog::new(part.run)), part));
         let served = Arc::new(Served::default());
         let mut scope = Current::outside(engine.clone());
@@ -50,12 +55,22 @@ impl Invocation {
         }
         // A result the store did not take is no completion: the caller
         // would not find it (and must not quietly run it itself).
-        outcome.and_then(|finished| match served.stored() {
-            Ok(()) => Ok(finished),
-            Err(why) => Err(format!(
-                "its result could not be stored in {:?}: {why}",
-                engine.store()
-            )),
-        })
+        match (outcome, served.take()) {
+            (Ok(finished), Ok(entry)) => Answer {
+                outcome: Ok(finished),
+                entry,
+            },
+            (Ok(_), Err(why)) => Answer {
+                outcome: Err(format!(
+                    "its result could not be stored in {:?}: {why}",
+                    engine.store()
+                )),
+                entry: None,
+            },
+            (Err(failed), _) => Answer {
+                outcome: Err(failed),
+                entry: None,
+            },
+        }
     }
 }

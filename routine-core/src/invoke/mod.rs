@@ -54,6 +54,18 @@ impl Future for Invocation {
     }
 }
 
+/// How a task run for another process ended (see
+/// [`Invocation::serve`]).
+#[derive(Debug)]
+pub struct Answer {
+    /// Stored (or the result as JSON), or why not.
+    pub outcome: Result<Finished, String>,
+    /// The stored entry of a fresh result small enough to be held in
+    /// memory: a worker can send it back with its reply, so that the caller
+    /// need not read the store.
+    pub entry: Option<std::sync::Arc<Vec<u8>>>,
+}
+
 /// Where an invoked task stands in a run started elsewhere.
 #[derive(Debug, Clone, Copy)]
 pub struct PartOf {

@@ -25,7 +25,9 @@ pub(crate) struct Request {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Reply {
     pub(crate) request: String,
-    pub(crate) outcome: Result<(), String>,
+    /// Done, with the stored entry when the result is small enough to
+    /// travel with the reply; or the failure's message.
+    pub(crate) outcome: Result<Option<Vec<u8>>, String>,
     pub(crate) worker: String,
 }
 
@@ -68,7 +70,7 @@ impl Request {
 impl Reply {
     pub(crate) fn parse(entry: &StreamId) -> Option<Reply> {
         let outcome = match field(entry, "status")?.as_str() {
-            "done" => Ok(()),
+            "done" => Ok(field_bytes(entry, "entry").filter(|bytes| !bytes.is_empty())),
             _ => Err(field(entry, "error").unwrap_or_default()),
         };
         Some(Reply {

@@ -330,9 +330,9 @@ impl Broker {
         reply_to: &str,
         reply: &Reply,
     ) -> Result<(), BrokerError> {
-        let (status, error) = match &reply.outcome {
-            Ok(()) => ("done", ""),
-            Err(message) => ("failed", message.as_str()),
+        let (status, error, entry) = match &reply.outcome {
+            Ok(entry) => ("done", "", entry.as_deref().unwrap_or_default()),
+            Err(message) => ("failed", message.as_str(), &[][..]),
         };
         let mut xadd = redis::cmd("XADD");
         xadd.arg(reply_to)
@@ -347,7 +347,9 @@ impl Broker {
             .arg("error")
             .arg(error)
             .arg("worker")
-            .arg(&reply.worker);
+            .arg(&reply.worker)
+            .arg("entry")
+            .arg(entry);
         let _: String = self.query("XADD reply", &xadd).await?;
         Ok(())
     }
