@@ -280,8 +280,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let store = routine_core::store::MemoryStore::new();
-/// routine_core::store::probe(&store).await.unwrap();
+/// use routine_core::store::{probe, MemoryStore, Store};
+///
+/// let store = MemoryStore::new();
+/// probe(&store).await.unwrap();
 /// assert!(store.list(None, None).unwrap().is_empty());
 /// # }
 /// ```

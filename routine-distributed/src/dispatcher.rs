@@ -122,23 +122,16 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(request.request.clone(), tx);
         let claimed = self.broker.claim_and_send(&inflight, ttl, &request).await;
-        let request = request.request;
         let claimed = match claimed {
             Ok(claimed) => claimed,
             Err(e) => {
-                self.forget(&request);
+                self.forget(&request.request);
                 return Err(e);
             }
         };
         if !claimed {
-            self.forget(&request);
-            // Someone in the cluster dispatched this very call: wait for it.
-            loop {
-                tokio::time::sleep(self.settings.poll).await;
-                if !self.broker.claim_held(&inflight).await? {
-                    return Ok(Dispatched::Elsewhere);
-                }
-            }
+            self.forget(&request.request);
+            return self.wait_elsewhere(&inflight).await;
         }
         let mut unserved_since: Option<Instant> = None;
         let reply = loop {
@@ -148,15 +141,26 @@ impl Shared {
                     Err(_) => return Ok(Dispatched::Unserved("the reply listener stopped".into())),
                 },
                 () = tokio::time::sleep(self.settings.claim_ttl / 3) => {
-                    // Keep the claim while the call is alive, and give up if
-                    // every worker that could serve it is gone for good.
-                    self.broker.renew_claim(&inflight, ttl).await;
+                    // Keep the claim while the call is alive. A claim that
+                    // is gone means a broker that lost its data, and with
+                    // it the request: send it again (a task being pure, a
+                    // second run of a request that survived is harmless).
+                    if self.broker.renew_claim(&inflight, ttl).await == Some(false) {
+                        tracing::warn!(task = %task.id(), key = %key.short(),
+                            "the broker lost the claim of a call in flight (restarted without its data?); sending the request again");
+                        if !self.broker.claim_and_send(&inflight, ttl, &request).await? {
+                            self.forget(&request.request);
+                            return self.wait_elsewhere(&inflight).await;
+                        }
+                    }
+                    // Give up if every worker that could serve it is gone
+                    // for good.
                     if self.broker.served(task).await? {
                         unserved_since = None;
                     } else {
                         let since = *unserved_since.get_or_insert_with(Instant::now);
                         if since.elapsed() > self.settings.no_worker_wait {
-                            self.forget(&request);
+                            self.forget(&request.request);
                             self.broker.release_claim(inflight);
                             return Ok(Dispatched::Unserved(format!(
                                 "no live worker serves `{}` any more (waited {:?})",
@@ -178,6 +182,17 @@ impl Shared {
                 message,
             },
         })
+    }
+
+    /// Waits for an identical call someone else in the cluster dispatched:
+    /// until its claim goes, when its result is stored (or it failed).
+    async fn wait_elsewhere(&self, inflight: &str) -> Result<Dispatched, BrokerError> {
+        loop {
+            tokio::time::sleep(self.settings.poll).await;
+            if !self.broker.claim_held(inflight).await? {
+                return Ok(Dispatched::Elsewhere);
+            }
+        }
     }
 
     /// Waits until a live worker serves `task`; `Some` if none came in time.

@@ -55,14 +55,17 @@ impl Broker {
             .await
     }
 
-    /// Extends a claim while its call is alive; a failure is left to the
-    /// next renewal (the claim outlives several).
-    pub(crate) async fn renew_claim(&self, inflight: &str, ttl_ms: u64) {
-        let _: Result<(), _> = redis::cmd("PEXPIRE")
+    /// Extends a claim while its call is alive: `Some(false)` when the
+    /// claim is gone (a broker that restarted without its data lost it,
+    /// and likely the request too), `None` when the broker did not answer
+    /// (left to the next renewal: the claim outlives several).
+    pub(crate) async fn renew_claim(&self, inflight: &str, ttl_ms: u64) -> Option<bool> {
+        redis::cmd("PEXPIRE")
             .arg(inflight)
             .arg(ttl_ms)
             .query_async(&mut self.connection())
-            .await;
+            .await
+            .ok()
     }
 
     /// Drops a claim, off the caller's path: the result is already stored,
