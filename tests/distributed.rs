@@ -181,6 +181,9 @@ fn worker_process() {
             shutdown_grace: Duration::from_secs(5),
             ..WorkerConfig::default()
         };
+        if let Ok(folder) = std::env::var("ROUTINE_WORKER_BLOB_CACHE") {
+            worker.blob_cache = folder.into();
+        }
         if let Ok(seconds) = std::env::var("ROUTINE_WORKER_CLAIM_IDLE_SECS") {
             worker.claim_idle = Duration::from_secs(seconds.parse().unwrap());
         }
@@ -1101,4 +1104,85 @@ async fn a_workflow_in_flight_survives_a_broker_restart() {
         .expect("the workflow hung after the broker restarted")
         .unwrap();
     assert_eq!(results, (0..24u64).map(|x| x * x).collect::<Vec<_>>());
+}
+
+#[routine::task(name = "checksum", version = "1.0.0")]
+async fn checksum(data: serde_bytes::ByteBuf, salt: u64) -> u64 {
+    data.iter().map(|b| u64::from(*b)).sum::<u64>() + salt
+}
+
+#[routine::task(name = "checksums", version = "1.0.0")]
+async fn checksums(data: serde_bytes::ByteBuf) -> Vec<u64> {
+    let calls: Vec<_> = (0..4)
+        .map(|salt| routine::spawn(checksum(data.clone(), salt)))
+        .collect();
+    let mut sums = Vec::new();
+    for call in calls {
+        sums.push(call.await.expect("a sub-routine failed"));
+    }
+    sums
+}
+
+/// Bytes Redis has read from its clients so far.
+fn redis_input_bytes(url: &str) -> u64 {
+    let mut connection = redis::Client::open(url).unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query(&mut connection)
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_net_input_bytes:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("INFO stats has total_net_input_bytes")
+}
+
+/// A 100 MB argument given to four sub-calls crosses the broker not at all:
+/// it is uploaded once to the shared store, and each worker downloads it at
+/// most once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_argument_travels_by_reference() {
+    let redis = PrivateRedis::start(free_port());
+    let ns = namespace("large-argument");
+    let cache = tempfile::tempdir().unwrap();
+    let _workers = Workers::start_with(
+        &ns,
+        2,
+        None,
+        &[
+            ("ROUTINE_TEST_REDIS_URL", &redis.url()),
+            ("ROUTINE_WORKER_BLOB_CACHE", cache.path().to_str().unwrap()),
+        ],
+    );
+    let mut config = config(&ns);
+    config.broker_url = redis.url();
+    let engine = routine::distributed::connect(config).await.unwrap();
+    let broker = routine::distributed::broker_of(&engine).unwrap();
+    while broker.workers().await.unwrap().len() < 2 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let data: Vec<u8> = (0..100_000_000u32).map(|i| (i % 251) as u8).collect();
+    let sum: u64 = data.iter().map(|b| u64::from(*b)).sum();
+    let before = redis_input_bytes(&redis.url());
+    let sums = engine
+        .scope(checksums(serde_bytes::ByteBuf::from(data)))
+        .await;
+    let through_redis = redis_input_bytes(&redis.url()) - before;
+    assert_eq!(sums, (0..4).map(|salt| sum + salt).collect::<Vec<_>>());
+    assert!(
+        through_redis < 1 << 20,
+        "{through_redis} bytes went through Redis"
+    );
+    // Heartbeats report the downloads (every 300 ms here).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let downloads: Vec<u64> = broker
+        .workers()
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.downloads)
+        .collect();
+    assert!(
+        downloads.iter().all(|&d| d <= 1) && downloads.iter().sum::<u64>() >= 1,
+        "downloads per worker: {downloads:?}"
+    );
 }

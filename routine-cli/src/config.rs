@@ -339,7 +339,7 @@ impl Config {
             Some(url) => {
                 // The store is shared with the workers: an unusable one
                 // fails now, not as a warning at every call.
-                routine_core::store::probe(builder.store()).await?;
+                routine_core::store::probe(&**builder.store()).await?;
                 let mut distributed = routine_distributed::DistributedConfig::new(url, &self.store);
                 distributed.namespace.clone_from(&self.namespace);
                 distributed.policy = self.policy;

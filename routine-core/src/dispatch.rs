@@ -16,6 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
 
+use crate::arguments::EncodedArguments;
 use crate::id::RunId;
 use crate::key::Key;
 use crate::registry::TaskSpec;
@@ -63,8 +64,8 @@ pub struct DispatchRequest {
     /// The call's key.
     pub key: Key,
     /// The arguments, each encoded by the codec, one after the other (as
-    /// [`TaskSpec::invoke`] takes them).
-    pub arguments: Vec<u8>,
+    /// [`TaskSpec::invoke`] takes them), with where each ends.
+    pub arguments: EncodedArguments,
     /// The run the call belongs to.
     pub run: Option<RunId>,
     /// The call whose body made this one.

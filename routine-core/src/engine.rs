@@ -393,8 +393,8 @@ impl EngineBuilder {
     }
 
     /// The store the engine will use.
-    pub fn store(&self) -> &dyn Store {
-        &*self.store
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     /// Sends the calls `policy` sends away through `dispatcher`. The store

@@ -16,7 +16,11 @@ use tokio::sync::oneshot;
 use routine_core::dispatch::{Dispatch, DispatchRequest, Dispatched, Dispatching};
 use routine_core::registry::TaskSpec;
 
-use crate::broker::{unique_name, Broker, BrokerError, Reply, Request};
+use routine_core::arguments::EncodedArguments;
+use routine_core::store::{Store, StoreError};
+
+use crate::blobs::Uploads;
+use crate::broker::{unique_name, Broker, BrokerError, Part, Reply, Request};
 
 /// Timing of dispatched calls.
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +33,11 @@ pub struct DispatchSettings {
     /// Expiry of the cluster-wide in-flight claim, renewed while waiting: a
     /// caller that dies releases its claim after this long.
     pub claim_ttl: Duration,
+    /// Encoded arguments larger than this many bytes are uploaded to the
+    /// shared store once, by content, and the request carries their
+    /// address instead: a large dataset passed to many calls crosses the
+    /// broker not at all, and reaches each machine once.
+    pub arguments_by_reference_over: usize,
 }
 
 impl Default for DispatchSettings {
@@ -37,6 +46,7 @@ impl Default for DispatchSettings {
             no_worker_wait: Duration::from_secs(30),
             poll: Duration::from_millis(100),
             claim_ttl: Duration::from_secs(30),
+            arguments_by_reference_over: 1024 * 1024,
         }
     }
 }
@@ -56,15 +66,22 @@ struct Shared {
     pending: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
     /// When a live worker was last seen serving each routine.
     served_at: Mutex<HashMap<String, Instant>>,
+    /// Large arguments put in the shared store.
+    uploads: Uploads,
 }
 
 impl RedisDispatcher {
-    /// A dispatcher over `broker`; starts its reply listener on the current
-    /// tokio runtime, which stops when the dispatcher is dropped.
+    /// A dispatcher over `broker`, uploading large arguments to `store`
+    /// (the store the workers share); starts its reply listener on the
+    /// current tokio runtime, which stops when the dispatcher is dropped.
     ///
     /// # Panics
     /// Outside a tokio runtime.
-    pub fn start(broker: Broker, settings: DispatchSettings) -> RedisDispatcher {
+    pub fn start(
+        broker: Broker,
+        settings: DispatchSettings,
+        store: Arc<dyn Store>,
+    ) -> RedisDispatcher {
         let reply_stream = broker.reply_stream(&unique_name());
         let shared = Arc::new(Shared {
             broker,
@@ -72,6 +89,7 @@ impl RedisDispatcher {
             reply_stream,
             pending: Mutex::new(HashMap::new()),
             served_at: Mutex::new(HashMap::new()),
+            uploads: Uploads::new(store),
         });
         tokio::spawn(listen(Arc::downgrade(&shared)));
         RedisDispatcher { shared }
@@ -106,12 +124,20 @@ impl Shared {
         if let Some(unserved) = self.wait_for_worker(task).await? {
             return Ok(unserved);
         }
+        let arguments = match self.by_reference(call.arguments).await {
+            Ok(parts) => parts,
+            Err(e) => {
+                return Ok(Dispatched::Unserved(format!(
+                    "a large argument cannot be put in the shared store: {e}"
+                )))
+            }
+        };
         let request = Request {
             request: unique_name(),
             key: *key,
             task: task.name().to_owned(),
             version: task.version().to_owned(),
-            arguments: call.arguments,
+            arguments,
             reply_to: self.reply_stream.clone(),
             run: call.run,
             parent: call.parent,
@@ -182,6 +208,24 @@ impl Shared {
                 message,
             },
         })
+    }
+
+    /// The request's arguments: each one over the threshold uploaded to the
+    /// shared store (once per process and content) and sent as its
+    /// address; the others in the message.
+    async fn by_reference(&self, arguments: EncodedArguments) -> Result<Vec<Part>, StoreError> {
+        let over = self.settings.arguments_by_reference_over;
+        if arguments.parts().all(|part| part.len() <= over) {
+            return Ok(vec![Part::Inline(arguments.bytes)]);
+        }
+        let mut parts = Vec::new();
+        for part in arguments.parts() {
+            parts.push(match part.len() > over {
+                true => Part::Stored(self.uploads.upload(part.to_vec()).await?),
+                false => Part::Inline(part.to_vec()),
+            });
+        }
+        Ok(parts)
     }
 
     /// Waits for an identical call someone else in the cluster dispatched:

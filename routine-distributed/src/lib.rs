@@ -11,6 +11,7 @@
 //!
 //! | module | idea |
 //! |---|---|
+//! | `blobs` | large arguments by reference: uploaded once, cached per machine |
 //! | [`broker`] | Redis Streams: every Redis command of routine lives here |
 //! | [`dispatcher`] | the caller's side: [`RedisDispatcher`], routine-core's `Dispatch` over the broker |
 //! | [`worker`] | the worker's side: serving routines to other processes |
@@ -22,6 +23,7 @@ use routine_core::store::{self as local, Store, StoreError};
 use routine_core::{Engine, EngineBuilder};
 use std::sync::Arc;
 
+mod blobs;
 pub mod broker;
 pub mod dispatcher;
 pub mod object_store;
@@ -98,7 +100,7 @@ pub async fn connect(config: DistributedConfig) -> Result<Engine, Error> {
 /// opened itself.
 pub async fn attach(builder: EngineBuilder, config: &DistributedConfig) -> Result<Engine, Error> {
     let broker = Broker::connect(&config.broker_url, &config.namespace, config.retry).await?;
-    let dispatcher = RedisDispatcher::start(broker, config.dispatch);
+    let dispatcher = RedisDispatcher::start(broker, config.dispatch, Arc::clone(builder.store()));
     Ok(builder.dispatcher(dispatcher, config.policy).build()?)
 }
 

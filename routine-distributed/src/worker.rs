@@ -20,13 +20,14 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::task::{JoinSet, LocalSet};
 
+use crate::blobs::BlobCache;
 use crate::broker::{
-    unique_name, Broker, BrokerError, Delivery, Heartbeat, Reply, Request, WorkerStatus,
+    unique_name, Broker, BrokerError, Delivery, Heartbeat, Part, Reply, Request, WorkerStatus,
 };
 use routine_core::blocking::local_set_thread;
 use routine_core::invoke::PartOf;
@@ -57,6 +58,14 @@ pub struct WorkerConfig {
     pub inline_result_max: usize,
     /// Only these routines, if set (by default every registered task).
     pub routines: Option<Vec<RoutineId>>,
+    /// The folder where the workers of this machine keep large arguments
+    /// read from the shared store (see
+    /// [`DispatchSettings::arguments_by_reference_over`](crate::DispatchSettings));
+    /// by default `routine-blobs` in the system's temporary folder.
+    pub blob_cache: std::path::PathBuf,
+    /// The bound of that folder, in bytes; the least recently used go
+    /// first.
+    pub blob_cache_max: u64,
 }
 
 impl Default for WorkerConfig {
@@ -68,6 +77,8 @@ impl Default for WorkerConfig {
             max_deliveries: 3,
             shutdown_grace: Duration::from_secs(30),
             inline_result_max: 256 * 1024,
+            blob_cache: std::env::temp_dir().join("routine-blobs"),
+            blob_cache_max: 4 << 30,
             routines: None,
         }
     }
@@ -128,9 +139,34 @@ struct Worker {
     config: WorkerConfig,
     /// Work stream name -> the task it carries.
     streams: HashMap<String, &'static TaskSpec>,
+    /// Its heartbeat and the claims on what it runs.
+    pulse: Arc<Pulse>,
+    /// Large arguments read from the shared store, kept for this machine.
+    blobs: Arc<BlobCache>,
+}
+
+/// What keeps a worker visibly alive: its heartbeat and the claims on what
+/// it runs. It runs on the runtime's threads, not on the worker's own, so
+/// that a routine keeping that thread busy (decoding a large argument, a
+/// body that does not yield) never makes a live worker look dead.
+struct Pulse {
+    id: String,
+    broker: Broker,
+    engine: Engine,
+    heartbeat: Duration,
+    claim_idle: Duration,
+    /// The routine IDs it serves.
+    serves: Vec<String>,
+    blobs: Arc<BlobCache>,
+    state: Mutex<PulseState>,
+}
+
+struct PulseState {
+    /// `Initializing` or `Terminating` as set; otherwise derived at each
+    /// beat from what runs.
+    phase: WorkerStatus,
     /// Message id -> (stream, routine) of what is running.
-    running: std::cell::RefCell<HashMap<String, (String, String)>>,
-    status: std::cell::Cell<WorkerStatus>,
+    running: HashMap<String, (String, String)>,
 }
 
 async fn serve_local(
@@ -156,23 +192,38 @@ async fn serve_local(
         .iter()
         .map(|t| (broker.work_stream(t.name(), t.version()), *t))
         .collect();
+    let blobs = Arc::new(BlobCache::open(&config.blob_cache, config.blob_cache_max));
+    let id = unique_name();
+    let pulse = Arc::new(Pulse {
+        id: id.clone(),
+        broker: broker.clone(),
+        engine: engine.clone(),
+        heartbeat: config.heartbeat,
+        claim_idle: config.claim_idle,
+        serves: streams.values().map(|t| t.id().to_string()).collect(),
+        blobs: Arc::clone(&blobs),
+        state: Mutex::new(PulseState {
+            phase: WorkerStatus::Initializing,
+            running: HashMap::new(),
+        }),
+    });
     let worker = Rc::new(Worker {
-        id: unique_name(),
+        id,
         engine,
         broker,
         config,
         streams,
-        running: Default::default(),
-        status: std::cell::Cell::new(WorkerStatus::Initializing),
+        pulse,
+        blobs,
     });
-    worker.heartbeat().await?;
+    worker.pulse.heartbeat().await?;
     worker.join_groups().await?;
     tracing::info!(worker = %worker.id, routines = worker.streams.len(), "worker ready");
-    worker.status.set(WorkerStatus::Idle);
-    worker.heartbeat().await?;
+    worker.pulse.set_phase(WorkerStatus::Idle);
+    worker.pulse.heartbeat().await?;
 
-    let beating = tokio::task::spawn_local(Rc::clone(&worker).beat());
-    let claiming = tokio::task::spawn_local(Rc::clone(&worker).keep_claims());
+    let beating = tokio::spawn(Arc::clone(&worker.pulse).beat());
+    let claiming = tokio::spawn(Arc::clone(&worker.pulse).keep_claims());
     let mut jobs: JoinSet<()> = JoinSet::new();
     let result = worker.intake(&mut jobs, stop).await;
 
@@ -180,8 +231,8 @@ async fn serve_local(
     // goodbye gets a moment, then the worker leaves without it (its
     // heartbeat expires on its own).
     const GOODBYE: Duration = Duration::from_secs(1);
-    worker.status.set(WorkerStatus::Terminating);
-    let _ = tokio::time::timeout(GOODBYE, worker.heartbeat()).await;
+    worker.pulse.set_phase(WorkerStatus::Terminating);
+    let _ = tokio::time::timeout(GOODBYE, worker.pulse.heartbeat()).await;
     tracing::info!(worker = %worker.id, running = jobs.len(), "worker stopping");
     let _ = tokio::time::timeout(worker.config.shutdown_grace, async {
         while jobs.join_next().await.is_some() {}
@@ -391,10 +442,7 @@ impl Worker {
             return;
         };
         let routine = request.routine_id().to_string();
-        self.running
-            .borrow_mut()
-            .insert(id.clone(), (stream.clone(), routine.clone()));
-        self.refresh_status();
+        self.pulse.started(&id, &stream, &routine);
         tracing::info!(worker = %self.id, routine = %routine, key = %request.key.short(), "running");
 
         let outcome = self.execute(&request, redelivered).await;
@@ -417,10 +465,26 @@ impl Worker {
         } else if let Err(e) = self.broker.finish(&stream, &id).await {
             tracing::error!(worker = %self.id, error = %e, "cannot acknowledge a request");
         }
-        self.running.borrow_mut().remove(&id);
         // The periodic heartbeat reports the new status; a round trip here
         // would sit on every request's path.
-        self.refresh_status();
+        self.pulse.finished(&id);
+    }
+
+    /// A request's arguments, encoded one after the other, the large ones
+    /// read through this machine's blob cache.
+    async fn arguments(&self, parts: &[Part]) -> Result<Vec<u8>, String> {
+        if let [Part::Inline(bytes)] = parts {
+            return Ok(bytes.clone());
+        }
+        let mut arguments = Vec::new();
+        for part in parts {
+            match part {
+                Part::Inline(bytes) => arguments.extend_from_slice(bytes),
+                Part::Stored(address) => arguments
+                    .extend_from_slice(&self.blobs.fetch(self.engine.store(), address).await?),
+            }
+        }
+        Ok(arguments)
     }
 
     /// Runs the routine through this worker's engine: done, with its
@@ -440,8 +504,9 @@ impl Worker {
                 request.routine_id()
             ));
         };
+        let arguments = self.arguments(&request.arguments).await?;
         let invocation = task
-            .invoke(&request.arguments, false)
+            .invoke(&arguments, false)
             .map_err(|e| format!("cannot decode the arguments of `{}`: {e}", task.id()))?;
         // The routine runs here (it is the one this request started); what
         // it awaits follows the engine's policy.
@@ -462,39 +527,57 @@ impl Worker {
                 .map(|entry| Arc::try_unwrap(entry).unwrap_or_else(|shared| shared.to_vec()))
         })
     }
+}
 
-    fn refresh_status(&self) {
-        let running = self.running.borrow().len() as u64;
-        let waiting = self.engine.dispatch_waiting();
-        self.status.set(match (running, waiting) {
-            (0, _) => WorkerStatus::Idle,
-            (running, waiting) if waiting >= running => WorkerStatus::Hanging,
-            _ => WorkerStatus::Working,
-        });
+impl Pulse {
+    fn state(&self) -> std::sync::MutexGuard<'_, PulseState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn heartbeat(&self) -> Result<(), WorkerError> {
-        let running = self
+    fn set_phase(&self, phase: WorkerStatus) {
+        self.state().phase = phase;
+    }
+
+    fn started(&self, id: &str, stream: &str, routine: &str) {
+        self.state()
             .running
-            .borrow()
-            .values()
-            .map(|(_, routine)| routine.clone())
-            .collect::<Vec<_>>()
-            .join(",");
+            .insert(id.to_owned(), (stream.to_owned(), routine.to_owned()));
+    }
+
+    fn finished(&self, id: &str) {
+        self.state().running.remove(id);
+    }
+
+    /// Records the worker's status in the broker: starting or stopping as
+    /// set, otherwise idle, working, or hanging when everything it runs
+    /// waits on dispatched sub-routines.
+    async fn heartbeat(&self) -> Result<(), WorkerError> {
+        let (status, running) = {
+            let state = self.state();
+            let routines: Vec<&str> = state.running.values().map(|(_, r)| r.as_str()).collect();
+            let (count, waiting) = (routines.len() as u64, self.engine.dispatch_waiting());
+            let status = match (state.phase, count, waiting) {
+                (WorkerStatus::Initializing | WorkerStatus::Terminating, _, _) => state.phase,
+                (_, 0, _) => WorkerStatus::Idle,
+                (_, count, waiting) if waiting >= count => WorkerStatus::Hanging,
+                _ => WorkerStatus::Working,
+            };
+            (status, routines.join(","))
+        };
         let beat = Heartbeat {
             worker: &self.id,
-            status: self.status.get(),
+            status,
             running,
-            serves: self.streams.values().map(|t| t.id().to_string()).collect(),
-            expiry: self.config.heartbeat * 3,
+            serves: self.serves.clone(),
+            expiry: self.heartbeat * 3,
+            downloads: self.blobs.downloads(),
         };
         Ok(self.broker.heartbeat(&beat).await?)
     }
 
-    async fn beat(self: Rc<Self>) {
+    async fn beat(self: Arc<Self>) {
         loop {
-            tokio::time::sleep(self.config.heartbeat).await;
-            self.refresh_status();
+            tokio::time::sleep(self.heartbeat).await;
             if let Err(e) = self.heartbeat().await {
                 tracing::warn!(worker = %self.id, error = %e, "heartbeat failed");
             }
@@ -503,12 +586,12 @@ impl Worker {
 
     /// Re-claims running messages so that no other worker takes them while
     /// they run, however long.
-    async fn keep_claims(self: Rc<Self>) {
+    async fn keep_claims(self: Arc<Self>) {
         loop {
-            tokio::time::sleep(self.config.claim_idle / 3).await;
+            tokio::time::sleep(self.claim_idle / 3).await;
             let running: Vec<(String, String)> = self
+                .state()
                 .running
-                .borrow()
                 .iter()
                 .map(|(id, (stream, _))| (stream.clone(), id.clone()))
                 .collect();

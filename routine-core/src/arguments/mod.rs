@@ -12,6 +12,34 @@ pub(crate) mod typed;
 
 pub(crate) use self::typed::KeyBuilder;
 
+/// A call's arguments encoded one after the other (as
+/// [`TaskSpec::invoke`](crate::TaskSpec::invoke) takes them), with where
+/// each one ends, so that a dispatcher can send a large one apart.
+///
+/// ```
+/// use routine_core::arguments::EncodedArguments;
+///
+/// let encoded = EncodedArguments { bytes: vec![1, 2, 3, 4, 5], ends: vec![2, 5] };
+/// assert_eq!(encoded.parts().collect::<Vec<_>>(), [&[1, 2][..], &[3, 4, 5][..]]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EncodedArguments {
+    /// Every argument's encoding, in order.
+    pub bytes: Vec<u8>,
+    /// The end of each argument in `bytes`.
+    pub ends: Vec<usize>,
+}
+
+impl EncodedArguments {
+    /// Each argument's encoding.
+    pub fn parts(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(start, end)| &self.bytes[start..end])
+    }
+}
+
 /// Encodes one argument from JSON; the error says why the value does not
 /// fit the argument's type.
 pub type FromJson = fn(serde_json::Value) -> Result<Vec<u8>, String>;

@@ -6,7 +6,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{ArgumentsDecoder, ArgumentsError, FromJson, ToJson};
+use super::{ArgumentsDecoder, ArgumentsError, EncodedArguments, FromJson, ToJson};
 use crate::codec;
 use crate::key::{HashSink, Key, KeyError};
 
@@ -15,7 +15,7 @@ use crate::key::{HashSink, Key, KeyError};
 #[doc(hidden)]
 pub struct KeyBuilder {
     sink: HashSink,
-    encoded: Option<Vec<u8>>,
+    encoded: Option<EncodedArguments>,
 }
 
 impl KeyBuilder {
@@ -24,7 +24,7 @@ impl KeyBuilder {
     pub(crate) fn new(name: &str, version: &str, encode: bool) -> KeyBuilder {
         KeyBuilder {
             sink: HashSink::for_task(name, version),
-            encoded: encode.then(Vec::new),
+            encoded: encode.then(EncodedArguments::default),
         }
     }
 
@@ -33,14 +33,15 @@ impl KeyBuilder {
     pub fn add<T: TaskArgument>(&mut self, argument: &T) -> Result<(), KeyError> {
         argument.serialize(&mut self.sink)?;
         if let Some(encoded) = &mut self.encoded {
-            codec::encode_into(&mut *encoded, argument)
+            codec::encode_into(&mut encoded.bytes, argument)
                 .map_err(<KeyError as serde::ser::Error>::custom)?;
+            encoded.ends.push(encoded.bytes.len());
         }
         Ok(())
     }
 
     /// The key, and the encoded arguments if they were asked for.
-    pub(crate) fn finish(self) -> (Key, Option<Vec<u8>>) {
+    pub(crate) fn finish(self) -> (Key, Option<EncodedArguments>) {
         (self.sink.finish_key(), self.encoded)
     }
 }

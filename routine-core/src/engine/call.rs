@@ -25,7 +25,7 @@ use super::outcome::OutcomeCodec;
 use super::report::{CallGuard, ForTriggers};
 use super::storage::Encoded;
 use super::{Current, Engine, Inner, Place, Served, Stored};
-use crate::arguments::KeyBuilder;
+use crate::arguments::{EncodedArguments, KeyBuilder};
 use crate::dispatch::{Dispatch, DispatchRequest, Dispatched, Policy};
 use crate::id::CallOutcome;
 use crate::key::{Key, KeyError};
@@ -146,7 +146,7 @@ impl Engine {
             triggers: (!triggers.is_empty()).then(|| {
                 Box::new(ForTriggers {
                     triggers,
-                    arguments: encoded_arguments.clone(),
+                    arguments: encoded_arguments.as_ref().map(|e| e.bytes.clone()),
                     result: None,
                 })
             }),
@@ -182,7 +182,7 @@ struct Call<O: 'static, Out: 'static> {
     /// Where the policy sends this call when it misses, if anywhere.
     dispatcher: Option<Arc<dyn Dispatch>>,
     /// The arguments, encoded for a dispatcher (or the triggers).
-    encoded_arguments: Option<Vec<u8>>,
+    encoded_arguments: Option<EncodedArguments>,
     joins_flights: bool,
     /// The request this call serves, told whether its result was stored.
     served: Option<Arc<Served>>,

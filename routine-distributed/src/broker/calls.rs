@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::streams::StreamReadReply;
 
-use super::messages::{entries, Reply, Request};
+use super::messages::{entries, Part, Reply, Request};
 use super::{Broker, BrokerError};
 
 impl Broker {
@@ -25,12 +25,13 @@ impl Broker {
             if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
                 return redis.call('XADD', KEYS[2], '*', 'request', ARGV[1], 'key', ARGV[3],
                     'task', ARGV[4], 'version', ARGV[5], 'args', ARGV[6], 'reply', ARGV[7],
-                    'run', ARGV[8], 'parent', ARGV[9])
+                    'run', ARGV[8], 'parent', ARGV[9], 'args_layout', ARGV[10])
             end
             if redis.call('GET', KEYS[1]) == ARGV[1] then
                 return 'sent before'
             end
             return false";
+        let (inline, layout) = Part::layout(&request.arguments);
         let mut eval = redis::cmd("EVAL");
         eval.arg(CLAIM_AND_SEND)
             .arg(2)
@@ -41,10 +42,11 @@ impl Broker {
             .arg(request.key.to_hex())
             .arg(&request.task)
             .arg(&request.version)
-            .arg(&request.arguments[..])
+            .arg(&inline[..])
             .arg(&request.reply_to)
             .arg(request.run.map(|r| r.to_string()).unwrap_or_default())
-            .arg(request.parent.map(|k| k.to_hex()).unwrap_or_default());
+            .arg(request.parent.map(|k| k.to_hex()).unwrap_or_default())
+            .arg(layout);
         let sent: Option<String> = self.query("EVAL claim-and-send", &eval).await?;
         Ok(sent.is_some())
     }

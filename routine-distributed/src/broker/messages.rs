@@ -13,12 +13,64 @@ pub(crate) struct Request {
     pub(crate) key: Key,
     pub(crate) task: String,
     pub(crate) version: String,
-    pub(crate) arguments: Vec<u8>,
+    pub(crate) arguments: Vec<Part>,
     pub(crate) reply_to: String,
     /// The run the call belongs to, and the call that awaits it: the
     /// worker records them with the result.
     pub(crate) run: Option<RunId>,
     pub(crate) parent: Option<Key>,
+}
+
+/// A request's encoded arguments, in order: in the message, or, for a
+/// large argument, in the shared store under its SHA-256 (see `blobs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Part {
+    Inline(Vec<u8>),
+    Stored(Key),
+}
+
+impl Part {
+    /// The inline bytes of `parts`, and their layout for the message:
+    /// empty when the arguments are all inline (one part), else one item
+    /// per part, `<length>` inline or `@<sha-256>` stored.
+    pub(crate) fn layout(parts: &[Part]) -> (Vec<u8>, String) {
+        if let [Part::Inline(bytes)] = parts {
+            return (bytes.clone(), String::new());
+        }
+        let mut inline = Vec::new();
+        let items: Vec<String> = parts
+            .iter()
+            .map(|part| match part {
+                Part::Inline(bytes) => {
+                    inline.extend_from_slice(bytes);
+                    bytes.len().to_string()
+                }
+                Part::Stored(address) => format!("@{}", address.to_hex()),
+            })
+            .collect();
+        (inline, items.join(","))
+    }
+
+    /// The parts a message's inline bytes and layout describe.
+    fn parse(inline: Vec<u8>, layout: &str) -> Option<Vec<Part>> {
+        if layout.is_empty() {
+            return Some(vec![Part::Inline(inline)]);
+        }
+        let mut rest = &inline[..];
+        let parts = layout
+            .split(',')
+            .map(|item| match item.strip_prefix('@') {
+                Some(address) => Key::from_hex(address).ok().map(Part::Stored),
+                None => {
+                    let len: usize = item.parse().ok()?;
+                    let (part, after) = (rest.get(..len)?, rest.get(len..)?);
+                    rest = after;
+                    Some(Part::Inline(part.to_vec()))
+                }
+            })
+            .collect::<Option<Vec<Part>>>()?;
+        rest.is_empty().then_some(parts)
+    }
 }
 
 /// How a worker answered a request.
@@ -50,7 +102,10 @@ impl Request {
             key: Key::from_hex(&field(entry, "key")?).ok()?,
             task: field(entry, "task")?,
             version: field(entry, "version")?,
-            arguments: field_bytes(entry, "args")?,
+            arguments: Part::parse(
+                field_bytes(entry, "args")?,
+                &field(entry, "args_layout").unwrap_or_default(),
+            )?,
             reply_to: field(entry, "reply")?,
             // Absent from requests of builds before lineage.
             run: field(entry, "run").and_then(|r| r.parse().ok()),

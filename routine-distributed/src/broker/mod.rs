@@ -29,7 +29,7 @@ mod calls;
 mod messages;
 mod work;
 
-pub(crate) use self::messages::{Reply, Request};
+pub(crate) use self::messages::{Part, Reply, Request};
 pub(crate) use self::work::{Delivery, Heartbeat};
 
 /// The consumer group every worker joins on every work stream.
@@ -109,6 +109,9 @@ pub struct WorkerInfo {
     pub last_seen: SystemTime,
     /// The routine IDs it serves.
     pub routines: Vec<String>,
+    /// The large arguments it downloaded from the shared store (each is
+    /// downloaded once per machine, then read from the machine's cache).
+    pub downloads: u64,
 }
 
 /// What a worker is doing, as its heartbeat says (in capitals on the wire
@@ -355,6 +358,10 @@ impl Broker {
                             .collect()
                     })
                     .unwrap_or_default(),
+                downloads: fields
+                    .get("downloads")
+                    .and_then(|d| d.parse().ok())
+                    .unwrap_or(0),
             });
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));

@@ -40,6 +40,8 @@ pub(crate) struct Heartbeat<'a> {
     pub(crate) serves: Vec<String>,
     /// When the broker forgets it if it stops beating.
     pub(crate) expiry: Duration,
+    /// Large arguments it downloaded so far.
+    pub(crate) downloads: u64,
 }
 
 /// A worker's own connection for blocking reads of its work streams.
@@ -297,6 +299,8 @@ impl Broker {
             .arg(now_millis())
             .arg("routines")
             .arg(beat.serves.join(","))
+            .arg("downloads")
+            .arg(beat.downloads)
             .ignore()
             .cmd("PEXPIRE")
             .arg(&key)
