@@ -1168,8 +1168,11 @@ async fn a_large_argument_travels_by_reference() {
         .await;
     let through_redis = redis_input_bytes(&redis.url()) - before;
     assert_eq!(sums, (0..4).map(|salt| sum + salt).collect::<Vec<_>>());
+    // Four copies of the argument would be 400 MB; what went through is
+    // the requests, replies and the cluster's background chatter
+    // (heartbeats, claim rounds), which grows with the test's length.
     assert!(
-        through_redis < 1 << 20,
+        through_redis < 4 << 20,
         "{through_redis} bytes went through Redis"
     );
     // Heartbeats report the downloads (every 300 ms here).

@@ -143,6 +143,8 @@ struct Worker {
     pulse: Arc<Pulse>,
     /// Large arguments read from the shared store, kept for this machine.
     blobs: Arc<BlobCache>,
+    /// When the claim-idle fallback last ran.
+    last_fallback: std::cell::Cell<std::time::Instant>,
 }
 
 /// What keeps a worker visibly alive: its heartbeat and the claims on what
@@ -215,6 +217,7 @@ async fn serve_local(
         streams,
         pulse,
         blobs,
+        last_fallback: std::cell::Cell::new(std::time::Instant::now()),
     });
     worker.pulse.heartbeat().await?;
     worker.join_groups().await?;
@@ -356,6 +359,12 @@ impl Worker {
     /// dying. A failure with one stream or message is logged and the round
     /// goes on: one bad message never blocks the recovery of the others.
     async fn reclaim(&self, free: usize) -> Vec<Delivery> {
+        // The fallback for work of unknown workers runs at its own, slower
+        // pace: the liveness check is what every beat pays for.
+        let fallback = self.last_fallback.get().elapsed() >= self.config.claim_idle / 2;
+        if fallback {
+            self.last_fallback.set(std::time::Instant::now());
+        }
         let mut claimed = Vec::new();
         for stream in self.streams.keys() {
             let of_the_dead = self
@@ -363,7 +372,7 @@ impl Worker {
                 .claim_from_dead(stream, &self.id, self.config.heartbeat, free)
                 .await;
             let abandoned = match of_the_dead {
-                Ok(taken) if !taken.is_empty() => Ok(taken),
+                Ok(taken) if !taken.is_empty() || !fallback => Ok(taken),
                 Ok(_) => {
                     self.broker
                         .claim_abandoned(stream, &self.id, self.config.claim_idle, free)
