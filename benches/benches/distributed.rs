@@ -45,6 +45,24 @@ async fn fan_out(base: u64, n: u64) -> u64 {
     sum
 }
 
+#[routine::task(name = "dbench-checksum", version = "1.0.0")]
+async fn checksum(data: serde_bytes::ByteBuf, salt: u64) -> u64 {
+    data.iter().map(|b| u64::from(*b)).sum::<u64>() + salt
+}
+
+/// Four sub-routines sharing one large argument.
+#[routine::task(name = "dbench-checksums", version = "1.0.0")]
+async fn checksums(data: serde_bytes::ByteBuf) -> u64 {
+    let calls: Vec<_> = (0..4)
+        .map(|salt| routine::spawn(checksum(data.clone(), salt)))
+        .collect();
+    let mut sum = 0;
+    for call in calls {
+        sum += call.await.expect("a sub-routine failed");
+    }
+    sum
+}
+
 #[routine::task(name = "dbench-small", version = "1.0.0")]
 async fn small(i: u64) -> Vec<f64> {
     (0..8).map(|j| (i * j) as f64).collect()
@@ -116,6 +134,7 @@ fn main() {
                 .unwrap();
             let worker = WorkerConfig {
                 concurrency: 64,
+                blob_cache: env("BENCH_BLOB_CACHE").into(),
                 ..WorkerConfig::default()
             };
             routine::distributed::worker::serve_until_signalled(engine, worker)
@@ -150,6 +169,7 @@ fn main() {
                     .arg("--worker")
                     .env("BENCH_NAMESPACE", &namespace)
                     .env("BENCH_STORE", &store)
+                    .env("BENCH_BLOB_CACHE", root.join("blobs"))
                     .stdout(Stdio::null())
                     .stderr(if std::env::var_os("RUST_LOG").is_some() {
                         Stdio::inherit()
@@ -241,11 +261,52 @@ fn main() {
             local_hits.push(started.elapsed().as_nanos() as f64 / count as f64);
         }
         let (shared_hit, local_hit) = (median(shared_hits), median(local_hits));
-        (ping, trip, tasks, throughput, shared_hit, local_hit)
+
+        // 4. Four calls sharing a 100 MB argument: what goes through Redis,
+        // and what each worker downloads.
+        eprintln!("  measuring a large argument shared by four calls");
+        let input_bytes = |info: String| -> u64 {
+            info.lines()
+                .find_map(|line| line.strip_prefix("total_net_input_bytes:"))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap()
+        };
+        let data: Vec<u8> = (0..100_000_000u32)
+            .map(|i| (i as u8) ^ (base as u8))
+            .collect();
+        let before: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let started = Instant::now();
+        engine
+            .scope(checksums(serde_bytes::ByteBuf::from(data)))
+            .await;
+        let large_time = started.elapsed();
+        let after: String = redis::cmd("INFO")
+            .arg("stats")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let through_redis = input_bytes(after) - input_bytes(before);
+        // Heartbeats carry the counts.
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let broker = routine::distributed::broker_of(&engine).unwrap();
+        let downloads: Vec<u64> = broker
+            .workers()
+            .await
+            .unwrap()
+            .iter()
+            .map(|w| w.downloads)
+            .collect();
+        let large = (through_redis, downloads, large_time);
+        (ping, trip, tasks, throughput, shared_hit, local_hit, large)
     });
     drop(workers);
 
-    let (ping, trip, tasks, throughput, shared_hit, local_hit) = rows;
+    let (ping, trip, tasks, throughput, shared_hit, local_hit, large) = rows;
+    let (through_redis, downloads, large_time) = large;
     println!();
     println!("shared store: {store}");
     println!("| row | routine | baseline | ratio | target | met |");
@@ -263,5 +324,22 @@ fn main() {
         human(shared_hit),
         human(local_hit),
         shared_hit / local_hit
+    );
+    println!(
+        "| 100 MB argument shared by 4 calls: bytes through Redis (all traffic while it ran) | {} KiB | | | < 1 MiB | {} |",
+        through_redis / 1024,
+        if through_redis < 1 << 20 { "yes" } else { "NO" }
+    );
+    println!(
+        "| same: downloads per worker | {downloads:?} | | | 1 | {} |",
+        if downloads.iter().all(|&d| d <= 1) {
+            "yes"
+        } else {
+            "NO"
+        }
+    );
+    println!(
+        "| same: time for the 4 calls | {} | | | | |",
+        human(large_time.as_nanos() as f64)
     );
 }
