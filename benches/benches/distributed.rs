@@ -63,6 +63,23 @@ async fn checksums(data: serde_bytes::ByteBuf) -> u64 {
     sum
 }
 
+#[routine::task(name = "dbench-slow", version = "1.0.0")]
+async fn slow(i: u64) -> u64 {
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    i
+}
+
+/// Four slow sub-routines at once.
+#[routine::task(name = "dbench-slow-fan-out", version = "1.0.0")]
+async fn slow_fan_out(base: u64) -> u64 {
+    let calls: Vec<_> = (0..4).map(|i| routine::spawn(slow(base + i))).collect();
+    let mut sum = 0;
+    for call in calls {
+        sum += call.await.expect("a sub-routine failed");
+    }
+    sum
+}
+
 #[routine::task(name = "dbench-small", version = "1.0.0")]
 async fn small(i: u64) -> Vec<f64> {
     (0..8).map(|j| (i * j) as f64).collect()
@@ -301,11 +318,35 @@ fn main() {
             .map(|w| w.downloads)
             .collect();
         let large = (through_redis, downloads, large_time);
-        (ping, trip, tasks, throughput, shared_hit, local_hit, large)
+
+        // 5. A worker killed (SIGKILL) while it runs 2 s tasks: the time
+        // from the kill to the workflow's end, default heartbeat (2 s).
+        eprintln!("  measuring kill-to-resume");
+        base += 1 << 20;
+        let run = tokio::spawn(engine.scope(slow_fan_out(base)));
+        let victim = loop {
+            let busy = broker
+                .workers()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|w| w.routine.is_some());
+            if let Some(worker) = busy {
+                break worker.id.split('-').rev().nth(1).unwrap().to_owned();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        let _ = Command::new("kill").args(["-KILL", &victim]).status();
+        let killed = Instant::now();
+        run.await.unwrap();
+        let resumed = killed.elapsed();
+        (
+            ping, trip, tasks, throughput, shared_hit, local_hit, large, resumed,
+        )
     });
     drop(workers);
 
-    let (ping, trip, tasks, throughput, shared_hit, local_hit, large) = rows;
+    let (ping, trip, tasks, throughput, shared_hit, local_hit, large, resumed) = rows;
     let (through_redis, downloads, large_time) = large;
     println!();
     println!("shared store: {store}");
@@ -341,5 +382,10 @@ fn main() {
     println!(
         "| same: time for the 4 calls | {} | | | | |",
         human(large_time.as_nanos() as f64)
+    );
+    println!(
+        "| worker killed mid-task: kill to the workflow's end (2 s tasks, 2 s beats) | {} | | | <= 10 s + a task | {} |",
+        human(resumed.as_nanos() as f64),
+        if resumed.as_secs_f64() <= 12.0 { "yes" } else { "NO" }
     );
 }
