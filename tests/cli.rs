@@ -979,3 +979,25 @@ fn runs_show_prints_the_call_tree_of_a_run() {
         .run("train", &["runs", "show", "ffff0000"])
         .fails_with(2, "no recorded run starts with");
 }
+
+/// With a broker, the store is shared with the workers: a bucket that does
+/// not exist stops the program at start with exit code 2, naming the store.
+#[cfg(feature = "distributed")]
+#[test]
+fn a_missing_bucket_stops_a_distributed_program_at_start() {
+    let redis = std::env::var("ROUTINE_TEST_REDIS_URL").expect(
+        "ROUTINE_TEST_REDIS_URL is not set: run the tests with ./scripts/test, which starts Redis",
+    );
+    let bucket = format!("no-such-bucket-{}", std::process::id());
+    let project = Project::new()
+        .env("ROUTINE_STORE", &format!("s3://{bucket}/results"))
+        .env("ROUTINE_BROKER", &redis)
+        .env(
+            "ROUTINE_NAMESPACE",
+            &format!("cli-missing-{}", std::process::id()),
+        );
+    let ran = project
+        .run("train", &["--quiet"])
+        .fails_with(2, "cannot be used");
+    assert!(ran.stderr.contains(&bucket), "{}", ran.stderr);
+}
