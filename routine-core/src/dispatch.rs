@@ -65,7 +65,7 @@ pub struct DispatchRequest {
     pub key: Key,
     /// The arguments, each encoded by the codec, one after the other (as
     /// [`TaskSpec::invoke`] takes them), with where each ends.
-    pub arguments: EncodedArguments,
+    pub arguments: std::sync::Arc<EncodedArguments>,
     /// The run the call belongs to.
     pub run: Option<RunId>,
     /// The call whose body made this one.

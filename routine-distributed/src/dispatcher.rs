@@ -213,10 +213,15 @@ impl Shared {
     /// The request's arguments: each one over the threshold uploaded to the
     /// shared store (once per process and content) and sent as its
     /// address; the others in the message.
-    async fn by_reference(&self, arguments: EncodedArguments) -> Result<Vec<Part>, StoreError> {
+    async fn by_reference(
+        &self,
+        arguments: Arc<EncodedArguments>,
+    ) -> Result<Vec<Part>, StoreError> {
         let over = self.settings.arguments_by_reference_over;
         if arguments.parts().all(|part| part.len() <= over) {
-            return Ok(vec![Part::Inline(arguments.bytes)]);
+            let bytes =
+                Arc::try_unwrap(arguments).map_or_else(|shared| shared.bytes.clone(), |a| a.bytes);
+            return Ok(vec![Part::Inline(bytes)]);
         }
         let mut parts = Vec::new();
         for part in arguments.parts() {

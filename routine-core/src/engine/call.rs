@@ -157,7 +157,9 @@ impl Engine {
             key,
             codec,
             dispatcher,
-            encoded_arguments,
+            // Shared, not copied, with each dispatch of the call (a large
+            // argument is megabytes).
+            encoded_arguments: encoded_arguments.map(Arc::new),
             // A worker serving this very call does not follow a flight of
             // its own engine: that flight is the dispatcher waiting for this
             // worker (the broker's claim already makes the call run once in
@@ -182,7 +184,7 @@ struct Call<O: 'static, Out: 'static> {
     /// Where the policy sends this call when it misses, if anywhere.
     dispatcher: Option<Arc<dyn Dispatch>>,
     /// The arguments, encoded for a dispatcher (or the triggers).
-    encoded_arguments: Option<EncodedArguments>,
+    encoded_arguments: Option<Arc<EncodedArguments>>,
     joins_flights: bool,
     /// The request this call serves, told whether its result was stored.
     served: Option<Arc<Served>>,
