@@ -17,6 +17,7 @@
 //!   to finish, and whatever is left unacknowledged is picked up by another
 //!   worker.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
@@ -481,9 +482,9 @@ impl Worker {
 
     /// A request's arguments, encoded one after the other, the large ones
     /// read through this machine's blob cache.
-    async fn arguments(&self, parts: &[Part]) -> Result<Vec<u8>, String> {
+    async fn arguments<'a>(&self, parts: &'a [Part]) -> Result<Cow<'a, [u8]>, String> {
         if let [Part::Inline(bytes)] = parts {
-            return Ok(bytes.clone());
+            return Ok(Cow::Borrowed(bytes));
         }
         let mut arguments = Vec::new();
         for part in parts {
@@ -493,7 +494,7 @@ impl Worker {
                     .extend_from_slice(&self.blobs.fetch(self.engine.store(), address).await?),
             }
         }
-        Ok(arguments)
+        Ok(Cow::Owned(arguments))
     }
 
     /// Runs the routine through this worker's engine: done, with its

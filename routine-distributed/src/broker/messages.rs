@@ -1,6 +1,8 @@
 //! The messages on the streams: requests on work streams, replies on reply
 //! streams, as fields of stream entries.
 
+use std::borrow::Cow;
+
 use redis::streams::{StreamId, StreamReadReply};
 use redis::Value;
 use routine_core::key::Key;
@@ -33,9 +35,9 @@ impl Part {
     /// The inline bytes of `parts`, and their layout for the message:
     /// empty when the arguments are all inline (one part), else one item
     /// per part, `<length>` inline or `@<sha-256>` stored.
-    pub(crate) fn layout(parts: &[Part]) -> (Vec<u8>, String) {
+    pub(crate) fn layout(parts: &[Part]) -> (Cow<'_, [u8]>, String) {
         if let [Part::Inline(bytes)] = parts {
-            return (bytes.clone(), String::new());
+            return (Cow::Borrowed(bytes), String::new());
         }
         let mut inline = Vec::new();
         let items: Vec<String> = parts
@@ -48,7 +50,7 @@ impl Part {
                 Part::Stored(address) => format!("@{}", address.to_hex()),
             })
             .collect();
-        (inline, items.join(","))
+        (Cow::Owned(inline), items.join(","))
     }
 
     /// The parts a message's inline bytes and layout describe.
