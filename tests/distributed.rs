@@ -950,75 +950,6 @@ async fn a_worker_that_cannot_store_reports_it() {
     assert_eq!(engine.stats().misses, 1, "only the workflow ran here");
 }
 
-/// Counts the requests an engine makes of its store.
-#[derive(Debug, Clone)]
-struct Counting {
-    inner: std::sync::Arc<dyn routine::store::Store>,
-    reads: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    writes: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Counting {
-    fn over(inner: std::sync::Arc<dyn routine::store::Store>) -> Counting {
-        Counting {
-            inner,
-            reads: Default::default(),
-            writes: Default::default(),
-        }
-    }
-
-    /// (reads, writes) so far.
-    fn counts(&self) -> (u64, u64) {
-        (
-            self.reads.load(Ordering::SeqCst),
-            self.writes.load(Ordering::SeqCst),
-        )
-    }
-}
-
-impl routine::store::Store for Counting {
-    fn get(
-        &self,
-        slot: &routine::store::Slot<'_>,
-    ) -> Result<Option<routine::store::Found>, routine::store::StoreError> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.get(slot)
-    }
-    fn get_async<'a>(
-        &'a self,
-        slot: &routine::store::Slot<'a>,
-    ) -> routine::store::StoreFuture<'a, Option<routine::store::Found>> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.get_async(slot)
-    }
-    fn create(
-        &self,
-        slot: &routine::store::Slot<'_>,
-        len: u64,
-    ) -> Result<Box<dyn routine::store::EntryWrite>, routine::store::StoreError> {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.create(slot, len)
-    }
-    fn put_async<'a>(
-        &'a self,
-        slot: &routine::store::Slot<'a>,
-        entry: std::sync::Arc<Vec<u8>>,
-    ) -> routine::store::StoreFuture<'a, ()> {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.put_async(slot, entry)
-    }
-    fn remove(&self, slot: &routine::store::Slot<'_>) -> Result<bool, routine::store::StoreError> {
-        self.inner.remove(slot)
-    }
-    fn list(
-        &self,
-        name: Option<&str>,
-        version: Option<&str>,
-    ) -> Result<Vec<routine::store::Listing>, routine::store::StoreError> {
-        self.inner.list(name, version)
-    }
-}
-
 /// A fresh dispatched call costs two store requests: the caller's lookup
 /// and the worker's write. The worker trusts the caller's miss, and a small
 /// result comes back with the reply.
@@ -1026,7 +957,9 @@ impl routine::store::Store for Counting {
 async fn a_fresh_dispatched_call_makes_two_store_requests() {
     let ns = namespace("two-requests");
     let config = config(&ns);
-    let open = || Counting::over(routine::distributed::open_url(&config.store_url).unwrap());
+    let open = || {
+        routine::store::Counting::over(routine::distributed::open_url(&config.store_url).unwrap())
+    };
     let (caller_store, worker_store) = (open(), open());
 
     // A worker in this process, on a store of its own that counts.

@@ -4,17 +4,20 @@
 //!
 //! The workers are this bench binary, re-run with `--worker`. The shared
 //! store is a local folder by default (`file://`, every process on this
-//! machine sees it), or the S3 server with `ROUTINE_BENCH_STORE=s3`.
+//! machine sees it), or the S3 server with `ROUTINE_BENCH_STORE=s3`. Every
+//! process counts the requests it makes of the shared store; workers write
+//! their counts to a file beside the bench's folder every few milliseconds.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use routine::dispatch::Policy;
 use routine::distributed::worker::WorkerConfig;
 use routine::distributed::DistributedConfig;
 use routine::distributed::ObjectStoreBackend;
-use routine::store::FileStore;
+use routine::store::{Counting, FileStore, Store};
 use routine::Engine;
 
 #[routine::task(name = "dbench-trivial", version = "1.0.0")]
@@ -65,7 +68,7 @@ async fn checksums(data: serde_bytes::ByteBuf) -> u64 {
 
 #[routine::task(name = "dbench-slow", version = "1.0.0")]
 async fn slow(i: u64) -> u64 {
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     i
 }
 
@@ -100,7 +103,27 @@ fn stamp() -> u64 {
 fn config(namespace: &str, store: &str) -> DistributedConfig {
     let mut config = DistributedConfig::new(env("ROUTINE_TEST_REDIS_URL"), store);
     config.namespace = namespace.to_owned();
+
     config
+}
+
+/// Connects to the broker over the shared store, counting store requests.
+async fn counted(namespace: &str, store: &str) -> (Engine, Counting<Arc<dyn Store>>) {
+    let counting = Counting::over(routine::distributed::open_url(store).unwrap());
+    let builder = Engine::builder(counting.clone());
+    let engine = routine::distributed::attach(builder, &config(namespace, store))
+        .await
+        .unwrap();
+    (engine, counting)
+}
+
+/// The store requests made so far by the worker processes.
+fn worker_requests(folder: &Path) -> u64 {
+    std::fs::read_dir(folder)
+        .unwrap()
+        .filter_map(|entry| std::fs::read_to_string(entry.unwrap().path()).ok())
+        .filter_map(|text| text.trim().parse::<u64>().ok())
+        .sum()
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -145,10 +168,16 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     if args.iter().any(|a| a == "--worker") {
         let (namespace, store) = (env("BENCH_NAMESPACE"), env("BENCH_STORE"));
+        let counts = Path::new(&env("BENCH_COUNTS")).join(std::process::id().to_string());
         runtime.block_on(async {
-            let engine = routine::distributed::connect(config(&namespace, &store))
-                .await
-                .unwrap();
+            let (engine, counting) = counted(&namespace, &store).await;
+            std::thread::spawn(move || loop {
+                let (reads, writes) = counting.counts();
+                let fresh = counts.with_extension("tmp");
+                std::fs::write(&fresh, (reads + writes).to_string()).unwrap();
+                std::fs::rename(&fresh, &counts).unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+            });
             let worker = WorkerConfig {
                 concurrency: 64,
                 blob_cache: env("BENCH_BLOB_CACHE").into(),
@@ -177,6 +206,7 @@ fn main() {
         ),
     };
     std::fs::create_dir_all(root.join("shared")).unwrap();
+    std::fs::create_dir_all(root.join("counts")).unwrap();
     eprintln!("distributed bench: namespace {namespace}, shared store {store}");
 
     let workers = Workers(
@@ -187,6 +217,7 @@ fn main() {
                     .env("BENCH_NAMESPACE", &namespace)
                     .env("BENCH_STORE", &store)
                     .env("BENCH_BLOB_CACHE", root.join("blobs"))
+                    .env("BENCH_COUNTS", root.join("counts"))
                     .stdout(Stdio::null())
                     .stderr(if std::env::var_os("RUST_LOG").is_some() {
                         Stdio::inherit()
@@ -200,9 +231,7 @@ fn main() {
     );
 
     let rows = runtime.block_on(async {
-        let engine = routine::distributed::connect(config(&namespace, &store))
-            .await
-            .unwrap();
+        let (engine, counting) = counted(&namespace, &store).await;
         let client = redis::Client::open(env("ROUTINE_TEST_REDIS_URL")).unwrap();
         let mut redis = client.get_multiplexed_async_connection().await.unwrap();
         let rounds = if quick { 3 } else { 9 };
@@ -230,7 +259,21 @@ fn main() {
         }
         let (ping, trip) = (median(pings), median(trips));
 
-        // 2. Throughput: 10,000 trivial tasks over the two workers.
+        // 2. Store requests per fresh call, by the caller and the workers,
+        // the workflow's own lookup and writes shared out over its calls.
+        let requests = |counting: &Counting<_>| {
+            let (reads, writes) = counting.counts();
+            reads + writes + worker_requests(&root.join("counts"))
+        };
+        let settle = Duration::from_millis(100);
+        tokio::time::sleep(settle).await;
+        let before = requests(&counting);
+        engine.scope(sequential(base, per_round)).await;
+        base += 1 << 20;
+        tokio::time::sleep(settle).await;
+        let per_call = (requests(&counting) - before) as f64 / per_round as f64;
+
+        // 3. Throughput: 10,000 trivial tasks over the two workers.
         eprintln!("  measuring throughput");
         let tasks = if quick { 2_000 } else { 10_000 };
         let started = Instant::now();
@@ -239,7 +282,7 @@ fn main() {
         assert_eq!(sum, (0..tasks).map(|i| base + i).sum::<u64>());
         let throughput = tasks as f64 / elapsed.as_secs_f64();
 
-        // 3. A hit in the shared store vs a hit in a local file store, both
+        // 4. A hit in the shared store vs a hit in a local file store, both
         // with no in-process cache (a process seeing the result for the
         // first time).
         eprintln!("  measuring shared-store hits");
@@ -279,7 +322,7 @@ fn main() {
         }
         let (shared_hit, local_hit) = (median(shared_hits), median(local_hits));
 
-        // 4. Four calls sharing a 100 MB argument: what goes through Redis,
+        // 5. Four calls sharing a 100 MB argument: what goes through Redis,
         // and what each worker downloads.
         eprintln!("  measuring a large argument shared by four calls");
         let input_bytes = |info: String| -> u64 {
@@ -308,7 +351,7 @@ fn main() {
             .unwrap();
         let through_redis = input_bytes(after) - input_bytes(before);
         // Heartbeats carry the counts.
-        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
         let broker = routine::distributed::broker_of(&engine).unwrap();
         let downloads: Vec<u64> = broker
             .workers()
@@ -319,7 +362,7 @@ fn main() {
             .collect();
         let large = (through_redis, downloads, large_time);
 
-        // 5. A worker killed (SIGKILL) while it runs 2 s tasks: the time
+        // 6. A worker killed (SIGKILL) while it runs 2 s tasks: the time
         // from the kill to the workflow's end, default heartbeat (2 s).
         eprintln!("  measuring kill-to-resume");
         base += 1 << 20;
@@ -334,32 +377,86 @@ fn main() {
             if let Some(worker) = busy {
                 break worker.id.split('-').rev().nth(1).unwrap().to_owned();
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let _ = Command::new("kill").args(["-KILL", &victim]).status();
         let killed = Instant::now();
         run.await.unwrap();
         let resumed = killed.elapsed();
         (
-            ping, trip, tasks, throughput, shared_hit, local_hit, large, resumed,
+            ping, trip, per_call, tasks, throughput, shared_hit, local_hit, large, resumed,
         )
     });
     drop(workers);
 
-    let (ping, trip, tasks, throughput, shared_hit, local_hit, large, resumed) = rows;
+    let (ping, trip, per_call, tasks, throughput, shared_hit, local_hit, large, resumed) = rows;
     let (through_redis, downloads, large_time) = large;
+    let celery = std::env::var_os("ROUTINE_BENCH_CELERY_PYTHON").map(|python| {
+        eprintln!("  measuring Celery on the same Redis");
+        let peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("celery/peer.py");
+        let out = Command::new(python)
+            .arg(peer)
+            .arg(env("ROUTINE_TEST_REDIS_URL"))
+            .arg(tasks.to_string())
+            .arg(if quick { "3" } else { "9" })
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "the Celery bench failed");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut numbers = text.split_whitespace().map(|n| n.parse::<f64>().unwrap());
+        (numbers.next().unwrap(), numbers.next().unwrap())
+    });
     println!();
     println!("shared store: {store}");
     println!("| row | routine | baseline | ratio | target | met |");
     println!("|---|---|---|---|---|---|");
+    let on_s3 = store.starts_with("s3://");
+    // The round-trip targets are for a shared folder: on the S3 server,
+    // its HTTP requests bound the round trip.
+    let target = |text: &'static str, met: bool| match (on_s3, met) {
+        (true, _) => ("", ""),
+        (false, true) => (text, "yes"),
+        (false, false) => (text, "NO"),
+    };
+    let (goal, met) = target("<= 5x", trip <= 5.0 * ping);
     println!(
-        "| dispatch round trip, trivial task | {} | Redis PING {} | {:.1}x | <= 5x | {} |",
+        "| dispatch round trip, trivial task | {} | Redis PING {} | {:.1}x | {goal} | {met} |",
         human(trip),
         human(ping),
         trip / ping,
-        if trip <= 5.0 * ping { "yes" } else { "NO" }
     );
-    println!("| throughput, {tasks} trivial tasks, 2 workers | {throughput:.0} tasks/s | | | | |");
+    println!(
+        "| store requests per fresh trivial dispatched call (caller and workers; the workflow's own 3 shared over 100) | {per_call:.2} | | | <= 2 + 0.03 | {} |",
+        if per_call <= 2.03 { "yes" } else { "NO" }
+    );
+    if on_s3 {
+        println!(
+            "| throughput, {tasks} trivial tasks, 2 workers, on the S3 server | {throughput:.0} tasks/s | | | >= 75 tasks/s | {} |",
+            if throughput >= 75.0 { "yes" } else { "NO" }
+        );
+    }
+    match celery {
+        Some((celery_trip, celery_throughput)) => {
+            let (goal, met) = target("< 1x", trip < celery_trip);
+            println!(
+                "| same round trip, against Celery 5.7 (threads pool) on the same Redis | {} | Celery {} | {:.2}x | {goal} | {met} |",
+                human(trip),
+                human(celery_trip),
+                trip / celery_trip,
+            );
+            println!(
+                "| throughput, {tasks} trivial tasks, 2 workers, against Celery's 2 workers | {throughput:.0} tasks/s | Celery {celery_throughput:.0} tasks/s | {:.1}x | {} | {} |",
+                throughput / celery_throughput,
+                if on_s3 { "(Celery keeps results in Redis)" } else { "> 1x" },
+                if on_s3 { "" } else if throughput > celery_throughput { "yes" } else { "NO" }
+            );
+        }
+        None if on_s3 => {}
+        None => println!(
+            "| throughput, {tasks} trivial tasks, 2 workers | {throughput:.0} tasks/s | | | | |"
+        ),
+    }
     println!(
         "| hit in the shared store (S3 server) | {} | local file-store hit {} | {:.1}x | | |",
         human(shared_hit),

@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::key::Key;
 
+mod counting;
 mod fs;
 pub mod gc;
 mod memory;
@@ -29,6 +30,7 @@ mod memory;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
 
+pub use self::counting::Counting;
 pub use self::fs::{Durability, FileStore};
 pub use self::memory::MemoryStore;
 

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use futures_util::StreamExt;
+use object_store::limit::LimitStore;
 use object_store::path::Path;
 use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::runtime::Runtime;
@@ -88,6 +89,26 @@ impl Drop for IoRuntime {
     }
 }
 
+/// The most requests one process has in flight to a remote store by
+/// default. Past it, requests wait their turn: an S3 server (or a proxy in
+/// front of one) given thousands of connections at once refuses some, and
+/// the calls whose writes it refused fail.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 64;
+
+/// [`MAX_REQUESTS_IN_FLIGHT`], or `setting` (`ROUTINE_STORE_MAX_REQUESTS`)
+/// if set.
+fn max_requests_in_flight(setting: Option<&str>) -> Result<usize, String> {
+    match setting {
+        None => Ok(MAX_REQUESTS_IN_FLIGHT),
+        Some(text) => match text.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!(
+                "ROUTINE_STORE_MAX_REQUESTS={text:?} is not a positive whole number"
+            )),
+        },
+    }
+}
+
 impl ObjectStoreBackend {
     /// Opens the store at `url`:
     ///
@@ -98,6 +119,11 @@ impl ObjectStoreBackend {
     ///   `GOOGLE_*` and `AZURE_*` variables;
     /// - `file:///absolute/folder`: a local folder (created if missing);
     /// - `memory:///prefix`: in this process only, for tests.
+    ///
+    /// A remote store gets at most [`MAX_REQUESTS_IN_FLIGHT`] requests at
+    /// once from this process (or `ROUTINE_STORE_MAX_REQUESTS`): a
+    /// workflow that fans out to thousands of calls queues its lookups here
+    /// rather than opening a connection for each.
     pub fn from_url(url: &str) -> Result<ObjectStoreBackend, StoreError> {
         let invalid = |why: String| {
             StoreError::Config(format!(
@@ -142,7 +168,10 @@ impl ObjectStoreBackend {
                 )))
             }
         };
-        Ok(ObjectStoreBackend::new(store, prefix, url))
+        let setting = std::env::var("ROUTINE_STORE_MAX_REQUESTS").ok();
+        let limit = max_requests_in_flight(setting.as_deref()).map_err(invalid)?;
+        let limited = LimitStore::new(store, limit);
+        Ok(ObjectStoreBackend::new(Arc::new(limited), prefix, url))
     }
 
     /// Wraps an object store you built; entries go under `prefix`. `url`
@@ -665,6 +694,16 @@ mod tests {
             left.is_empty(),
             "removing an entry removes its marker: {left:?}"
         );
+    }
+
+    #[test]
+    fn the_request_bound_is_a_positive_number() {
+        assert_eq!(max_requests_in_flight(None), Ok(MAX_REQUESTS_IN_FLIGHT));
+        assert_eq!(max_requests_in_flight(Some(" 8 ")), Ok(8));
+        for bad in ["0", "-1", "many", ""] {
+            let error = max_requests_in_flight(Some(bad)).unwrap_err();
+            assert!(error.contains("ROUTINE_STORE_MAX_REQUESTS"), "{error}");
+        }
     }
 
     #[test]

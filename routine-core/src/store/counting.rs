@@ -1,0 +1,81 @@
+//! A store that counts the requests made of it: how a test or a benchmark
+//! tells how many round trips to a remote store one call costs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{EntryWrite, Found, Listing, Slot, Store, StoreError, StoreFuture};
+
+/// Wraps a store and counts the reads (`get`) and writes (`create`, `put`)
+/// made through it. Clones share the counts.
+///
+/// ```
+/// use routine_core::store::{Counting, MemoryStore, Slot, Store};
+/// use routine_core::Key;
+///
+/// let store = Counting::over(MemoryStore::new());
+/// let key = Key::of("train", "1.0.0", &7_u32).unwrap();
+/// let slot = Slot { name: "train", version: "1.0.0", key: &key };
+/// assert!(store.get(&slot).unwrap().is_none());
+/// assert_eq!(store.counts(), (1, 0));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Counting<S> {
+    inner: S,
+    counts: Arc<[AtomicU64; 2]>,
+}
+
+impl<S: Store> Counting<S> {
+    /// Counts the requests made of `inner`, from zero.
+    pub fn over(inner: S) -> Counting<S> {
+        Counting {
+            inner,
+            counts: Arc::default(),
+        }
+    }
+
+    /// (reads, writes) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.counts[0].load(Ordering::Relaxed),
+            self.counts[1].load(Ordering::Relaxed),
+        )
+    }
+
+    fn count_read(&self) {
+        self.counts[0].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count_write(&self) {
+        self.counts[1].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl<S: Store> Store for Counting<S> {
+    fn get(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
+        self.count_read();
+        self.inner.get(slot)
+    }
+    fn create(&self, slot: &Slot<'_>, len: u64) -> Result<Box<dyn EntryWrite>, StoreError> {
+        self.count_write();
+        self.inner.create(slot, len)
+    }
+    fn remove(&self, slot: &Slot<'_>) -> Result<bool, StoreError> {
+        self.inner.remove(slot)
+    }
+    fn list(&self, name: Option<&str>, version: Option<&str>) -> Result<Vec<Listing>, StoreError> {
+        self.inner.list(name, version)
+    }
+    fn sweep_abandoned(&self, older_than: Duration) -> Result<u64, StoreError> {
+        self.inner.sweep_abandoned(older_than)
+    }
+    fn get_async<'a>(&'a self, slot: &Slot<'a>) -> StoreFuture<'a, Option<Found>> {
+        self.count_read();
+        self.inner.get_async(slot)
+    }
+    fn put_async<'a>(&'a self, slot: &Slot<'a>, entry: Arc<Vec<u8>>) -> StoreFuture<'a, ()> {
+        self.count_write();
+        self.inner.put_async(slot, entry)
+    }
+}
