@@ -42,9 +42,9 @@
 //! rules, the limits of what a task may do, the store format and performance.
 
 pub use routine_core::{
-    arguments, codec, dispatch, engine, entry, id, invoke, key, lineage, redact, registry, spawn,
-    store, trigger, CallOutcome, CallReport, Completion, Engine, EngineBuilder, Error, Fingerprint,
-    Key, RoutineId, RunId, Stats, TaskSpec,
+    arguments, codec, dispatch, engine, entry, execution, id, invoke, key, lineage, redact,
+    registry, spawn, store, trigger, CallOutcome, CallReport, Completion, Engine, EngineBuilder,
+    Error, Fingerprint, Key, RoutineId, RunId, Stats, TaskSpec,
 };
 
 /// Workers, the Redis broker and object stores (feature `distributed`): the
@@ -103,6 +103,49 @@ mod readme {}
 /// async fn exchange_rates(day: String) -> Vec<(String, f64)> {
 ///     vec![("EUR".into(), 1.0), ("USD".into(), 1.08)] // fetched, in real life
 /// }
+/// ```
+///
+/// How the body may run (see [`execution`] and `docs/execution.md`); the
+/// engine that runs the body applies them, the caller's for a local call and
+/// the worker's for a dispatched one:
+///
+/// - `timeout` (optional): the longest one attempt may run, such as
+///   `"10m"`; its future is dropped then and the call fails with a panic that
+///   names the task and the limit (a plain `fn` body keeps running on its
+///   thread to the end, its result unused).
+/// - `retries = N` (optional, 0 to 100): attempts after the first, for a
+///   panic or a timeout; `backoff` (default `"1s"`) is the wait before the
+///   first retry, doubled at each next one (at most 32 times it), less a
+///   random part of up to half. The final failure says how many attempts
+///   were made; each attempt is logged, counted in [`Stats::retried`] and
+///   recorded in the run (`runs show`).
+/// - `retry_errors` (with `retries`, on a task returning `Result`): an `Err`
+///   is retried too; the last attempt's `Err` goes to the caller.
+/// - `concurrency = N` (optional): at most N bodies of the task run at once
+///   in this process; other calls wait for a slot
+///   ([`Stats::waiting_for_slot`]).
+///
+/// A task returning `Result<T, E>` whose `E` implements serde's traits gets
+/// its `Err` back typed from a worker, as from a local call; another `E`
+/// reaches a remote caller as a panic carrying its message.
+///
+/// ```
+/// #[derive(Debug, serde::Serialize, serde::Deserialize)]
+/// enum FitError {
+///     Diverged { epoch: u32 },
+/// }
+///
+/// #[routine::task(name = "fit-gpu", version = "1.0.0",
+///                 timeout = "10m", retries = 2, backoff = "5s", retry_errors, concurrency = 1)]
+/// async fn fit_gpu(epochs: u32) -> Result<f64, FitError> {
+///     if epochs == 0 {
+///         return Err(FitError::Diverged { epoch: 0 });
+///     }
+///     Ok(0.01)
+/// }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// # routine::Engine::in_memory().scope(async { assert!(fit_gpu(3).await.is_ok()); }).await;
+/// # }
 /// ```
 ///
 /// The function keeps its name, visibility, docs and parameters; callers

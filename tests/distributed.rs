@@ -15,6 +15,9 @@ use routine::distributed::worker::WorkerConfig;
 use routine::distributed::{DispatchSettings, DistributedConfig};
 use routine::RoutineId;
 
+#[path = "shared/execution.rs"]
+mod workflows;
+
 /// Which process computed a value: the tests check that work spread.
 fn pid() -> u32 {
     std::process::id()
@@ -397,14 +400,54 @@ async fn a_panicking_task_reaches_the_caller_with_the_worker_id() {
     assert!(store.list(Some("boom"), None).unwrap().is_empty());
 }
 
+/// `refuses` returns `Result<u64, String>`: its `Err` has serde's traits,
+/// so it reaches the workflow typed, as it would in-process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_err_on_a_worker_reaches_the_caller_with_its_message() {
+async fn an_err_on_a_worker_reaches_the_caller_typed() {
     let ns = namespace("err");
     let _workers = Workers::start(&ns, 1, None);
     let engine = routine::distributed::connect(config(&ns)).await.unwrap();
-    let message = panic_of(tokio::spawn(engine.scope(call_one("refuses".into(), 3)))).await;
-    assert!(message.contains("failed on worker"), "{message}");
-    assert!(message.contains("refusing 3"), "{message}");
+    let answer = engine.scope(call_one("refuses".into(), 3)).await;
+    assert_eq!(answer, r#"Err("refusing 3")"#);
+    assert_eq!(
+        engine.stats().dispatched,
+        0,
+        "a failure is not a stored result"
+    );
+}
+
+/// The workflows of `tests/execution.rs`, their sub-routines on two worker
+/// processes: the same answers, attempt counts, typed errors and timeouts
+/// as in-process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execution_options_behave_on_workers_as_in_process() {
+    let ns = namespace("control");
+    let _workers = Workers::start(&ns, 2, None);
+    let engine = routine::distributed::connect(config(&ns)).await.unwrap();
+    for case in workflows::CASES {
+        let call = engine.scope(workflows::control(case.into(), format!("{ns}-{case}")));
+        let answer = match tokio::spawn(call).await {
+            Ok(answer) => Ok(answer),
+            Err(e) => Err(routine::invoke::panic_message(e.into_panic())),
+        };
+        match (workflows::expected(case), answer) {
+            (Ok(want), Ok(got)) => assert_eq!(got, want, "{case}"),
+            (Err(want), Err(got)) => {
+                assert!(got.contains(want), "{case}: {got}");
+                assert!(got.contains("failed on worker"), "{case}: {got}");
+            }
+            (want, got) => panic!("{case}: expected {want:?}, got {got:?}"),
+        }
+    }
+    // An error type without serde's traits crosses as its message, in a
+    // panic naming the worker.
+    let call = engine.scope(workflows::control("opaque".into(), ns.clone()));
+    let message = panic_of(tokio::spawn(call)).await;
+    assert!(
+        message.contains("task `tname:ctl-opaque:1.0.0` failed on worker"),
+        "{message}"
+    );
+    assert!(message.contains("opaque: no 1"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

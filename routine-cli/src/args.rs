@@ -31,6 +31,12 @@ pub(crate) struct Global {
     /// Where awaited routines run: local or sub-routines-remote [env: ROUTINE_POLICY]
     #[arg(long, global = true, value_name = "POLICY")]
     pub(crate) policy: Option<String>,
+    /// Timeout of one attempt, for tasks that set none, such as 10m [env: ROUTINE_TASK_TIMEOUT]
+    #[arg(long, global = true, value_name = "DURATION")]
+    pub(crate) task_timeout: Option<String>,
+    /// Retries of a failed attempt, for tasks that set none [env: ROUTINE_TASK_RETRIES]
+    #[arg(long, global = true, value_name = "N")]
+    pub(crate) task_retries: Option<String>,
     /// More logs: -v info, -vv debug, -vvv trace (else RUST_LOG, else warnings)
     #[arg(short, long, global = true, action = ArgAction::Count)]
     pub(crate) verbose: u8,

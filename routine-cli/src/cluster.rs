@@ -68,6 +68,7 @@ pub(crate) async fn status(config: &Config, args: &JsonOnly) -> Result<(), Failu
         routine: Option<String>,
         last_heartbeat: u64,
         routines: Vec<String>,
+        waiting_for_slot: u64,
     }
 
     let url = config.broker.as_deref().ok_or_else(no_broker)?;
@@ -86,6 +87,7 @@ pub(crate) async fn status(config: &Config, args: &JsonOnly) -> Result<(), Failu
             routine: w.routine,
             last_heartbeat: output::unix_seconds(w.last_seen),
             routines: w.routines,
+            waiting_for_slot: w.waiting_for_slot,
         })
         .collect();
     if args.json {
@@ -98,7 +100,14 @@ pub(crate) async fn status(config: &Config, args: &JsonOnly) -> Result<(), Failu
         ));
     }
     let now = SystemTime::now();
-    let mut table = Table::new(&["WORKER", "STATE", "ROUTINE", "HEARTBEAT", "SERVES"]);
+    let mut table = Table::new(&[
+        "WORKER",
+        "STATE",
+        "ROUTINE",
+        "HEARTBEAT",
+        "SERVES",
+        "WAITING FOR A SLOT",
+    ]);
     for row in rows {
         let seen = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(row.last_heartbeat);
         table.row(vec![
@@ -107,6 +116,7 @@ pub(crate) async fn status(config: &Config, args: &JsonOnly) -> Result<(), Failu
             row.routine.unwrap_or_else(|| "-".into()),
             output::age(seen, now),
             format!("{} routines", row.routines.len()),
+            row.waiting_for_slot.to_string(),
         ]);
     }
     table.print()

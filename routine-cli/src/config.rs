@@ -20,6 +20,12 @@
 //!
 //! [worker]
 //! concurrency = 4
+//!
+//! [tasks]                         # for tasks whose attribute leaves them unset
+//! timeout = "1h"
+//! retries = 2
+//! backoff = "5s"
+//! concurrency = 8
 //! ```
 //!
 //! ```
@@ -35,11 +41,13 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use routine_core::dispatch::Policy;
 use routine_core::engine::{EngineBuilder, DEFAULT_CACHE_CAPACITY};
+use routine_core::execution::Execution;
 use routine_core::redact::redact_url;
 use routine_core::store::{self, Durability, FileStore, Store};
 use routine_core::Engine;
@@ -92,6 +100,8 @@ pub struct Config {
     pub policy: Policy,
     /// Routines a worker runs at once.
     pub concurrency: usize,
+    /// Execution options for tasks that leave them unset (`[tasks]`).
+    pub execution: Execution,
     /// The configuration file read, if any.
     pub file: Option<PathBuf>,
     /// Where `store`, `broker` and `policy` came from.
@@ -122,6 +132,10 @@ pub struct Overrides {
     pub policy: Option<String>,
     /// `--concurrency` of `worker`.
     pub concurrency: Option<usize>,
+    /// `--task-timeout`.
+    pub task_timeout: Option<String>,
+    /// `--task-retries`.
+    pub task_retries: Option<String>,
 }
 
 /// The file's shape; every key optional, unknown keys refused.
@@ -137,12 +151,24 @@ struct FileLayer {
     policy: Option<String>,
     #[serde(default)]
     worker: WorkerLayer,
+    #[serde(default)]
+    tasks: TasksLayer,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WorkerLayer {
     concurrency: Option<usize>,
+}
+
+/// `[tasks]`: defaults of the execution options.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TasksLayer {
+    timeout: Option<String>,
+    retries: Option<u32>,
+    backoff: Option<String>,
+    concurrency: Option<u32>,
 }
 
 /// A size as `"64MiB"` or a plain number of bytes.
@@ -224,6 +250,7 @@ impl Config {
             namespace: "routine".to_owned(),
             policy: Policy::Local,
             concurrency: 4,
+            execution: Execution::NONE,
             file: file_path,
             origins: Origins {
                 store: Origin::Default,
@@ -248,6 +275,10 @@ impl Config {
                 namespace: file.namespace,
                 policy: file.policy,
                 concurrency: file.worker.concurrency.map(|n| n.to_string()),
+                task_timeout: file.tasks.timeout,
+                task_retries: file.tasks.retries.map(|n| n.to_string()),
+                task_backoff: file.tasks.backoff,
+                task_concurrency: file.tasks.concurrency.map(|n| n.to_string()),
             },
             Layer {
                 origin: Origin::Environment,
@@ -260,6 +291,10 @@ impl Config {
                 namespace: env("ROUTINE_NAMESPACE"),
                 policy: env("ROUTINE_POLICY"),
                 concurrency: env("ROUTINE_CONCURRENCY"),
+                task_timeout: env("ROUTINE_TASK_TIMEOUT"),
+                task_retries: env("ROUTINE_TASK_RETRIES"),
+                task_backoff: env("ROUTINE_TASK_BACKOFF"),
+                task_concurrency: env("ROUTINE_TASK_CONCURRENCY"),
             },
             Layer {
                 origin: Origin::Flag,
@@ -272,6 +307,10 @@ impl Config {
                 namespace: None,
                 policy: overrides.policy.clone(),
                 concurrency: overrides.concurrency.map(|n| n.to_string()),
+                task_timeout: overrides.task_timeout.clone(),
+                task_retries: overrides.task_retries.clone(),
+                task_backoff: None,
+                task_concurrency: None,
             },
         ];
         for layer in layers {
@@ -323,7 +362,9 @@ impl Config {
     /// cache; [`Config::engine`] adds the broker.
     pub fn engine_builder(&self) -> Result<EngineBuilder, Error> {
         let capacity = usize::try_from(self.cache_capacity).unwrap_or(usize::MAX);
-        Ok(Engine::builder(self.open_store()?).cache_capacity(capacity))
+        Ok(Engine::builder(self.open_store()?)
+            .cache_capacity(capacity)
+            .execution(self.execution))
     }
 
     /// Builds the engine the configuration describes, connecting to the
@@ -372,6 +413,10 @@ struct Layer<'a> {
     namespace: Option<String>,
     policy: Option<String>,
     concurrency: Option<String>,
+    task_timeout: Option<String>,
+    task_retries: Option<String>,
+    task_backoff: Option<String>,
+    task_concurrency: Option<String>,
 }
 
 impl Layer<'_> {
@@ -436,7 +481,49 @@ impl Layer<'_> {
                 }
             };
         }
+        let execution = &mut config.execution;
+        if let Some(timeout) = self.task_timeout {
+            execution.timeout =
+                Some(positive_duration(&timeout).map_err(|m| invalid("tasks.timeout", m))?);
+        }
+        if let Some(backoff) = self.task_backoff {
+            execution.backoff =
+                Some(positive_duration(&backoff).map_err(|m| invalid("tasks.backoff", m))?);
+        }
+        if let Some(retries) = self.task_retries {
+            execution.retries = match retries.trim().parse::<u32>() {
+                Ok(n) if n <= 100 => Some(n),
+                _ => {
+                    return Err(invalid(
+                        "tasks.retries",
+                        format!("`{retries}` is not a whole number from 0 to 100"),
+                    ))
+                }
+            };
+        }
+        if let Some(limit) = self.task_concurrency {
+            execution.concurrency = match limit.trim().parse::<u32>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    return Err(invalid(
+                        "tasks.concurrency",
+                        format!("`{limit}` is not a positive number of calls"),
+                    ))
+                }
+            };
+        }
         Ok(())
+    }
+}
+
+/// `"10m"`, `"1h 30m"`: a positive duration in humantime's units.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(_) => Err(format!("`{text}` is zero; give a positive duration such as \"10m\"")),
+        Err(e) => Err(format!(
+            "`{text}` is not a duration ({e}); write a number and a unit, such as \"90s\" or \"10m\""
+        )),
     }
 }
 
@@ -504,6 +591,45 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::load_from(dir, "demo", &overrides, |name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn task_defaults_come_from_every_layer_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            "[tasks]\ntimeout = '1h'\nretries = 2\nbackoff = '5s'\nconcurrency = 3\n",
+        )
+        .unwrap();
+        let config = load(
+            dir.path(),
+            &[("ROUTINE_TASK_RETRIES", "4")],
+            Overrides {
+                task_timeout: Some("90s".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        let e = config.execution;
+        assert_eq!(e.timeout, Some(Duration::from_secs(90)), "the flag wins");
+        assert_eq!(e.retries, Some(4), "the environment beats the file");
+        assert_eq!(e.backoff, Some(Duration::from_secs(5)));
+        assert_eq!(e.concurrency, Some(3));
+
+        for (name, value, setting) in [
+            ("ROUTINE_TASK_TIMEOUT", "soon", "tasks.timeout"),
+            ("ROUTINE_TASK_TIMEOUT", "0s", "tasks.timeout"),
+            ("ROUTINE_TASK_RETRIES", "101", "tasks.retries"),
+            ("ROUTINE_TASK_BACKOFF", "-1s", "tasks.backoff"),
+            ("ROUTINE_TASK_CONCURRENCY", "0", "tasks.concurrency"),
+        ] {
+            let error = load(dir.path(), &[(name, value)], Overrides::default()).unwrap_err();
+            let text = error.to_string();
+            assert!(
+                text.starts_with(&format!("{setting} (from environment)")),
+                "{text}"
+            );
+        }
     }
 
     #[test]

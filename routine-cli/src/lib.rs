@@ -93,6 +93,8 @@ where
             Some(Command::Worker(worker)) => worker.concurrency,
             _ => None,
         },
+        task_timeout: cli.global.task_timeout.clone(),
+        task_retries: cli.global.task_retries.clone(),
     };
     let config = match Config::load(program.project, &overrides) {
         Ok(config) => config,

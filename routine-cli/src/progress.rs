@@ -81,10 +81,17 @@ impl Display {
 }
 
 fn describe(stats: &Stats) -> String {
-    format!(
+    let mut line = format!(
         "{} done · {} from storage · {} running · {} failed",
         stats.finished, stats.hits, stats.running, stats.failures
-    )
+    );
+    if stats.waiting_for_slot > 0 {
+        line.push_str(&format!(" · {} waiting for a slot", stats.waiting_for_slot));
+    }
+    if stats.retried > 0 {
+        line.push_str(&format!(" · {} retried", stats.retried));
+    }
+    line
 }
 
 /// Removes the bar, so that what follows starts on a clean line.

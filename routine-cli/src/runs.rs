@@ -176,11 +176,15 @@ fn depth(tree: &RunTree) -> usize {
 }
 
 fn outcome_text(node: &CallNode) -> String {
-    match (node.call.outcome.as_str(), node.on_worker) {
+    let text = match (node.call.outcome.as_str(), node.on_worker) {
         ("dispatched", _) => "computed on a worker".to_owned(),
         ("hit", _) => "from storage".to_owned(),
         (outcome, true) => format!("{outcome} on {}", node.call.process),
         (outcome, false) => outcome.to_owned(),
+    };
+    match node.call.attempts {
+        0 | 1 => text,
+        attempts => format!("{text} after {attempts} attempts"),
     }
 }
 
@@ -227,7 +231,7 @@ fn dot(tree: &RunTree) -> String {
         let color = match node.call.outcome.as_str() {
             "computed" => "palegreen",
             "hit" => "lightblue",
-            "failed" | "panicked" => "salmon",
+            "failed" | "panicked" | "timed-out" => "salmon",
             _ => "lightgrey",
         };
         let _ = writeln!(
@@ -247,4 +251,45 @@ fn dot(tree: &RunTree) -> String {
     }
     out.push_str("}\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use routine_core::lineage::CallRecord;
+    use routine_core::{CallOutcome, Key};
+
+    fn node(outcome: CallOutcome, attempts: u32, on_worker: bool) -> CallNode {
+        CallNode {
+            call: CallRecord {
+                name: "fit".into(),
+                version: "1.0.0".into(),
+                key: Key::of("fit", "1.0.0", &1_u32).unwrap(),
+                parent: None,
+                outcome,
+                started_us: 0,
+                duration_us: 10,
+                process: "gpu-1:42".into(),
+                attempts,
+            },
+            children: Vec::new(),
+            on_worker,
+        }
+    }
+
+    #[test]
+    fn retried_calls_say_how_many_attempts_they_took() {
+        assert_eq!(
+            outcome_text(&node(CallOutcome::Computed, 1, false)),
+            "computed"
+        );
+        assert_eq!(
+            outcome_text(&node(CallOutcome::Computed, 3, false)),
+            "computed after 3 attempts"
+        );
+        assert_eq!(
+            outcome_text(&node(CallOutcome::TimedOut, 2, true)),
+            "timed-out on gpu-1:42 after 2 attempts"
+        );
+    }
 }

@@ -87,12 +87,16 @@ pub enum Dispatched {
     /// An identical call dispatched elsewhere in the cluster landed: the
     /// engine looks again.
     Elsewhere,
-    /// The worker reported a failure (a panic or an `Err`).
+    /// The worker reported a failure (a panic, a timeout or an `Err`).
     Failed {
         /// Who ran it.
         worker: String,
         /// What it said.
         message: String,
+        /// The `Err` the task returned, encoded by the codec, when its
+        /// error type implements serde's traits: the caller gets it back
+        /// typed.
+        error: Option<Vec<u8>>,
     },
     /// It could not be sent or answered: why.
     Unserved(String),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::dispatch::{Dispatch, Policy};
 use crate::error::Error;
+use crate::execution::Execution;
 use crate::id::RunId;
 use crate::key::Key;
 use crate::lineage::RunLog;
@@ -76,9 +77,13 @@ pub(crate) struct Serving {
 }
 
 /// What became of a served call's fresh result: whether it reached the
-/// store, and its entry when it was small enough to hold in memory.
+/// store, and its entry when it was small enough to hold in memory; or the
+/// `Err` it returned, encoded, when its type crosses the wire.
 #[derive(Default)]
-pub(crate) struct Served(std::sync::Mutex<Option<Stored>>);
+pub(crate) struct Served(
+    std::sync::Mutex<Option<Stored>>,
+    std::sync::Mutex<Option<Vec<u8>>>,
+);
 
 /// A fresh result as the store took it (or did not).
 pub(crate) type Stored = Result<Option<Arc<Vec<u8>>>, String>;
@@ -89,6 +94,21 @@ impl Served {
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(stored);
+    }
+
+    pub(crate) fn set_error(&self, error: Vec<u8>) {
+        *self
+            .1
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
+    }
+
+    /// The encoded `Err` the call returned, if it crosses the wire.
+    pub(crate) fn take_error(&self) -> Option<Vec<u8>> {
+        self.1
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     /// `Err` when the call computed a result the store did not take;
@@ -155,6 +175,8 @@ pub(crate) struct Inner {
     pub(crate) triggers: TriggerCounters,
     /// Where calls the policy sends away go.
     dispatcher: Option<(Arc<dyn Dispatch>, Policy)>,
+    /// The execution options of tasks that leave them unset.
+    execution: Execution,
 }
 
 #[derive(Default)]
@@ -172,6 +194,10 @@ struct Counters {
     cancelled: AtomicU64,
     /// Calls now waiting on a dispatcher.
     dispatch_waiting: AtomicU64,
+    /// Calls now waiting for a slot of their task's `concurrency`.
+    limited: AtomicU64,
+    /// Attempts that failed and were tried again.
+    retried: AtomicU64,
 }
 
 /// What an engine has done since it was built.
@@ -201,6 +227,10 @@ pub struct Stats {
     pub triggers_fired: u64,
     /// Triggers that returned an error or panicked.
     pub trigger_failures: u64,
+    /// Calls waiting for a slot of their task's `concurrency` now.
+    pub waiting_for_slot: u64,
+    /// Failed attempts that were tried again (`retries`).
+    pub retried: u64,
 }
 
 impl Engine {
@@ -246,6 +276,7 @@ impl Engine {
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             observer: None,
             dispatcher: None,
+            execution: Execution::NONE,
         }
     }
 
@@ -306,7 +337,15 @@ impl Engine {
             .sum(),
             triggers_fired: self.inner.triggers.fired.load(Ordering::Relaxed),
             trigger_failures: self.inner.triggers.failed.load(Ordering::Relaxed),
+            waiting_for_slot: c.limited.load(Ordering::Relaxed),
+            retried: c.retried.load(Ordering::Relaxed),
         }
+    }
+
+    /// The execution options a call of `task` runs with: the task's own,
+    /// with this engine's defaults where it left them unset.
+    pub fn execution_of(&self, task: &TaskSpec) -> Execution {
+        task.execution().or(&self.inner.execution)
     }
 
     /// The store behind this engine.
@@ -374,9 +413,30 @@ pub struct EngineBuilder {
     cache_capacity: usize,
     observer: Option<Observer>,
     dispatcher: Option<(Arc<dyn Dispatch>, Policy)>,
+    execution: Execution,
 }
 
 impl EngineBuilder {
+    /// Execution options for the tasks that leave them unset in their
+    /// attribute (see [`crate::execution`]): a default `timeout`, `retries`
+    /// and `backoff`, `retry_errors`, or `concurrency`.
+    ///
+    /// ```
+    /// use routine_core::execution::Execution;
+    /// use routine_core::store::MemoryStore;
+    /// use std::time::Duration;
+    ///
+    /// let engine = routine_core::Engine::builder(MemoryStore::new())
+    ///     .execution(Execution { timeout: Some(Duration::from_secs(600)), ..Execution::NONE })
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = engine;
+    /// ```
+    pub fn execution(mut self, defaults: Execution) -> Self {
+        self.execution = defaults;
+        self
+    }
+
     /// Bounds the bytes the in-process cache of results may hold (default
     /// 64 MiB); 0 turns it off. Results larger than an eighth of it are
     /// never cached.
@@ -421,6 +481,7 @@ impl EngineBuilder {
                 observer: self.observer,
                 triggers: TriggerCounters::default(),
                 dispatcher: self.dispatcher,
+                execution: self.execution,
             }),
         })
     }

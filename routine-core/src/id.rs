@@ -204,6 +204,9 @@ pub enum CallOutcome {
     Failed,
     /// The body panicked; the panic goes on to the caller.
     Panicked,
+    /// The body ran past the task's `timeout` (on its last attempt); the
+    /// caller gets a panic that says so.
+    TimedOut,
     /// The caller dropped the call before it finished.
     Cancelled,
     /// A worker ran it; the result was read from the shared store.
@@ -218,16 +221,18 @@ impl CallOutcome {
             CallOutcome::Computed => "computed",
             CallOutcome::Failed => "failed",
             CallOutcome::Panicked => "panicked",
+            CallOutcome::TimedOut => "timed-out",
             CallOutcome::Cancelled => "cancelled",
             CallOutcome::Dispatched => "dispatched",
         }
     }
 
-    const ALL: [CallOutcome; 6] = [
+    const ALL: [CallOutcome; 7] = [
         CallOutcome::Hit,
         CallOutcome::Computed,
         CallOutcome::Failed,
         CallOutcome::Panicked,
+        CallOutcome::TimedOut,
         CallOutcome::Cancelled,
         CallOutcome::Dispatched,
     ];

@@ -16,8 +16,9 @@
 //! | [`entry`] | the stored entry format: header, payload, checksums | id, key, codec |
 //! | [`store`] | the `Store` trait and its local backends (files, memory) | key |
 //! | [`arguments`] | hashing, encoding and decoding a task's arguments | key, codec, registry |
+//! | [`execution`] | a task's timeout, retries and concurrency limit | — |
 //! | [`invoke`] | a task started from encoded arguments | id, key |
-//! | [`registry`] | every task and trigger of the program | id, arguments, invoke |
+//! | [`registry`] | every task and trigger of the program | id, arguments, execution, invoke |
 //! | [`trigger`] | what a trigger is handed when a routine completes | id, key, arguments, registry |
 //! | [`lineage`] | runs, run records, the call tree of a run | id, key, entry, store, registry |
 //! | [`dispatch`] | the seam to a cluster: policy and the `Dispatch` trait | id, key, registry |
@@ -31,6 +32,7 @@ pub mod dispatch;
 pub mod engine;
 pub mod entry;
 mod error;
+pub mod execution;
 pub mod id;
 pub mod invoke;
 pub mod key;
@@ -54,8 +56,10 @@ pub mod __private {
     pub use crate::arguments::{ArgumentsDecoder, ArgumentsError};
     pub use crate::engine::call::{call, run_blocking};
     pub use crate::engine::outcome::{outcome_codec, Outcome, OutcomeCodec, Plain};
+    pub use crate::execution::Execution;
     pub use crate::invoke::autoref::{
-        Described, Started, ViaDebug, ViaDisplay, ViaLocal, ViaName, ViaSend,
+        Described, ErrorWire, Started, ViaDebug, ViaDisplay, ViaLocal, ViaMessage, ViaName,
+        ViaSend, ViaSerde,
     };
     pub use crate::invoke::{Finished, Invocation};
     pub use crate::key::{Key, KeyError};

@@ -44,7 +44,9 @@ use crate::store::{Found, Slot, Store, StoreError};
 /// The reserved routine name run records are stored under. Task names
 /// cannot start with `routine.`, so no task's results share it.
 pub const RUNS: &str = "routine.runs";
-/// The version-like component of run records' layout version.
+/// The version-like component of run records' layout version: the key
+/// space of a run's parts, whatever the record's own layout (a reader tells
+/// those apart by decoding).
 const RECORD_KEY_SPACE: &str = "run-record-1";
 
 /// One call of a run, as its process recorded it.
@@ -67,6 +69,17 @@ pub struct CallRecord {
     pub duration_us: u64,
     /// The process that made it: the host's name and process ID.
     pub process: String,
+    /// Attempts its body took (see `retries`); 1 for a call that did not
+    /// run its body here.
+    pub attempts: u32,
+}
+
+/// How a call ended, for its record.
+pub(crate) struct Ended {
+    pub(crate) outcome: CallOutcome,
+    pub(crate) started: Instant,
+    pub(crate) duration: Duration,
+    pub(crate) attempts: u32,
 }
 
 /// What one process stored about a run.
@@ -76,6 +89,75 @@ struct RunRecord {
     /// Unix time in microseconds when this process's part started.
     started_unix_us: u64,
     calls: Vec<CallRecord>,
+}
+
+/// The layout of the run records this build writes, kept in the first byte
+/// of their entry's fingerprint field (a run record has no task body to
+/// fingerprint); records of the first layout have zeros there.
+const RECORD_LAYOUT: u8 = 2;
+
+/// The fingerprint field of a run record's entry: its layout.
+fn layout_mark() -> Fingerprint {
+    let mut bytes = [0; 32];
+    bytes[0] = RECORD_LAYOUT;
+    Fingerprint::from_bytes(bytes)
+}
+
+/// A run record's payload, in the layout its entry's fingerprint field
+/// names: this build's, or the first.
+fn decode_record(payload: &[u8], mark: &Fingerprint) -> Result<RunRecord, LineageError> {
+    let decoded = match mark.as_bytes()[0] {
+        0 => entry::decode_payload::<RunRecordV1>(payload).map(RunRecord::from),
+        _ => entry::decode_payload::<RunRecord>(payload),
+    };
+    decoded.map_err(|e| LineageError::Encode(e.to_string()))
+}
+
+/// A run record as builds before `retries` stored it: calls without their
+/// attempts. Still read.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct RunRecordV1 {
+    run: RunId,
+    started_unix_us: u64,
+    calls: Vec<CallRecordV1>,
+}
+
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct CallRecordV1 {
+    name: String,
+    version: String,
+    key: Key,
+    parent: Option<Key>,
+    outcome: CallOutcome,
+    started_us: u64,
+    duration_us: u64,
+    process: String,
+}
+
+impl From<RunRecordV1> for RunRecord {
+    fn from(old: RunRecordV1) -> RunRecord {
+        RunRecord {
+            run: old.run,
+            started_unix_us: old.started_unix_us,
+            calls: old
+                .calls
+                .into_iter()
+                .map(|c| CallRecord {
+                    name: c.name,
+                    version: c.version,
+                    key: c.key,
+                    parent: c.parent,
+                    outcome: c.outcome,
+                    started_us: c.started_us,
+                    duration_us: c.duration_us,
+                    process: c.process,
+                    attempts: 1,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The calls one process makes for a run, gathered while it runs and
@@ -97,25 +179,18 @@ impl RunLog {
         }
     }
 
-    /// Records one finished call.
-    pub(crate) fn record(
-        &self,
-        task: &TaskSpec,
-        key: Key,
-        parent: Option<Key>,
-        outcome: CallOutcome,
-        started: Instant,
-        duration: Duration,
-    ) {
+    /// Records one finished call of `task`, made by the call `parent`.
+    pub(crate) fn record(&self, task: &TaskSpec, key: Key, parent: Option<Key>, ended: Ended) {
         let record = CallRecord {
             name: task.name().to_owned(),
             version: task.version().to_owned(),
             key,
             parent,
-            outcome,
-            started_us: micros(started.saturating_duration_since(self.started)),
-            duration_us: micros(duration),
+            outcome: ended.outcome,
+            started_us: micros(ended.started.saturating_duration_since(self.started)),
+            duration_us: micros(ended.duration),
             process: process_name().to_owned(),
+            attempts: ended.attempts,
         };
         self.calls
             .lock()
@@ -152,7 +227,7 @@ impl RunLog {
             crate::codec::encoded_len(&record).map_err(|e| LineageError::Encode(e.to_string()))?;
         let meta = EntryMeta {
             key,
-            fingerprint: Fingerprint::from_bytes([0; 32]),
+            fingerprint: layout_mark(),
             created_at: SystemTime::now(),
             run_time: self.started.elapsed(),
             payload_len,
@@ -288,7 +363,9 @@ impl RunTree {
             duration: Duration::from_micros(root.map_or(0, |n| n.call.duration_us)),
             computed: count(CallOutcome::Computed),
             from_storage: count(CallOutcome::Hit),
-            failed: count(CallOutcome::Failed) + count(CallOutcome::Panicked),
+            failed: count(CallOutcome::Failed)
+                + count(CallOutcome::Panicked)
+                + count(CallOutcome::TimedOut),
         }
     }
 }
@@ -322,10 +399,9 @@ fn read_tree(store: &dyn Store, id: RunId, parts: &[Key]) -> Result<RunTree, Lin
         let bytes = found
             .into_bytes()
             .map_err(|e| LineageError::Encode(e.to_string()))?;
-        let (_, payload) =
+        let (meta, payload) =
             entry::verify(&bytes, key).map_err(|e| LineageError::Encode(e.to_string()))?;
-        let record: RunRecord = entry::decode_payload(&bytes[payload])
-            .map_err(|e| LineageError::Encode(e.to_string()))?;
+        let record = decode_record(&bytes[payload], &meta.fingerprint)?;
         records.push(record);
     }
     Ok(assemble(id, records))
@@ -463,7 +539,41 @@ mod tests {
             started_us,
             duration_us: 10,
             process: "p".into(),
+            attempts: 1,
         }
+    }
+
+    #[test]
+    fn records_of_builds_before_retries_are_still_read() {
+        let old = RunRecordV1 {
+            run: RunId::new(),
+            started_unix_us: 7,
+            calls: vec![CallRecordV1 {
+                name: "fit".into(),
+                version: "1.0.0".into(),
+                key: Key::of("fit", "1.0.0", &1_u8).unwrap(),
+                parent: None,
+                outcome: CallOutcome::Computed,
+                started_us: 1,
+                duration_us: 2,
+                process: "p".into(),
+            }],
+        };
+        let mut payload = Vec::new();
+        crate::codec::encode_into(&mut payload, &old).unwrap();
+        let first_layout = Fingerprint::from_bytes([0; 32]);
+        let read = decode_record(&payload, &first_layout).unwrap();
+        assert_eq!(read.run, old.run);
+        assert_eq!(read.calls[0].attempts, 1);
+        assert_eq!(read.calls[0].name, "fit");
+
+        let mut current = Vec::new();
+        let mut record = read.clone();
+        record.calls[0].attempts = 3;
+        crate::codec::encode_into(&mut current, &record).unwrap();
+        let read = decode_record(&current, &layout_mark()).unwrap();
+        assert_eq!(read.calls[0].attempts, 3);
+        assert!(decode_record(b"junk", &layout_mark()).is_err());
     }
 
     #[test]

@@ -203,9 +203,10 @@ impl Shared {
                 worker: reply.worker,
                 entry,
             },
-            Err(message) => Dispatched::Failed {
+            Err(failure) => Dispatched::Failed {
                 worker: reply.worker,
-                message,
+                message: failure.message,
+                error: failure.error,
             },
         })
     }

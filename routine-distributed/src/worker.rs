@@ -28,7 +28,8 @@ use tokio::task::{JoinSet, LocalSet};
 
 use crate::blobs::BlobCache;
 use crate::broker::{
-    unique_name, Broker, BrokerError, Delivery, Heartbeat, Part, Reply, Request, WorkerStatus,
+    unique_name, Broker, BrokerError, Delivery, Failure, Heartbeat, Part, Reply, Request,
+    WorkerStatus,
 };
 use routine_core::blocking::local_set_thread;
 use routine_core::invoke::PartOf;
@@ -425,7 +426,8 @@ impl Worker {
                     "the request was delivered {deliveries} times and every worker running it died; \
                      it is in the dead-letter stream {}",
                     self.broker.dead_letter_stream()
-                )),
+                )
+                .into()),
                 worker: self.id.clone(),
             };
             // A reply that cannot be written (its stream poisoned, its
@@ -456,8 +458,8 @@ impl Worker {
         tracing::info!(worker = %self.id, routine = %routine, key = %request.key.short(), "running");
 
         let outcome = self.execute(&request, redelivered).await;
-        if let Err(message) = &outcome {
-            tracing::warn!(worker = %self.id, routine = %routine, error = %message, "routine failed");
+        if let Err(failure) = &outcome {
+            tracing::warn!(worker = %self.id, routine = %routine, error = %failure.message, "routine failed");
         }
         let reply = Reply {
             request: request.request.clone(),
@@ -498,21 +500,19 @@ impl Worker {
     }
 
     /// Runs the routine through this worker's engine: done, with its
-    /// stored entry when small enough for the reply; or the message of a
-    /// panic, an `Err`, or a result the store refused.
+    /// stored entry when small enough for the reply; or the failure: a
+    /// panic, a timeout, an `Err` (typed when it crosses the wire), or a
+    /// result the store refused.
     async fn execute(
         &self,
         request: &Request,
         redelivered: bool,
-    ) -> Result<Option<Vec<u8>>, String> {
+    ) -> Result<Option<Vec<u8>>, Failure> {
         let Some(task) = self
             .streams
             .get(&self.broker.work_stream(&request.task, &request.version))
         else {
-            return Err(format!(
-                "this worker does not serve `{}`",
-                request.routine_id()
-            ));
+            return Err(format!("this worker does not serve `{}`", request.routine_id()).into());
         };
         let arguments = self.arguments(&request.arguments).await?;
         let invocation = task
@@ -530,12 +530,16 @@ impl Worker {
         };
         let answer = invocation.serve(&self.engine, part_of).await;
         let inline = self.config.inline_result_max;
-        answer.outcome.map(|_| {
-            answer
-                .entry
-                .filter(|entry| entry.len() <= inline)
-                .map(|entry| Arc::try_unwrap(entry).unwrap_or_else(|shared| shared.to_vec()))
-        })
+        let error = answer.error;
+        answer
+            .outcome
+            .map_err(|message| Failure { message, error })
+            .map(|_| {
+                answer
+                    .entry
+                    .filter(|entry| entry.len() <= inline)
+                    .map(|entry| Arc::try_unwrap(entry).unwrap_or_else(|shared| shared.to_vec()))
+            })
     }
 }
 
@@ -581,6 +585,7 @@ impl Pulse {
             serves: self.serves.clone(),
             expiry: self.heartbeat * 3,
             downloads: self.blobs.downloads(),
+            waiting_for_slot: self.engine.stats().waiting_for_slot,
         };
         Ok(self.broker.heartbeat(&beat).await?)
     }

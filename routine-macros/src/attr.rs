@@ -1,12 +1,13 @@
 //! The attribute's arguments:
-//! `#[task(name = "train", version = "0.0.1", ttl = "30d")]`.
+//! `#[task(name = "train", version = "0.0.1", ttl = "30d", timeout = "10m",
+//! retries = 3, backoff = "2s", retry_errors, concurrency = 1)]`.
 
 use std::time::Duration;
 
 use proc_macro2::{Span, TokenStream};
 use quote::quote;
 use syn::meta::ParseNestedMeta;
-use syn::LitStr;
+use syn::{LitInt, LitStr};
 
 /// The parsed and checked arguments.
 #[derive(Debug)]
@@ -15,6 +16,8 @@ pub(crate) struct TaskAttr {
     pub(crate) version: LitStr,
     /// How long a stored result stays valid; forever if unset.
     pub(crate) ttl: Option<Duration>,
+    /// How the body may run (routine-core's `execution::Execution`).
+    pub(crate) execution: ExecutionAttr,
     /// `crate = "..."`: the path of the `routine` library.
     pub(crate) krate: Option<syn::Path>,
 }
@@ -26,6 +29,11 @@ impl TaskAttr {
         let mut name: Option<LitStr> = None;
         let mut version: Option<LitStr> = None;
         let mut ttl: Option<LitStr> = None;
+        let mut timeout: Option<LitStr> = None;
+        let mut backoff: Option<LitStr> = None;
+        let mut retries: Option<LitInt> = None;
+        let mut concurrency: Option<LitInt> = None;
+        let mut retry_errors: Option<syn::Path> = None;
         let mut krate: Option<syn::Path> = None;
         let parser = syn::meta::parser(|meta| {
             if meta.path.is_ident("crate") {
@@ -36,10 +44,40 @@ impl TaskAttr {
                 set_once(&meta, &mut version, "version", &string_literal("version"))
             } else if meta.path.is_ident("ttl") {
                 set_once(&meta, &mut ttl, "ttl", &string_literal("ttl"))
+            } else if meta.path.is_ident("timeout") {
+                set_once(&meta, &mut timeout, "timeout", &string_literal("timeout"))
+            } else if meta.path.is_ident("backoff") {
+                set_once(&meta, &mut backoff, "backoff", &string_literal("backoff"))
+            } else if meta.path.is_ident("retries") {
+                set_once(
+                    &meta,
+                    &mut retries,
+                    "retries",
+                    "a whole number, as in `retries = 3`",
+                )
+            } else if meta.path.is_ident("concurrency") {
+                set_once(
+                    &meta,
+                    &mut concurrency,
+                    "concurrency",
+                    "a whole number, as in `concurrency = 1`",
+                )
+            } else if meta.path.is_ident("retry_errors") {
+                if retry_errors.is_some() {
+                    return Err(meta.error("`retry_errors` is given twice"));
+                }
+                if !meta.input.is_empty() && !meta.input.peek(syn::Token![,]) {
+                    return Err(meta.error(
+                        "`retry_errors` takes no value: write `retry_errors` beside `retries = N`",
+                    ));
+                }
+                retry_errors = Some(meta.path.clone());
+                Ok(())
             } else {
                 let path = option_name(&meta);
                 Err(meta.error(format_args!(
-                    "unknown task option `{path}`; a task takes `name`, `version` and optionally `ttl` and `crate`"
+                    "unknown task option `{path}`; a task takes `name`, `version` and optionally \
+                     `ttl`, `timeout`, `retries`, `backoff`, `retry_errors`, `concurrency` and `crate`"
                 )))
             }
         });
@@ -61,19 +99,80 @@ impl TaskAttr {
         if let Err(e) = check_version(&version) {
             combine(&mut errors, e);
         }
-        let ttl = match ttl.as_ref().map(parse_ttl).transpose() {
-            Ok(ttl) => ttl,
+        let mut checked = |result: syn::Result<Option<Duration>>| match result {
+            Ok(duration) => duration,
             Err(e) => {
                 combine(&mut errors, e);
                 None
             }
         };
+        let ttl = checked(
+            ttl.as_ref()
+                .map(|t| parse_duration(t, "ttl", TTL_ZERO))
+                .transpose(),
+        );
+        let timeout_value = checked(
+            timeout
+                .as_ref()
+                .map(|t| parse_duration(t, "timeout", TIMEOUT_ZERO))
+                .transpose(),
+        );
+        let backoff_value = checked(
+            backoff
+                .as_ref()
+                .map(|t| parse_duration(t, "backoff", BACKOFF_ZERO))
+                .transpose(),
+        );
+        let retries_value = match retries
+            .as_ref()
+            .map(|n| whole(n, "retries", 0..=100))
+            .transpose()
+        {
+            Ok(n) => n,
+            Err(e) => {
+                combine(&mut errors, e);
+                None
+            }
+        };
+        let concurrency_value = match concurrency
+            .as_ref()
+            .map(|n| whole(n, "concurrency", 1..=1_000_000))
+            .transpose()
+        {
+            Ok(n) => n,
+            Err(e) => {
+                combine(&mut errors, e);
+                None
+            }
+        };
+        // Options about retrying mean nothing without retries.
+        if retries.is_none() {
+            if let Some(backoff) = &backoff {
+                combine(&mut errors, syn::Error::new(
+                    backoff.span(),
+                    "`backoff` without `retries`: there is nothing to wait before; add `retries = N`, or remove `backoff`",
+                ));
+            }
+            if let Some(flag) = &retry_errors {
+                combine(&mut errors, syn::Error::new_spanned(
+                    flag,
+                    "`retry_errors` without `retries`: no attempt would follow; add `retries = N`, or remove `retry_errors`",
+                ));
+            }
+        }
         match errors {
             Some(errors) => Err(errors),
             None => Ok(TaskAttr {
                 name,
                 version,
                 ttl,
+                execution: ExecutionAttr {
+                    timeout: timeout_value,
+                    retries: retries_value,
+                    backoff: backoff_value,
+                    retry_errors,
+                    concurrency: concurrency_value,
+                },
                 krate,
             }),
         }
@@ -88,6 +187,7 @@ impl TaskAttr {
             name: LitStr::new(&function.sig.ident.to_string(), span),
             version: LitStr::new("0.0.0", span),
             ttl: None,
+            execution: ExecutionAttr::default(),
             krate: None,
         }
     }
@@ -128,21 +228,51 @@ pub(crate) fn private_module(krate: Option<&syn::Path>) -> TokenStream {
     }
 }
 
+/// The execution options of the attribute, checked.
+#[derive(Debug, Default)]
+pub(crate) struct ExecutionAttr {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retries: Option<u32>,
+    pub(crate) backoff: Option<Duration>,
+    /// The `retry_errors` flag, kept for spans: only a `Result` task may
+    /// give it.
+    pub(crate) retry_errors: Option<syn::Path>,
+    pub(crate) concurrency: Option<u32>,
+}
+
+const TTL_ZERO: &str = "a `ttl` of zero would make every stored result expired at once; \
+     remove `ttl` to keep results forever, or give a positive duration such as \"30d\"";
+const TIMEOUT_ZERO: &str = "a `timeout` of zero would stop every attempt before it starts; \
+     remove `timeout` for no limit, or give a positive duration such as \"10m\"";
+const BACKOFF_ZERO: &str = "a `backoff` of zero would retry at once, in a tight loop against \
+     whatever failed; give a positive duration such as \"1s\" (it doubles at each retry)";
+
 /// `"30d"`, `"12h"`, `"1h 30m"`: a positive duration in humantime's units.
-fn parse_ttl(ttl: &LitStr) -> syn::Result<Duration> {
-    let text = ttl.value();
+fn parse_duration(literal: &LitStr, what: &str, if_zero: &str) -> syn::Result<Duration> {
+    let text = literal.value();
     match humantime::parse_duration(&text) {
         Ok(duration) if !duration.is_zero() => Ok(duration),
-        Ok(_) => Err(syn::Error::new(
-            ttl.span(),
-            "a `ttl` of zero would make every stored result expired at once; \
-             remove `ttl` to keep results forever, or give a positive duration such as \"30d\"",
-        )),
+        Ok(_) => Err(syn::Error::new(literal.span(), if_zero)),
         Err(e) => Err(syn::Error::new(
-            ttl.span(),
+            literal.span(),
             format!(
-                "`ttl = \"{text}\"` is not a duration ({e}); write a number and a unit, \
+                "`{what} = \"{text}\"` is not a duration ({e}); write a number and a unit, \
                  such as \"90s\", \"12h\", \"30d\" or \"1h 30m\""
+            ),
+        )),
+    }
+}
+
+/// A whole number within `range`.
+fn whole(literal: &LitInt, what: &str, range: std::ops::RangeInclusive<u32>) -> syn::Result<u32> {
+    match literal.base10_parse::<u32>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(syn::Error::new(
+            literal.span(),
+            format!(
+                "`{what} = {literal}` is out of range: it takes a whole number from {} to {}",
+                range.start(),
+                range.end()
             ),
         )),
     }

@@ -49,9 +49,12 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
     let routine_outcome = hygienic("__ROUTINE_OUTCOME");
     let routine_parameters = hygienic("__ROUTINE_PARAMETERS");
     let routine_task = hygienic("__ROUTINE_TASK");
+    let routine_decode = hygienic("__routine_decode");
     let routine_decoder = hygienic("__routine_decoder");
     let routine_encoded = hygienic("__routine_encoded");
     let routine_error = hygienic("__routine_error");
+    let routine_error_decode = hygienic("__routine_error_decode");
+    let routine_error_encode = hygienic("__routine_error_encode");
     let routine_failure = hygienic("__routine_failure");
     let routine_invocation = hygienic("__routine_invocation");
     let routine_invoke = hygienic("__routine_invoke");
@@ -91,12 +94,24 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
     let parameter_names = names.iter().map(|name| name.to_string());
     let parameter_types = types.iter().map(|ty| render_tokens(ty.to_token_stream()));
     let parameter_count = names.len();
-    let ttl = match attr.ttl {
-        Some(ttl) => {
-            let (secs, nanos) = (ttl.as_secs(), ttl.subsec_nanos());
-            quote!(::core::option::Option::Some(::core::time::Duration::new(#secs, #nanos)))
-        }
-        None => quote!(::core::option::Option::None),
+    let ttl = optional_duration(attr.ttl);
+    let execution = {
+        let e = &attr.execution;
+        let (timeout, backoff) = (optional_duration(e.timeout), optional_duration(e.backoff));
+        let retries = optional(e.retries);
+        let concurrency = optional(e.concurrency);
+        let retry_errors = optional(e.retry_errors.as_ref().map(|_| true));
+        quote!(#private::Execution::__new(#timeout, #retries, #backoff, #retry_errors, #concurrency))
+    };
+    // Only an `Err` can be retried as an error.
+    let misplaced_retry_errors = match (&attr.execution.retry_errors, signature.returns_result) {
+        (Some(flag), false) => syn::Error::new_spanned(
+            flag,
+            "`retry_errors` on a task that returns no `Result`: it has no `Err` to retry \
+             (panics and timeouts are retried without it); remove `retry_errors`",
+        )
+        .to_compile_error(),
+        _ => quote!(),
     };
     let argument_codecs = types.iter().map(|ty| {
         let private = respanned(&private, ty.span());
@@ -108,6 +123,20 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
     let (describe_failure, report, codec) = if signature.returns_result {
         (
             quote! {
+                /// The `Err` for a caller in another process, if its type
+                /// crosses the wire (serde's traits).
+                fn #routine_error_encode(#routine_output: &#output) -> ::core::option::Option<::std::vec::Vec<u8>> {
+                    #[allow(unused_imports)]
+                    use #private::{ViaMessage as _, ViaSerde as _};
+                    #[allow(clippy::needless_borrow)]
+                    (&&#private::ErrorWire(::core::option::Option::Some(#routine_output))).encode()
+                }
+                fn #routine_error_decode(#routine_encoded: &[u8]) -> ::core::option::Option<#output> {
+                    #[allow(unused_imports)]
+                    use #private::{ViaMessage as _, ViaSerde as _};
+                    #[allow(clippy::needless_borrow)]
+                    (&&#private::ErrorWire::<#output>(::core::option::Option::None)).decode(#routine_encoded)
+                }
                 fn #routine_failure(#routine_output: &#output) -> ::core::option::Option<::std::string::String> {
                     match #routine_output {
                         ::core::result::Result::Ok(_) => ::core::option::Option::None,
@@ -126,7 +155,9 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
                     ::core::option::Option::Some(#routine_error) => ::core::result::Result::Err(#routine_error),
                 }
             },
-            quote!(#codec.describing_failures(#routine_failure)),
+            quote!(#codec
+                .describing_failures(#routine_failure)
+                .carrying_errors(#routine_error_encode, #routine_error_decode)),
         )
     } else {
         (quote!(), quote!(::core::result::Result::Ok(())), codec)
@@ -178,14 +209,23 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
                 })
             }
 
+            /// The arguments from their encoding: for a worker, and for a
+            /// retry.
+            fn #routine_decode(
+                #routine_encoded: &[u8],
+            ) -> ::core::result::Result<(#(#types,)*), #private::ArgumentsError> {
+                let mut #routine_decoder = #private::ArgumentsDecoder::new(#routine_encoded);
+                #(let #names = (#routine_arguments.#indices.decode)(&mut #routine_decoder)?;)*
+                #routine_decoder.finish()?;
+                ::core::result::Result::Ok((#(#names,)*))
+            }
+
             /// Runs the task from encoded arguments: what a worker calls.
             fn #routine_invoke(
                 #routine_encoded: &[u8],
                 #routine_json: bool,
             ) -> ::core::result::Result<#private::Invocation, #private::ArgumentsError> {
-                let mut #routine_decoder = #private::ArgumentsDecoder::new(#routine_encoded);
-                #(let #names = (#routine_arguments.#indices.decode)(&mut #routine_decoder)?;)*
-                #routine_decoder.finish()?;
+                let (#(#names,)*) = #routine_decode(#routine_encoded)?;
                 #[allow(unused_imports)]
                 use #private::{ViaLocal as _, ViaSend as _};
                 // `Send` routines run on any runtime thread (see `Started`).
@@ -203,6 +243,7 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
                 ::core::file!(),
                 ::core::line!(),
                 #ttl,
+                #execution,
                 &#routine_parameters,
                 #routine_invoke,
                 #routine_outcome.describe_stored,
@@ -219,8 +260,26 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
                 },
                 &#routine_outcome,
                 |(#(#names,)*)| #run,
+                #routine_decode,
             )
         }
+        #misplaced_retry_errors
+    }
+}
+
+/// `Some(Duration::new(..))` or `None`, as tokens.
+fn optional_duration(duration: Option<std::time::Duration>) -> TokenStream {
+    optional(duration.map(|d| {
+        let (secs, nanos) = (d.as_secs(), d.subsec_nanos());
+        quote!(::core::time::Duration::new(#secs, #nanos))
+    }))
+}
+
+/// `Some(value)` or `None`, as tokens.
+fn optional(value: Option<impl ToTokens>) -> TokenStream {
+    match value {
+        Some(value) => quote!(::core::option::Option::Some(#value)),
+        None => quote!(::core::option::Option::None),
     }
 }
 

@@ -7,16 +7,19 @@
 //!     hit  -> return the stored value
 //!   single-flight: follow a leader (wait, loop) or lead:
 //!     a sub-routine the policy sends away -> dispatch, then look up again
-//!     else run the body, store the value (failure logged, value kept)
+//!     else take a slot (`concurrency`), run the body: each attempt within
+//!       `timeout`, a failed one tried again after a backoff (`retries`);
+//!       store the value (failure logged, value kept)
 //! the run this call started, if any: its record is stored
 //! ```
 
+use std::any::Any;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
@@ -25,9 +28,11 @@ use super::outcome::OutcomeCodec;
 use super::report::{CallGuard, ForTriggers};
 use super::storage::Encoded;
 use super::{Current, Engine, Inner, Place, Served, Stored};
-use crate::arguments::{EncodedArguments, KeyBuilder};
+use crate::arguments::{ArgumentsError, EncodedArguments, KeyBuilder};
 use crate::dispatch::{Dispatch, DispatchRequest, Dispatched, Policy};
+use crate::execution::Execution;
 use crate::id::CallOutcome;
+use crate::invoke::{panic_message, panic_text};
 use crate::key::{Key, KeyError};
 use crate::registry::TaskSpec;
 use crate::store::Found;
@@ -40,7 +45,8 @@ use crate::store::Found;
 ///
 /// `key_of` feeds the arguments to a [`KeyBuilder`]; `codec` comes from
 /// [`outcome_codec`], as a promoted `&'static` constant (the call carries a
-/// pointer, not the table); `body` runs the user's function.
+/// pointer, not the table); `body` runs the user's function, and `decode`
+/// rebuilds its arguments from their encoding for a retry.
 ///
 /// # Panics
 /// When first polled outside any engine scope, with a message naming the
@@ -52,22 +58,30 @@ pub fn call<A, O, Out, K, F, Fut>(
     key_of: K,
     codec: &'static OutcomeCodec<O, Out>,
     body: F,
+    decode: fn(&[u8]) -> Result<A, ArgumentsError>,
 ) -> impl Future<Output = Out>
 where
     K: FnOnce(&A, &mut KeyBuilder) -> Result<(), KeyError>,
-    F: FnOnce(A) -> Fut,
+    F: Fn(A) -> Fut,
     Fut: Future<Output = O>,
 {
     let captured = Current::get();
     async move {
         let current = captured.unwrap_or_else(|| Engine::current_for(task));
         let into_output = codec.into_output;
+        let body = Body { run: body, decode };
         let run = current
             .engine
             .clone()
             .run(current, task, args, key_of, codec, body);
         into_output(run.await)
     }
+}
+
+/// A task's body, and how to rebuild its arguments for another attempt.
+struct Body<F, A> {
+    run: F,
+    decode: fn(&[u8]) -> Result<A, ArgumentsError>,
 }
 
 /// Runs a synchronous task body on tokio's blocking pool, so a long
@@ -94,27 +108,28 @@ impl Engine {
         args: A,
         key_of: K,
         codec: &'static OutcomeCodec<O, Out>,
-        body: F,
+        body: Body<F, A>,
     ) -> O
     where
         K: FnOnce(&A, &mut KeyBuilder) -> Result<(), KeyError>,
-        F: FnOnce(A) -> Fut,
+        F: Fn(A) -> Fut,
         Fut: Future<Output = O>,
     {
         let started = Instant::now();
         let dispatcher = self.dispatcher_for(current.in_routine).cloned();
         let triggers = task.triggers();
+        let execution = self.execution_of(task);
         let mut key_builder = KeyBuilder::new(
             task.name(),
             task.version(),
-            dispatcher.is_some() || !triggers.is_empty(),
+            dispatcher.is_some() || !triggers.is_empty() || execution.attempts() > 1,
         );
         let (key, encoded_arguments) = match key_of(&args, &mut key_builder) {
             Ok(()) => key_builder.finish(),
             Err(e) => {
                 tracing::warn!(task = task.name(), version = task.version(), error = %e,
                     "the arguments cannot be hashed; running the task without memoization");
-                return body(args).await;
+                return (body.run)(args).await;
             }
         };
         let span = tracing::info_span!(
@@ -151,6 +166,7 @@ impl Engine {
                 })
             }),
             run_closed: false,
+            attempts: 1,
         };
         let call = Call {
             task,
@@ -167,6 +183,7 @@ impl Engine {
             joins_flights: serving.is_none(),
             served: serving.map(|serving| Arc::clone(&serving.served)),
             trust_callers_lookup: serving.is_some_and(|serving| !serving.redelivered),
+            execution,
         };
         let outcome = call.resolve(&mut report, body, args).instrument(span).await;
         if let Some(run) = report.outcome.and_then(|ended| report.close_run(ended)) {
@@ -191,14 +208,21 @@ struct Call<O: 'static, Out: 'static> {
     /// A worker serving a first delivery skips the store on its first
     /// lookup: the caller looked there a moment ago and missed.
     trust_callers_lookup: bool,
+    /// How its body may run: the task's options over the engine's.
+    execution: Execution,
 }
 
 impl<O, Out> Call<O, Out> {
     /// Looks the call up until it hits, or leads its flight and either
     /// dispatches it or runs the body.
-    async fn resolve<A, F, Fut>(mut self, report: &mut CallGuard<'_>, body: F, args: A) -> O
+    async fn resolve<A, F, Fut>(
+        mut self,
+        report: &mut CallGuard<'_>,
+        body: Body<F, A>,
+        args: A,
+    ) -> O
     where
-        F: FnOnce(A) -> Fut,
+        F: Fn(A) -> Fut,
         Fut: Future<Output = O>,
     {
         let engine = report.engine;
@@ -276,7 +300,22 @@ impl<O, Out> Call<O, Out> {
         let remotely = engine.dispatch(dispatcher, request).await;
         report.dispatched = false;
         match remotely {
-            Remotely::Done((worker, entry)) => {
+            Answered::Failed {
+                worker,
+                message,
+                error,
+            } => {
+                // An `Err` whose type crosses the wire is the caller's, as
+                // if the body had run here; anything else is a panic here.
+                let typed = error.and_then(|error| (self.codec.decode_error)(&error));
+                let Some(outcome) = typed else {
+                    panic!("task `{}` failed on worker {worker}: {message}", task.id())
+                };
+                report.dispatched = true;
+                report.outcome = Some(CallOutcome::Failed);
+                Remotely::Done(Some(outcome))
+            }
+            Answered::Done(worker, entry) => {
                 let inner = &*engine.inner;
                 // A small result comes back with the reply: decoded (and
                 // verified) from it, without a read of the store.
@@ -302,18 +341,19 @@ impl<O, Out> Call<O, Out> {
                 report.outcome = Some(CallOutcome::Dispatched);
                 Remotely::Done(Some(outcome))
             }
-            Remotely::LookAgain => Remotely::LookAgain,
+            Answered::LookAgain => Remotely::LookAgain,
         }
     }
 
     /// Runs the body in the call's run, then stores its outcome.
-    async fn compute<A, F, Fut>(&self, report: &mut CallGuard<'_>, body: F, args: A) -> O
+    async fn compute<A, F, Fut>(&self, report: &mut CallGuard<'_>, body: Body<F, A>, args: A) -> O
     where
-        F: FnOnce(A) -> Fut,
+        F: Fn(A) -> Fut,
         Fut: Future<Output = O>,
     {
         let (engine, task, key, codec) = (report.engine, self.task, self.key, self.codec);
         let inner = &*engine.inner;
+        let _slot = self.take_slot(inner).await;
         inner.counters.misses.fetch_add(1, Ordering::Relaxed);
         let run_started = Instant::now();
         let provenance = report.provenance();
@@ -326,13 +366,13 @@ impl<O, Out> Call<O, Out> {
                 serving: None,
             })),
         };
-        let outcome = match catch_panic(in_body.scope(body(args))).await {
+        let outcome = match self.attempts(report, &body, args, in_body).await {
             Ok(outcome) => outcome,
-            Err(panic) => {
+            Err((ended, panic)) => {
                 // The run's record is stored before the panic goes on to
                 // the caller, which may be the run's root.
-                report.outcome = Some(CallOutcome::Panicked);
-                if let Some(run) = report.close_run(CallOutcome::Panicked) {
+                report.outcome = Some(ended);
+                if let Some(run) = report.close_run(ended) {
                     inner.store_run(&run, &key).await;
                 }
                 panic::resume_unwind(panic);
@@ -351,12 +391,161 @@ impl<O, Out> Call<O, Out> {
             };
         report.outcome = Some(ended);
         report.stored = stored.is_ok();
-        if let (Some(served), CallOutcome::Computed) = (&self.served, ended) {
-            served.set(stored);
+        if let Some(served) = &self.served {
+            match ended {
+                CallOutcome::Computed => served.set(stored),
+                CallOutcome::Failed => {
+                    if let Some(error) = (codec.encode_error)(&outcome) {
+                        served.set_error(error);
+                    }
+                }
+                _ => {}
+            }
         }
         report.capture(codec, &outcome, ended);
         outcome
     }
+}
+
+impl<O, Out> Call<O, Out> {
+    /// A slot of the task's `concurrency` in this process, waited for
+    /// (and counted as waiting); none without a limit.
+    async fn take_slot(&self, inner: &Inner) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let slots = self.task.slots(self.execution.concurrency)?;
+        if let Ok(slot) = Arc::clone(slots).try_acquire_owned() {
+            return Some(slot);
+        }
+        let limited = &inner.counters.limited;
+        limited.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::clone(slots).acquire_owned().await;
+        limited.fetch_sub(1, Ordering::Relaxed);
+        slot.ok()
+    }
+
+    /// Runs the body's attempts: each within the timeout, a failed one
+    /// tried again after its backoff while attempts remain. The outcome of
+    /// the last attempt, or how the call ended and the panic to raise.
+    async fn attempts<A, F, Fut>(
+        &self,
+        report: &mut CallGuard<'_>,
+        body: &Body<F, A>,
+        args: A,
+        in_body: Current,
+    ) -> Result<O, (CallOutcome, Box<dyn Any + Send>)>
+    where
+        F: Fn(A) -> Fut,
+        Fut: Future<Output = O>,
+    {
+        let (task, execution) = (self.task, &self.execution);
+        let attempts = execution.attempts();
+        let mut args = Some(args);
+        loop {
+            let attempt = report.attempts;
+            let args = match args.take() {
+                Some(args) => args,
+                None => match self.decode_again(body) {
+                    Ok(args) => args,
+                    Err(why) => return Err((CallOutcome::Panicked, Box::new(why))),
+                },
+            };
+            let running = catch_panic(in_body.clone().scope((body.run)(args)));
+            let ended = match execution.timeout {
+                None => running.await.map_err(Stopped::Panicked),
+                Some(limit) => match tokio::time::timeout(limit, running).await {
+                    Ok(ended) => ended.map_err(Stopped::Panicked),
+                    Err(_) => Err(Stopped::TimedOut(limit)),
+                },
+            };
+            let failure = match &ended {
+                Ok(outcome) if execution.retries_errors() => (self.codec.describe_failure)(outcome),
+                Ok(_) => None,
+                Err(stopped) => Some(stopped.to_string()),
+            };
+            let Some(failure) = failure.filter(|_| attempt < attempts) else {
+                return ended.map_err(|stopped| stopped.into_panic(task, attempt, attempts));
+            };
+            let wait = execution.backoff_before(attempt + 1, jitter(&self.key, attempt));
+            tracing::warn!(task = %task.id(), key = %self.key.short(), attempt, of = attempts,
+                error = %failure, retry_in_ms = wait.as_millis() as u64, "attempt failed; trying again");
+            report
+                .engine
+                .inner
+                .counters
+                .retried
+                .fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(wait).await;
+            report.attempts += 1;
+        }
+    }
+
+    /// The arguments again, from their encoding, for another attempt.
+    fn decode_again<A, F>(&self, body: &Body<F, A>) -> Result<A, String> {
+        let encoded = self.encoded_arguments.as_ref().ok_or_else(|| {
+            format!(
+                "task `{}`: its arguments were not kept for a retry",
+                self.task.id()
+            )
+        })?;
+        (body.decode)(&encoded.bytes).map_err(|e| {
+            format!(
+                "task `{}`: its arguments cannot be decoded for a retry: {e}",
+                self.task.id()
+            )
+        })
+    }
+}
+
+/// How an attempt stopped without a value.
+enum Stopped {
+    Panicked(Box<dyn Any + Send>),
+    TimedOut(Duration),
+}
+
+impl Stopped {
+    /// The panic the caller gets, once no attempt remains: a lone
+    /// attempt's own panic, else a message that counts the attempts.
+    fn into_panic(
+        self,
+        task: &TaskSpec,
+        attempt: u32,
+        of: u32,
+    ) -> (CallOutcome, Box<dyn Any + Send>) {
+        match self {
+            Stopped::Panicked(panic) if of == 1 => (CallOutcome::Panicked, panic),
+            Stopped::Panicked(panic) => (
+                CallOutcome::Panicked,
+                Box::new(format!(
+                    "task `{}` failed on each of its {of} attempts; the last panicked: {}",
+                    task.id(),
+                    panic_message(panic)
+                )),
+            ),
+            Stopped::TimedOut(limit) => (
+                CallOutcome::TimedOut,
+                Box::new(format!(
+                    "task `{}` timed out: attempt {attempt} of {of} ran past its timeout of {limit:?}",
+                    task.id()
+                )),
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stopped::Panicked(panic) => write!(f, "panicked: {}", panic_text(&**panic)),
+            Stopped::TimedOut(limit) => write!(f, "timed out after {limit:?}"),
+        }
+    }
+}
+
+/// A number in `[0, 1)` for the backoff of one call's attempt.
+fn jitter(key: &Key, attempt: u32) -> f64 {
+    let mut salt = [0u8; 36];
+    salt[..32].copy_from_slice(key.as_bytes());
+    salt[32..].copy_from_slice(&attempt.to_le_bytes());
+    crate::execution::jitter(&salt)
 }
 
 /// The stored outcome of `key`: from the in-process cache, else from the
@@ -395,6 +584,21 @@ enum Remotely<T> {
     LookAgain,
 }
 
+/// A worker's answer to a dispatched call.
+enum Answered {
+    /// It stored the result: who ran it, and the entry when it was small.
+    Done(String, Option<Vec<u8>>),
+    /// An identical call elsewhere in the cluster landed: start over.
+    LookAgain,
+    /// It reported a failure: its message, and the `Err` it returned,
+    /// encoded, when its type crosses the wire.
+    Failed {
+        worker: String,
+        message: String,
+        error: Option<Vec<u8>>,
+    },
+}
+
 impl Engine {
     /// The dispatcher for a call made `in_routine` (a sub-routine) or not.
     fn dispatcher_for(&self, in_routine: bool) -> Option<&Arc<dyn Dispatch>> {
@@ -402,14 +606,9 @@ impl Engine {
         (in_routine && *policy == Policy::SubRoutinesRemote).then_some(dispatcher)
     }
 
-    /// Sends the call to a worker and waits. A failure there is a panic
-    /// here, with the worker's id and message, as a panic in a local body
-    /// would be.
-    async fn dispatch(
-        &self,
-        dispatcher: &dyn Dispatch,
-        request: DispatchRequest,
-    ) -> Remotely<(String, Option<Vec<u8>>)> {
+    /// Sends the call to a worker and waits. A call no worker could take
+    /// is a panic here.
+    async fn dispatch(&self, dispatcher: &dyn Dispatch, request: DispatchRequest) -> Answered {
         let (task, key) = (request.task, request.key);
         let waiting = &self.inner.counters.dispatch_waiting;
         waiting.fetch_add(1, Ordering::Relaxed);
@@ -418,12 +617,18 @@ impl Engine {
         match dispatched {
             Dispatched::Completed { worker, entry } => {
                 tracing::debug!(task = task.name(), key = %key.short(), worker = %worker, "completed on a worker");
-                Remotely::Done((worker, entry))
+                Answered::Done(worker, entry)
             }
-            Dispatched::Elsewhere => Remotely::LookAgain,
-            Dispatched::Failed { worker, message } => {
-                panic!("task `{}` failed on worker {worker}: {message}", task.id())
-            }
+            Dispatched::Elsewhere => Answered::LookAgain,
+            Dispatched::Failed {
+                worker,
+                message,
+                error,
+            } => Answered::Failed {
+                worker,
+                message,
+                error,
+            },
             Dispatched::Unserved(why) => {
                 panic!("task `{}` could not be dispatched: {why}", task.id())
             }

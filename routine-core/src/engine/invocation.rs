@@ -59,6 +59,7 @@ impl Invocation {
             (Ok(finished), Ok(entry)) => Answer {
                 outcome: Ok(finished),
                 entry,
+                error: None,
             },
             (Ok(_), Err(why)) => Answer {
                 outcome: Err(format!(
@@ -66,10 +67,12 @@ impl Invocation {
                     engine.store()
                 )),
                 entry: None,
+                error: None,
             },
             (Err(failed), _) => Answer {
                 outcome: Err(failed),
                 entry: None,
+                error: served.take_error(),
             },
         }
     }

@@ -98,6 +98,11 @@ pub struct OutcomeCodec<O, Out> {
     pub(crate) encode_stored: fn(&O) -> Option<Vec<u8>>,
     /// The message of a failed outcome (an `Err`), for triggers.
     pub(crate) describe_failure: fn(&O) -> Option<String>,
+    /// A failed outcome's `Err`, encoded for a caller in another process,
+    /// when its type implements serde's traits.
+    pub(crate) encode_error: fn(&O) -> Option<Vec<u8>>,
+    /// The failed outcome a caller rebuilds from that encoding.
+    pub(crate) decode_error: fn(&[u8]) -> Option<O>,
 }
 
 impl<O, Out> OutcomeCodec<O, Out> {
@@ -107,6 +112,21 @@ impl<O, Out> OutcomeCodec<O, Out> {
     pub const fn describing_failures(self, describe: fn(&O) -> Option<String>) -> Self {
         OutcomeCodec {
             describe_failure: describe,
+            ..self
+        }
+    }
+
+    /// The same codec, sending a failed outcome's `Err` to callers in other
+    /// processes with `encode` and `decode`: `#[task]` passes them for
+    /// tasks whose error type implements serde's traits.
+    pub const fn carrying_errors(
+        self,
+        encode: fn(&O) -> Option<Vec<u8>>,
+        decode: fn(&[u8]) -> Option<O>,
+    ) -> Self {
+        OutcomeCodec {
+            encode_error: encode,
+            decode_error: decode,
             ..self
         }
     }
@@ -124,6 +144,8 @@ pub const fn outcome_codec<O: Outcome>() -> OutcomeCodec<O, O::Output> {
         describe_stored: describe_stored::<O>,
         encode_stored: encode_stored::<O>,
         describe_failure: |_| None,
+        encode_error: |_| None,
+        decode_error: |_| None,
     }
 }
 

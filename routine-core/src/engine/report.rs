@@ -12,7 +12,7 @@ use super::storage::Provenance;
 use super::Engine;
 use crate::id::{CallOutcome, RunId};
 use crate::key::Key;
-use crate::lineage::RunLog;
+use crate::lineage::{Ended, RunLog};
 use crate::registry::TaskSpec;
 use crate::trigger::{Occurrence, TriggerSpec};
 
@@ -64,6 +64,8 @@ pub(super) struct CallGuard<'a> {
     pub(super) triggers: Option<Box<ForTriggers>>,
     /// The call is recorded in its run already.
     pub(super) run_closed: bool,
+    /// Attempts its body took here.
+    pub(super) attempts: u32,
 }
 
 /// The triggers bound to a task, and what they will be given.
@@ -137,6 +139,7 @@ impl CallGuard<'_> {
         let result = match pending.result.take() {
             Some(result) => result,
             None if kind == CallOutcome::Panicked => Err("the routine panicked".to_owned()),
+            None if kind == CallOutcome::TimedOut => Err("the routine timed out".to_owned()),
             None => return,
         };
         let occurrence = Occurrence {
@@ -158,14 +161,13 @@ impl CallGuard<'_> {
             return None;
         }
         let log = self.run.as_ref()?;
-        log.record(
-            self.task,
-            self.key,
-            self.parent,
+        let ended = Ended {
             outcome,
-            self.started,
-            self.started.elapsed(),
-        );
+            started: self.started,
+            duration: self.started.elapsed(),
+            attempts: self.attempts,
+        };
+        log.record(self.task, self.key, self.parent, ended);
         self.started_run.then(|| Arc::clone(log))
     }
 
@@ -191,7 +193,7 @@ impl Drop for CallGuard<'_> {
         }
         match outcome {
             CallOutcome::Hit => counters.hits.fetch_add(1, Ordering::Relaxed),
-            CallOutcome::Failed | CallOutcome::Panicked => {
+            CallOutcome::Failed | CallOutcome::Panicked | CallOutcome::TimedOut => {
                 counters.failures.fetch_add(1, Ordering::Relaxed)
             }
             CallOutcome::Computed => counters.computed.fetch_add(1, Ordering::Relaxed),

@@ -89,3 +89,54 @@ impl<T> ViaName for Described<'_, T> {
         format!("an error of type `{}`", std::any::type_name::<T>())
     }
 }
+
+/// A `Result` task's outcome, asked how its `Err` crosses the wire: by
+/// serde when its error type allows ([`ViaSerde`]), else not at all
+/// ([`ViaMessage`]: the caller gets its message). `#[task]` writes
+/// `(&&ErrorWire(..)).encode()`; the borrows pick the trait.
+pub struct ErrorWire<'a, O>(pub Option<&'a O>);
+
+/// An error type with serde's traits: sent whole.
+pub trait ViaSerde {
+    /// The outcome type.
+    type Outcome;
+    /// The `Err` of the outcome, encoded; `None` for an `Ok`.
+    fn encode(&self) -> Option<Vec<u8>>;
+    /// The failed outcome from an encoded `Err`.
+    fn decode(&self, bytes: &[u8]) -> Option<Self::Outcome>;
+}
+
+impl<T, E: serde::Serialize + serde::de::DeserializeOwned> ViaSerde
+    for &ErrorWire<'_, Result<T, E>>
+{
+    type Outcome = Result<T, E>;
+    fn encode(&self) -> Option<Vec<u8>> {
+        let error = self.0?.as_ref().err()?;
+        let mut bytes = Vec::new();
+        crate::codec::encode_into(&mut bytes, error).ok()?;
+        Some(bytes)
+    }
+    fn decode(&self, bytes: &[u8]) -> Option<Result<T, E>> {
+        crate::codec::decode_slice(bytes).ok().map(Err)
+    }
+}
+
+/// Any other error type: only its message crosses.
+pub trait ViaMessage {
+    /// The outcome type.
+    type Outcome;
+    /// Nothing: the error is described, not sent.
+    fn encode(&self) -> Option<Vec<u8>>;
+    /// Nothing.
+    fn decode(&self, bytes: &[u8]) -> Option<Self::Outcome>;
+}
+
+impl<O> ViaMessage for ErrorWire<'_, O> {
+    type Outcome = O;
+    fn encode(&self) -> Option<Vec<u8>> {
+        None
+    }
+    fn decode(&self, _: &[u8]) -> Option<O> {
+        None
+    }
+}

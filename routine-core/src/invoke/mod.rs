@@ -64,6 +64,9 @@ pub struct Answer {
     /// memory: a worker can send it back with its reply, so that the caller
     /// need not read the store.
     pub entry: Option<std::sync::Arc<Vec<u8>>>,
+    /// The `Err` the routine returned, encoded, when its error type
+    /// implements serde's traits (see [`Dispatched::Failed`](crate::dispatch::Dispatched::Failed)).
+    pub error: Option<Vec<u8>>,
 }
 
 /// Where an invoked task stands in a run started elsewhere.
@@ -85,11 +88,17 @@ pub struct PartOf {
 pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     match payload.downcast::<String>() {
         Ok(text) => *text,
-        Err(payload) => match payload.downcast::<&'static str>() {
-            Ok(text) => (*text).to_owned(),
-            Err(_) => "a panic without a message".to_owned(),
-        },
+        Err(payload) => panic_text(&*payload).to_owned(),
     }
+}
+
+/// The text a panic was raised with, borrowed.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&'static str>().copied())
+        .unwrap_or("a panic without a message")
 }
 
 impl fmt::Debug for Invocation {

@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use crate::arguments::{ArgumentsDecoder, ArgumentsError, FromJson, ToJson};
+use crate::execution::Execution;
 use crate::id::{Fingerprint, RoutineId};
 use crate::invoke::Invocation;
 
@@ -93,9 +94,13 @@ pub struct TaskSpec {
     file: &'static str,
     line: u32,
     ttl: Option<Duration>,
+    execution: Execution,
     parameters: &'static [Parameter],
     invoke: Invoke,
     describe_stored: DescribeStored,
+    /// The process's slots for the task's bodies, made at the first call
+    /// from its `concurrency` (or the engine's default).
+    slots: OnceLock<Option<std::sync::Arc<tokio::sync::Semaphore>>>,
     /// The triggers bound to this task, found at its first call.
     triggers: OnceLock<Vec<&'static TriggerSpec>>,
     /// Set once the "body changed but version did not" warning was given.
@@ -114,6 +119,7 @@ impl TaskSpec {
         file: &'static str,
         line: u32,
         ttl: Option<Duration>,
+        execution: Execution,
         parameters: &'static [Parameter],
         invoke: Invoke,
         describe_stored: DescribeStored,
@@ -127,9 +133,11 @@ impl TaskSpec {
             file,
             line,
             ttl,
+            execution,
             parameters,
             invoke,
             describe_stored,
+            slots: OnceLock::new(),
             triggers: OnceLock::new(),
             fingerprint_warned: AtomicBool::new(false),
         }
@@ -173,6 +181,27 @@ impl TaskSpec {
     /// `None`: forever.
     pub fn ttl(&self) -> Option<Duration> {
         self.ttl
+    }
+
+    /// The execution options the task's attribute gives (`timeout`,
+    /// `retries`, `backoff`, `retry_errors`, `concurrency`); an engine fills
+    /// in what is unset from its defaults.
+    pub fn execution(&self) -> &Execution {
+        &self.execution
+    }
+
+    /// The process's slots for the task's bodies: `limit` of them, made at
+    /// the first call (later calls share them whatever their engine's
+    /// default); `None` without a limit.
+    pub(crate) fn slots(
+        &self,
+        limit: Option<u32>,
+    ) -> Option<&std::sync::Arc<tokio::sync::Semaphore>> {
+        self.slots
+            .get_or_init(|| {
+                limit.map(|n| std::sync::Arc::new(tokio::sync::Semaphore::new(n as usize)))
+            })
+            .as_ref()
     }
 
     /// Whether a result stored at `created` has outlived the task's `ttl`

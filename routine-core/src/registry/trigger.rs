@@ -91,7 +91,7 @@ impl TriggerSpec {
         match outcome {
             CallOutcome::Computed => true,
             CallOutcome::Hit => self.hits,
-            CallOutcome::Failed | CallOutcome::Panicked => self.failures,
+            CallOutcome::Failed | CallOutcome::Panicked | CallOutcome::TimedOut => self.failures,
             _ => false,
         }
     }

@@ -80,9 +80,28 @@ impl Part {
 pub(crate) struct Reply {
     pub(crate) request: String,
     /// Done, with the stored entry when the result is small enough to
-    /// travel with the reply; or the failure's message.
-    pub(crate) outcome: Result<Option<Vec<u8>>, String>,
+    /// travel with the reply; or the failure.
+    pub(crate) outcome: Result<Option<Vec<u8>>, Failure>,
     pub(crate) worker: String,
+}
+
+/// Why a worker could not answer with a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    /// What went wrong, for people.
+    pub(crate) message: String,
+    /// The `Err` the routine returned, encoded, when its type crosses the
+    /// wire.
+    pub(crate) error: Option<Vec<u8>>,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure {
+            message,
+            error: None,
+        }
+    }
 }
 
 fn field_bytes(entry: &StreamId, name: &str) -> Option<Vec<u8>> {
@@ -128,7 +147,10 @@ impl Reply {
     pub(crate) fn parse(entry: &StreamId) -> Option<Reply> {
         let outcome = match field(entry, "status")?.as_str() {
             "done" => Ok(field_bytes(entry, "entry").filter(|bytes| !bytes.is_empty())),
-            _ => Err(field(entry, "error").unwrap_or_default()),
+            _ => Err(Failure {
+                message: field(entry, "error").unwrap_or_default(),
+                error: field_bytes(entry, "error_value").filter(|bytes| !bytes.is_empty()),
+            }),
         };
         Some(Reply {
             request: field(entry, "request")?,

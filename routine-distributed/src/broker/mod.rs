@@ -29,7 +29,7 @@ mod calls;
 mod messages;
 mod work;
 
-pub(crate) use self::messages::{Part, Reply, Request};
+pub(crate) use self::messages::{Failure, Part, Reply, Request};
 pub(crate) use self::work::{Delivery, Heartbeat};
 
 /// The consumer group every worker joins on every work stream.
@@ -112,6 +112,8 @@ pub struct WorkerInfo {
     /// The large arguments it downloaded from the shared store (each is
     /// downloaded once per machine, then read from the machine's cache).
     pub downloads: u64,
+    /// Calls waiting for a slot of their task's `concurrency`.
+    pub waiting_for_slot: u64,
 }
 
 /// What a worker is doing, as its heartbeat says (in capitals on the wire
@@ -360,6 +362,10 @@ impl Broker {
                     .unwrap_or_default(),
                 downloads: fields
                     .get("downloads")
+                    .and_then(|d| d.parse().ok())
+                    .unwrap_or(0),
+                waiting_for_slot: fields
+                    .get("waiting_for_slot")
                     .and_then(|d| d.parse().ok())
                     .unwrap_or(0),
             });

@@ -42,6 +42,8 @@ pub(crate) struct Heartbeat<'a> {
     pub(crate) expiry: Duration,
     /// Large arguments it downloaded so far.
     pub(crate) downloads: u64,
+    /// Calls waiting for a slot of their task's `concurrency`.
+    pub(crate) waiting_for_slot: u64,
 }
 
 /// A worker's own connection for blocking reads of its work streams.
@@ -301,6 +303,8 @@ impl Broker {
             .arg(beat.serves.join(","))
             .arg("downloads")
             .arg(beat.downloads)
+            .arg("waiting_for_slot")
+            .arg(beat.waiting_for_slot)
             .ignore()
             .cmd("PEXPIRE")
             .arg(&key)
@@ -334,9 +338,14 @@ impl Broker {
         reply_to: &str,
         reply: &Reply,
     ) -> Result<(), BrokerError> {
-        let (status, error, entry) = match &reply.outcome {
-            Ok(entry) => ("done", "", entry.as_deref().unwrap_or_default()),
-            Err(message) => ("failed", message.as_str(), &[][..]),
+        let (status, error, error_value, entry) = match &reply.outcome {
+            Ok(entry) => ("done", "", &[][..], entry.as_deref().unwrap_or_default()),
+            Err(failure) => (
+                "failed",
+                failure.message.as_str(),
+                failure.error.as_deref().unwrap_or_default(),
+                &[][..],
+            ),
         };
         let mut xadd = redis::cmd("XADD");
         xadd.arg(reply_to)
@@ -350,6 +359,8 @@ impl Broker {
             .arg(status)
             .arg("error")
             .arg(error)
+            .arg("error_value")
+            .arg(error_value)
             .arg("worker")
             .arg(&reply.worker)
             .arg("entry")

@@ -3,7 +3,7 @@ async fn named_twice(x: u32) -> u32 {
     x
 }
 
-#[routine::task(name = "a", version = "1.0.0", retries = 3)]
+#[routine::task(name = "a", version = "1.0.0", retry = 3)]
 async fn unknown_option(x: u32) -> u32 {
     x
 }
