@@ -99,6 +99,18 @@ async fn count_once(counter: String) -> u64 {
     counted(counter).await
 }
 
+/// A workflow `level` levels deep: each level dispatches the next.
+#[routine::task(name = "deep", version = "1.0.0")]
+async fn deep(level: u32, tag: String) -> (u32, Vec<u32>) {
+    if level == 0 {
+        return (0, vec![pid()]);
+    }
+    // A task that awaits itself boxes the call, as any recursive async fn.
+    let (below, mut pids) = Box::pin(deep(level - 1, tag)).await;
+    pids.push(pid());
+    (below + 1, pids)
+}
+
 #[routine::task(name = "lonely", version = "1.0.0")]
 async fn lonely(x: u64) -> u64 {
     x
@@ -186,6 +198,9 @@ fn worker_process() {
         };
         if let Ok(folder) = std::env::var("ROUTINE_WORKER_BLOB_CACHE") {
             worker.blob_cache = folder.into();
+        }
+        if let Ok(n) = std::env::var("ROUTINE_WORKER_CONCURRENCY") {
+            worker.concurrency = n.parse().unwrap();
         }
         if let Ok(seconds) = std::env::var("ROUTINE_WORKER_CLAIM_IDLE_SECS") {
             worker.claim_idle = Duration::from_secs(seconds.parse().unwrap());
@@ -398,6 +413,30 @@ async fn a_panicking_task_reaches_the_caller_with_the_worker_id() {
     let store = routine::distributed::ObjectStoreBackend::from_url(&config(&ns).store_url).unwrap();
     use routine::store::Store;
     assert!(store.list(Some("boom"), None).unwrap().is_empty());
+}
+
+/// A routine waiting on its dispatched sub-routine gives its worker's slot
+/// back: a workflow five levels deep completes on two workers that run one
+/// routine at a time each (without that, the third level would wait
+/// forever for a slot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deep_workflow_completes_on_workers_of_concurrency_one() {
+    let ns = namespace("deep");
+    let workers = Workers::start_with(&ns, 2, None, &[("ROUTINE_WORKER_CONCURRENCY", "1")]);
+    let engine = routine::distributed::connect(config(&ns)).await.unwrap();
+    let run = engine.scope(deep(5, ns.clone()));
+    let (depth, pids) = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the workflow hung: a waiting routine kept its slot");
+    assert_eq!(depth, 5);
+    // Levels 4 to 0 ran on the workers; level 5, the root, here.
+    assert_eq!(pids.len(), 6);
+    assert_eq!(pids[5], pid());
+    assert!(
+        pids[..5].iter().all(|p| workers.pids().contains(p)),
+        "{pids:?}"
+    );
+    assert_eq!(engine.stats().dispatched, 1, "the root dispatched one call");
 }
 
 /// `refuses` returns `Result<u64, String>`: its `Err` has serde's traits,

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::dispatch::{Dispatch, Policy};
+use crate::dispatch::{Dispatch, Policy, SlotLease};
 use crate::error::Error;
 use crate::execution::Execution;
 use crate::id::RunId;
@@ -64,6 +64,8 @@ pub(crate) struct Place {
     /// The request this code serves, when a worker (or the command line)
     /// runs a call on behalf of another process.
     pub(crate) serving: Option<Serving>,
+    /// The worker's slot this code runs in, if on a worker.
+    pub(crate) lease: Option<Arc<SlotLease>>,
 }
 
 /// A call run on behalf of a request from another process.

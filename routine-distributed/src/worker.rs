@@ -24,6 +24,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use tokio::task::{JoinSet, LocalSet};
 
 use crate::blobs::BlobCache;
@@ -32,6 +33,7 @@ use crate::broker::{
     WorkerStatus,
 };
 use routine_core::blocking::local_set_thread;
+use routine_core::dispatch::SlotLease;
 use routine_core::invoke::PartOf;
 use routine_core::registry::{self, TaskSpec};
 use routine_core::Engine;
@@ -147,6 +149,9 @@ struct Worker {
     blobs: Arc<BlobCache>,
     /// When the claim-idle fallback last ran.
     last_fallback: std::cell::Cell<std::time::Instant>,
+    /// Its `concurrency` slots: each request runs in one, given back while
+    /// its routine waits on dispatched calls.
+    slots: Arc<Semaphore>,
 }
 
 /// What keeps a worker visibly alive: its heartbeat and the claims on what
@@ -211,6 +216,7 @@ async fn serve_local(
             running: HashMap::new(),
         }),
     });
+    let config_concurrency = config.concurrency.max(1);
     let worker = Rc::new(Worker {
         id,
         engine,
@@ -220,6 +226,7 @@ async fn serve_local(
         pulse,
         blobs,
         last_fallback: std::cell::Cell::new(std::time::Instant::now()),
+        slots: Arc::new(Semaphore::new(config_concurrency)),
     });
     worker.pulse.heartbeat().await?;
     worker.join_groups().await?;
@@ -290,11 +297,14 @@ impl Worker {
             if *stopped.borrow() {
                 break Ok(());
             }
-            let free = self.config.concurrency.saturating_sub(jobs.len());
+            // Free slots: neither running nor taken again by a routine
+            // whose dispatched calls were answered.
+            let free = self.slots.available_permits();
             if free == 0 {
                 tokio::select! {
                     _ = stopped.changed() => {}
                     _ = jobs.join_next() => {}
+                    _ = self.slots.acquire() => {}
                 }
                 continue;
             }
@@ -454,10 +464,18 @@ impl Worker {
             return;
         };
         let routine = request.routine_id().to_string();
+        // Counted as running (its claim kept) while it waits for its slot:
+        // free a moment ago, a slot may have been taken since by a routine
+        // going on after its dispatched calls.
         self.pulse.started(&id, &stream, &routine);
+        let Ok(slot) = Arc::clone(&self.slots).acquire_owned().await else {
+            self.pulse.finished(&id);
+            return;
+        };
+        let lease = Arc::new(SlotLease::new(Arc::clone(&self.slots), slot));
         tracing::info!(worker = %self.id, routine = %routine, key = %request.key.short(), "running");
 
-        let outcome = self.execute(&request, redelivered).await;
+        let outcome = self.execute(&request, redelivered, lease).await;
         if let Err(failure) = &outcome {
             tracing::warn!(worker = %self.id, routine = %routine, error = %failure.message, "routine failed");
         }
@@ -507,6 +525,7 @@ impl Worker {
         &self,
         request: &Request,
         redelivered: bool,
+        lease: Arc<SlotLease>,
     ) -> Result<Option<Vec<u8>>, Failure> {
         let Some(task) = self
             .streams
@@ -527,6 +546,7 @@ impl Worker {
             parent: request.parent,
             key: request.key,
             redelivered,
+            lease: Some(lease),
         };
         let answer = invocation.serve(&self.engine, part_of).await;
         let inline = self.config.inline_result_max;

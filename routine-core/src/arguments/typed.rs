@@ -14,7 +14,8 @@ use crate::key::{HashSink, Key, KeyError};
 /// tuple of them; when the call may be sent to a worker, it also encodes them.
 #[doc(hidden)]
 pub struct KeyBuilder {
-    sink: HashSink,
+    /// `None` when only the encoding is wanted (see [`KeyBuilder::encoder`]).
+    sink: Option<HashSink>,
     encoded: Option<EncodedArguments>,
 }
 
@@ -23,15 +24,26 @@ impl KeyBuilder {
     /// `encode`, the arguments are also encoded for a worker.
     pub(crate) fn new(name: &str, version: &str, encode: bool) -> KeyBuilder {
         KeyBuilder {
-            sink: HashSink::for_task(name, version),
+            sink: Some(HashSink::for_task(name, version)),
             encoded: encode.then(EncodedArguments::default),
+        }
+    }
+
+    /// Encodes the arguments without hashing them: a call whose key is
+    /// known, keeping its arguments for a retry.
+    pub(crate) fn encoder() -> KeyBuilder {
+        KeyBuilder {
+            sink: None,
+            encoded: Some(EncodedArguments::default()),
         }
     }
 
     /// Adds one argument.
     #[inline]
     pub fn add<T: TaskArgument>(&mut self, argument: &T) -> Result<(), KeyError> {
-        argument.serialize(&mut self.sink)?;
+        if let Some(sink) = &mut self.sink {
+            argument.serialize(sink)?;
+        }
         if let Some(encoded) = &mut self.encoded {
             codec::encode_into(&mut encoded.bytes, argument)
                 .map_err(<KeyError as serde::ser::Error>::custom)?;
@@ -42,7 +54,13 @@ impl KeyBuilder {
 
     /// The key, and the encoded arguments if they were asked for.
     pub(crate) fn finish(self) -> (Key, Option<EncodedArguments>) {
-        (self.sink.finish_key(), self.encoded)
+        let sink = self.sink.expect("a key builder made by `new` hashes");
+        (sink.finish_key(), self.encoded)
+    }
+
+    /// The encoded arguments of an [`encoder`](KeyBuilder::encoder).
+    pub(crate) fn finish_encoding(self) -> EncodedArguments {
+        self.encoded.unwrap_or_default()
     }
 }
 

@@ -29,7 +29,7 @@ use super::report::{CallGuard, ForTriggers};
 use super::storage::Encoded;
 use super::{Current, Engine, Inner, Place, Served, Stored};
 use crate::arguments::{ArgumentsError, EncodedArguments, KeyBuilder};
-use crate::dispatch::{Dispatch, DispatchRequest, Dispatched, Policy};
+use crate::dispatch::{Dispatch, DispatchRequest, Dispatched, Policy, SlotLease};
 use crate::execution::Execution;
 use crate::id::CallOutcome;
 use crate::invoke::{panic_message, panic_text};
@@ -61,7 +61,7 @@ pub fn call<A, O, Out, K, F, Fut>(
     decode: fn(&[u8]) -> Result<A, ArgumentsError>,
 ) -> impl Future<Output = Out>
 where
-    K: FnOnce(&A, &mut KeyBuilder) -> Result<(), KeyError>,
+    K: Fn(&A, &mut KeyBuilder) -> Result<(), KeyError>,
     F: Fn(A) -> Fut,
     Fut: Future<Output = O>,
 {
@@ -69,18 +69,21 @@ where
     async move {
         let current = captured.unwrap_or_else(|| Engine::current_for(task));
         let into_output = codec.into_output;
-        let body = Body { run: body, decode };
-        let run = current
-            .engine
-            .clone()
-            .run(current, task, args, key_of, codec, body);
+        let body = Body {
+            run: body,
+            key_of,
+            decode,
+        };
+        let run = current.engine.clone().run(current, task, args, codec, body);
         into_output(run.await)
     }
 }
 
-/// A task's body, and how to rebuild its arguments for another attempt.
-struct Body<F, A> {
+/// A task's body, how its arguments are hashed and encoded, and how they
+/// are rebuilt from their encoding for another attempt.
+struct Body<F, K, A> {
     run: F,
+    key_of: K,
     decode: fn(&[u8]) -> Result<A, ArgumentsError>,
 }
 
@@ -106,25 +109,23 @@ impl Engine {
         current: Current,
         task: &'static TaskSpec,
         args: A,
-        key_of: K,
         codec: &'static OutcomeCodec<O, Out>,
-        body: Body<F, A>,
+        body: Body<F, K, A>,
     ) -> O
     where
-        K: FnOnce(&A, &mut KeyBuilder) -> Result<(), KeyError>,
+        K: Fn(&A, &mut KeyBuilder) -> Result<(), KeyError>,
         F: Fn(A) -> Fut,
         Fut: Future<Output = O>,
     {
         let started = Instant::now();
         let dispatcher = self.dispatcher_for(current.in_routine).cloned();
         let triggers = task.triggers();
-        let execution = self.execution_of(task);
         let mut key_builder = KeyBuilder::new(
             task.name(),
             task.version(),
-            dispatcher.is_some() || !triggers.is_empty() || execution.attempts() > 1,
+            dispatcher.is_some() || !triggers.is_empty(),
         );
-        let (key, encoded_arguments) = match key_of(&args, &mut key_builder) {
+        let (key, encoded_arguments) = match (body.key_of)(&args, &mut key_builder) {
             Ok(()) => key_builder.finish(),
             Err(e) => {
                 tracing::warn!(task = task.name(), version = task.version(), error = %e,
@@ -183,7 +184,7 @@ impl Engine {
             joins_flights: serving.is_none(),
             served: serving.map(|serving| Arc::clone(&serving.served)),
             trust_callers_lookup: serving.is_some_and(|serving| !serving.redelivered),
-            execution,
+            lease: place.and_then(|p| p.lease.clone()),
         };
         let outcome = call.resolve(&mut report, body, args).instrument(span).await;
         if let Some(run) = report.outcome.and_then(|ended| report.close_run(ended)) {
@@ -208,21 +209,23 @@ struct Call<O: 'static, Out: 'static> {
     /// A worker serving a first delivery skips the store on its first
     /// lookup: the caller looked there a moment ago and missed.
     trust_callers_lookup: bool,
-    /// How its body may run: the task's options over the engine's.
-    execution: Execution,
+    /// The worker's slot the call runs in, given back while it waits on a
+    /// dispatched call.
+    lease: Option<Arc<SlotLease>>,
 }
 
 impl<O, Out> Call<O, Out> {
     /// Looks the call up until it hits, or leads its flight and either
     /// dispatches it or runs the body.
-    async fn resolve<A, F, Fut>(
+    async fn resolve<A, F, K, Fut>(
         mut self,
         report: &mut CallGuard<'_>,
-        body: Body<F, A>,
+        body: Body<F, K, A>,
         args: A,
     ) -> O
     where
         F: Fn(A) -> Fut,
+        K: Fn(&A, &mut KeyBuilder) -> Result<(), KeyError>,
         Fut: Future<Output = O>,
     {
         let engine = report.engine;
@@ -297,7 +300,11 @@ impl<O, Out> Call<O, Out> {
         };
         // The worker that runs it fires its triggers.
         report.dispatched = true;
+        let waiting = self.lease.as_deref().map(SlotLease::give_back);
         let remotely = engine.dispatch(dispatcher, request).await;
+        if let Some(waiting) = waiting {
+            waiting.take_again().await;
+        }
         report.dispatched = false;
         match remotely {
             Answered::Failed {
@@ -346,14 +353,22 @@ impl<O, Out> Call<O, Out> {
     }
 
     /// Runs the body in the call's run, then stores its outcome.
-    async fn compute<A, F, Fut>(&self, report: &mut CallGuard<'_>, body: Body<F, A>, args: A) -> O
+    async fn compute<A, F, K, Fut>(
+        &self,
+        report: &mut CallGuard<'_>,
+        body: Body<F, K, A>,
+        args: A,
+    ) -> O
     where
         F: Fn(A) -> Fut,
+        K: Fn(&A, &mut KeyBuilder) -> Result<(), KeyError>,
         Fut: Future<Output = O>,
     {
         let (engine, task, key, codec) = (report.engine, self.task, self.key, self.codec);
         let inner = &*engine.inner;
-        let _slot = self.take_slot(inner).await;
+        // Looked up only here: a hit pays nothing for the options.
+        let execution = engine.execution_of(task);
+        let _slot = take_slot(inner, task, &execution).await;
         inner.counters.misses.fetch_add(1, Ordering::Relaxed);
         let run_started = Instant::now();
         let provenance = report.provenance();
@@ -364,9 +379,11 @@ impl<O, Out> Call<O, Out> {
                 run: report.run_log(),
                 parent: Some(key),
                 serving: None,
+                lease: self.lease.clone(),
             })),
         };
-        let outcome = match self.attempts(report, &body, args, in_body).await {
+        let attempts = self.attempts(report, &execution, &body, args, in_body);
+        let outcome = match attempts.await {
             Ok(outcome) => outcome,
             Err((ended, panic)) => {
                 // The run's record is stored before the panic goes on to
@@ -405,45 +422,44 @@ impl<O, Out> Call<O, Out> {
         report.capture(codec, &outcome, ended);
         outcome
     }
-}
-
-impl<O, Out> Call<O, Out> {
-    /// A slot of the task's `concurrency` in this process, waited for
-    /// (and counted as waiting); none without a limit.
-    async fn take_slot(&self, inner: &Inner) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let slots = self.task.slots(self.execution.concurrency)?;
-        if let Ok(slot) = Arc::clone(slots).try_acquire_owned() {
-            return Some(slot);
-        }
-        let limited = &inner.counters.limited;
-        limited.fetch_add(1, Ordering::Relaxed);
-        let slot = Arc::clone(slots).acquire_owned().await;
-        limited.fetch_sub(1, Ordering::Relaxed);
-        slot.ok()
-    }
 
     /// Runs the body's attempts: each within the timeout, a failed one
     /// tried again after its backoff while attempts remain. The outcome of
     /// the last attempt, or how the call ended and the panic to raise.
-    async fn attempts<A, F, Fut>(
+    async fn attempts<A, F, K, Fut>(
         &self,
         report: &mut CallGuard<'_>,
-        body: &Body<F, A>,
+        execution: &Execution,
+        body: &Body<F, K, A>,
         args: A,
         in_body: Current,
     ) -> Result<O, (CallOutcome, Box<dyn Any + Send>)>
     where
         F: Fn(A) -> Fut,
+        K: Fn(&A, &mut KeyBuilder) -> Result<(), KeyError>,
         Fut: Future<Output = O>,
     {
-        let (task, execution) = (self.task, &self.execution);
+        let task = self.task;
         let attempts = execution.attempts();
+        // A retry rebuilds the arguments from their encoding: kept already
+        // for a worker or the triggers, else encoded now, before the first
+        // attempt takes them.
+        let kept = match (&self.encoded_arguments, attempts > 1) {
+            (Some(kept), _) => Some(Arc::clone(kept)),
+            (None, true) => {
+                let mut encoder = KeyBuilder::encoder();
+                (body.key_of)(&args, &mut encoder)
+                    .ok()
+                    .map(|()| Arc::new(encoder.finish_encoding()))
+            }
+            (None, false) => None,
+        };
         let mut args = Some(args);
         loop {
             let attempt = report.attempts;
             let args = match args.take() {
                 Some(args) => args,
-                None => match self.decode_again(body) {
+                None => match decode_again(task, kept.as_deref(), body.decode) {
                     Ok(args) => args,
                     Err(why) => return Err((CallOutcome::Panicked, Box::new(why))),
                 },
@@ -467,32 +483,50 @@ impl<O, Out> Call<O, Out> {
             let wait = execution.backoff_before(attempt + 1, jitter(&self.key, attempt));
             tracing::warn!(task = %task.id(), key = %self.key.short(), attempt, of = attempts,
                 error = %failure, retry_in_ms = wait.as_millis() as u64, "attempt failed; trying again");
-            report
-                .engine
-                .inner
-                .counters
-                .retried
-                .fetch_add(1, Ordering::Relaxed);
+            let retried = &report.engine.inner.counters.retried;
+            retried.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(wait).await;
             report.attempts += 1;
         }
     }
+}
 
-    /// The arguments again, from their encoding, for another attempt.
-    fn decode_again<A, F>(&self, body: &Body<F, A>) -> Result<A, String> {
-        let encoded = self.encoded_arguments.as_ref().ok_or_else(|| {
-            format!(
-                "task `{}`: its arguments were not kept for a retry",
-                self.task.id()
-            )
-        })?;
-        (body.decode)(&encoded.bytes).map_err(|e| {
-            format!(
-                "task `{}`: its arguments cannot be decoded for a retry: {e}",
-                self.task.id()
-            )
-        })
+/// A slot of `task`'s `concurrency` in this process, waited for (and
+/// counted as waiting); none without a limit.
+async fn take_slot(
+    inner: &Inner,
+    task: &TaskSpec,
+    execution: &Execution,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let slots = task.slots(execution.concurrency)?;
+    if let Ok(slot) = Arc::clone(slots).try_acquire_owned() {
+        return Some(slot);
     }
+    let limited = &inner.counters.limited;
+    limited.fetch_add(1, Ordering::Relaxed);
+    let slot = Arc::clone(slots).acquire_owned().await;
+    limited.fetch_sub(1, Ordering::Relaxed);
+    slot.ok()
+}
+
+/// A call's arguments again, from their encoding, for another attempt.
+fn decode_again<A>(
+    task: &TaskSpec,
+    kept: Option<&EncodedArguments>,
+    decode: fn(&[u8]) -> Result<A, ArgumentsError>,
+) -> Result<A, String> {
+    let kept = kept.ok_or_else(|| {
+        format!(
+            "task `{}`: its arguments could not be kept for a retry",
+            task.id()
+        )
+    })?;
+    decode(&kept.bytes).map_err(|e| {
+        format!(
+            "task `{}`: its arguments cannot be decoded for a retry: {e}",
+            task.id()
+        )
+    })
 }
 
 /// How an attempt stopped without a value.

@@ -39,6 +39,7 @@ impl Invocation {
                     redelivered: part.redelivered,
                     served: Arc::clone(&served),
                 }),
+                lease: part.lease.clone(),
             }));
         }
         let running = match self {

@@ -70,7 +70,7 @@ pub struct Answer {
 }
 
 /// Where an invoked task stands in a run started elsewhere.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PartOf {
     /// The run.
     pub run: RunId,
@@ -82,6 +82,9 @@ pub struct PartOf {
     /// result is stored, that worker completed it, and the triggers that
     /// fire on fresh results fire now (with `from_storage` set).
     pub redelivered: bool,
+    /// The worker's slot the task runs in, given back while it waits on
+    /// dispatched calls; `None` outside a worker.
+    pub lease: Option<std::sync::Arc<crate::dispatch::SlotLease>>,
 }
 
 /// The text a panic was raised with.
