@@ -1,16 +1,23 @@
+//! The machine cache of what a process reads from the shared store.
+//!
 //! Large arguments travel by reference: a caller uploads encoded arguments
 //! over a threshold to the shared store once, content-addressed, and the
-//! request carries their SHA-256; a worker reads them through a cache of
+//! request carries their SHA-256; a worker reads them through the cache of
 //! its machine, so that a dataset every `fit` reads is downloaded once per
-//! machine, not once per call.
+//! machine, not once per call. Large results read from an object store go
+//! through the same cache: a copy is kept with the object's ETag, and the
+//! next read on the machine asks the store for the object only if it
+//! changed (`If-None-Match`), so an unchanged result costs one empty reply.
 //!
 //! ```text
 //! shared store   routine.blobs/sha256/<sha-256 of the bytes>     the bytes, as they were encoded
 //! machine cache  <folder>/routine.blobs/sha256/<sha-256>         a file store, least recently used evicted
+//!                <folder>/routine.blobs/entry/<sha-256 of the object's path>       a result's entry
+//!                <folder>/routine.blobs/entry-etag/<sha-256 of the object's path>  its ETag
 //! ```
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
@@ -20,12 +27,32 @@ use sha2::{Digest, Sha256};
 use routine_core::blocking::blocking;
 use routine_core::key::Key;
 use routine_core::store::gc::{self, GcPolicy};
-use routine_core::store::{put_whole, FileStore, Slot, Store, StoreError};
+use routine_core::store::{put_whole, EntryWrite, FileStore, Found, Slot, Store, StoreError};
 
 /// The reserved task name blobs are stored under.
 pub const BLOBS: &str = "routine.blobs";
 /// The version-like component naming the digest.
 const DIGEST: &str = "sha256";
+/// The version-like components of results' copies and of their ETags.
+const ENTRY: &str = "entry";
+const ENTRY_TAG: &str = "entry-etag";
+
+/// Results smaller than this are not kept: the request that asks whether
+/// one changed costs as much as reading it.
+pub(crate) const CACHED_ENTRY_MIN: u64 = 256 * 1024;
+
+/// The default bound of the machine cache.
+pub const MACHINE_CACHE_MAX: u64 = 4 << 30;
+
+/// The machine cache's folder: `ROUTINE_BLOB_CACHE` if set, else
+/// `routine-blobs` in the system's temporary folder. Every process of the
+/// machine shares it.
+pub fn machine_cache_folder() -> PathBuf {
+    match std::env::var_os("ROUTINE_BLOB_CACHE") {
+        Some(folder) if !folder.is_empty() => PathBuf::from(folder),
+        _ => std::env::temp_dir().join("routine-blobs"),
+    }
+}
 
 /// The content address of `bytes`.
 pub(crate) fn digest(bytes: &[u8]) -> Key {
@@ -48,6 +75,16 @@ fn slot(digest: &Key) -> Slot<'_> {
         name: BLOBS,
         version: DIGEST,
         key: digest,
+    }
+}
+
+/// Where the machine cache keeps `kind` (a copy, or its ETag) of the object
+/// whose path hashes to `address`.
+fn entry_slot<'a>(kind: &'a str, address: &'a Key) -> Slot<'a> {
+    Slot {
+        name: BLOBS,
+        version: kind,
+        key: address,
     }
 }
 
@@ -172,18 +209,55 @@ impl BlobCache {
         let Some(local) = &self.local else {
             return;
         };
-        let kept = blocking(|| put_whole(local, &slot(address), bytes)).and_then(|()| {
-            let listing = local.list(Some(BLOBS), None)?;
-            let policy = GcPolicy {
-                older_than: None,
-                max_size: Some(self.max_bytes),
-            };
-            let plan = gc::plan(listing, &policy, SystemTime::now(), |_| false);
-            gc::apply(local, &plan).map(drop)
-        });
+        let kept =
+            blocking(|| put_whole(local, &slot(address), bytes)).and_then(|()| self.evict(local));
         if let Err(e) = kept {
             tracing::warn!(blob = %address.short(), error = %e, "cannot keep a large argument in the blob cache");
         }
+    }
+
+    /// Removes the least recently used beyond the bound.
+    fn evict(&self, local: &FileStore) -> Result<(), StoreError> {
+        let listing = local.list(Some(BLOBS), None)?;
+        let policy = GcPolicy {
+            older_than: None,
+            max_size: Some(self.max_bytes),
+        };
+        let plan = gc::plan(listing, &policy, SystemTime::now(), |_| false);
+        gc::apply(local, &plan).map(drop)
+    }
+
+    /// The copy this machine keeps of the result at `path` of an object
+    /// store, and the ETag the object had when it was kept.
+    pub(crate) fn cached_entry(&self, path: &str) -> Option<(String, Found)> {
+        let local = self.local.as_ref()?;
+        let address = digest(path.as_bytes());
+        let tag = local.get(&entry_slot(ENTRY_TAG, &address)).ok()??;
+        let tag = String::from_utf8(tag.into_bytes().ok()?).ok()?;
+        let found = local.get(&entry_slot(ENTRY, &address)).ok()??;
+        Some((tag, found))
+    }
+
+    /// Where to write a copy of the result at `path`, `len` bytes long;
+    /// [`BlobCache::tag_entry`] once it is committed. `None` without a
+    /// usable folder.
+    pub(crate) fn entry_writer(&self, path: &str, len: u64) -> Option<Box<dyn EntryWrite>> {
+        let local = self.local.as_ref()?;
+        let address = digest(path.as_bytes());
+        // An old tag must not vouch for the new copy while it is written.
+        let _ = local.remove(&entry_slot(ENTRY_TAG, &address));
+        local.create(&entry_slot(ENTRY, &address), len).ok()
+    }
+
+    /// Records the ETag of the copy of `path` just committed, then evicts
+    /// beyond the bound.
+    pub(crate) fn tag_entry(&self, path: &str, etag: &str) -> Result<(), StoreError> {
+        let Some(local) = &self.local else {
+            return Ok(());
+        };
+        let address = digest(path.as_bytes());
+        put_whole(local, &entry_slot(ENTRY_TAG, &address), etag.as_bytes())?;
+        self.evict(local)
     }
 }
 

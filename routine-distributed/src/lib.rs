@@ -11,7 +11,7 @@
 //!
 //! | module | idea |
 //! |---|---|
-//! | `blobs` | large arguments by reference: uploaded once, cached per machine |
+//! | `blobs` | the machine cache: large arguments by reference, large results read once per machine |
 //! | [`broker`] | Redis Streams: every Redis command of routine lives here |
 //! | [`dispatcher`] | the caller's side: [`RedisDispatcher`], routine-core's `Dispatch` over the broker |
 //! | [`worker`] | the worker's side: serving routines to other processes |
@@ -29,6 +29,7 @@ pub mod dispatcher;
 pub mod object_store;
 pub mod worker;
 
+pub use crate::blobs::{machine_cache_folder, MACHINE_CACHE_MAX};
 pub use crate::broker::{Broker, BrokerError, Retry};
 pub use crate::dispatcher::{DispatchSettings, RedisDispatcher};
 pub use crate::object_store::ObjectStoreBackend;

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
@@ -26,6 +27,7 @@ use object_store::path::Path;
 use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::runtime::Runtime;
 
+use crate::blobs::{BlobCache, CACHED_ENTRY_MIN};
 use routine_core::blocking::blocking;
 use routine_core::key::{Key, KeyMap};
 use routine_core::redact::redact_url;
@@ -68,6 +70,11 @@ pub struct ObjectStoreBackend {
     runtime: Arc<IoRuntime>,
     url: String,
     recorded_uses: Arc<Mutex<KeyMap<SystemTime>>>,
+    /// Where this machine keeps large results it read, with their ETags.
+    machine_cache: Option<Arc<BlobCache>>,
+    /// Reads answered by the machine cache after the store said the object
+    /// had not changed.
+    cached_reads: Arc<AtomicU64>,
 }
 
 /// The store's own runtime. It may be dropped from async code (with the last
@@ -171,7 +178,13 @@ impl ObjectStoreBackend {
         let setting = std::env::var("ROUTINE_STORE_MAX_REQUESTS").ok();
         let limit = max_requests_in_flight(setting.as_deref()).map_err(invalid)?;
         let limited = LimitStore::new(store, limit);
-        Ok(ObjectStoreBackend::new(Arc::new(limited), prefix, url))
+        let backend = ObjectStoreBackend::new(Arc::new(limited), prefix, url);
+        Ok(match scheme {
+            "memory" => backend,
+            _ => {
+                backend.with_machine_cache(&crate::machine_cache_folder(), crate::MACHINE_CACHE_MAX)
+            }
+        })
     }
 
     /// Wraps an object store you built; entries go under `prefix`. `url`
@@ -189,7 +202,28 @@ impl ObjectStoreBackend {
             runtime: Arc::new(IoRuntime(Some(runtime))),
             url: redact_url(url),
             recorded_uses: Arc::default(),
+            machine_cache: None,
+            cached_reads: Arc::default(),
         }
+    }
+
+    /// Reads large results (256 KiB and more) through a cache in `folder`
+    /// of at most `max_bytes`, shared by the processes of the machine: a
+    /// copy is kept with the object's ETag, and a later read asks the store
+    /// for the object only if it changed (`If-None-Match`). [`from_url`]
+    /// does this for S3, GCS and Azure, in
+    /// [`machine_cache_folder`](crate::machine_cache_folder).
+    ///
+    /// [`from_url`]: ObjectStoreBackend::from_url
+    pub fn with_machine_cache(mut self, folder: &std::path::Path, max_bytes: u64) -> Self {
+        self.machine_cache = Some(Arc::new(BlobCache::open(folder, max_bytes)));
+        self
+    }
+
+    /// Reads this backend answered from the machine cache, the store
+    /// having said the object had not changed.
+    pub fn cached_reads(&self) -> u64 {
+        self.cached_reads.load(Ordering::Relaxed)
     }
 
     fn location(&self, slot: &Slot<'_>) -> Result<Path, StoreError> {
@@ -289,26 +323,71 @@ impl ObjectStoreBackend {
         }
     }
 
-    /// Reads the entry at `location`, on the store's runtime: whole when
-    /// small, else as a stream paced by its reader.
+    /// Reads the entry at `location`, on the store's runtime: from the
+    /// machine cache if the object did not change since it was kept;
+    /// else whole when small, as a stream paced by its reader when large
+    /// (and then through the machine cache, when it has one).
     async fn fetch(
         self,
         location: Path,
         key: Key,
         marker: Path,
     ) -> Result<Option<Found>, StoreError> {
-        let result = match self.inner.get(&location).await {
+        let cache = self.machine_cache.clone();
+        let cached = cache
+            .as_ref()
+            .and_then(|c| c.cached_entry(location.as_ref()));
+        let options = object_store::GetOptions {
+            if_none_match: cached.as_ref().map(|(etag, _)| etag.clone()),
+            ..Default::default()
+        };
+        let result = match (self.inner.get_opts(&location, options).await, cached) {
+            (Ok(result), _) => result,
+            (Err(object_store::Error::NotModified { .. }), Some((_, copy))) => {
+                self.cached_reads.fetch_add(1, Ordering::Relaxed);
+                // Read now, written whenever: record the use.
+                self.record_use(key, marker, SystemTime::UNIX_EPOCH);
+                return Ok(Some(copy));
+            }
+            (Err(object_store::Error::NotFound { .. }), _) => return Ok(None),
+            (Err(e), _) => return Err(self.error("read", &location, e)),
+        };
+        self.record_use(key, marker, SystemTime::from(result.meta.last_modified));
+        match (cache, result.meta.e_tag.clone()) {
+            (Some(cache), Some(etag)) if result.meta.size >= CACHED_ENTRY_MIN => {
+                match keep_copy(&cache, &location, &etag, result).await {
+                    Ok(copy) => Ok(Some(copy)),
+                    Err(e) => {
+                        // The download went into a copy that failed: read
+                        // the object again, past the cache.
+                        tracing::warn!(error = %e, object = %location, "cannot keep a result in the machine cache");
+                        let again = self.inner.get(&location).await;
+                        self.serve(&location, again).await
+                    }
+                }
+            }
+            _ => self.serve(&location, Ok(result)).await,
+        }
+    }
+
+    /// An object read from the store as an entry: whole when small, else as
+    /// a stream paced by its reader.
+    async fn serve(
+        &self,
+        location: &Path,
+        result: Result<object_store::GetResult, object_store::Error>,
+    ) -> Result<Option<Found>, StoreError> {
+        let result = match result {
             Ok(result) => result,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(self.error("read", &location, e)),
+            Err(e) => return Err(self.error("read", location, e)),
         };
         let len = result.meta.size;
-        self.record_use(key, marker, SystemTime::from(result.meta.last_modified));
         if len <= FETCH_WHOLE_MAX {
             let bytes = result
                 .bytes()
                 .await
-                .map_err(|e| self.error("read", &location, e))?;
+                .map_err(|e| self.error("read", location, e))?;
             return Ok(Some(Found::Bytes(Arc::new(bytes.to_vec()))));
         }
         // A bounded channel paces the download to the decoder.
@@ -637,6 +716,32 @@ impl Drop for ObjectWriter {
     }
 }
 
+/// Writes the object `result` brings into the machine cache as it arrives,
+/// tags it with `etag`, and opens the copy: the entry, read from this
+/// machine's disk.
+async fn keep_copy(
+    cache: &BlobCache,
+    location: &Path,
+    etag: &str,
+    result: object_store::GetResult,
+) -> Result<Found, String> {
+    let path = location.as_ref();
+    let mut writer = cache
+        .entry_writer(path, result.meta.size)
+        .ok_or("the machine cache cannot be written")?;
+    let mut chunks = result.into_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        blocking(|| writer.write_all(&chunk)).map_err(|e| e.to_string())?;
+    }
+    blocking(|| writer.commit()).map_err(|e| e.to_string())?;
+    blocking(|| cache.tag_entry(path, etag)).map_err(|e| e.to_string())?;
+    cache
+        .cached_entry(path)
+        .map(|(_, copy)| copy)
+        .ok_or_else(|| "the copy just kept is gone".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -712,6 +817,80 @@ mod tests {
             let error = ObjectStoreBackend::from_url(url).unwrap_err().to_string();
             assert!(error.contains("cannot open the store"), "{error}");
         }
+    }
+
+    /// Reads a large result twice through two backends sharing a machine
+    /// cache (two processes of one machine), then after it changed.
+    fn large_results_are_read_through_the_machine_cache(open: impl Fn() -> ObjectStoreBackend) {
+        let folder = tempfile::tempdir().unwrap();
+        let (first, second) = (
+            open().with_machine_cache(folder.path(), 64 << 20),
+            open().with_machine_cache(folder.path(), 64 << 20),
+        );
+        let key = Key::of("train", "0.0.1", &2u8).unwrap();
+        let slot = Slot {
+            name: "train",
+            version: "0.0.1",
+            key: &key,
+        };
+        let read =
+            |store: &ObjectStoreBackend| store.get(&slot).unwrap().unwrap().into_bytes().unwrap();
+        let large = vec![3u8; 1 << 20];
+        routine_core::store::put_whole(&first, &slot, &large).unwrap();
+        assert_eq!(read(&first), large);
+        assert_eq!(first.cached_reads(), 0, "the first read downloads it");
+        assert_eq!(read(&second), large);
+        assert_eq!(second.cached_reads(), 1, "the second is answered here");
+
+        // Replaced: the store's ETag changes, and the copy is not used.
+        let replaced = vec![4u8; 1 << 20];
+        routine_core::store::put_whole(&first, &slot, &replaced).unwrap();
+        assert_eq!(read(&second), replaced);
+        assert_eq!(second.cached_reads(), 1);
+        assert_eq!(read(&first), replaced);
+        assert_eq!(first.cached_reads(), 1);
+
+        // A small result is never kept: asking costs as much as reading.
+        let small_key = Key::of("train", "0.0.1", &3u8).unwrap();
+        let small = Slot {
+            key: &small_key,
+            ..slot
+        };
+        routine_core::store::put_whole(&first, &small, b"tiny").unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                first.get(&small).unwrap().unwrap().into_bytes().unwrap(),
+                b"tiny"
+            );
+        }
+        assert_eq!(first.cached_reads(), 1);
+    }
+
+    #[test]
+    fn a_local_object_store_reads_through_the_machine_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        large_results_are_read_through_the_machine_cache(|| {
+            let local = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+            ObjectStoreBackend::new(Arc::new(local), "", "file:///test")
+        });
+    }
+
+    #[test]
+    fn s3_reads_through_the_machine_cache() {
+        let Ok(url) = std::env::var("ROUTINE_TEST_S3_URL") else {
+            eprintln!(
+                "skipped: ROUTINE_TEST_S3_URL is not set (./scripts/test starts an S3 server and sets it)"
+            );
+            return;
+        };
+        let nanos = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let url = format!("{url}/machine-cache-{nanos}");
+        large_results_are_read_through_the_machine_cache(|| {
+            ObjectStoreBackend::from_url(&url).unwrap()
+        });
     }
 
     /// The same contract against a real S3-compatible server; `./scripts/test`

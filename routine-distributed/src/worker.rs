@@ -65,7 +65,7 @@ pub struct WorkerConfig {
     /// The folder where the workers of this machine keep large arguments
     /// read from the shared store (see
     /// [`DispatchSettings::arguments_by_reference_over`](crate::DispatchSettings));
-    /// by default `routine-blobs` in the system's temporary folder.
+    /// by default [`machine_cache_folder`](crate::machine_cache_folder).
     pub blob_cache: std::path::PathBuf,
     /// The bound of that folder, in bytes; the least recently used go
     /// first.
@@ -81,8 +81,8 @@ impl Default for WorkerConfig {
             max_deliveries: 3,
             shutdown_grace: Duration::from_secs(30),
             inline_result_max: 256 * 1024,
-            blob_cache: std::env::temp_dir().join("routine-blobs"),
-            blob_cache_max: 4 << 30,
+            blob_cache: crate::machine_cache_folder(),
+            blob_cache_max: crate::MACHINE_CACHE_MAX,
             routines: None,
         }
     }
