@@ -842,7 +842,9 @@ fn worker_and_status_through_the_broker() {
 
     let mut command = Command::new(example("train"));
     command
-        .args(["worker", "--concurrency", "8"])
+        // One slot: the workflow is three levels deep, and each level gives
+        // its slot back while it waits on the next.
+        .args(["worker", "--concurrency", "1"])
         .current_dir(project.dir.path())
         .envs(project.env.iter().map(|(k, v)| (k, v)))
         .stdout(std::process::Stdio::null())
@@ -978,6 +980,55 @@ fn runs_show_prints_the_call_tree_of_a_run() {
     project
         .run("train", &["runs", "show", "ffff0000"])
         .fails_with(2, "no recorded run starts with");
+}
+
+/// Ctrl-C on a program whose workflow waits on dispatched calls: it stops
+/// within about a second, its calls in flight given up, with exit code 130.
+#[cfg(feature = "distributed")]
+#[test]
+fn ctrl_c_stops_a_distributed_program_with_exit_code_130() {
+    let redis = std::env::var("ROUTINE_TEST_REDIS_URL").expect(
+        "ROUTINE_TEST_REDIS_URL is not set: run the tests with ./scripts/test, which starts Redis",
+    );
+    let project = Project::new()
+        .env("ROUTINE_STORE", &fresh_s3_url("interrupt"))
+        .env("ROUTINE_BROKER", &redis)
+        .env(
+            "ROUTINE_NAMESPACE",
+            &format!("cli-interrupt-{}", std::process::id()),
+        );
+    // No worker: the workflow's sub-routines wait for one.
+    let mut command = Command::new(example("train"));
+    command
+        .arg("--quiet")
+        .current_dir(project.dir.path())
+        .envs(project.env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let interrupted = std::time::Instant::now();
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let output = loop {
+        if child.try_wait().unwrap().is_some() {
+            break child.wait_with_output().unwrap();
+        }
+        if interrupted.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("the program did not stop within 10 s of Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stopped_in = interrupted.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        stopped_in < Duration::from_secs(3),
+        "stopped in {stopped_in:?}"
+    );
 }
 
 /// With a broker, the store is shared with the workers: a bucket that does

@@ -99,6 +99,48 @@ async fn count_once(counter: String) -> u64 {
     counted(counter).await
 }
 
+/// Sets `{counter}:dropped` to the time (ms) its body's future is dropped.
+struct MarkDropped(String);
+
+impl Drop for MarkDropped {
+    fn drop(&mut self) {
+        let client = redis::Client::open(env("ROUTINE_TEST_REDIS_URL")).unwrap();
+        let mut connection = client.get_connection().unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("{}:dropped", self.0))
+            .arg(now_millis())
+            .query(&mut connection)
+            .unwrap();
+    }
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Marks its start, then waits a minute, marking when it is dropped.
+#[routine::task(name = "patient", version = "1.0.0")]
+async fn patient(counter: String) -> u64 {
+    let _dropped = MarkDropped(counter.clone());
+    let client = redis::Client::open(env("ROUTINE_TEST_REDIS_URL")).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{counter}:started"))
+        .arg(1)
+        .query(&mut connection)
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    1
+}
+
+#[routine::task(name = "wait-patiently", version = "1.0.0")]
+async fn wait_patiently(counter: String) -> u64 {
+    patient(counter).await
+}
+
 /// A workflow `level` levels deep: each level dispatches the next.
 #[routine::task(name = "deep", version = "1.0.0")]
 async fn deep(level: u32, tag: String) -> (u32, Vec<u32>) {
@@ -413,6 +455,70 @@ async fn a_panicking_task_reaches_the_caller_with_the_worker_id() {
     let store = routine::distributed::ObjectStoreBackend::from_url(&config(&ns).store_url).unwrap();
     use routine::store::Store;
     assert!(store.list(Some("boom"), None).unwrap().is_empty());
+}
+
+/// Dropping a call's future cancels its dispatched work: the worker drops
+/// the body's future (within a second or two) and frees its slot for the
+/// next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_call_drops_its_body_on_the_worker() {
+    let ns = namespace("cancel");
+    let _workers = Workers::start_with(&ns, 1, None, &[("ROUTINE_WORKER_CONCURRENCY", "1")]);
+    let engine = routine::distributed::connect(config(&ns)).await.unwrap();
+    let client = redis::Client::open(env("ROUTINE_TEST_REDIS_URL")).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let get = |key: String| {
+        let mut redis = redis.clone();
+        async move {
+            let value: Option<u64> = redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            value
+        }
+    };
+
+    let call = tokio::spawn(engine.scope(wait_patiently(ns.clone())));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(format!("{ns}:started")).await.is_none() {
+        assert!(Instant::now() < deadline, "the body never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    call.abort();
+    let dropped_at = now_millis();
+    let _ = call.await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let dropped = loop {
+        if let Some(at) = get(format!("{ns}:dropped")).await {
+            break at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the body still runs on the worker"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = dropped.saturating_sub(dropped_at);
+    assert!(
+        took < 2_000,
+        "the body was dropped {took} ms after its caller gave up"
+    );
+
+    // Its slot is free: the worker's one slot runs the next request now.
+    let next = tokio::time::timeout(
+        Duration::from_secs(20),
+        engine.scope(call_one("lonely".into(), 5)),
+    )
+    .await
+    .expect("the worker's slot was not freed");
+    assert_eq!(next, "5");
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{ns}:started"))
+        .arg(format!("{ns}:dropped"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
 }
 
 /// A routine waiting on its dispatched sub-routine gives its worker's slot

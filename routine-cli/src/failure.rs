@@ -11,6 +11,8 @@ pub(crate) const FAILED: u8 = 1;
 /// The command line or the configuration is wrong, or a service it names
 /// does not answer.
 const USAGE: u8 = 2;
+/// Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
+const INTERRUPTED: u8 = 130;
 
 /// Why a command did not succeed: a message and its exit code.
 #[derive(Debug)]
@@ -24,6 +26,14 @@ impl Failure {
     pub(crate) fn failed(message: impl Into<String>) -> Failure {
         Failure {
             code: FAILED,
+            message: message.into(),
+        }
+    }
+
+    /// Stopped by Ctrl-C: exit code 130.
+    pub(crate) fn interrupted(message: impl Into<String>) -> Failure {
+        Failure {
+            code: INTERRUPTED,
             message: message.into(),
         }
     }

@@ -14,7 +14,8 @@
 //! ```
 //!
 //! Exit codes: 0 success, 1 the routine (or `main`) failed, 2 usage or
-//! configuration error. Tables for people, `--json` for scripts.
+//! configuration error, 130 interrupted by Ctrl-C (the calls in flight are
+//! cancelled on the workers first). Tables for people, `--json` for scripts.
 //!
 //! | module | concern |
 //! |---|---|
@@ -22,6 +23,7 @@
 //! | `args` | the flags and subcommands, with their help |
 //! | `output` | tables, sizes, times and JSON |
 //! | `progress` | the live display while a workflow runs |
+//! | `interrupt` | Ctrl-C: cancel the calls in flight, exit 130 |
 //! | `inspect` | `info` and `tasks` |
 //! | `run` | `run`: a routine from JSON arguments |
 //! | `cache` | `cache ls`, `show`, `rm`, `gc`, `stats` |
@@ -44,6 +46,7 @@ mod cluster;
 pub mod config;
 mod failure;
 mod inspect;
+mod interrupt;
 mod output;
 mod program;
 mod progress;
@@ -119,10 +122,11 @@ where
         None => local.block_on(&runtime, async {
             let engine = config.engine(|builder| builder).await?;
             let display = progress::Display::start(&engine, ui.progress);
-            let output = engine.scope(user_main()).await;
+            let output = interrupt::unless_interrupted(&engine, engine.scope(user_main())).await;
+            display.finish();
+            let output = output?;
             // Triggers started by the run end before the program does.
             engine.settle().await;
-            display.finish();
             Ok(exit(output))
         }),
         Some(command) => local

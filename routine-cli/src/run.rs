@@ -37,9 +37,10 @@ pub(crate) async fn run(config: &Config, args: &RunArgs, ui: Ui) -> Result<(), F
         Failure::usage(format!("cannot pass the arguments to `{}`: {e}", task.id()))
     })?;
     let display = progress::Display::start(&engine, ui.progress);
-    let finished = invocation.run_in(&engine).await;
-    engine.settle().await;
+    let finished = crate::interrupt::unless_interrupted(&engine, invocation.run_in(&engine)).await;
     display.finish();
+    let finished = finished?;
+    engine.settle().await;
 
     let report = reports
         .lock()

@@ -10,13 +10,14 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::dispatch::{Dispatch, Policy, SlotLease};
+use crate::dispatch::{Dispatch, Policy};
 use crate::error::Error;
 use crate::execution::Execution;
 use crate::id::RunId;
 use crate::key::Key;
 use crate::lineage::RunLog;
 use crate::registry::{self, TaskSpec};
+use crate::slot::SlotLease;
 use crate::store::{FileStore, MemoryStore, Store};
 
 mod cache;
@@ -341,6 +342,17 @@ impl Engine {
             trigger_failures: self.inner.triggers.failed.load(Ordering::Relaxed),
             waiting_for_slot: c.limited.load(Ordering::Relaxed),
             retried: c.retried.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Waits until what this engine started in the background has ended:
+    /// every trigger, and the cancellations its dispatcher sends for
+    /// dropped calls. A program about to exit calls it so that nothing is
+    /// cut short; `#[routine::main]` does.
+    pub async fn settle(&self) {
+        self.triggers_settled().await;
+        if let Some((dispatcher, _)) = &self.inner.dispatcher {
+            dispatcher.settle().await;
         }
     }
 

@@ -17,10 +17,11 @@
 //! | [`store`] | the `Store` trait and its local backends (files, memory) | key |
 //! | [`arguments`] | hashing, encoding and decoding a task's arguments | key, codec, registry |
 //! | [`execution`] | a task's timeout, retries and concurrency limit | — |
-//! | [`invoke`] | a task started from encoded arguments | id, key |
+//! | [`invoke`] | a task started from encoded arguments | id, key, slot |
 //! | [`registry`] | every task and trigger of the program | id, arguments, execution, invoke |
 //! | [`trigger`] | what a trigger is handed when a routine completes | id, key, arguments, registry |
 //! | [`lineage`] | runs, run records, the call tree of a run | id, key, entry, store, registry |
+//! | [`slot`] | a worker's slots, lent to the requests it runs | — |
 //! | [`dispatch`] | the seam to a cluster: policy and the `Dispatch` trait | id, key, registry |
 //! | [`engine`] | the runtime: scope, lookup, single-flight, storing | all of the above |
 #![warn(missing_docs)]
@@ -39,6 +40,7 @@ pub mod key;
 pub mod lineage;
 pub mod redact;
 pub mod registry;
+pub mod slot;
 pub mod store;
 pub mod trigger;
 

@@ -8,12 +8,13 @@
 //! this engine's reply stream, read by one listener task per engine.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use routine_core::dispatch::{Dispatch, DispatchRequest, Dispatched, Dispatching};
+use routine_core::dispatch::{Dispatch, DispatchRequest, Dispatched, Dispatching, Settling};
 use routine_core::registry::TaskSpec;
 
 use routine_core::arguments::EncodedArguments;
@@ -68,6 +69,8 @@ struct Shared {
     served_at: Mutex<HashMap<String, Instant>>,
     /// Large arguments put in the shared store.
     uploads: Uploads,
+    /// Cancellations of dropped calls not yet sent to the workers.
+    cancelling: Arc<AtomicUsize>,
 }
 
 impl RedisDispatcher {
@@ -90,6 +93,7 @@ impl RedisDispatcher {
             pending: Mutex::new(HashMap::new()),
             served_at: Mutex::new(HashMap::new()),
             uploads: Uploads::new(store),
+            cancelling: Arc::default(),
         });
         tokio::spawn(listen(Arc::downgrade(&shared)));
         RedisDispatcher { shared }
@@ -113,6 +117,15 @@ impl Dispatch for RedisDispatcher {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+
+    fn settle(&self) -> Settling<'_> {
+        let cancelling = Arc::clone(&self.shared.cancelling);
+        Box::pin(async move {
+            while cancelling.load(Ordering::Acquire) > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
     }
 }
 
@@ -159,6 +172,14 @@ impl Shared {
             self.forget(&request.request);
             return self.wait_elsewhere(&inflight).await;
         }
+        // From here the request is this call's: dropped unanswered, the
+        // call cancels it on the workers.
+        let outstanding = Outstanding {
+            shared: self,
+            request: request.request.clone(),
+            inflight: inflight.clone(),
+            answered: false,
+        };
         let mut unserved_since: Option<Instant> = None;
         let reply = loop {
             tokio::select! {
@@ -175,6 +196,7 @@ impl Shared {
                         tracing::warn!(task = %task.id(), key = %key.short(),
                             "the broker lost the claim of a call in flight (restarted without its data?); sending the request again");
                         if !self.broker.claim_and_send(&inflight, ttl, &request).await? {
+                            outstanding.settle();
                             self.forget(&request.request);
                             return self.wait_elsewhere(&inflight).await;
                         }
@@ -186,6 +208,7 @@ impl Shared {
                     } else {
                         let since = *unserved_since.get_or_insert_with(Instant::now);
                         if since.elapsed() > self.settings.no_worker_wait {
+                            outstanding.settle();
                             self.forget(&request.request);
                             self.broker.release_claim(inflight);
                             return Ok(Dispatched::Unserved(format!(
@@ -197,6 +220,7 @@ impl Shared {
                 }
             }
         };
+        outstanding.settle();
         self.broker.release_claim(inflight);
         Ok(match reply.outcome {
             Ok(entry) => Dispatched::Completed {
@@ -297,6 +321,55 @@ impl Shared {
         if let Some(waiter) = waiter {
             let _ = waiter.send(reply);
         }
+    }
+}
+
+/// A request this call sent and that is not answered yet. Dropped so (its
+/// caller gave up: a `select!` that moved on, a Ctrl-C), it tells the
+/// workers to drop the routine and gives the call's claim back, in a task
+/// of its own; [`Dispatch::settle`] waits for those tasks.
+struct Outstanding<'a> {
+    shared: &'a Shared,
+    request: String,
+    inflight: String,
+    answered: bool,
+}
+
+impl Outstanding<'_> {
+    /// The call ended without cancelling it: answered, sent again by
+    /// someone else, or given up for want of a worker.
+    fn settle(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        self.shared.forget(&self.request);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let broker = self.shared.broker.clone();
+        let (request, inflight) = (
+            std::mem::take(&mut self.request),
+            std::mem::take(&mut self.inflight),
+        );
+        let cancelling = Arc::clone(&self.shared.cancelling);
+        cancelling.fetch_add(1, Ordering::AcqRel);
+        runtime.spawn(async move {
+            match broker.cancel(&request).await {
+                Ok(()) => {
+                    tracing::debug!(request = %request, "cancelled a dropped call on the workers")
+                }
+                Err(e) => tracing::warn!(request = %request, error = %e,
+                    "cannot cancel a dropped call; its worker runs it to its end"),
+            }
+            broker.release_claim(inflight);
+            cancelling.fetch_sub(1, Ordering::AcqRel);
+        });
     }
 }
 

@@ -18,6 +18,7 @@
 //!   worker.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
@@ -25,7 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tokio::task::{JoinSet, LocalSet};
+use tokio::task::{AbortHandle, JoinSet, LocalSet};
 
 use crate::blobs::BlobCache;
 use crate::broker::{
@@ -33,9 +34,9 @@ use crate::broker::{
     WorkerStatus,
 };
 use routine_core::blocking::local_set_thread;
-use routine_core::dispatch::SlotLease;
 use routine_core::invoke::PartOf;
 use routine_core::registry::{self, TaskSpec};
+use routine_core::slot::SlotLease;
 use routine_core::Engine;
 use routine_core::RoutineId;
 
@@ -152,6 +153,16 @@ struct Worker {
     /// Its `concurrency` slots: each request runs in one, given back while
     /// its routine waits on dispatched calls.
     slots: Arc<Semaphore>,
+    /// The requests it runs, by request id: what a caller's cancellation
+    /// names.
+    jobs: RefCell<HashMap<String, Job>>,
+}
+
+/// A request the worker runs.
+struct Job {
+    abort: AbortHandle,
+    stream: String,
+    entry: String,
 }
 
 /// What keeps a worker visibly alive: its heartbeat and the claims on what
@@ -227,6 +238,7 @@ async fn serve_local(
         blobs,
         last_fallback: std::cell::Cell::new(std::time::Instant::now()),
         slots: Arc::new(Semaphore::new(config_concurrency)),
+        jobs: RefCell::default(),
     });
     worker.pulse.heartbeat().await?;
     worker.join_groups().await?;
@@ -236,6 +248,7 @@ async fn serve_local(
 
     let beating = tokio::spawn(Arc::clone(&worker.pulse).beat());
     let claiming = tokio::spawn(Arc::clone(&worker.pulse).keep_claims());
+    let cancelling = tokio::task::spawn_local(Rc::clone(&worker).follow_cancellations());
     let mut jobs: JoinSet<()> = JoinSet::new();
     let result = worker.intake(&mut jobs, stop).await;
 
@@ -255,6 +268,7 @@ async fn serve_local(
     jobs.abort_all();
     beating.abort();
     claiming.abort();
+    cancelling.abort();
     let _ = tokio::time::timeout(GOODBYE, worker.broker.leave(&worker.id)).await;
     result
 }
@@ -364,7 +378,63 @@ impl Worker {
     /// Starts one request; `redelivered` when a worker that had it died.
     fn start(self: &Rc<Self>, jobs: &mut JoinSet<()>, delivery: Delivery, redelivered: bool) {
         let worker = Rc::clone(self);
-        jobs.spawn_local(async move { worker.run(delivery, redelivered).await });
+        let names = delivery.request.as_ref().map(|request| {
+            (
+                request.request.clone(),
+                delivery.stream.clone(),
+                delivery.id.clone(),
+            )
+        });
+        let abort = jobs.spawn_local(async move { worker.run(delivery, redelivered).await });
+        if let Some((request, stream, entry)) = names {
+            let job = Job {
+                abort,
+                stream,
+                entry,
+            };
+            self.jobs.borrow_mut().insert(request, job);
+        }
+    }
+
+    /// Drops the routines whose callers gave up on them, as the broker
+    /// announces it; follows the announcements again after losing them.
+    async fn follow_cancellations(self: Rc<Self>) {
+        use futures_util::StreamExt;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.broker.cancellations().await {
+                Ok(cancellations) => {
+                    pause = Duration::from_millis(100);
+                    let mut cancellations = std::pin::pin!(cancellations);
+                    while let Some(request) = cancellations.next().await {
+                        self.cancel(&request);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(worker = %self.id, error = %e, "cannot follow cancellations yet")
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Drops the routine `request` runs here, if it does: its body's future
+    /// is dropped and its slot freed, and the request is acknowledged (its
+    /// caller is gone: nobody would read a reply).
+    fn cancel(&self, request: &str) {
+        let Some(job) = self.jobs.borrow_mut().remove(request) else {
+            return;
+        };
+        job.abort.abort();
+        self.pulse.finished(&job.entry);
+        tracing::info!(worker = %self.id, request, "cancelled by its caller");
+        let broker = self.broker.clone();
+        tokio::task::spawn_local(async move {
+            if let Err(e) = broker.finish(&job.stream, &job.entry).await {
+                tracing::warn!(error = %e, "cannot acknowledge a cancelled request");
+            }
+        });
     }
 
     /// Claims messages whose worker died; dead-letters those that keep
@@ -498,6 +568,7 @@ impl Worker {
         // The periodic heartbeat reports the new status; a round trip here
         // would sit on every request's path.
         self.pulse.finished(&id);
+        self.jobs.borrow_mut().remove(&request.request);
     }
 
     /// A request's arguments, encoded one after the other, the large ones

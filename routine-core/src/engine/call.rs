@@ -29,12 +29,13 @@ use super::report::{CallGuard, ForTriggers};
 use super::storage::Encoded;
 use super::{Current, Engine, Inner, Place, Served, Stored};
 use crate::arguments::{ArgumentsError, EncodedArguments, KeyBuilder};
-use crate::dispatch::{Dispatch, DispatchRequest, Dispatched, Policy, SlotLease};
+use crate::dispatch::{Dispatch, DispatchRequest, Dispatched, Policy};
 use crate::execution::Execution;
 use crate::id::CallOutcome;
 use crate::invoke::{panic_message, panic_text};
 use crate::key::{Key, KeyError};
 use crate::registry::TaskSpec;
+use crate::slot::SlotLease;
 use crate::store::Found;
 
 /// The entry point of every `#[task]` wrapper. It captures the current

@@ -46,7 +46,10 @@ impl Invocation {
             Invocation::Send(run) => tokio::spawn(scope.scope(run)),
             Invocation::Local(run) => tokio::task::spawn_local(scope.scope(run)),
         };
-        let outcome = match running.await {
+        // Dropping the invocation (a worker cancelling it for a caller that
+        // gave up) drops the routine's own task too.
+        let mut running = AbortOnDrop(running);
+        let outcome = match (&mut running.0).await {
             Ok(outcome) => outcome,
             Err(e) if e.is_panic() => Err(format!("panicked: {}", panic_message(e.into_panic()))),
             Err(e) => Err(format!("was cancelled: {e}")),
@@ -76,5 +79,14 @@ impl Invocation {
                 error: served.take_error(),
             },
         }
+    }
+}
+
+/// A spawned task that is aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -60,10 +60,8 @@ impl Engine {
         }
     }
 
-    /// Waits until every trigger this engine started has ended. A program
-    /// about to exit calls it so that no trigger is cut short;
-    /// `#[routine::main]` does.
-    pub async fn settle(&self) {
+    /// Waits until every trigger this engine started has ended.
+    pub(crate) async fn triggers_settled(&self) {
         let counters = &self.inner().triggers;
         loop {
             let settled = counters.settled.notified();

@@ -84,7 +84,7 @@ pub struct PartOf {
     pub redelivered: bool,
     /// The worker's slot the task runs in, given back while it waits on
     /// dispatched calls; `None` outside a worker.
-    pub lease: Option<std::sync::Arc<crate::dispatch::SlotLease>>,
+    pub lease: Option<std::sync::Arc<crate::slot::SlotLease>>,
 }
 
 /// The text a panic was raised with.

@@ -10,6 +10,19 @@ use super::messages::{entries, Part, Reply, Request};
 use super::{Broker, BrokerError};
 
 impl Broker {
+    /// Tells the workers that the caller of `request` gave up on it: the
+    /// one running it drops the routine. Once, without retries: a worker
+    /// that misses it runs the routine to its end.
+    pub(crate) async fn cancel(&self, request: &str) -> Result<(), BrokerError> {
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(self.cancel_channel()).arg(request);
+        let _: i64 = publish
+            .query_async(&mut self.connection())
+            .await
+            .map_err(super::command("PUBLISH"))?;
+        Ok(())
+    }
+
     /// Claims the call cluster-wide (`inflight` set if absent, expiring
     /// after `ttl_ms`) and, if the claim is ours, sends the request: one
     /// round trip. False if another caller holds the claim.

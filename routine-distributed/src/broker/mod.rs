@@ -319,6 +319,11 @@ impl Broker {
         format!("{}:dead", self.namespace)
     }
 
+    /// The channel on which callers name the requests they gave up on.
+    pub(crate) fn cancel_channel(&self) -> String {
+        format!("{}:cancel", self.namespace)
+    }
+
     /// The workers whose heartbeat has not expired.
     pub async fn workers(&self) -> Result<Vec<WorkerInfo>, BrokerError> {
         let mut connection = self.connection();

@@ -87,6 +87,27 @@ impl WorkReader {
 }
 
 impl Broker {
+    /// The requests callers give up on, by request id, as they are
+    /// published, on a connection of its own; the stream ends when that
+    /// connection is lost.
+    pub(crate) async fn cancellations(
+        &self,
+    ) -> Result<impl futures_util::Stream<Item = String> + use<>, BrokerError> {
+        use futures_util::StreamExt;
+        let mut pubsub = self
+            .client
+            .get_async_pubsub()
+            .await
+            .map_err(super::command("SUBSCRIBE"))?;
+        pubsub
+            .subscribe(self.cancel_channel())
+            .await
+            .map_err(super::command("SUBSCRIBE"))?;
+        Ok(pubsub
+            .into_on_message()
+            .filter_map(|message| std::future::ready(message.get_payload::<String>().ok())))
+    }
+
     /// Joins the consumer group of `stream`, creating what is missing (also
     /// after the broker lost its data in a restart).
     pub(crate) async fn join_group(&self, stream: &str) -> Result<(), BrokerError> {
