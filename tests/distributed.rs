@@ -141,6 +141,33 @@ async fn wait_patiently(counter: String) -> u64 {
     patient(counter).await
 }
 
+/// Runs alone in the whole cluster: records when it started and ended.
+#[routine::task(name = "exclusive", version = "1.0.0", concurrency = 1)]
+async fn exclusive(log: String, i: u32) -> u32 {
+    let client = redis::Client::open(env("ROUTINE_TEST_REDIS_URL")).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let started = now_millis();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let _: () = redis::cmd("RPUSH")
+        .arg(&log)
+        .arg(format!("{started}-{}-{}", now_millis(), pid()))
+        .query(&mut connection)
+        .unwrap();
+    i
+}
+
+#[routine::task(name = "exclusive-fan-out", version = "1.0.0")]
+async fn exclusive_fan_out(log: String, n: u32) -> u32 {
+    let calls: Vec<_> = (0..n)
+        .map(|i| routine::spawn(exclusive(log.clone(), i)))
+        .collect();
+    let mut sum = 0;
+    for call in calls {
+        sum += call.await.expect("a sub-routine failed");
+    }
+    sum
+}
+
 /// A workflow `level` levels deep: each level dispatches the next.
 #[routine::task(name = "deep", version = "1.0.0")]
 async fn deep(level: u32, tag: String) -> (u32, Vec<u32>) {
@@ -519,6 +546,50 @@ async fn a_dropped_call_drops_its_body_on_the_worker() {
         .query_async(&mut redis)
         .await
         .unwrap();
+}
+
+/// `concurrency = 1` holds across the cluster: six calls over two workers
+/// of four slots each never overlap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrency_limit_holds_across_workers() {
+    let ns = namespace("exclusive");
+    let workers = Workers::start_with(&ns, 2, None, &[("ROUTINE_WORKER_CONCURRENCY", "4")]);
+    let engine = routine::distributed::connect(config(&ns)).await.unwrap();
+    let log = format!("{ns}:log");
+    let sum = engine.scope(exclusive_fan_out(log.clone(), 6)).await;
+    assert_eq!(sum, 15);
+    let client = redis::Client::open(env("ROUTINE_TEST_REDIS_URL")).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let entries: Vec<String> = redis::cmd("LRANGE")
+        .arg(&log)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&log)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let mut spans: Vec<(u64, u64, u32)> = entries
+        .iter()
+        .map(|entry| {
+            let parts: Vec<u64> = entry.split('-').map(|n| n.parse().unwrap()).collect();
+            (parts[0], parts[1], parts[2] as u32)
+        })
+        .collect();
+    assert_eq!(spans.len(), 6, "{entries:?}");
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "two bodies overlapped: {pair:?}");
+    }
+    // Every body ran on a worker (each of which has four slots).
+    let ran_on: std::collections::HashSet<u32> = spans.iter().map(|s| s.2).collect();
+    assert!(
+        ran_on.iter().all(|p| workers.pids().contains(p)),
+        "{spans:?}"
+    );
 }
 
 /// A routine waiting on its dispatched sub-routine gives its worker's slot

@@ -108,6 +108,12 @@ pub type Dispatching<'a> = Pin<Box<dyn Future<Output = Dispatched> + Send + 'a>>
 /// The future of [`Dispatch::settle`].
 pub type Settling<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
+/// A cluster-wide slot, held until dropped; see [`Dispatch::take_slot`].
+pub type ClusterSlot = Box<dyn Any + Send>;
+
+/// The future of [`Dispatch::take_slot`].
+pub type TakingSlot<'a> = Pin<Box<dyn Future<Output = Option<ClusterSlot>> + Send + 'a>>;
+
 /// Sends calls to other processes and waits for them. Implemented by the
 /// distributed crate; the engine calls it for every call its [`Policy`]
 /// sends away, after the call missed locally.
@@ -147,5 +153,15 @@ pub trait Dispatch: Send + Sync + 'static {
     /// cancellations sent): what a program awaits before it exits.
     fn settle(&self) -> Settling<'_> {
         Box::pin(std::future::ready(()))
+    }
+
+    /// Takes one of the `limit` slots the whole cluster shares for bodies
+    /// of `task` (its `concurrency`), waiting for one; the slot is held
+    /// until the returned value is dropped. `None` (the default): the
+    /// dispatcher has no cluster to share slots with, and only the
+    /// process's own limit holds.
+    fn take_slot(&self, task: &'static TaskSpec, limit: u32) -> TakingSlot<'_> {
+        let _ = (task, limit);
+        Box::pin(std::future::ready(None))
     }
 }

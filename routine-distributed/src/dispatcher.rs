@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use routine_core::dispatch::{Dispatch, DispatchRequest, Dispatched, Dispatching, Settling};
+use routine_core::dispatch::{
+    ClusterSlot, Dispatch, DispatchRequest, Dispatched, Dispatching, Settling, TakingSlot,
+};
 use routine_core::registry::TaskSpec;
 
 use routine_core::arguments::EncodedArguments;
@@ -117,6 +119,43 @@ impl Dispatch for RedisDispatcher {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+
+    fn take_slot(&self, task: &'static TaskSpec, limit: u32) -> TakingSlot<'_> {
+        Box::pin(async move {
+            let broker = self.shared.broker.clone();
+            let slots = broker.slots_key(task.name(), task.version());
+            let holder = unique_name();
+            let mut pause = Duration::from_millis(10);
+            loop {
+                match broker.take_slot(&slots, &holder, limit, SLOT_HOLD).await {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(task = %task.id(), error = %e,
+                        "cannot take a cluster-wide slot yet; the call waits"),
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(250));
+            }
+            let renewing = {
+                let (broker, slots, holder) = (broker.clone(), slots.clone(), holder.clone());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(SLOT_HOLD / 3).await;
+                        if let Ok(false) = broker.renew_slot(&slots, &holder, SLOT_HOLD).await {
+                            tracing::warn!(task = %task.id(),
+                                "a cluster-wide slot lapsed while its body ran (a stall longer than its hold?); the limit may be exceeded");
+                        }
+                    }
+                })
+            };
+            Some(Box::new(HeldSlot {
+                broker,
+                slots,
+                holder,
+                renewing,
+            }) as ClusterSlot)
+        })
     }
 
     fn settle(&self) -> Settling<'_> {
@@ -321,6 +360,30 @@ impl Shared {
         if let Some(waiter) = waiter {
             let _ = waiter.send(reply);
         }
+    }
+}
+
+/// How long a cluster-wide slot stays held without renewal: a holder that
+/// dies frees its slot this long after its last renewal (renewed every
+/// third of it while its body runs).
+pub const SLOT_HOLD: Duration = Duration::from_secs(10);
+
+/// A cluster-wide slot held for a body: renewed while held, given back
+/// when dropped.
+struct HeldSlot {
+    broker: Broker,
+    slots: String,
+    holder: String,
+    renewing: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HeldSlot {
+    fn drop(&mut self) {
+        self.renewing.abort();
+        self.broker.release_slot(
+            std::mem::take(&mut self.slots),
+            std::mem::take(&mut self.holder),
+        );
     }
 }
 

@@ -29,7 +29,7 @@ use super::report::{CallGuard, ForTriggers};
 use super::storage::Encoded;
 use super::{Current, Engine, Inner, Place, Served, Stored};
 use crate::arguments::{ArgumentsError, EncodedArguments, KeyBuilder};
-use crate::dispatch::{Dispatch, DispatchRequest, Dispatched, Policy};
+use crate::dispatch::{ClusterSlot, Dispatch, DispatchRequest, Dispatched, Policy};
 use crate::execution::Execution;
 use crate::id::CallOutcome;
 use crate::invoke::{panic_message, panic_text};
@@ -369,7 +369,7 @@ impl<O, Out> Call<O, Out> {
         let inner = &*engine.inner;
         // Looked up only here: a hit pays nothing for the options.
         let execution = engine.execution_of(task);
-        let _slot = take_slot(inner, task, &execution).await;
+        let _slots = take_slots(inner, task, &execution).await;
         inner.counters.misses.fetch_add(1, Ordering::Relaxed);
         let run_started = Instant::now();
         let provenance = report.provenance();
@@ -492,22 +492,26 @@ impl<O, Out> Call<O, Out> {
     }
 }
 
-/// A slot of `task`'s `concurrency` in this process, waited for (and
-/// counted as waiting); none without a limit.
-async fn take_slot(
+/// The slots of `task`'s `concurrency` a body runs in: one of this
+/// process's, then one of the cluster's when the engine has a dispatcher
+/// that shares them; waited for (and counted as waiting). None without a
+/// limit.
+async fn take_slots(
     inner: &Inner,
-    task: &TaskSpec,
+    task: &'static TaskSpec,
     execution: &Execution,
-) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    let slots = task.slots(execution.concurrency)?;
-    if let Ok(slot) = Arc::clone(slots).try_acquire_owned() {
-        return Some(slot);
-    }
+) -> Option<(tokio::sync::OwnedSemaphorePermit, Option<ClusterSlot>)> {
+    let limit = execution.concurrency?;
+    let slots = task.slots(Some(limit))?;
     let limited = &inner.counters.limited;
     limited.fetch_add(1, Ordering::Relaxed);
-    let slot = Arc::clone(slots).acquire_owned().await;
+    let local = Arc::clone(slots).acquire_owned().await;
+    let cluster = match &inner.dispatcher {
+        Some((dispatcher, _)) => dispatcher.take_slot(task, limit).await,
+        None => None,
+    };
     limited.fetch_sub(1, Ordering::Relaxed);
-    slot.ok()
+    local.ok().map(|local| (local, cluster))
 }
 
 /// A call's arguments again, from their encoding, for another attempt.

@@ -9,6 +9,9 @@
 //! {ns}:worker:{id}             hash: status, routine, last_seen, routines (expires)
 //! {ns}:workers                 set of worker ids
 //! {ns}:dead                    dead-letter stream: requests that kept killing workers
+//! {ns}:slots:{name}:{version}  sorted set: holders of the routine's `concurrency` slots,
+//!                              scored by when their hold lapses
+//! {ns}:cancel                  pub/sub channel: requests their callers gave up on
 //! ```
 //!
 //! Only keys, encoded arguments and small metadata pass through Redis; results
@@ -27,6 +30,7 @@ use routine_core::registry::TaskSpec;
 
 mod calls;
 mod messages;
+mod slots;
 mod work;
 
 pub(crate) use self::messages::{Failure, Part, Reply, Request};
