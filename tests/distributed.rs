@@ -136,6 +136,17 @@ async fn patient(counter: String) -> u64 {
     1
 }
 
+/// `patient`, with a timeout its worker enforces unless it is stuck.
+#[routine::task(name = "stuck", version = "1.0.0", timeout = "1s")]
+async fn stuck(counter: String) -> u64 {
+    patient(counter).await
+}
+
+#[routine::task(name = "wait-stuck", version = "1.0.0")]
+async fn wait_stuck(counter: String) -> u64 {
+    stuck(counter).await
+}
+
 #[routine::task(name = "wait-patiently", version = "1.0.0")]
 async fn wait_patiently(counter: String) -> u64 {
     patient(counter).await
@@ -590,6 +601,60 @@ async fn a_concurrency_limit_holds_across_workers() {
         ran_on.iter().all(|p| workers.pids().contains(p)),
         "{spans:?}"
     );
+}
+
+/// A worker that stops answering (here: stopped by SIGSTOP after the body
+/// started) does not keep its caller forever: the caller gives up once the
+/// task's timeout, and a margin, have passed since the worker started it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_gives_up_on_a_stuck_worker_after_the_tasks_timeout() {
+    let ns = namespace("stuck");
+    let workers = Workers::start(&ns, 1, None);
+    let engine = routine::distributed::connect(config(&ns)).await.unwrap();
+    let client = redis::Client::open(env("ROUTINE_TEST_REDIS_URL")).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+
+    let call = tokio::spawn(engine.scope(wait_stuck(ns.clone())));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let started: Option<u64> = redis::cmd("GET")
+            .arg(format!("{ns}:started"))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if started.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the body never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let worker = workers.pids()[0].to_string();
+    let _ = Command::new("kill").args(["-STOP", &worker]).status();
+    let stopped = Instant::now();
+    let message = tokio::time::timeout(Duration::from_secs(20), panic_of(call))
+        .await
+        .expect("the caller still waits on a stuck worker");
+    let _ = Command::new("kill").args(["-CONT", &worker]).status();
+    assert!(
+        message.contains("task `tname:stuck:1.0.0` failed on worker"),
+        "{message}"
+    );
+    assert!(
+        message.contains("timed out: the worker started it"),
+        "{message}"
+    );
+    // A 1 s timeout and a 5 s margin from the start, checked every second.
+    assert!(
+        stopped.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        stopped.elapsed()
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{ns}:started"))
+        .arg(format!("{ns}:dropped"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
 }
 
 /// A routine waiting on its dispatched sub-routine gives its worker's slot

@@ -70,6 +70,10 @@ pub struct DispatchRequest {
     pub run: Option<RunId>,
     /// The call whose body made this one.
     pub parent: Option<Key>,
+    /// The longest the call may take once a worker starts it, when its task
+    /// has a `timeout` (with its retries and backoffs, and a margin): a
+    /// worker silent past it is given up on.
+    pub deadline: Option<std::time::Duration>,
 }
 
 /// What became of a dispatched call.

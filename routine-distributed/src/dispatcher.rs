@@ -23,7 +23,7 @@ use routine_core::arguments::EncodedArguments;
 use routine_core::store::{Store, StoreError};
 
 use crate::blobs::Uploads;
-use crate::broker::{unique_name, Broker, BrokerError, Part, Reply, Request};
+use crate::broker::{unique_name, Broker, BrokerError, Notice, Part, Reply, Request};
 
 /// Timing of dispatched calls.
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +73,8 @@ struct Shared {
     uploads: Uploads,
     /// Cancellations of dropped calls not yet sent to the workers.
     cancelling: Arc<AtomicUsize>,
+    /// When a worker started each request that keeps a deadline, and who.
+    started: Mutex<HashMap<String, (Instant, String)>>,
 }
 
 impl RedisDispatcher {
@@ -96,6 +98,7 @@ impl RedisDispatcher {
             served_at: Mutex::new(HashMap::new()),
             uploads: Uploads::new(store),
             cancelling: Arc::default(),
+            started: Mutex::default(),
         });
         tokio::spawn(listen(Arc::downgrade(&shared)));
         RedisDispatcher { shared }
@@ -193,6 +196,7 @@ impl Shared {
             reply_to: self.reply_stream.clone(),
             run: call.run,
             parent: call.parent,
+            notify_start: call.deadline.is_some(),
         };
         let (tx, mut rx) = oneshot::channel();
         self.pending
@@ -220,13 +224,30 @@ impl Shared {
             answered: false,
         };
         let mut unserved_since: Option<Instant> = None;
+        // The claim and the workers are checked every third of the claim's
+        // life; a deadline, every second.
+        let check_every = self.settings.claim_ttl / 3;
+        let tick = match call.deadline {
+            Some(_) => check_every.min(Duration::from_secs(1)),
+            None => check_every,
+        };
+        let mut last_check = Instant::now();
         let reply = loop {
             tokio::select! {
                 reply = &mut rx => match reply {
                     Ok(reply) => break reply,
                     Err(_) => return Ok(Dispatched::Unserved("the reply listener stopped".into())),
                 },
-                () = tokio::time::sleep(self.settings.claim_ttl / 3) => {
+                () = tokio::time::sleep(tick) => {
+                    if let Some(failed) = self.past_deadline(&request.request, call.deadline) {
+                        // Unsettled, `outstanding` cancels the request on
+                        // its worker and gives the claim back.
+                        return Ok(failed);
+                    }
+                    if last_check.elapsed() < check_every {
+                        continue;
+                    }
+                    last_check = Instant::now();
                     // Keep the claim while the call is alive. A claim that
                     // is gone means a broker that lost its data, and with
                     // it the request: send it again (a task being pure, a
@@ -349,9 +370,32 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(request);
+        self.started_lock().remove(request);
+    }
+
+    fn started_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, String)>> {
+        self.started.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn notice(&self, notice: Notice) {
+        match notice {
+            Notice::Answered(reply) => self.deliver(reply),
+            Notice::Started { request, worker } => {
+                let waited = self
+                    .pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .contains_key(&request);
+                if waited {
+                    self.started_lock()
+                        .insert(request, (Instant::now(), worker));
+                }
+            }
+        }
     }
 
     fn deliver(&self, reply: Reply) {
+        self.started_lock().remove(&reply.request);
         let waiter = self
             .pending
             .lock()
@@ -360,6 +404,23 @@ impl Shared {
         if let Some(waiter) = waiter {
             let _ = waiter.send(reply);
         }
+    }
+
+    /// The failure of `request` if its worker started it longer ago than
+    /// `deadline` and has not answered.
+    fn past_deadline(&self, request: &str, deadline: Option<Duration>) -> Option<Dispatched> {
+        let deadline = deadline?;
+        let (started, worker) = self.started_lock().get(request).cloned()?;
+        let elapsed = started.elapsed();
+        (elapsed > deadline).then(|| Dispatched::Failed {
+            message: format!(
+                "timed out: the worker started it {elapsed:.1?} ago and has not answered, \
+                 past the {deadline:.1?} its timeout and retries allow (the worker is stuck, or its \
+                 reply was lost); its caller gave up on it"
+            ),
+            worker,
+            error: None,
+        })
     }
 }
 
@@ -473,7 +534,7 @@ async fn listen(shared: Weak<Shared>) {
                 let mut read = Vec::with_capacity(replies.len());
                 for (id, reply) in replies {
                     match reply {
-                        Some(reply) => shared.deliver(reply),
+                        Some(notice) => shared.notice(notice),
                         None => tracing::warn!(entry = %id, "ignoring a malformed reply"),
                     }
                     read.push(id);

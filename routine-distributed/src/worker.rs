@@ -544,6 +544,17 @@ impl Worker {
         };
         let lease = Arc::new(SlotLease::new(Arc::clone(&self.slots), slot));
         tracing::info!(worker = %self.id, routine = %routine, key = %request.key.short(), "running");
+        // A caller keeping a deadline counts it from now. Off the routine's
+        // path: it starts at once.
+        if request.notify_start {
+            let (broker, reply_to) = (self.broker.clone(), request.reply_to.clone());
+            let (started, worker) = (request.request.clone(), self.id.clone());
+            tokio::task::spawn_local(async move {
+                if let Err(e) = broker.send_started(&reply_to, &started, &worker).await {
+                    tracing::warn!(error = %e, "cannot tell a caller its routine started");
+                }
+            });
+        }
 
         let outcome = self.execute(&request, redelivered, lease).await;
         if let Err(failure) = &outcome {

@@ -298,6 +298,10 @@ impl<O, Out> Call<O, Out> {
             arguments,
             run: provenance.run,
             parent: provenance.parent,
+            deadline: engine
+                .execution_of(task)
+                .longest()
+                .map(|longest| longest + DEADLINE_MARGIN),
         };
         // The worker that runs it fires its triggers.
         report.dispatched = true;
@@ -533,6 +537,10 @@ fn decode_again<A>(
         )
     })
 }
+
+/// What a caller allows a worker beyond a task's longest run before giving
+/// up on it: the reply's way back, a slow store write.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(5);
 
 /// How an attempt stopped without a value.
 enum Stopped {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::streams::StreamReadReply;
 
-use super::messages::{entries, Part, Reply, Request};
+use super::messages::{entries, Notice, Part, Request};
 use super::{Broker, BrokerError};
 
 impl Broker {
@@ -38,7 +38,8 @@ impl Broker {
             if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
                 return redis.call('XADD', KEYS[2], '*', 'request', ARGV[1], 'key', ARGV[3],
                     'task', ARGV[4], 'version', ARGV[5], 'args', ARGV[6], 'reply', ARGV[7],
-                    'run', ARGV[8], 'parent', ARGV[9], 'args_layout', ARGV[10])
+                    'run', ARGV[8], 'parent', ARGV[9], 'args_layout', ARGV[10],
+                    'notify_start', ARGV[11])
             end
             if redis.call('GET', KEYS[1]) == ARGV[1] then
                 return 'sent before'
@@ -59,7 +60,8 @@ impl Broker {
             .arg(&request.reply_to)
             .arg(request.run.map(|r| r.to_string()).unwrap_or_default())
             .arg(request.parent.map(|k| k.to_hex()).unwrap_or_default())
-            .arg(layout);
+            .arg(layout)
+            .arg(if request.notify_start { "1" } else { "0" });
         let sent: Option<String> = self.query("EVAL claim-and-send", &eval).await?;
         Ok(sent.is_some())
     }
@@ -129,10 +131,10 @@ pub(crate) struct ReplyReader {
 }
 
 impl ReplyReader {
-    /// The replies that arrived, waiting up to the reader's block time;
-    /// `None` for an entry that is not a reply. Read entries are deleted
-    /// after they are handed over.
-    pub(crate) async fn read(&mut self) -> Result<Vec<(String, Option<Reply>)>, BrokerError> {
+    /// The notices that arrived, waiting up to the reader's block time;
+    /// `None` for an entry that is not one. Read entries are deleted after
+    /// they are handed over.
+    pub(crate) async fn read(&mut self) -> Result<Vec<(String, Option<Notice>)>, BrokerError> {
         let read: Option<StreamReadReply> = redis::cmd("XREAD")
             .arg("BLOCK")
             .arg(self.block.as_millis() as u64)
@@ -142,10 +144,10 @@ impl ReplyReader {
             .query_async(&mut self.connection)
             .await
             .map_err(super::command("XREAD"))?;
-        let replies: Vec<(String, Option<Reply>)> = entries(read)
+        let replies: Vec<(String, Option<Notice>)> = entries(read)
             .into_iter()
             .map(|(_, entry)| {
-                let reply = Reply::parse(&entry);
+                let reply = Notice::parse(&entry);
                 (entry.id, reply)
             })
             .collect();

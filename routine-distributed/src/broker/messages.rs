@@ -21,6 +21,9 @@ pub(crate) struct Request {
     /// worker records them with the result.
     pub(crate) run: Option<RunId>,
     pub(crate) parent: Option<Key>,
+    /// The caller keeps a deadline from the routine's start: the worker
+    /// tells it when the routine starts.
+    pub(crate) notify_start: bool,
 }
 
 /// A request's encoded arguments, in order: in the message, or, for a
@@ -131,6 +134,7 @@ impl Request {
             // Absent from requests of builds before lineage.
             run: field(entry, "run").and_then(|r| r.parse().ok()),
             parent: field(entry, "parent").and_then(|k| Key::from_hex(&k).ok()),
+            notify_start: field(entry, "notify_start").is_some_and(|n| n == "1"),
         })
     }
 
@@ -143,8 +147,29 @@ impl Request {
     }
 }
 
+/// What a caller reads on its reply stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Notice {
+    /// A worker started the routine of `request` (sent only when asked).
+    Started { request: String, worker: String },
+    /// A worker answered.
+    Answered(Reply),
+}
+
+impl Notice {
+    pub(crate) fn parse(entry: &StreamId) -> Option<Notice> {
+        match field(entry, "status")?.as_str() {
+            "started" => Some(Notice::Started {
+                request: field(entry, "request")?,
+                worker: field(entry, "worker").unwrap_or_default(),
+            }),
+            _ => Reply::parse(entry).map(Notice::Answered),
+        }
+    }
+}
+
 impl Reply {
-    pub(crate) fn parse(entry: &StreamId) -> Option<Reply> {
+    fn parse(entry: &StreamId) -> Option<Reply> {
         let outcome = match field(entry, "status")?.as_str() {
             "done" => Ok(field_bytes(entry, "entry").filter(|bytes| !bytes.is_empty())),
             _ => Err(Failure {

@@ -33,7 +33,7 @@ mod messages;
 mod slots;
 mod work;
 
-pub(crate) use self::messages::{Failure, Part, Reply, Request};
+pub(crate) use self::messages::{Failure, Notice, Part, Reply, Request};
 pub(crate) use self::work::{Delivery, Heartbeat};
 
 /// The consumer group every worker joins on every work stream.

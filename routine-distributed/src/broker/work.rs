@@ -354,6 +354,30 @@ impl Broker {
             .await;
     }
 
+    /// Tells the caller on `reply_to` that the routine of `request` starts
+    /// on `worker` now (asked by callers that keep a deadline).
+    pub(crate) async fn send_started(
+        &self,
+        reply_to: &str,
+        request: &str,
+        worker: &str,
+    ) -> Result<(), BrokerError> {
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(reply_to)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(10_000)
+            .arg("*")
+            .arg("request")
+            .arg(request)
+            .arg("status")
+            .arg("started")
+            .arg("worker")
+            .arg(worker);
+        let _: String = self.query("XADD started", &xadd).await?;
+        Ok(())
+    }
+
     pub(crate) async fn send_reply(
         &self,
         reply_to: &str,
