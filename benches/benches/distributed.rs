@@ -83,6 +83,48 @@ async fn slow_fan_out(base: u64) -> u64 {
     sum
 }
 
+/// Writes the time (ms) to `{tag}:dropped` when dropped.
+struct MarkDropped(String);
+
+impl Drop for MarkDropped {
+    fn drop(&mut self) {
+        let client = redis::Client::open(env("ROUTINE_TEST_REDIS_URL")).unwrap();
+        let mut connection = client.get_connection().unwrap();
+        let _: () = redis::cmd("SET")
+            .arg(format!("{}:dropped", self.0))
+            .arg(now_millis())
+            .query(&mut connection)
+            .unwrap();
+    }
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Marks its start and waits: what a dropped caller leaves on a worker.
+#[routine::task(name = "dbench-patient", version = "1.0.0")]
+async fn patient(tag: String) -> u64 {
+    let _dropped = MarkDropped(tag.clone());
+    let client = redis::Client::open(env("ROUTINE_TEST_REDIS_URL")).unwrap();
+    let mut connection = client.get_connection().unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{tag}:started"))
+        .arg(1)
+        .query(&mut connection)
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    0
+}
+
+#[routine::task(name = "dbench-wait-patiently", version = "1.0.0")]
+async fn wait_patiently(tag: String) -> u64 {
+    patient(tag).await
+}
+
 #[routine::task(name = "dbench-small", version = "1.0.0")]
 async fn small(i: u64) -> Vec<f64> {
     (0..8).map(|j| (i * j) as f64).collect()
@@ -362,7 +404,41 @@ fn main() {
             .collect();
         let large = (through_redis, downloads, large_time);
 
-        // 6. A worker killed (SIGKILL) while it runs 2 s tasks: the time
+        // 6. A caller's future dropped while its dispatched call runs: the
+        // time until the worker drops the body.
+        eprintln!("  measuring drop-to-drop");
+        let mut drops = Vec::new();
+        for round in 0..rounds {
+            let tag = format!("{namespace}:drop:{round}");
+            let call = tokio::spawn(engine.scope(wait_patiently(tag.clone())));
+            let marker = |suffix: &str| {
+                let (mut redis, key) = (redis.clone(), format!("{tag}:{suffix}"));
+                async move {
+                    let value: Option<u64> = redis::cmd("GET")
+                        .arg(key)
+                        .query_async(&mut redis)
+                        .await
+                        .unwrap();
+                    value
+                }
+            };
+            while marker("started").await.is_none() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let dropped_at = now_millis();
+            call.abort();
+            let _ = call.await;
+            let dropped = loop {
+                if let Some(at) = marker("dropped").await {
+                    break at;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            };
+            drops.push(dropped.saturating_sub(dropped_at) as f64 * 1e6);
+        }
+        let drop_to_drop = median(drops);
+
+        // 7. A worker killed (SIGKILL) while it runs 2 s tasks: the time
         // from the kill to the workflow's end, default heartbeat (2 s).
         eprintln!("  measuring kill-to-resume");
         base += 1 << 20;
@@ -384,12 +460,32 @@ fn main() {
         run.await.unwrap();
         let resumed = killed.elapsed();
         (
-            ping, trip, per_call, tasks, throughput, shared_hit, local_hit, large, resumed,
+            ping,
+            trip,
+            per_call,
+            tasks,
+            throughput,
+            shared_hit,
+            local_hit,
+            large,
+            drop_to_drop,
+            resumed,
         )
     });
     drop(workers);
 
-    let (ping, trip, per_call, tasks, throughput, shared_hit, local_hit, large, resumed) = rows;
+    let (
+        ping,
+        trip,
+        per_call,
+        tasks,
+        throughput,
+        shared_hit,
+        local_hit,
+        large,
+        drop_to_drop,
+        resumed,
+    ) = rows;
     let (through_redis, downloads, large_time) = large;
     let celery = std::env::var_os("ROUTINE_BENCH_CELERY_PYTHON").map(|python| {
         eprintln!("  measuring Celery on the same Redis");
@@ -479,6 +575,12 @@ fn main() {
     println!(
         "| same: time for the 4 calls | {} | | | | |",
         human(large_time.as_nanos() as f64)
+    );
+    println!(
+        "| caller's future dropped to the worker dropping the body (median of {}) | {} | | | < 1 s | {} |",
+        if quick { 3 } else { 9 },
+        human(drop_to_drop),
+        if drop_to_drop < 1e9 { "yes" } else { "NO" }
     );
     println!(
         "| worker killed mid-task: kill to the workflow's end (2 s tasks, 2 s beats) | {} | | | <= 10 s + a task | {} |",
