@@ -188,12 +188,12 @@ async fn changed_body_with_same_version_warns_once_and_still_hits() {
 #[tokio::test]
 async fn unwritable_task_directory_keeps_the_value() {
     let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::local(dir.path()).unwrap();
     // A file where the task's directory should be: creating entries fails,
     // even for root.
     fs::write(dir.path().join("words"), b"in the way").unwrap();
     let logs = Logs::default();
     let _guard = logs.capture();
-    let engine = Engine::local(dir.path()).unwrap();
     engine
         .scope(async {
             assert_eq!(words(3).await, expected(3));
@@ -269,4 +269,51 @@ async fn full_disk_and_failing_reads_keep_the_value() {
             "two failed reads and two failed writes"
         );
     }
+}
+
+/// A named pipe where an entry belongs is not opened as one (which would
+/// wait for a writer forever): the call runs its body, and its result takes
+/// the pipe's place.
+#[tokio::test]
+async fn a_pipe_at_an_entry_path_does_not_hang_the_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::local(dir.path()).unwrap();
+    let path = entry_path(dir.path(), 41);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo failed");
+    let answer = tokio::time::timeout(Duration::from_secs(10), engine.scope(words(41)))
+        .await
+        .expect("the call hung on a named pipe");
+    assert_eq!(answer, expected(41));
+    assert!(
+        fs::metadata(&path).unwrap().is_file(),
+        "the result replaced the pipe"
+    );
+    assert_eq!(
+        engine.stats().store_errors,
+        1,
+        "the pipe counts as a store error"
+    );
+}
+
+/// Folders that are not stores are neither written into nor deleted from.
+#[tokio::test]
+async fn a_folder_of_other_files_is_not_used_as_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("build")).unwrap();
+    fs::write(dir.path().join("build/.cache.tmp"), b"keep me").unwrap();
+    let error = Engine::local(dir.path()).expect_err("refused").to_string();
+    assert!(error.contains("is not a routine store"), "{error}");
+    assert!(error.contains("--store"), "says how to proceed: {error}");
+    assert_eq!(
+        fs::read(dir.path().join("build/.cache.tmp")).unwrap(),
+        b"keep me"
+    );
+    assert!(!dir.path().join(routine::store::marker::MARKER).exists());
+    let root = Engine::local("/").expect_err("refused").to_string();
+    assert!(root.contains("root of a file system"), "{root}");
 }

@@ -848,7 +848,7 @@ fn worker_and_status_through_the_broker() {
         .current_dir(project.dir.path())
         .envs(project.env.iter().map(|(k, v)| (k, v)))
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        .stderr(File::create(project.dir.path().join("worker.log")).unwrap());
     /// Stops the worker however the test ends.
     struct Stopped(std::process::Child);
     impl Drop for Stopped {
@@ -881,6 +881,10 @@ fn worker_and_status_through_the_broker() {
         stopped.success(),
         "a worker stops cleanly on SIGTERM: {stopped:?}"
     );
+    // Its start is said plainly, not logged as a warning.
+    let log = std::fs::read_to_string(project.dir.path().join("worker.log")).unwrap();
+    assert!(log.contains("serving as a worker of"), "{log}");
+    assert!(!log.contains("WARN"), "{log}");
 }
 
 #[test]
@@ -1051,4 +1055,114 @@ fn a_missing_bucket_stops_a_distributed_program_at_start() {
         .run("train", &["--quiet"])
         .fails_with(2, "cannot be used");
     assert!(ran.stderr.contains(&bucket), "{}", ran.stderr);
+}
+
+/// `cache show` of a result computed by a one-call `run`: its run keeps no
+/// record, and the hint says so instead of naming a `runs show` that fails.
+#[test]
+fn cache_show_of_a_one_call_run_gives_no_dead_hint() {
+    let project = Project::new();
+    project
+        .run(
+            "train",
+            &["run", "prepare-data", "--arg", "seed=3", "--arg", "n=2"],
+        )
+        .ok();
+    let listed = project
+        .run("train", &["cache", "ls", "prepare-data", "--json"])
+        .ok()
+        .json();
+    let key = listed[0]["key"].as_str().unwrap().to_owned();
+    let shown = project.run("train", &["cache", "show", &key[..8]]).ok();
+    assert!(
+        shown.stdout.contains("this call alone: no record of calls"),
+        "{}",
+        shown.stdout
+    );
+    assert!(!shown.stdout.contains("runs show"), "{}", shown.stdout);
+}
+
+/// A name known neither to the program nor to the store is a typo: `cache
+/// ls` and `cache rm` say so with the nearest names, and exit 2.
+#[test]
+fn cache_ls_and_rm_of_an_unknown_name_suggest_the_nearest() {
+    let project = Project::new();
+    project.run("train", &["--quiet"]).ok();
+    for command in [["cache", "ls", "trian"], ["cache", "rm", "trian"]] {
+        let ran = project.run("train", &command).fails_with(
+            2,
+            "no routine of this program or stored result is named `trian`",
+        );
+        assert!(
+            ran.stderr.contains("did you mean `train`"),
+            "{}",
+            ran.stderr
+        );
+        assert!(!ran.stderr.contains("hex digits"), "{}", ran.stderr);
+    }
+    // A known routine with nothing stored is an empty list, not an error.
+    project.run("train", &["cache", "rm", "fit"]).ok();
+    let empty = project.run("train", &["cache", "ls", "fit"]).ok();
+    assert!(
+        empty.stdout.contains("no stored results"),
+        "{}",
+        empty.stdout
+    );
+}
+
+/// A version that could leave the store is a usage error about the
+/// version, not a store failure.
+#[test]
+fn cache_rm_refuses_a_version_that_is_not_one() {
+    let project = Project::new();
+    project
+        .run("train", &["cache", "rm", "name@../../x"])
+        .fails_with(2, "`../../x` is not a version");
+}
+
+/// `info` names the configuration file a setting came from, whichever it
+/// is.
+#[test]
+fn info_names_the_configuration_file_it_read() {
+    let project = Project::new();
+    std::fs::write(
+        project.dir.path().join("other.toml"),
+        "store = 'elsewhere'\n",
+    )
+    .unwrap();
+    let info = project
+        .run("train", &["info", "--config", "other.toml"])
+        .ok();
+    assert!(
+        info.stdout.contains("elsewhere (other.toml)"),
+        "{}",
+        info.stdout
+    );
+}
+
+/// A folder of other files is not taken for a store: `cache gc` refuses it
+/// and deletes nothing; so does running the program on it.
+#[test]
+fn commands_refuse_a_folder_that_is_not_a_store() {
+    let project = Project::new();
+    let folder = project.dir.path().join("build");
+    std::fs::create_dir_all(folder.join("blobs/sha256")).unwrap();
+    std::fs::write(folder.join(".cache.tmp"), b"keep").unwrap();
+    std::fs::write(folder.join("blobs/sha256").join("ab".repeat(32)), b"keep").unwrap();
+    let store = folder.to_str().unwrap();
+    for args in [
+        vec!["--store", store, "cache", "gc", "--max-size", "0"],
+        vec!["--store", store, "cache", "rm", "fit"],
+        vec!["--store", store, "--quiet"],
+    ] {
+        let ran = project
+            .run("train", &args)
+            .fails_with(2, "is not a routine store");
+        assert!(ran.stderr.contains("--store"), "{}", ran.stderr);
+    }
+    assert_eq!(std::fs::read(folder.join(".cache.tmp")).unwrap(), b"keep");
+    assert!(folder.join("blobs/sha256").join("ab".repeat(32)).exists());
+    project
+        .run("train", &["--store", "/", "--quiet"])
+        .fails_with(2, "root of a file system");
 }

@@ -9,7 +9,7 @@ use crate::args::{hex_prefix, CacheCommand, GcArgs, JsonOnly, LsArgs, RmArgs, Sh
 use crate::config::Config;
 use crate::failure::Failure;
 use crate::output::{self, Table};
-use crate::routines::{by_routine, split_routine, stored_results};
+use crate::routines::{by_routine, split_routine, stored_results, unknown_name};
 use routine_core::entry::{self, EntryMeta};
 use routine_core::lineage;
 use routine_core::registry::{self, TaskSpec};
@@ -88,9 +88,20 @@ fn list_filtered(store: &dyn Store, filter: Option<&str>) -> Result<Vec<Listing>
         None => stored_results(store),
         Some(text) => {
             let (name, version) = split_routine(text)?;
-            Ok(store.list(Some(&name), version.as_deref())?)
+            let listed = store.list(Some(&name), version.as_deref())?;
+            // A name known nowhere is a typo, not an empty list.
+            if listed.is_empty() && !is_known_name(store, &name)? {
+                return Err(unknown_name(&name, store)?);
+            }
+            Ok(listed)
         }
     }
+}
+
+/// Whether `name` is a routine of this program or has stored results (of
+/// any version).
+fn is_known_name(store: &dyn Store, name: &str) -> Result<bool, Failure> {
+    Ok(registry::tasks().any(|t| t.name() == name) || !store.list(Some(name), None)?.is_empty())
 }
 
 fn ls(store: &dyn Store, args: &LsArgs) -> Result<(), Failure> {
@@ -245,7 +256,15 @@ fn show(store: &dyn Store, args: &ShowArgs) -> Result<(), Failure> {
         };
         line("fingerprint", fingerprint);
         match meta.run {
-            Some(run) => line("run", format!("{run} (`runs show {}`)", run.short())),
+            // A run that was this one call alone keeps no record (see
+            // docs/lineage.md): nothing for `runs show` to show.
+            Some(run) => match lineage::run_tree(store, run) {
+                Ok(_) => line("run", format!("{run} (`runs show {}`)", run.short())),
+                Err(_) => line(
+                    "run",
+                    format!("{run} (this call alone: no record of calls)"),
+                ),
+            },
             None => line("run", "not recorded (stored before lineage)".into()),
         }
         match (meta.parent, &shown.parent_routine) {
@@ -399,9 +418,11 @@ fn rm_targets(store: &dyn Store, target: &str) -> Result<Vec<Listing>, Failure> 
         .transpose()?
         .unwrap_or_default();
     let is_routine = !named.is_empty() || registry::tasks().any(|t| t.name() == name);
-    match is_routine {
-        true => Ok(named),
-        false => {
+    let looks_like_a_key = target.chars().all(|c| c.is_ascii_hexdigit());
+    match (is_routine, looks_like_a_key) {
+        (true, _) => Ok(named),
+        (false, false) => Err(unknown_name(&name, store)?),
+        (false, true) => {
             let found = matching_keys(store, target)?;
             if found.is_empty() {
                 return Err(Failure::usage(format!(

@@ -4,6 +4,7 @@
 use crate::args::JsonOnly;
 use crate::config::Config;
 use crate::failure::Failure;
+use crate::output::Ui;
 
 fn no_broker() -> Failure {
     Failure::usage(
@@ -20,7 +21,7 @@ fn not_built() -> Failure {
 }
 
 #[cfg(feature = "distributed")]
-pub(crate) async fn worker(config: &Config) -> Result<(), Failure> {
+pub(crate) async fn worker(config: &Config, ui: Ui) -> Result<(), Failure> {
     use routine_distributed::worker::{serve_until_signalled, WorkerConfig, WorkerError};
 
     if config.broker.is_none() {
@@ -31,12 +32,22 @@ pub(crate) async fn worker(config: &Config) -> Result<(), Failure> {
         concurrency: config.concurrency,
         ..WorkerConfig::default()
     };
-    tracing::warn!(
+    tracing::info!(
         store = %config.store_display(),
         broker = config.broker_display().unwrap_or_default(),
         concurrency = config.concurrency,
         "serving as a worker until SIGTERM or Ctrl-C"
     );
+    // Said to the person who started it, whatever the log level; not a
+    // warning, as a log line at WARN would make it.
+    if !ui.quiet {
+        eprintln!(
+            "serving as a worker of {} on {} ({} at once) until SIGTERM or Ctrl-C",
+            config.broker_display().unwrap_or_default(),
+            config.store_display(),
+            config.concurrency
+        );
+    }
     match serve_until_signalled(engine, settings).await {
         Ok(()) => Ok(()),
         Err(e @ WorkerError::NothingToServe(_)) => Err(Failure::usage(e.to_string())),
@@ -45,7 +56,7 @@ pub(crate) async fn worker(config: &Config) -> Result<(), Failure> {
 }
 
 #[cfg(not(feature = "distributed"))]
-pub(crate) async fn worker(config: &Config) -> Result<(), Failure> {
+pub(crate) async fn worker(config: &Config, _ui: Ui) -> Result<(), Failure> {
     Err(match config.broker {
         None => no_broker(),
         Some(_) => not_built(),

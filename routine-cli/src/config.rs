@@ -73,7 +73,7 @@ impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Origin::Default => "default",
-            Origin::File => "routine.toml",
+            Origin::File => "the configuration file",
             Origin::Environment => "environment",
             Origin::Flag => "flag",
         })
@@ -345,6 +345,18 @@ impl Config {
             None => Ok(routine_distributed::open_url(&self.store)?),
             #[cfg(not(feature = "distributed"))]
             None => Ok(store::open_url(&self.store)?),
+        }
+    }
+
+    /// Where a setting came from, for people: the configuration file by its
+    /// name (`routine.toml`, or the one `--config` named).
+    pub fn origin_text(&self, origin: Origin) -> String {
+        match (origin, &self.file) {
+            (Origin::File, Some(file)) => file.file_name().map_or_else(
+                || file.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
+            (origin, _) => origin.to_string(),
         }
     }
 

@@ -150,7 +150,7 @@ async fn dispatch(command: Command, config: &Config, ui: Ui) -> Result<(), Failu
         Command::Info(args) => inspect::info(config, &args),
         Command::Tasks(args) => inspect::tasks(config, &args),
         Command::Run(args) => run::run(config, &args, ui).await,
-        Command::Worker(_) => cluster::worker(config).await,
+        Command::Worker(_) => cluster::worker(config, ui).await,
         Command::Status(args) => cluster::status(config, &args).await,
         Command::Cache(command) => cache::cache(config, command),
         Command::Runs(command) => runs::runs(config, command),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use routine_core::lineage;
 use routine_core::registry::{self, TaskSpec};
-use routine_core::store::{Listing, Store};
+use routine_core::store::{self, Listing, Store};
 use routine_core::RoutineId;
 
 use crate::failure::Failure;
@@ -37,44 +37,50 @@ pub(crate) fn find_task(text: &str) -> Result<&'static TaskSpec, Failure> {
     }
 }
 
-/// Splits `tname:<name>:<version>`, `<name>@<version>` or `<name>`.
+/// Splits `tname:<name>:<version>`, `<name>@<version>` or `<name>`, each
+/// part checked against what names and versions may be.
 pub(crate) fn split_routine(text: &str) -> Result<(String, Option<String>), Failure> {
-    if text.starts_with("tname:") {
+    let (name, version) = if text.starts_with("tname:") {
         let id: RoutineId = text.parse().map_err(|e| Failure::usage(format!("{e}")))?;
-        return Ok((id.name, Some(id.version)));
-    }
-    match text.split_once('@') {
-        Some((name, version)) if !name.is_empty() && !version.is_empty() => {
-            Ok((name.to_owned(), Some(version.to_owned())))
+        (id.name, Some(id.version))
+    } else {
+        match text.split_once('@') {
+            Some((name, version)) if !name.is_empty() && !version.is_empty() => {
+                (name.to_owned(), Some(version.to_owned()))
+            }
+            Some(_) => {
+                return Err(Failure::usage(format!(
+                    "`{text}` is not a routine: write NAME, NAME@VERSION or tname:NAME:VERSION"
+                )))
+            }
+            None if text.is_empty() => return Err(Failure::usage("the routine name is empty")),
+            None => (text.to_owned(), None),
         }
-        Some(_) => Err(Failure::usage(format!(
-            "`{text}` is not a routine: write NAME, NAME@VERSION or tname:NAME:VERSION"
-        ))),
-        None if text.is_empty() => Err(Failure::usage("the routine name is empty")),
-        None => Ok((text.to_owned(), None)),
+    };
+    if store::check_name(&name).is_err() {
+        return Err(Failure::usage(format!(
+            "`{name}` is not a routine name: names are letters, digits, `_`, `.` and `-`, \
+             starting with a letter or digit"
+        )));
     }
+    if let Some(version) = &version {
+        if store::check_version(version).is_err() {
+            return Err(Failure::usage(format!(
+                "`{version}` is not a version: versions are letters, digits, `_`, `.`, `-` and \
+                 `+`, such as 1.0.0"
+            )));
+        }
+    }
+    Ok((name, version))
 }
 
 /// "no routine `trian`; did you mean `train`?" and the list of routines.
 fn unknown_routine(name: &str) -> String {
-    let mut names: Vec<&'static str> = registry::tasks().map(|t| t.name()).collect();
+    let mut names: Vec<&str> = registry::tasks().map(|t| t.name()).collect();
     names.sort_unstable();
     names.dedup();
-    let mut near: Vec<(f64, &str)> = names
-        .iter()
-        .map(|candidate| (strsim::jaro_winkler(name, candidate), *candidate))
-        .filter(|(score, _)| *score > 0.7)
-        .collect();
-    near.sort_by(|a, b| b.0.total_cmp(&a.0));
     let mut message = format!("this program has no routine `{name}`");
-    let near: Vec<String> = near.iter().take(3).map(|(_, n)| format!("`{n}`")).collect();
-    match near.as_slice() {
-        [] => {}
-        [only] => message.push_str(&format!("; did you mean {only}?")),
-        [first @ .., last] => {
-            message.push_str(&format!("; did you mean {} or {last}?", first.join(", ")))
-        }
-    }
+    message.push_str(&nearest(name, &names));
     match names.is_empty() {
         true => message.push_str(" (it has none)"),
         false => message.push_str(&format!(
@@ -83,6 +89,43 @@ fn unknown_routine(name: &str) -> String {
         )),
     }
     message
+}
+
+/// "no routine or stored result named `gret`; did you mean `greet`?": a
+/// name neither this program nor `store` knows, among both's names.
+pub(crate) fn unknown_name(name: &str, store: &dyn Store) -> Result<Failure, Failure> {
+    let stored = stored_results(store)?;
+    let mut names: Vec<&str> = registry::tasks()
+        .map(|t| t.name())
+        .chain(stored.iter().map(|l| l.name.as_str()))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut message = format!("no routine of this program or stored result is named `{name}`");
+    message.push_str(&nearest(name, &names));
+    if !names.is_empty() {
+        message.push_str(&format!(
+            "\nnames: {} (see `tasks` and `cache ls`)",
+            names.join(", ")
+        ));
+    }
+    Ok(Failure::usage(message))
+}
+
+/// "; did you mean `a` or `b`?" for the names close to `name`, or nothing.
+fn nearest(name: &str, names: &[&str]) -> String {
+    let mut near: Vec<(f64, &str)> = names
+        .iter()
+        .map(|candidate| (strsim::jaro_winkler(name, candidate), *candidate))
+        .filter(|(score, _)| *score > 0.7)
+        .collect();
+    near.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let near: Vec<String> = near.iter().take(3).map(|(_, n)| format!("`{n}`")).collect();
+    match near.as_slice() {
+        [] => String::new(),
+        [only] => format!("; did you mean {only}?"),
+        [first @ .., last] => format!("; did you mean {} or {last}?", first.join(", ")),
+    }
 }
 
 fn listed(items: impl Iterator<Item = String>) -> String {

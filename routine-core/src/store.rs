@@ -25,6 +25,7 @@ use crate::key::Key;
 mod counting;
 mod fs;
 pub mod gc;
+pub mod marker;
 mod memory;
 
 #[cfg(any(test, feature = "contract"))]
@@ -111,9 +112,10 @@ pub struct Listing {
 }
 
 /// How stale a recorded access time may be. A read records its time only
-/// when the recorded one is older than this, so that a hot entry costs no
-/// write per read.
-pub const ACCESS_RESOLUTION: Duration = Duration::from_secs(3600);
+/// when the recorded one is older than this, so that a hot entry costs at
+/// most one write a minute; `cache gc` keeps entries used within it for
+/// last, as their order is not known more precisely.
+pub const ACCESS_RESOLUTION: Duration = Duration::from_secs(60);
 
 /// True when an entry last used at `recorded` should have its use recorded
 /// again at `now`.
@@ -386,6 +388,19 @@ pub enum StoreError {
     /// A name or version that could leave the store's layout.
     #[error("`{0}` is not a valid task name or version in a store path")]
     InvalidComponent(String),
+    /// A folder that is not a store (see [`marker`]): not written into, not
+    /// deleted from.
+    #[error(
+        "`{}` is not a routine store: {reason}. Give the store an empty or new folder of its own \
+         (--store, ROUTINE_STORE or `store` in routine.toml)",
+        .path.display()
+    )]
+    NotAStore {
+        /// The folder.
+        path: PathBuf,
+        /// Why it is not one.
+        reason: String,
+    },
     /// The store answers, but cannot be used (see [`probe`]).
     #[error("the store {store} cannot be used: {reason}")]
     Unusable {

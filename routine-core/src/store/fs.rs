@@ -52,6 +52,10 @@ pub struct FileStore {
 
 impl FileStore {
     /// Opens the store rooted at `root`, creating the directory if missing.
+    /// A folder becomes a store on first use (see [`marker`](super::marker)):
+    /// an empty one, or one an earlier routine laid out, gets a marker; a
+    /// folder of other files, or a file system's root, is refused with
+    /// [`StoreError::NotAStore`].
     pub fn open(root: impl AsRef<Path>) -> Result<FileStore, StoreError> {
         let root = root.as_ref();
         fs::create_dir_all(root).map_err(StoreError::io("create the store directory", root))?;
@@ -63,6 +67,7 @@ impl FileStore {
                 source: io::Error::other("it is not a directory"),
             });
         }
+        super::marker::claim(root)?;
         Ok(FileStore {
             root: Arc::new(root.to_owned()),
             durability: Durability::default(),
@@ -97,12 +102,17 @@ impl FileStore {
 impl Store for FileStore {
     fn get(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
         let path = self.entry_path(slot)?;
-        let mut file = match File::open(&path) {
+        let mut file = match open_entry(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StoreError::io("open", path)(e)),
         };
         let meta = file.metadata().map_err(StoreError::io("stat", &path))?;
+        if !meta.is_file() {
+            return Err(StoreError::io("open", path)(io::Error::other(
+                "it is not a regular file (a pipe, a device or a folder stands where an entry belongs)",
+            )));
+        }
         record_use(&file, &meta);
         let len = meta.len();
         if len > READ_WHOLE_MAX {
@@ -238,6 +248,20 @@ fn record_use(file: &File, meta: &Metadata) {
             tracing::debug!(error = %e, "cannot record the use of a stored entry");
         }
     }
+}
+
+/// Opens an entry for reading without blocking: a named pipe or a device
+/// at an entry's path is opened at once (then refused as not a regular
+/// file) instead of waiting for a writer forever.
+fn open_entry(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    options.open(path)
 }
 
 /// Unique per process and call: the pid keeps processes apart, the counter
@@ -440,6 +464,18 @@ mod tests {
             "a read does not change the creation time"
         );
         let since_use = SystemTime::now().duration_since(after.accessed).unwrap();
+        assert!(since_use < Duration::from_secs(60), "{since_use:?}");
+
+        // A re-read two minutes after the last recorded use counts too
+        // (on a `noatime` mount nothing else would record it).
+        let two_minutes_ago = SystemTime::now() - Duration::from_secs(120);
+        set_times(
+            &dir.path().join("train/0.0.1").join(key.to_hex()),
+            two_minutes_ago,
+        );
+        store.get(&slot).unwrap().unwrap();
+        let again = store.list(None, None).unwrap().remove(0);
+        let since_use = SystemTime::now().duration_since(again.accessed).unwrap();
         assert!(since_use < Duration::from_secs(60), "{since_use:?}");
     }
 

@@ -89,8 +89,15 @@ pub fn plan(
     expired: impl Fn(&Listing) -> bool,
 ) -> GcPlan {
     // Least recently used first; ties broken by the listing's own order so
-    // that a plan is reproducible.
-    listings.sort_by(|a, b| a.accessed.cmp(&b.accessed).then_with(|| a.cmp(b)));
+    // that a plan is reproducible. Uses within the recording's resolution
+    // are not ordered among themselves: any of them may be the entry just
+    // read, so all of them go last.
+    let recent = |l: &Listing| !super::access_is_stale(l.accessed, now);
+    listings.sort_by(|a, b| {
+        (recent(a), a.accessed)
+            .cmp(&(recent(b), b.accessed))
+            .then_with(|| a.cmp(b))
+    });
     let mut out = GcPlan::default();
     let unused = |listing: &Listing| {
         policy.older_than.is_some_and(|limit| {
@@ -174,6 +181,25 @@ mod tests {
         let key = |n: u32| Key::of("t", "1.0.0", &n).unwrap();
         assert_eq!(removed, [key(1), key(3)]);
         assert_eq!((plan.freed(), plan.kept()), (20, 20));
+    }
+
+    #[test]
+    fn entries_used_within_the_resolution_go_last() {
+        let now = SystemTime::now();
+        // 2 was read a moment ago, but its use was last recorded 50 s ago;
+        // 1 was recorded 10 s ago. Either may be the one just used.
+        let all = vec![
+            listing(1, 10, 10, now),
+            listing(2, 10, 50, now),
+            listing(3, 10, 3_600, now),
+        ];
+        let policy = GcPolicy {
+            older_than: None,
+            max_size: Some(20),
+        };
+        let plan = plan(all, &policy, now, |_| false);
+        let removed: Vec<Key> = plan.remove.iter().map(|(l, _)| l.key).collect();
+        assert_eq!(removed, [Key::of("t", "1.0.0", &3u32).unwrap()]);
     }
 
     #[test]
