@@ -62,6 +62,20 @@ async fn make_blob(seed: u8) -> SlowBlob {
     blob(seed)
 }
 
+/// Notes each run of its body in `<dir>/ran`, then takes a second.
+#[routine::task(name = "slow-once", version = "1.0.0")]
+async fn slow_once(dir: String) -> u32 {
+    use std::io::Write;
+    let mut ran = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(Path::new(&dir).join("ran"))
+        .unwrap();
+    writeln!(ran, "{}", std::process::id()).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    7
+}
+
 #[test]
 #[ignore = "entry point of the child processes started by the other tests"]
 fn child_process() {
@@ -80,6 +94,10 @@ fn child_process() {
                 assert_eq!(make_blob(seed).await, blob(seed));
                 println!("\nCHILD returned");
                 std::thread::sleep(Duration::from_secs(60));
+            }
+            "slow-once" => {
+                let ran = std::env::var("ROUTINE_RAN").unwrap();
+                assert_eq!(slow_once(ran).await, 7);
             }
             other => panic!("unknown child mode {other}"),
         }
@@ -116,6 +134,92 @@ fn child_report(mode: &str, dir: &Path) -> String {
         .filter(|l| l.starts_with("CHILD "))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Two processes starting the same call on one store at once: its body
+/// runs in one of them, and the other reads its result.
+#[test]
+fn two_processes_starting_the_same_call_run_its_body_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = tempfile::tempdir().unwrap();
+    let start = |_| {
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "child_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("ROUTINE_CHILD", "slow-once")
+            .env("ROUTINE_DIR", dir.path())
+            .env("ROUTINE_RAN", ran.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    };
+    let children: Vec<Child> = (0..2).map(start).collect();
+    two_children_report(children, &ran)
+}
+
+/// A process killed while it holds a call's lock does not hold it any
+/// more: the next process runs the body.
+#[test]
+fn a_killed_process_releases_its_lock_on_the_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = tempfile::tempdir().unwrap();
+    let start = || {
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "child_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("ROUTINE_CHILD", "slow-once")
+            .env("ROUTINE_DIR", dir.path())
+            .env("ROUTINE_RAN", ran.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ran.path().join("ran").exists() {
+        assert!(Instant::now() < deadline, "the first body never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let second = start().wait_with_output().unwrap();
+    assert!(second.status.success(), "{second:?}");
+    let runs = std::fs::read_to_string(ran.path().join("ran")).unwrap();
+    assert_eq!(
+        runs.lines().count(),
+        2,
+        "the second process ran it: {runs:?}"
+    );
+}
+
+fn two_children_report(children: Vec<Child>, ran: &tempfile::TempDir) {
+    let mut reports = Vec::new();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "child failed: {output:?}");
+        let text = String::from_utf8(output.stdout).unwrap();
+        reports.extend(
+            text.lines()
+                .filter(|l| l.starts_with("CHILD "))
+                .map(str::to_owned),
+        );
+    }
+    let runs = std::fs::read_to_string(ran.path().join("ran")).unwrap();
+    assert_eq!(runs.lines().count(), 1, "the body ran in {runs:?}");
+    reports.sort();
+    assert_eq!(reports, ["CHILD hits=0 misses=1", "CHILD hits=1 misses=0"]);
 }
 
 #[tokio::test]

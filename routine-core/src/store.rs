@@ -25,6 +25,7 @@ use crate::key::Key;
 mod counting;
 mod fs;
 pub mod gc;
+mod locks;
 pub mod marker;
 mod memory;
 
@@ -249,6 +250,36 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn put_async<'a>(&'a self, slot: &Slot<'a>, entry: Arc<Vec<u8>>) -> StoreFuture<'a, ()> {
         StoreFuture::ready(put_whole(self, slot, &entry))
     }
+
+    /// Tries to take the lock of `slot` that every process using this
+    /// store shares, held until the returned guard is dropped and released
+    /// if its process dies: how two processes starting the same call run
+    /// its body once. Stores without such locks say
+    /// [`KeyLock::Unsupported`] (the default).
+    fn try_lock(&self, slot: &Slot<'_>) -> Result<KeyLock, StoreError> {
+        let _ = slot;
+        Ok(KeyLock::Unsupported)
+    }
+}
+
+/// What [`Store::try_lock`] got.
+pub enum KeyLock {
+    /// The lock, held until this is dropped.
+    Held(Box<dyn Send>),
+    /// Another process holds it.
+    Busy,
+    /// The store has no cross-process locks.
+    Unsupported,
+}
+
+impl fmt::Debug for KeyLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyLock::Held(_) => "KeyLock::Held",
+            KeyLock::Busy => "KeyLock::Busy",
+            KeyLock::Unsupported => "KeyLock::Unsupported",
+        })
+    }
 }
 
 /// A shared handle to a store is a store.
@@ -273,6 +304,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn put_async<'a>(&'a self, slot: &Slot<'a>, entry: Arc<Vec<u8>>) -> StoreFuture<'a, ()> {
         (**self).put_async(slot, entry)
+    }
+    fn try_lock(&self, slot: &Slot<'_>) -> Result<KeyLock, StoreError> {
+        (**self).try_lock(slot)
     }
 }
 

@@ -36,7 +36,7 @@ use crate::invoke::{panic_message, panic_text};
 use crate::key::{Key, KeyError};
 use crate::registry::TaskSpec;
 use crate::slot::SlotLease;
-use crate::store::Found;
+use crate::store::{Found, KeyLock, Slot};
 
 /// The entry point of every `#[task]` wrapper. It captures the current
 /// engine when the future is created, so the future can be spawned and still
@@ -275,7 +275,17 @@ impl<O, Out> Call<O, Out> {
                     }
                 }
             }
+            // Another process on this store may be computing it: its lock
+            // is waited for, and then the result it stored read.
+            let (key_lock, waited) = self.lock_key(inner).await;
+            if waited {
+                if let Some(outcome) = lookup(inner, codec, task, &key).await {
+                    report.hit(codec, &outcome);
+                    return outcome;
+                }
+            }
             let outcome = self.compute(report, body, args).await;
+            drop(key_lock);
             drop(leader);
             return outcome;
         }
@@ -492,6 +502,37 @@ impl<O, Out> Call<O, Out> {
             retried.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(wait).await;
             report.attempts += 1;
+        }
+    }
+}
+
+impl<O, Out> Call<O, Out> {
+    /// The store's cross-process lock of this call's key, waited for; and
+    /// whether another process held it meanwhile. None if the store has no
+    /// such locks (or its lock failed: then the body runs unlocked, as a
+    /// lone process would, with a warning).
+    async fn lock_key(&self, inner: &Inner) -> (Option<Box<dyn Send>>, bool) {
+        let slot = Slot {
+            name: self.task.name(),
+            version: self.task.version(),
+            key: &self.key,
+        };
+        let (mut waited, mut pause) = (false, Duration::from_millis(1));
+        loop {
+            match inner.store.try_lock(&slot) {
+                Ok(KeyLock::Held(lock)) => return (Some(lock), waited),
+                Ok(KeyLock::Unsupported) => return (None, waited),
+                Ok(KeyLock::Busy) => {
+                    waited = true;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    tracing::warn!(task = %self.task.id(), key = %self.key.short(), error = %e,
+                        "cannot lock the call in the store; running it without the lock");
+                    return (None, waited);
+                }
+            }
         }
     }
 }

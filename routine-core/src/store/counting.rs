@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{EntryWrite, Found, Listing, Slot, Store, StoreError, StoreFuture};
+use super::{EntryWrite, Found, KeyLock, Listing, Slot, Store, StoreError, StoreFuture};
 
 /// Wraps a store and counts the reads (`get`) and writes (`create`, `put`)
 /// made through it. Clones share the counts.
@@ -77,5 +77,8 @@ impl<S: Store> Store for Counting<S> {
     fn put_async<'a>(&'a self, slot: &Slot<'a>, entry: Arc<Vec<u8>>) -> StoreFuture<'a, ()> {
         self.count_write();
         self.inner.put_async(slot, entry)
+    }
+    fn try_lock(&self, slot: &Slot<'_>) -> Result<KeyLock, StoreError> {
+        self.inner.try_lock(slot)
     }
 }

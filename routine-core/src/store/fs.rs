@@ -10,11 +10,13 @@ use std::fs::{self, File, FileTimes, Metadata, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use super::locks::{LockFile, Taken, LOCKS};
 use super::{
-    access_is_stale, check_name, check_version, EntryWrite, Found, Listing, Slot, Store, StoreError,
+    access_is_stale, check_name, check_version, EntryWrite, Found, KeyLock, Listing, Slot, Store,
+    StoreError,
 };
 use crate::key::Key;
 
@@ -48,6 +50,8 @@ pub enum Durability {
 pub struct FileStore {
     root: Arc<PathBuf>,
     durability: Durability,
+    /// The keys' cross-process locks, opened at the first lock.
+    locks: Arc<OnceLock<Result<LockFile, String>>>,
 }
 
 impl FileStore {
@@ -71,6 +75,7 @@ impl FileStore {
         Ok(FileStore {
             root: Arc::new(root.to_owned()),
             durability: Durability::default(),
+            locks: Arc::default(),
         })
     }
 
@@ -100,6 +105,21 @@ impl FileStore {
 }
 
 impl Store for FileStore {
+    fn try_lock(&self, slot: &Slot<'_>) -> Result<KeyLock, StoreError> {
+        let path = self.root.join(LOCKS);
+        let locks = self
+            .locks
+            .get_or_init(|| LockFile::open(&self.root).map_err(|e| e.to_string()));
+        let locks = locks
+            .as_ref()
+            .map_err(|e| StoreError::io("open", &path)(io::Error::other(e.clone())))?;
+        match locks.try_lock(slot.key) {
+            Ok(Taken::Held(held)) => Ok(KeyLock::Held(held)),
+            Ok(Taken::Busy) => Ok(KeyLock::Busy),
+            Err(e) => Err(StoreError::io("lock", path)(e)),
+        }
+    }
+
     fn get(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
         let path = self.entry_path(slot)?;
         let mut file = match open_entry(&path) {
