@@ -503,40 +503,14 @@ async fn a_dropped_call_drops_its_body_on_the_worker() {
     let ns = namespace("cancel");
     let _workers = Workers::start_with(&ns, 1, None, &[("ROUTINE_WORKER_CONCURRENCY", "1")]);
     let engine = routine::distributed::connect(config(&ns)).await.unwrap();
-    let client = redis::Client::open(env("ROUTINE_TEST_REDIS_URL")).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
-    let get = |key: String| {
-        let mut redis = redis.clone();
-        async move {
-            let value: Option<u64> = redis::cmd("GET")
-                .arg(key)
-                .query_async(&mut redis)
-                .await
-                .unwrap();
-            value
-        }
-    };
+    let markers = Markers::of(&ns).await;
 
     let call = tokio::spawn(engine.scope(wait_patiently(ns.clone())));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while get(format!("{ns}:started")).await.is_none() {
-        assert!(Instant::now() < deadline, "the body never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    markers.wait_for("started", Duration::from_secs(30)).await;
     call.abort();
     let dropped_at = now_millis();
     let _ = call.await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let dropped = loop {
-        if let Some(at) = get(format!("{ns}:dropped")).await {
-            break at;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the body still runs on the worker"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let dropped = markers.wait_for("dropped", Duration::from_secs(5)).await;
     let took = dropped.saturating_sub(dropped_at);
     assert!(
         took < 2_000,
@@ -551,12 +525,52 @@ async fn a_dropped_call_drops_its_body_on_the_worker() {
     .await
     .expect("the worker's slot was not freed");
     assert_eq!(next, "5");
-    let _: () = redis::cmd("DEL")
-        .arg(format!("{ns}:started"))
-        .arg(format!("{ns}:dropped"))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    markers.clear().await;
+}
+
+/// The marks a task body leaves in Redis under `{tag}:{what}`.
+struct Markers {
+    tag: String,
+    redis: redis::aio::MultiplexedConnection,
+}
+
+impl Markers {
+    async fn of(tag: &str) -> Markers {
+        let client = redis::Client::open(env("ROUTINE_TEST_REDIS_URL")).unwrap();
+        Markers {
+            tag: tag.to_owned(),
+            redis: client.get_multiplexed_async_connection().await.unwrap(),
+        }
+    }
+
+    /// The value of mark `what`, once it is set.
+    async fn wait_for(&self, what: &str, limit: Duration) -> u64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            let value: Option<u64> = redis::cmd("GET")
+                .arg(format!("{}:{what}", self.tag))
+                .query_async(&mut self.redis.clone())
+                .await
+                .unwrap();
+            if let Some(value) = value {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no `{what}` mark after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn clear(&self) {
+        let _: () = redis::cmd("DEL")
+            .arg(format!("{}:started", self.tag))
+            .arg(format!("{}:dropped", self.tag))
+            .query_async(&mut self.redis.clone())
+            .await
+            .unwrap();
+    }
 }
 
 /// `concurrency = 1` holds across the cluster: six calls over two workers
@@ -611,23 +625,10 @@ async fn a_caller_gives_up_on_a_stuck_worker_after_the_tasks_timeout() {
     let ns = namespace("stuck");
     let workers = Workers::start(&ns, 1, None);
     let engine = routine::distributed::connect(config(&ns)).await.unwrap();
-    let client = redis::Client::open(env("ROUTINE_TEST_REDIS_URL")).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let markers = Markers::of(&ns).await;
 
     let call = tokio::spawn(engine.scope(wait_stuck(ns.clone())));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let started: Option<u64> = redis::cmd("GET")
-            .arg(format!("{ns}:started"))
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        if started.is_some() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the body never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    markers.wait_for("started", Duration::from_secs(30)).await;
     let worker = workers.pids()[0].to_string();
     let _ = Command::new("kill").args(["-STOP", &worker]).status();
     let stopped = Instant::now();
@@ -649,12 +650,7 @@ async fn a_caller_gives_up_on_a_stuck_worker_after_the_tasks_timeout() {
         "{:?}",
         stopped.elapsed()
     );
-    let _: () = redis::cmd("DEL")
-        .arg(format!("{ns}:started"))
-        .arg(format!("{ns}:dropped"))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    markers.clear().await;
 }
 
 /// A routine waiting on its dispatched sub-routine gives its worker's slot

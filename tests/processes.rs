@@ -108,7 +108,16 @@ fn child_process() {
 }
 
 fn child(mode: &str, dir: &Path, seed: u8) -> Child {
-    Command::new(std::env::current_exe().unwrap())
+    child_command(mode, dir)
+        .env("ROUTINE_SEED", seed.to_string())
+        .spawn()
+        .unwrap()
+}
+
+/// This test binary, re-run as a child in `mode` on the store `dir`.
+fn child_command(mode: &str, dir: &Path) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
         .args([
             "--ignored",
             "--exact",
@@ -118,11 +127,9 @@ fn child(mode: &str, dir: &Path, seed: u8) -> Child {
         ])
         .env("ROUTINE_CHILD", mode)
         .env("ROUTINE_DIR", dir)
-        .env("ROUTINE_SEED", seed.to_string())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+        .stderr(Stdio::inherit());
+    command
 }
 
 /// The child's `CHILD ...` lines, after it exits.
@@ -142,24 +149,9 @@ fn child_report(mode: &str, dir: &Path) -> String {
 fn two_processes_starting_the_same_call_run_its_body_once() {
     let dir = tempfile::tempdir().unwrap();
     let ran = tempfile::tempdir().unwrap();
-    let start = |_| {
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--ignored",
-                "--exact",
-                "child_process",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("ROUTINE_CHILD", "slow-once")
-            .env("ROUTINE_DIR", dir.path())
-            .env("ROUTINE_RAN", ran.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap()
-    };
-    let children: Vec<Child> = (0..2).map(start).collect();
+    let children: Vec<Child> = (0..2)
+        .map(|_| slow_once_child(dir.path(), ran.path()))
+        .collect();
     two_children_report(children, &ran)
 }
 
@@ -169,23 +161,7 @@ fn two_processes_starting_the_same_call_run_its_body_once() {
 fn a_killed_process_releases_its_lock_on_the_call() {
     let dir = tempfile::tempdir().unwrap();
     let ran = tempfile::tempdir().unwrap();
-    let start = || {
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--ignored",
-                "--exact",
-                "child_process",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("ROUTINE_CHILD", "slow-once")
-            .env("ROUTINE_DIR", dir.path())
-            .env("ROUTINE_RAN", ran.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let start = || slow_once_child(dir.path(), ran.path());
     let mut first = start();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !ran.path().join("ran").exists() {
@@ -202,6 +178,15 @@ fn a_killed_process_releases_its_lock_on_the_call() {
         2,
         "the second process ran it: {runs:?}"
     );
+}
+
+/// A child calling `slow-once` on the store `dir`, noting its runs in
+/// `ran`.
+fn slow_once_child(dir: &Path, ran: &Path) -> Child {
+    child_command("slow-once", dir)
+        .env("ROUTINE_RAN", ran)
+        .spawn()
+        .unwrap()
 }
 
 fn two_children_report(children: Vec<Child>, ran: &tempfile::TempDir) {

@@ -877,38 +877,39 @@ mod tests {
 
     #[test]
     fn s3_reads_through_the_machine_cache() {
+        let Some(url) = fresh_s3_url("machine-cache") else {
+            return;
+        };
+        large_results_are_read_through_the_machine_cache(|| {
+            ObjectStoreBackend::from_url(&url).unwrap()
+        });
+    }
+
+    /// A prefix of its own on the S3 server `./scripts/test` starts (it
+    /// sets `ROUTINE_TEST_S3_URL`); `None`, said, without one.
+    fn fresh_s3_url(label: &str) -> Option<String> {
         let Ok(url) = std::env::var("ROUTINE_TEST_S3_URL") else {
             eprintln!(
                 "skipped: ROUTINE_TEST_S3_URL is not set (./scripts/test starts an S3 server and sets it)"
             );
-            return;
+            return None;
         };
         let nanos = SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
-        let url = format!("{url}/machine-cache-{nanos}");
-        large_results_are_read_through_the_machine_cache(|| {
-            ObjectStoreBackend::from_url(&url).unwrap()
-        });
+        Some(format!("{url}/{label}-{nanos}"))
     }
 
     /// The same contract against a real S3-compatible server; `./scripts/test`
     /// starts one and sets `ROUTINE_TEST_S3_URL`.
     #[test]
     fn contract_s3() {
-        let Ok(url) = std::env::var("ROUTINE_TEST_S3_URL") else {
-            eprintln!(
-                "skipped: ROUTINE_TEST_S3_URL is not set (./scripts/test starts an S3 server and sets it)"
-            );
+        // A prefix of its own: the contract starts from an empty store.
+        let Some(url) = fresh_s3_url("contract") else {
             return;
         };
-        // A prefix of its own: the contract starts from an empty store.
-        let nanos = SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let store = ObjectStoreBackend::from_url(&format!("{url}/contract-{nanos}")).unwrap();
+        let store = ObjectStoreBackend::from_url(&url).unwrap();
         routine_core::store::contract::run(&store);
     }
 }

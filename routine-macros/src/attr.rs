@@ -99,52 +99,23 @@ impl TaskAttr {
         if let Err(e) = check_version(&version) {
             combine(&mut errors, e);
         }
-        let mut checked = |result: syn::Result<Option<Duration>>| match result {
-            Ok(duration) => duration,
-            Err(e) => {
-                combine(&mut errors, e);
-                None
-            }
-        };
-        let ttl = checked(
-            ttl.as_ref()
-                .map(|t| parse_duration(t, "ttl", TTL_ZERO))
-                .transpose(),
-        );
-        let timeout_value = checked(
-            timeout
+        let duration = |literal: &Option<LitStr>, what: &str, if_zero: &str| {
+            literal
                 .as_ref()
-                .map(|t| parse_duration(t, "timeout", TIMEOUT_ZERO))
-                .transpose(),
-        );
-        let backoff_value = checked(
-            backoff
-                .as_ref()
-                .map(|t| parse_duration(t, "backoff", BACKOFF_ZERO))
-                .transpose(),
-        );
-        let retries_value = match retries
-            .as_ref()
-            .map(|n| whole(n, "retries", 0..=100))
-            .transpose()
-        {
-            Ok(n) => n,
-            Err(e) => {
-                combine(&mut errors, e);
-                None
-            }
+                .map(|t| parse_duration(t, what, if_zero))
+                .transpose()
         };
-        let concurrency_value = match concurrency
-            .as_ref()
-            .map(|n| whole(n, "concurrency", 1..=1_000_000))
-            .transpose()
-        {
-            Ok(n) => n,
-            Err(e) => {
-                combine(&mut errors, e);
-                None
-            }
+        let count = |literal: &Option<LitInt>, what: &str, range| {
+            literal.as_ref().map(|n| whole(n, what, range)).transpose()
         };
+        let ttl = kept(&mut errors, duration(&ttl, "ttl", TTL_ZERO));
+        let timeout_value = kept(&mut errors, duration(&timeout, "timeout", TIMEOUT_ZERO));
+        let backoff_value = kept(&mut errors, duration(&backoff, "backoff", BACKOFF_ZERO));
+        let retries_value = kept(&mut errors, count(&retries, "retries", 0..=100));
+        let concurrency_value = kept(
+            &mut errors,
+            count(&concurrency, "concurrency", 1..=1_000_000),
+        );
         // Options about retrying mean nothing without retries.
         if retries.is_none() {
             if let Some(backoff) = &backoff {
@@ -359,6 +330,15 @@ pub(crate) fn check_version(version: &LitStr) -> syn::Result<()> {
                  and bump it whenever a change to the task can change its results"
             ),
         )
+    })
+}
+
+/// The value of a checked option, or `None` with its error added to
+/// `errors`.
+fn kept<T>(errors: &mut Option<syn::Error>, checked: syn::Result<Option<T>>) -> Option<T> {
+    checked.unwrap_or_else(|e| {
+        combine(errors, e);
+        None
     })
 }
 
