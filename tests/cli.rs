@@ -1166,3 +1166,37 @@ fn commands_refuse_a_folder_that_is_not_a_store() {
         .run("train", &["--store", "/", "--quiet"])
         .fails_with(2, "root of a file system");
 }
+
+/// The database layout: the train example runs on it, its second run comes
+/// from storage, `cache` commands see its results, and a file-store opening
+/// of the same folder is refused rather than missing them.
+#[test]
+fn the_database_layout_keeps_results_and_is_not_opened_as_files() {
+    let project = Project::new().env("ROUTINE_LAYOUT", "database");
+    let first = project.run("train", &["--quiet"]).ok();
+    assert!(first.stdout.contains("8 ran"), "{}", first.stdout);
+    let second = project.run("train", &["--quiet"]).ok();
+    assert!(second.stdout.contains("0 ran"), "{}", second.stdout);
+    assert!(project.store().join(".database").is_dir());
+    assert_eq!(
+        names_listed(&project.run("train", &["cache", "ls", "--json"]).ok()),
+        ALL_RESULTS
+    );
+    let removed = project.run("train", &["cache", "rm", "fit"]).ok();
+    assert!(
+        removed.stdout.contains("removed 4 results"),
+        "{}",
+        removed.stdout
+    );
+
+    let as_files = Project {
+        dir: project.dir,
+        env: vec![("ROUTINE_LAYOUT".into(), "files".into())],
+    };
+    as_files
+        .run("train", &["--quiet"])
+        .fails_with(2, "keeps its small results in a database");
+    as_files
+        .run("train", &["--quiet"])
+        .fails_with(2, "ROUTINE_LAYOUT=database");
+}

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cached::macros::concurrent_cached;
 use routine::entry::{HEADER_LEN, TRAILER_LEN};
-use routine::store::{Durability, FileStore};
+use routine::store::{DatabaseStore, Durability, FileStore};
 use routine::{Engine, Key};
 use sha2::{Digest, Sha256};
 
@@ -239,6 +239,14 @@ fn engine(dir: &Path, durability: Durability, cache: usize) -> Engine {
         .unwrap()
 }
 
+/// The same over the compact store (an LMDB database beside the files).
+fn database_engine(dir: &Path, durability: Durability, cache: usize) -> Engine {
+    Engine::builder(DatabaseStore::open_with(dir, durability).unwrap())
+        .cache_capacity(cache)
+        .build()
+        .unwrap()
+}
+
 /// Peak resident memory since the last reset, in bytes (Linux).
 fn peak_rss() -> Option<u64> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
@@ -370,13 +378,18 @@ fn main() {
     let cold_dir = root.join("cold");
     let per_batch = 400u32;
     let cold_keys = per_batch * (batches as u32 + 1);
-    let filler = engine(&cold_dir, Durability::Process, 0);
-    rt.block_on(filler.scope(async {
-        for i in 0..cold_keys {
-            let (name, _, values) = small_args(0);
-            small(name, i, values).await;
-        }
-    }));
+    let cold_db_dir = root.join("cold-database");
+    for filler in [
+        engine(&cold_dir, Durability::Process, 0),
+        database_engine(&cold_db_dir, Durability::Process, 0),
+    ] {
+        rt.block_on(filler.scope(async {
+            for i in 0..cold_keys {
+                let (name, _, values) = small_args(0);
+                small(name, i, values).await;
+            }
+        }));
+    }
     for i in 0..cold_keys {
         let (name, _, values) = small_args(0);
         cached_small(name, i, values).unwrap();
@@ -386,7 +399,7 @@ fn main() {
         *next = (*next + per_batch) % cold_keys;
         start..start + per_batch
     };
-    let (mut floor_next, mut ours_next, mut peer_next) = (0, 0, 0);
+    let (mut floor_next, mut ours_next, mut peer_next, mut db_next) = (0, 0, 0, 0);
     let m = medians(
         batches,
         vec![
@@ -428,9 +441,21 @@ fn main() {
                     }
                 })
             }),
+            Box::new(|| {
+                let keys = next_range(&mut db_next);
+                let fresh = database_engine(&cold_db_dir, Durability::Process, 0);
+                timed(u64::from(per_batch), || {
+                    rt.block_on(fresh.scope(async {
+                        for i in keys {
+                            let (name, _, values) = small_args(0);
+                            std::hint::black_box(small(name, i, values).await);
+                        }
+                    }))
+                })
+            }),
         ],
     );
-    let (floor, cold_ns, peer) = (m[0], m[1], m[2]);
+    let (floor, cold_ns, peer, db_cold_ns) = (m[0], m[1], m[2], m[3]);
     table.row(
         "hit, small args, cold",
         cold_ns,
@@ -440,6 +465,11 @@ fn main() {
         cold_ns <= 2.0 * floor,
     );
     peer_rows.push(("peer: hit, small args, cold", cold_ns, peer));
+    peer_rows.push((
+        "peer: hit, small args, cold, database store",
+        db_cold_ns,
+        peer,
+    ));
 
     // Hits with a 64 MiB argument: hashing dominates. The argument is cloned
     // outside the timed part; the peer keys its disk cache by a string.
@@ -514,6 +544,11 @@ fn main() {
             durability,
             routine::engine::DEFAULT_CACHE_CAPACITY,
         );
+        let database_misses = database_engine(
+            &root.join(format!("miss-database{suffix}")),
+            durability,
+            routine::engine::DEFAULT_CACHE_CAPACITY,
+        );
         let ops = if sync { 50 } else { 400 };
         let payload = vec![0u8; HEADER_LEN + TRAILER_LEN + 8];
         let mut written = 0u64;
@@ -558,9 +593,19 @@ fn main() {
                         }
                     })
                 }),
+                Box::new(|| {
+                    let base = fresh_base();
+                    timed(ops, || {
+                        rt.block_on(database_misses.scope(async {
+                            for i in 0..ops {
+                                std::hint::black_box(trivial(base + i).await);
+                            }
+                        }))
+                    })
+                }),
             ],
         );
-        let (floor, miss_ns, peer) = (m[0], m[1], m[2]);
+        let (floor, miss_ns, peer, db_miss_ns) = (m[0], m[1], m[2], m[3]);
         let floor_name = if sync {
             "write+fsync+rename"
         } else {
@@ -581,6 +626,15 @@ fn main() {
                 "peer: miss, trivial body"
             },
             miss_ns,
+            peer,
+        ));
+        peer_rows.push((
+            if sync {
+                "peer: miss, trivial body, fsync, database store"
+            } else {
+                "peer: miss, trivial body, database store"
+            },
+            db_miss_ns,
             peer,
         ));
     }

@@ -13,6 +13,7 @@
 //! project = "ml"
 //! store = ".routine"              # a folder, file:///folder or s3://bucket/prefix
 //! durability = "process"          # or "fsync"
+//! layout = "files"                # or "database": small results in an embedded database
 //! cache_capacity = "64MiB"
 //! broker = "redis://127.0.0.1:6379"
 //! namespace = "routine"
@@ -49,7 +50,7 @@ use routine_core::dispatch::Policy;
 use routine_core::engine::{EngineBuilder, DEFAULT_CACHE_CAPACITY};
 use routine_core::execution::Execution;
 use routine_core::redact::redact_url;
-use routine_core::store::{self, Durability, FileStore, Store};
+use routine_core::store::{self, Durability, Layout, Store};
 use routine_core::Engine;
 use routine_core::Error;
 
@@ -88,8 +89,10 @@ pub struct Config {
     pub project: String,
     /// The store: a folder, `file:///folder`, `s3://bucket/prefix`, ...
     pub store: String,
-    /// How hard the file store pushes entries to disk.
+    /// How hard the local store pushes entries to disk.
     pub durability: Durability,
+    /// How a local store keeps its results: files, or a database.
+    pub layout: Layout,
     /// Bound of the in-process result cache, in bytes.
     pub cache_capacity: u64,
     /// The Redis URL of the broker, if the program sends work to workers.
@@ -145,6 +148,7 @@ struct FileLayer {
     project: Option<String>,
     store: Option<String>,
     durability: Option<String>,
+    layout: Option<String>,
     cache_capacity: Option<SizeSetting>,
     broker: Option<String>,
     namespace: Option<String>,
@@ -245,6 +249,7 @@ impl Config {
             project: project.to_owned(),
             store: dir.join(".routine").display().to_string(),
             durability: Durability::Process,
+            layout: Layout::Files,
             cache_capacity: DEFAULT_CACHE_CAPACITY as u64,
             broker: None,
             namespace: "routine".to_owned(),
@@ -267,6 +272,7 @@ impl Config {
                 project: file.project,
                 store: file.store,
                 durability: file.durability,
+                layout: file.layout,
                 cache_capacity: file.cache_capacity.map(|size| match size {
                     SizeSetting::Bytes(bytes) => bytes.to_string(),
                     SizeSetting::Text(text) => text,
@@ -286,6 +292,7 @@ impl Config {
                 project: env("ROUTINE_PROJECT"),
                 store: env("ROUTINE_STORE"),
                 durability: env("ROUTINE_DURABILITY"),
+                layout: env("ROUTINE_LAYOUT"),
                 cache_capacity: env("ROUTINE_CACHE_CAPACITY"),
                 broker: env("ROUTINE_BROKER"),
                 namespace: env("ROUTINE_NAMESPACE"),
@@ -302,6 +309,7 @@ impl Config {
                 project: None,
                 store: overrides.store.clone(),
                 durability: None,
+                layout: None,
                 cache_capacity: None,
                 broker: overrides.broker.clone(),
                 namespace: None,
@@ -338,9 +346,11 @@ impl Config {
     /// feature, in a build without it).
     pub fn open_store(&self) -> Result<Arc<dyn Store>, Error> {
         match store::local_path(&self.store) {
-            Some(path) => Ok(Arc::new(
-                FileStore::open(path)?.with_durability(self.durability),
-            )),
+            Some(path) => Ok(store::open_local(
+                Path::new(path),
+                self.layout,
+                self.durability,
+            )?),
             #[cfg(feature = "distributed")]
             None => Ok(routine_distributed::open_url(&self.store)?),
             #[cfg(not(feature = "distributed"))]
@@ -420,6 +430,7 @@ struct Layer<'a> {
     project: Option<String>,
     store: Option<String>,
     durability: Option<String>,
+    layout: Option<String>,
     cache_capacity: Option<String>,
     broker: Option<String>,
     namespace: Option<String>,
@@ -463,6 +474,9 @@ impl Layer<'_> {
                     ))
                 }
             };
+        }
+        if let Some(layout) = self.layout {
+            config.layout = layout.parse().map_err(|m| invalid("layout", m))?;
         }
         if let Some(capacity) = self.cache_capacity {
             config.cache_capacity =

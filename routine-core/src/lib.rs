@@ -14,7 +14,7 @@
 //! | [`codec`] | encoding of values (the only module naming bincode) | — |
 //! | [`redact`] | credentials kept out of printed URLs | — |
 //! | [`entry`] | the stored entry format: header, payload, checksums | id, key, codec |
-//! | [`store`] | the `Store` trait and its local backends (files, memory) | key |
+//! | [`store`] | the `Store` trait and its local backends (files, a database, memory) | key, entry |
 //! | [`arguments`] | hashing, encoding and decoding a task's arguments | key, codec, registry |
 //! | [`execution`] | a task's timeout, retries and concurrency limit | — |
 //! | [`invoke`] | a task started from encoded arguments | id, key, slot |

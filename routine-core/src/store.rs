@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime};
 use crate::key::Key;
 
 mod counting;
+mod database;
 mod fs;
 pub mod gc;
 mod locks;
@@ -33,6 +34,7 @@ mod memory;
 pub mod contract;
 
 pub use self::counting::Counting;
+pub use self::database::{DatabaseStore, DATABASE, SMALL_MAX};
 pub use self::fs::{Durability, FileStore};
 pub use self::memory::MemoryStore;
 
@@ -383,6 +385,50 @@ pub fn open_url(url: &str) -> Result<Arc<dyn Store>, StoreError> {
             scheme.map_or(url, |(scheme, _)| scheme)
         ))),
     }
+}
+
+/// How a local store keeps its results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// One file per result ([`FileStore`]).
+    #[default]
+    Files,
+    /// Small results in an embedded database, large ones as files
+    /// ([`DatabaseStore`]): compact, and faster on misses and cold hits.
+    Database,
+}
+
+impl std::str::FromStr for Layout {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Layout, String> {
+        match text {
+            "files" => Ok(Layout::Files),
+            "database" => Ok(Layout::Database),
+            other => Err(format!(
+                "unknown layout `{other}`: use `files` or `database`"
+            )),
+        }
+    }
+}
+
+/// Opens the local store at `root` in `layout`, with `durability`.
+///
+/// ```
+/// use routine_core::store::{open_local, Durability, Layout};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = open_local(dir.path(), Layout::Database, Durability::Process).unwrap();
+/// assert!(store.list(None, None).unwrap().is_empty());
+/// ```
+pub fn open_local(
+    root: &std::path::Path,
+    layout: Layout,
+    durability: Durability,
+) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match layout {
+        Layout::Files => Arc::new(FileStore::open(root)?.with_durability(durability)),
+        Layout::Database => Arc::new(DatabaseStore::open_with(root, durability)?),
+    })
 }
 
 /// The folder a store URL names, if it names one: `file:///folder` or a

@@ -72,11 +72,29 @@ impl FileStore {
             });
         }
         super::marker::claim(root)?;
-        Ok(FileStore {
+        // Its small results would look missing to a file store.
+        if root.join(super::DATABASE).exists() {
+            return Err(StoreError::Unusable {
+                store: root.display().to_string(),
+                reason: format!(
+                    "it keeps its small results in a database (`{}`): open it with the database \
+                     layout (`layout = \"database\"` in routine.toml, ROUTINE_LAYOUT=database, or \
+                     `DatabaseStore`)",
+                    super::DATABASE
+                ),
+            });
+        }
+        Ok(FileStore::beside_database(root))
+    }
+
+    /// The files of a store whose small results are in a database
+    /// ([`DatabaseStore`](super::DatabaseStore)); `root` is claimed already.
+    pub(crate) fn beside_database(root: &Path) -> FileStore {
+        FileStore {
             root: Arc::new(root.to_owned()),
             durability: Durability::default(),
             locks: Arc::default(),
-        })
+        }
     }
 
     /// The same store with another durability.

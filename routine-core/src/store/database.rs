@@ -1,0 +1,490 @@
+//! The compact local store: small results in an embedded database (LMDB,
+//! through `heed`), large ones as files beside it, in the file store's
+//! layout.
+//!
+//! ```text
+//! <root>/.routine-store                   the marker (see `marker`)
+//! <root>/.database/data.mdb, lock.mdb     LMDB: entries (name\0version\0key -> created, entry)
+//!                                               uses    (name\0version\0key -> last use)
+//! <root>/<name>/<version>/<key>           results over `SMALL_MAX`, and those of a file store
+//! <root>/.locks                           the keys' cross-process locks
+//! ```
+//!
+//! LMDB is copy-on-write: a transaction commits whole or not at all, so a
+//! process killed at any moment leaves the last committed state, and
+//! several processes share the database (its own lock file serialises
+//! writers). Commits are not synced by themselves; with
+//! [`Durability::Fsync`] each write is synced before it returns, and writes
+//! that commit while a sync runs share the next one (group commit).
+//!
+//! A folder used as a file store before reads on: its entries are found as
+//! files, and new small results go to the database.
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use heed::types::Bytes;
+use heed::{Database, Env, EnvFlags, EnvOpenOptions};
+
+use super::{
+    access_is_stale, check_name, check_slot, check_version, Durability, EntryWrite, FileStore,
+    Found, KeyLock, Listing, Slot, Store, StoreError,
+};
+use crate::key::Key;
+
+/// The database's folder, at the store's root.
+pub const DATABASE: &str = ".database";
+
+/// Entries up to this size go to the database; larger ones are files.
+pub const SMALL_MAX: usize = 256 * 1024;
+
+/// The database may grow to this size (address space, not disk).
+const MAP_SIZE: usize = 1 << 40;
+
+/// The compact store; see the module's documentation. Cheap to clone.
+///
+/// ```
+/// use routine_core::store::{DatabaseStore, Store};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = DatabaseStore::open(dir.path()).unwrap();
+/// assert!(store.list(None, None).unwrap().is_empty());
+/// ```
+#[derive(Clone)]
+pub struct DatabaseStore {
+    files: FileStore,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    env: Env<heed::WithoutTls>,
+    entries: Database<Bytes, Bytes>,
+    uses: Database<Bytes, Bytes>,
+    durability: Durability,
+    /// Group commit: writes committed so far, and those synced.
+    committed: AtomicU64,
+    synced: Mutex<u64>,
+}
+
+impl std::fmt::Debug for DatabaseStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseStore({})", self.files.root().display())
+    }
+}
+
+impl DatabaseStore {
+    /// Opens the store rooted at `root` (created if missing; refused if it
+    /// is not a store, as [`FileStore::open`] does).
+    pub fn open(root: impl AsRef<Path>) -> Result<DatabaseStore, StoreError> {
+        DatabaseStore::open_with(root.as_ref(), Durability::default())
+    }
+
+    /// The same, with `durability`.
+    pub fn open_with(root: &Path, durability: Durability) -> Result<DatabaseStore, StoreError> {
+        std::fs::create_dir_all(root)
+            .map_err(StoreError::io("create the store directory", root))?;
+        super::marker::claim(root)?;
+        let files = FileStore::beside_database(root).with_durability(durability);
+        let folder = root.join(DATABASE);
+        std::fs::create_dir_all(&folder).map_err(StoreError::io("create", &folder))?;
+        let failed =
+            |e: heed::Error| StoreError::io("open the database", &folder)(io::Error::other(e));
+        let mut options = EnvOpenOptions::new().read_txn_without_tls();
+        options.map_size(MAP_SIZE).max_dbs(2).max_readers(1024);
+        // SAFETY: the flags only skip the sync at commit; `sync` below
+        // syncs where durability asks for it. The map is never modified
+        // outside LMDB.
+        unsafe { options.flags(EnvFlags::NO_SYNC) };
+        // SAFETY: LMDB's own lock file coordinates processes; heed hands
+        // the same environment back to a second open in this process.
+        let env = unsafe { options.open(&folder) }.map_err(failed)?;
+        let mut txn = env.write_txn().map_err(failed)?;
+        let entries = env
+            .create_database(&mut txn, Some("entries"))
+            .map_err(failed)?;
+        let uses = env
+            .create_database(&mut txn, Some("uses"))
+            .map_err(failed)?;
+        txn.commit().map_err(failed)?;
+        Ok(DatabaseStore {
+            files,
+            shared: Arc::new(Shared {
+                env,
+                entries,
+                uses,
+                durability,
+                committed: AtomicU64::new(0),
+                synced: Mutex::new(0),
+            }),
+        })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        self.files.root()
+    }
+
+    fn error(&self, op: &'static str) -> impl Fn(heed::Error) -> StoreError + '_ {
+        move |e| StoreError::io(op, self.root().join(DATABASE))(io::Error::other(e))
+    }
+
+    /// Writes `change` in one transaction, then syncs it if durability
+    /// asks for it, sharing a sync with writes that committed meanwhile.
+    fn write(
+        &self,
+        change: impl FnOnce(&mut heed::RwTxn<'_>) -> heed::Result<bool>,
+    ) -> Result<bool, StoreError> {
+        let shared = &*self.shared;
+        let mut txn = shared.env.write_txn().map_err(self.error("write"))?;
+        let changed = change(&mut txn).map_err(self.error("write"))?;
+        txn.commit().map_err(self.error("commit"))?;
+        if shared.durability == Durability::Fsync {
+            let mine = shared.committed.fetch_add(1, Ordering::AcqRel) + 1;
+            let mut synced = shared.synced.lock().unwrap_or_else(PoisonError::into_inner);
+            if *synced < mine {
+                let upto = shared.committed.load(Ordering::Acquire);
+                shared.env.force_sync().map_err(self.error("sync"))?;
+                *synced = upto;
+            }
+        }
+        Ok(changed)
+    }
+
+    fn put_small(&self, slot: &Slot<'_>, entry: &[u8]) -> Result<(), StoreError> {
+        let key = db_key(slot)?;
+        let now = nanos(SystemTime::now());
+        let mut value = Vec::with_capacity(8 + entry.len());
+        value.extend_from_slice(&now.to_le_bytes());
+        value.extend_from_slice(entry);
+        let (entries, uses) = (self.shared.entries, self.shared.uses);
+        self.write(|txn| {
+            entries.put(txn, &key, &value)?;
+            uses.delete(txn, &key)?;
+            Ok(true)
+        })?;
+        // The entry replaces a file of the same slot, if any.
+        self.files.remove(slot)?;
+        Ok(())
+    }
+
+    fn remove_small(&self, slot: &Slot<'_>) -> Result<bool, StoreError> {
+        let key = db_key(slot)?;
+        let (entries, uses) = (self.shared.entries, self.shared.uses);
+        self.write(|txn| {
+            uses.delete(txn, &key)?;
+            entries.delete(txn, &key)
+        })
+    }
+
+    fn record_use(&self, key: &[u8], now: SystemTime) {
+        let uses = self.shared.uses;
+        let at = nanos(now).to_le_bytes();
+        let recorded = self.shared.env.write_txn().and_then(|mut txn| {
+            uses.put(&mut txn, key, &at)?;
+            txn.commit()
+        });
+        if let Err(e) = recorded {
+            tracing::debug!(error = %e, "cannot record the use of a stored entry");
+        }
+    }
+}
+
+/// `name\0version\0key`: names and versions hold no NUL, and sort by name,
+/// then version.
+fn db_key(slot: &Slot<'_>) -> Result<Vec<u8>, StoreError> {
+    check_slot(slot)?;
+    let mut key = Vec::with_capacity(slot.name.len() + slot.version.len() + 34);
+    key.extend_from_slice(slot.name.as_bytes());
+    key.push(0);
+    key.extend_from_slice(slot.version.as_bytes());
+    key.push(0);
+    key.extend_from_slice(slot.key.as_bytes());
+    Ok(key)
+}
+
+/// The name, version and key a database key holds.
+fn parse_db_key(bytes: &[u8]) -> Option<(String, String, Key)> {
+    let mut parts = bytes.splitn(3, |b| *b == 0);
+    let name = std::str::from_utf8(parts.next()?).ok()?;
+    let version = std::str::from_utf8(parts.next()?).ok()?;
+    let key: [u8; 32] = parts.next()?.try_into().ok()?;
+    Some((name.to_owned(), version.to_owned(), Key::from_bytes(key)))
+}
+
+fn nanos(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The time a stored value starts with; the epoch for a value too short
+/// to hold one (a damaged database is read, not trusted).
+fn time(bytes: &[u8]) -> SystemTime {
+    let nanos = bytes
+        .get(..8)
+        .and_then(|head| head.try_into().ok())
+        .map_or(0, u64::from_le_bytes);
+    UNIX_EPOCH + Duration::from_nanos(nanos)
+}
+
+impl Store for DatabaseStore {
+    fn get(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
+        let key = db_key(slot)?;
+        let shared = &*self.shared;
+        let found = {
+            let txn = shared.env.read_txn().map_err(self.error("read"))?;
+            match shared.entries.get(&txn, &key).map_err(self.error("read"))? {
+                Some(value) if value.len() >= 8 => {
+                    let last_use = match shared.uses.get(&txn, &key).map_err(self.error("read"))? {
+                        Some(used) if used.len() == 8 => time(used),
+                        _ => time(value),
+                    };
+                    Some((value[8..].to_vec(), last_use))
+                }
+                _ => None,
+            }
+        };
+        match found {
+            Some((entry, last_use)) => {
+                let now = SystemTime::now();
+                if access_is_stale(last_use, now) {
+                    self.record_use(&key, now);
+                }
+                Ok(Some(Found::Bytes(Arc::new(entry))))
+            }
+            None => self.files.get(slot),
+        }
+    }
+
+    fn create(&self, slot: &Slot<'_>, len: u64) -> Result<Box<dyn EntryWrite>, StoreError> {
+        check_slot(slot)?;
+        if len as usize > SMALL_MAX {
+            return Ok(Box::new(LargeWriter {
+                store: self.clone(),
+                name: slot.name.to_owned(),
+                version: slot.version.to_owned(),
+                key: *slot.key,
+                file: self.files.create(slot, len)?,
+            }));
+        }
+        Ok(Box::new(SmallWriter {
+            store: self.clone(),
+            name: slot.name.to_owned(),
+            version: slot.version.to_owned(),
+            key: *slot.key,
+            bytes: Vec::with_capacity(len as usize),
+        }))
+    }
+
+    fn remove(&self, slot: &Slot<'_>) -> Result<bool, StoreError> {
+        let in_database = self.remove_small(slot)?;
+        let as_file = self.files.remove(slot)?;
+        Ok(in_database || as_file)
+    }
+
+    fn list(&self, name: Option<&str>, version: Option<&str>) -> Result<Vec<Listing>, StoreError> {
+        let mut prefix = Vec::new();
+        if let Some(name) = name {
+            check_name(name)?;
+            prefix.extend_from_slice(name.as_bytes());
+            prefix.push(0);
+            if let Some(version) = version {
+                check_version(version)?;
+                prefix.extend_from_slice(version.as_bytes());
+                prefix.push(0);
+            }
+        }
+        let shared = &*self.shared;
+        let mut out = Vec::new();
+        {
+            let txn = shared.env.read_txn().map_err(self.error("list"))?;
+            let mut add = |item: heed::Result<(&[u8], &[u8])>| -> Result<(), StoreError> {
+                let (db_key, value) = item.map_err(self.error("list"))?;
+                let Some((entry_name, entry_version, key)) = parse_db_key(db_key) else {
+                    return Ok(());
+                };
+                let created = time(value);
+                let accessed = match shared.uses.get(&txn, db_key).map_err(self.error("list"))? {
+                    Some(used) if used.len() == 8 => time(used).max(created),
+                    _ => created,
+                };
+                out.push(Listing {
+                    name: entry_name,
+                    version: entry_version,
+                    key,
+                    size: value.len().saturating_sub(8) as u64,
+                    created,
+                    accessed,
+                });
+                Ok(())
+            };
+            // LMDB cannot seek to an empty key: all entries are iterated.
+            match prefix.is_empty() {
+                true => {
+                    for item in shared.entries.iter(&txn).map_err(self.error("list"))? {
+                        add(item)?;
+                    }
+                }
+                false => {
+                    let iter = shared.entries.prefix_iter(&txn, &prefix);
+                    for item in iter.map_err(self.error("list"))? {
+                        add(item)?;
+                    }
+                }
+            }
+        }
+        // Large results, and those of an earlier file store.
+        let in_database: std::collections::HashSet<(String, String, Key)> = out
+            .iter()
+            .map(|l| (l.name.clone(), l.version.clone(), l.key))
+            .collect();
+        for listing in self.files.list(name, version)? {
+            if !in_database.contains(&(listing.name.clone(), listing.version.clone(), listing.key))
+            {
+                out.push(listing);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn sweep_abandoned(&self, older_than: Duration) -> Result<u64, StoreError> {
+        self.files.sweep_abandoned(older_than)
+    }
+
+    fn try_lock(&self, slot: &Slot<'_>) -> Result<KeyLock, StoreError> {
+        self.files.try_lock(slot)
+    }
+}
+
+/// A small entry, kept in memory until it commits to the database.
+struct SmallWriter {
+    store: DatabaseStore,
+    name: String,
+    version: String,
+    key: Key,
+    bytes: Vec<u8>,
+}
+
+impl Write for SmallWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.bytes.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl EntryWrite for SmallWriter {
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        let slot = Slot {
+            name: &self.name,
+            version: &self.version,
+            key: &self.key,
+        };
+        // An entry larger than announced still has a home: a file.
+        if self.bytes.len() > SMALL_MAX {
+            return super::put_whole(&self.store.files, &slot, &self.bytes)
+                .and_then(|()| self.store.remove_small(&slot).map(drop));
+        }
+        self.store.put_small(&slot, &self.bytes)
+    }
+}
+
+/// A large entry, written as a file; committed, it replaces a small entry
+/// of the same slot.
+struct LargeWriter {
+    store: DatabaseStore,
+    name: String,
+    version: String,
+    key: Key,
+    file: Box<dyn EntryWrite>,
+}
+
+impl Write for LargeWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.file.write(bytes)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl EntryWrite for LargeWriter {
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        let LargeWriter {
+            store,
+            name,
+            version,
+            key,
+            file,
+        } = *self;
+        file.commit()?;
+        let slot = Slot {
+            name: &name,
+            version: &version,
+            key: &key,
+        };
+        store.remove_small(&slot).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::store::contract::run(&DatabaseStore::open(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn contract_with_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::store::contract::run(
+            &DatabaseStore::open_with(dir.path(), Durability::Fsync).unwrap(),
+        );
+    }
+
+    #[test]
+    fn results_of_an_earlier_file_store_are_read_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Key::of("train", "0.0.1", &1u8).unwrap();
+        let slot = Slot {
+            name: "train",
+            version: "0.0.1",
+            key: &key,
+        };
+        super::super::put_whole(&FileStore::open(dir.path()).unwrap(), &slot, b"from a file")
+            .unwrap();
+        let store = DatabaseStore::open(dir.path()).unwrap();
+        let found = store.get(&slot).unwrap().unwrap().into_bytes().unwrap();
+        assert_eq!(found, b"from a file");
+        assert_eq!(store.list(None, None).unwrap().len(), 1);
+        // Written again, it moves to the database: one listing still.
+        super::super::put_whole(&store, &slot, b"in the database").unwrap();
+        assert_eq!(store.list(None, None).unwrap().len(), 1);
+        assert!(!dir.path().join("train/0.0.1").join(key.to_hex()).exists());
+    }
+
+    #[test]
+    fn a_name_lists_only_its_own_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DatabaseStore::open(dir.path()).unwrap();
+        for name in ["train", "train-2"] {
+            let key = Key::of(name, "1.0.0", &1u8).unwrap();
+            let slot = Slot {
+                name,
+                version: "1.0.0",
+                key: &key,
+            };
+            super::super::put_whole(&store, &slot, b"x").unwrap();
+        }
+        assert_eq!(store.list(Some("train"), None).unwrap().len(), 1);
+        assert_eq!(store.list(Some("train"), Some("1.0.0")).unwrap().len(), 1);
+    }
+}
