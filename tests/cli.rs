@@ -1200,3 +1200,45 @@ fn the_database_layout_keeps_results_and_is_not_opened_as_files() {
         .run("train", &["--quiet"])
         .fails_with(2, "ROUTINE_LAYOUT=database");
 }
+
+/// `cache migrate` moves a store's small results into its database and
+/// back: after each move the program, in the matching layout, finds every
+/// result and runs nothing.
+#[test]
+fn cache_migrate_moves_a_store_between_layouts() {
+    let files = Project::new();
+    files.run("train", &["--quiet"]).ok();
+    let moved = files
+        .run("train", &["cache", "migrate", "--to", "database", "--json"])
+        .ok()
+        .json();
+    // The 8 results, and the run's record.
+    assert_eq!(moved["moved"], 9, "{moved}");
+
+    let database = Project {
+        dir: files.dir,
+        env: vec![("ROUTINE_LAYOUT".into(), "database".into())],
+    };
+    let again = database.run("train", &["--quiet"]).ok();
+    assert!(again.stdout.contains("0 ran"), "{}", again.stdout);
+    assert!(database.store().join(".database").is_dir());
+
+    let back = database
+        .run("train", &["cache", "migrate", "--to", "files"])
+        .ok();
+    assert!(
+        back.stdout.contains("to the files layout"),
+        "{}",
+        back.stdout
+    );
+    let files = Project {
+        dir: database.dir,
+        env: Vec::new(),
+    };
+    let last = files.run("train", &["--quiet"]).ok();
+    assert!(last.stdout.contains("0 ran"), "{}", last.stdout);
+    assert!(!files.store().join(".database").exists());
+    files
+        .run("train", &["cache", "migrate", "--to", "sqlite"])
+        .fails_with(2, "unknown layout `sqlite`");
+}

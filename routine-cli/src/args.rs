@@ -128,6 +128,22 @@ pub(crate) enum CacheCommand {
     Gc(GcArgs),
     /// Results and bytes per routine
     Stats(JsonOnly),
+    /// Move a local store to another layout: files, or a database
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MigrateArgs {
+    /// The layout to move to: `database` (small results in an embedded database) or `files`
+    #[arg(long, value_name = "LAYOUT", value_parser = parse_layout)]
+    pub(crate) to: routine_core::store::Layout,
+    /// Print JSON for scripts instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+fn parse_layout(text: &str) -> Result<routine_core::store::Layout, String> {
+    text.parse()
 }
 
 #[derive(Debug, Args)]

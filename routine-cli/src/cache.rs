@@ -5,7 +5,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::args::{hex_prefix, CacheCommand, GcArgs, JsonOnly, LsArgs, RmArgs, ShowArgs};
+use crate::args::{
+    hex_prefix, CacheCommand, GcArgs, JsonOnly, LsArgs, MigrateArgs, RmArgs, ShowArgs,
+};
 use crate::config::Config;
 use crate::failure::Failure;
 use crate::output::{self, Table};
@@ -14,7 +16,7 @@ use routine_core::entry::{self, EntryMeta};
 use routine_core::lineage;
 use routine_core::registry::{self, TaskSpec};
 use routine_core::store::gc::{self, GcPolicy};
-use routine_core::store::{Found, Listing, Slot, Store};
+use routine_core::store::{Found, Layout, Listing, Slot, Store};
 
 /// Entries up to this size are read whole by `show`, value included.
 const SHOW_VALUE_MAX: u64 = 64 * 1024 * 1024;
@@ -24,15 +26,52 @@ const SHOW_VALUE_LINES: usize = 40;
 const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
 
 pub(crate) fn cache(config: &Config, command: CacheCommand) -> Result<(), Failure> {
-    let store = config.open_store()?;
-    let store: &dyn Store = &*store;
+    let store = || config.open_store();
     match command {
-        CacheCommand::Ls(args) => ls(store, &args),
-        CacheCommand::Show(args) => show(store, &args),
-        CacheCommand::Rm(args) => rm(store, &args),
-        CacheCommand::Gc(args) => collect(store, &args),
-        CacheCommand::Stats(args) => stats(store, &args),
+        CacheCommand::Ls(args) => ls(&*store()?, &args),
+        CacheCommand::Show(args) => show(&*store()?, &args),
+        CacheCommand::Rm(args) => rm(&*store()?, &args),
+        CacheCommand::Gc(args) => collect(&*store()?, &args),
+        CacheCommand::Stats(args) => stats(&*store()?, &args),
+        // A migration opens the store in both layouts itself.
+        CacheCommand::Migrate(args) => migrate(config, &args),
     }
+}
+
+#[derive(Serialize)]
+struct Migration {
+    to: &'static str,
+    moved: u64,
+    moved_bytes: u64,
+}
+
+/// `cache migrate --to database|files`: a local store's small results moved
+/// into its database, or back into files.
+fn migrate(config: &Config, args: &MigrateArgs) -> Result<(), Failure> {
+    let Some(root) = routine_core::store::local_path(&config.store) else {
+        return Err(Failure::usage(format!(
+            "only a local store has layouts; {} is not one",
+            config.store_display()
+        )));
+    };
+    let moved = routine_core::store::migrate(std::path::Path::new(root), args.to)?;
+    let to = match args.to {
+        Layout::Files => "files",
+        Layout::Database => "database",
+    };
+    let migration = Migration {
+        to,
+        moved: moved.results,
+        moved_bytes: moved.bytes,
+    };
+    if args.json {
+        return output::print_json(&migration);
+    }
+    output::print(&format!(
+        "moved {} ({}) to the {to} layout; open the store with `layout = \"{to}\"` (ROUTINE_LAYOUT={to})\n",
+        output::results(moved.results as usize),
+        output::size(moved.bytes)
+    ))
 }
 
 /// One result, for `--json`.

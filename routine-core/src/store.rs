@@ -34,7 +34,7 @@ mod memory;
 pub mod contract;
 
 pub use self::counting::Counting;
-pub use self::database::{DatabaseStore, DATABASE, SMALL_MAX};
+pub use self::database::{migrate, DatabaseStore, Migrated, DATABASE, SMALL_MAX};
 pub use self::fs::{Durability, FileStore};
 pub use self::memory::MemoryStore;
 

@@ -192,6 +192,88 @@ impl DatabaseStore {
     }
 }
 
+/// What a migration moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Migrated {
+    /// Results moved.
+    pub results: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// Moves the store at `root` to `layout`: its small results from files
+/// into the database, or from the database back into files (and then the
+/// database away). Safe to interrupt and run again: a result is copied
+/// before its old copy is removed, and while both exist the database's is
+/// read. No other process may use the store meanwhile.
+///
+/// ```
+/// use routine_core::store::{migrate, Layout};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let moved = migrate(dir.path(), Layout::Database).unwrap();
+/// assert_eq!(moved.results, 0);
+/// assert!(dir.path().join(".database").is_dir());
+/// migrate(dir.path(), Layout::Files).unwrap();
+/// assert!(!dir.path().join(".database").exists());
+/// ```
+pub fn migrate(root: &Path, layout: super::Layout) -> Result<Migrated, StoreError> {
+    let store = DatabaseStore::open(root)?;
+    let mut moved = Migrated::default();
+    match layout {
+        super::Layout::Database => {
+            for listing in store.files.list(None, None)? {
+                if listing.size as usize > SMALL_MAX {
+                    continue;
+                }
+                let slot = Slot {
+                    name: &listing.name,
+                    version: &listing.version,
+                    key: &listing.key,
+                };
+                let Some(found) = store.files.get(&slot)? else {
+                    continue;
+                };
+                let bytes = found.into_bytes().map_err(StoreError::io("read", root))?;
+                store.put_small(&slot, &bytes)?;
+                moved.results += 1;
+                moved.bytes += bytes.len() as u64;
+            }
+        }
+        super::Layout::Files => {
+            let in_files: std::collections::HashSet<(String, String, Key)> = store
+                .files
+                .list(None, None)?
+                .into_iter()
+                .map(|l| (l.name, l.version, l.key))
+                .collect();
+            for listing in store.list(None, None)? {
+                if in_files.contains(&(listing.name.clone(), listing.version.clone(), listing.key))
+                {
+                    continue;
+                }
+                let slot = Slot {
+                    name: &listing.name,
+                    version: &listing.version,
+                    key: &listing.key,
+                };
+                let Some(found) = store.get(&slot)? else {
+                    continue;
+                };
+                let bytes = found.into_bytes().map_err(StoreError::io("read", root))?;
+                super::put_whole(&store.files, &slot, &bytes)?;
+                store.remove_small(&slot)?;
+                moved.results += 1;
+                moved.bytes += bytes.len() as u64;
+            }
+            drop(store);
+            let folder = root.join(DATABASE);
+            std::fs::remove_dir_all(&folder).map_err(StoreError::io("remove", &folder))?;
+        }
+    }
+    Ok(moved)
+}
+
 /// `name\0version\0key`: names and versions hold no NUL, and sort by name,
 /// then version.
 fn db_key(slot: &Slot<'_>) -> Result<Vec<u8>, StoreError> {
@@ -469,6 +551,48 @@ mod tests {
         super::super::put_whole(&store, &slot, b"in the database").unwrap();
         assert_eq!(store.list(None, None).unwrap().len(), 1);
         assert!(!dir.path().join("train/0.0.1").join(key.to_hex()).exists());
+    }
+
+    #[test]
+    fn a_store_migrates_both_ways_and_keeps_every_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = FileStore::open(dir.path()).unwrap();
+        let slots: Vec<Key> = (0..5u8)
+            .map(|n| Key::of("t", "1.0.0", &n).unwrap())
+            .collect();
+        let slot = |key| Slot {
+            name: "t",
+            version: "1.0.0",
+            key,
+        };
+        for (n, key) in slots.iter().enumerate() {
+            super::super::put_whole(&files, &slot(key), &vec![n as u8; 10 + n]).unwrap();
+        }
+        // A large one stays a file either way.
+        let large = Key::of("t", "1.0.0", &99u8).unwrap();
+        super::super::put_whole(&files, &slot(&large), &vec![1u8; SMALL_MAX + 1]).unwrap();
+
+        let moved = migrate(dir.path(), super::super::Layout::Database).unwrap();
+        assert_eq!(moved.results, 5);
+        assert!(!dir.path().join("t/1.0.0").join(slots[0].to_hex()).exists());
+        assert!(dir.path().join("t/1.0.0").join(large.to_hex()).exists());
+        let store = DatabaseStore::open(dir.path()).unwrap();
+        assert_eq!(store.list(None, None).unwrap().len(), 6);
+        drop(store);
+
+        let back = migrate(dir.path(), super::super::Layout::Files).unwrap();
+        assert_eq!(back.results, 5);
+        let files = FileStore::open(dir.path()).unwrap();
+        for (n, key) in slots.iter().enumerate() {
+            let bytes = files
+                .get(&slot(key))
+                .unwrap()
+                .unwrap()
+                .into_bytes()
+                .unwrap();
+            assert_eq!(bytes, vec![n as u8; 10 + n]);
+        }
+        assert_eq!(files.list(None, None).unwrap().len(), 6);
     }
 
     #[test]
