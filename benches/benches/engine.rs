@@ -50,6 +50,40 @@ async fn small_limited(name: String, n: u32, values: Vec<u32>) -> Vec<f64> {
     small_body(&name, n, &values)
 }
 
+/// A 168-byte result (21 numbers), as in the disk-use rows.
+#[routine::task(name = "bench-payload", version = "1.0.0")]
+async fn payload(i: u64) -> Vec<f64> {
+    (0..21).map(|j| (i * 21 + j) as f64).collect()
+}
+
+#[concurrent_cached(
+    disk = true,
+    disk_dir = "/tmp/routine-bench-cached/payload",
+    // Durable: non-durable redb commits stay in memory until a durable one,
+    // and their disk use would not show.
+    durable = true,
+    key = "String",
+    convert = r#"{ i.to_string() }"#,
+    map_error = |e| format!("{e:?}")
+)]
+fn cached_payload(i: u64) -> Result<Vec<f64>, String> {
+    Ok((0..21).map(|j| (i * 21 + j) as f64).collect())
+}
+
+/// Bytes `path` takes on disk (`du`, after `sync`: blocks of data not yet
+/// written back are not allocated yet), 0 if it cannot tell.
+fn disk_use(path: &Path) -> u64 {
+    let _ = std::process::Command::new("sync").status();
+    let out = std::process::Command::new("du")
+        .arg("-sk")
+        .arg(path)
+        .output();
+    out.ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
 #[routine::task(name = "bench-big-arg", version = "1.0.0")]
 async fn big_arg(data: Vec<u8>) -> u64 {
     data.len() as u64
@@ -642,6 +676,51 @@ fn main() {
         table.row(label, ours, "cached", peer, "ahead (< 1x)", ours < peer);
     }
 
+    // Disk use per small result, and misses right after a mass deletion,
+    // for both layouts; the peer's disk use beside.
+    let results = if quick { 5_000u64 } else { 20_000 };
+    let cached_dir = Path::new("/tmp/routine-bench-cached/payload");
+    // One file, before its first use in this process: its growth is then
+    // this run's results alone.
+    let _ = fs::remove_dir_all(cached_dir);
+    let cached_before = disk_use(cached_dir);
+    let base = fresh_base();
+    for i in 0..results {
+        std::hint::black_box(cached_payload(base + i).unwrap());
+    }
+    let cached_per = disk_use(cached_dir).saturating_sub(cached_before) as f64 / results as f64;
+    let mut layout_rows = Vec::new();
+    for (layout, open) in [
+        ("files", engine as fn(&Path, Durability, usize) -> Engine),
+        ("database", database_engine),
+    ] {
+        let dir = root.join(format!("disk-{layout}"));
+        let store = open(&dir, Durability::Process, 0);
+        let misses = |base: u64| {
+            let started = Instant::now();
+            rt.block_on(store.scope(async {
+                for i in 0..results {
+                    std::hint::black_box(payload(base + i).await);
+                }
+            }));
+            started.elapsed().as_nanos() as f64 / results as f64
+        };
+        let before = misses(fresh_base());
+        let per_result = disk_use(&dir) as f64 / results as f64;
+        // Remove every result, as `cache gc` would, then miss again.
+        let listed = store.store().list(Some("bench-payload"), None).unwrap();
+        for listing in &listed {
+            let slot = routine::store::Slot {
+                name: &listing.name,
+                version: &listing.version,
+                key: &listing.key,
+            };
+            store.store().remove(&slot).unwrap();
+        }
+        let after = misses(fresh_base());
+        layout_rows.push((layout, per_result, before, after));
+    }
+
     // 7. Memory: store and load a 1 GiB result.
     let gib_len: u64 = if quick { 256 << 20 } else { 1 << 30 };
     let gib_dir = root.join("gib");
@@ -676,5 +755,19 @@ fn main() {
     println!("|---|---|---|");
     for (phase, ratio, elapsed) in memory_rows {
         println!("| {phase} | {ratio:.2}x | {:.2} s |", elapsed.as_secs_f64());
+    }
+    println!();
+    println!(
+        "| layout, {results} results of 168 bytes | disk per result | vs cached ({cached_per:.0} B) | miss before a mass deletion | right after | after / before |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (layout, per_result, before, after) in layout_rows {
+        println!(
+            "| {layout} | {per_result:.0} B | {:.2}x | {} | {} | {:.2}x |",
+            per_result / cached_per.max(1.0),
+            human(before),
+            human(after),
+            after / before
+        );
     }
 }
