@@ -67,6 +67,8 @@ struct Shared {
     /// Group commit: writes committed so far, and those synced.
     committed: AtomicU64,
     synced: Mutex<u64>,
+    /// Syncs run, for the tests of group commit.
+    syncs: AtomicU64,
 }
 
 impl std::fmt::Debug for DatabaseStore {
@@ -118,6 +120,7 @@ impl DatabaseStore {
                 durability,
                 committed: AtomicU64::new(0),
                 synced: Mutex::new(0),
+                syncs: AtomicU64::new(0),
             }),
         })
     }
@@ -147,6 +150,7 @@ impl DatabaseStore {
             if *synced < mine {
                 let upto = shared.committed.load(Ordering::Acquire);
                 shared.env.force_sync().map_err(self.error("sync"))?;
+                shared.syncs.fetch_add(1, Ordering::Relaxed);
                 *synced = upto;
             }
         }
@@ -530,6 +534,36 @@ mod tests {
         crate::store::contract::run(
             &DatabaseStore::open_with(dir.path(), Durability::Fsync).unwrap(),
         );
+    }
+
+    #[test]
+    fn concurrent_durable_writes_share_their_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DatabaseStore::open_with(dir.path(), Durability::Fsync).unwrap();
+        let writers: Vec<_> = (0..8u8)
+            .map(|thread| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for n in 0..20u8 {
+                        let key = Key::of("t", "1.0.0", &(thread, n)).unwrap();
+                        let slot = Slot {
+                            name: "t",
+                            version: "1.0.0",
+                            key: &key,
+                        };
+                        super::super::put_whole(&store, &slot, b"durable").unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        assert_eq!(store.list(None, None).unwrap().len(), 160);
+        let syncs = store.shared.syncs.load(Ordering::Relaxed);
+        // Every write is synced before it returns, but writes that commit
+        // while a sync runs wait for the next one instead of one each.
+        assert!(syncs < 160, "{syncs} syncs for 160 writes");
     }
 
     #[test]
