@@ -1188,6 +1188,23 @@ fn the_database_layout_keeps_results_and_is_not_opened_as_files() {
         "{}",
         removed.stdout
     );
+    // What is left (the 4 other results and the run's record) is
+    // collected as files are.
+    let collected = project
+        .run("train", &["cache", "gc", "--max-size", "0", "--json"])
+        .ok()
+        .json();
+    assert_eq!(
+        collected["removed"].as_array().unwrap().len(),
+        5,
+        "{collected}"
+    );
+    let empty = project.run("train", &["cache", "ls"]).ok();
+    assert!(
+        empty.stdout.contains("no stored results"),
+        "{}",
+        empty.stdout
+    );
 
     let as_files = Project {
         dir: project.dir,
