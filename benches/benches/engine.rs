@@ -16,6 +16,7 @@ use cached::macros::concurrent_cached;
 use routine::entry::{HEADER_LEN, TRAILER_LEN};
 use routine::store::{DatabaseStore, Durability, FileStore};
 use routine::{Engine, Key};
+use routine_bench::memory::{current_rss, peak_rss, reset_peak_rss};
 use sha2::{Digest, Sha256};
 
 // ---------------------------------------------------------------- workloads
@@ -279,25 +280,6 @@ fn database_engine(dir: &Path, durability: Durability, cache: usize) -> Engine {
         .cache_capacity(cache)
         .build()
         .unwrap()
-}
-
-/// Peak resident memory since the last reset, in bytes (Linux).
-fn peak_rss() -> Option<u64> {
-    let status = fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-fn reset_peak_rss() -> bool {
-    fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-fn current_rss() -> Option<u64> {
-    let status = fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 // ---------------------------------------------------------------- main

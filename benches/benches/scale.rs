@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use routine::store::gc::{self, GcPolicy};
 use routine::store::{DatabaseStore, Store};
 use routine::Engine;
+use routine_bench::memory::{current_rss, peak_rss, reset_peak_rss};
 
 /// A 168-byte result (21 numbers).
 #[routine::task(name = "scale-payload", version = "1.0.0")]
@@ -18,24 +19,15 @@ async fn payload(i: u64) -> Vec<f64> {
     (0..21).map(|j| (i * 21 + j) as f64).collect()
 }
 
-fn status_kib(field: &str) -> u64 {
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Runs `step`, returning its time and its peak memory above the memory
 /// held before it.
 fn measured<T>(step: impl FnOnce() -> T) -> (T, f64, u64) {
-    let before = status_kib("VmRSS:");
-    let _ = fs::write("/proc/self/clear_refs", "5");
+    let before = current_rss().unwrap_or(0);
+    reset_peak_rss();
     let started = Instant::now();
     let out = step();
     let seconds = started.elapsed().as_secs_f64();
-    let peak = status_kib("VmHWM:").saturating_sub(before) * 1024;
+    let peak = peak_rss().unwrap_or(0).saturating_sub(before);
     (out, seconds, peak)
 }
 

@@ -48,7 +48,7 @@ use serde::Deserialize;
 
 use routine_core::dispatch::Policy;
 use routine_core::engine::{EngineBuilder, DEFAULT_CACHE_CAPACITY};
-use routine_core::execution::Execution;
+use routine_core::execution::{Execution, MAX_RETRIES};
 use routine_core::redact::redact_url;
 use routine_core::store::{self, Durability, Layout, Store};
 use routine_core::Engine;
@@ -518,11 +518,11 @@ impl Layer<'_> {
         }
         if let Some(retries) = self.task_retries {
             execution.retries = match retries.trim().parse::<u32>() {
-                Ok(n) if n <= 100 => Some(n),
+                Ok(n) if n <= MAX_RETRIES => Some(n),
                 _ => {
                     return Err(invalid(
                         "tasks.retries",
-                        format!("`{retries}` is not a whole number from 0 to 100"),
+                        format!("`{retries}` is not a whole number from 0 to {MAX_RETRIES}"),
                     ))
                 }
             };

@@ -203,6 +203,23 @@ struct Counters {
     retried: AtomicU64,
 }
 
+/// One count of a gauge of [`Counters`], taken back when dropped: a call
+/// cancelled while it waits leaves the gauge right.
+pub(crate) struct Counted<'a>(&'a AtomicU64);
+
+impl<'a> Counted<'a> {
+    pub(crate) fn up(gauge: &'a AtomicU64) -> Counted<'a> {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Counted(gauge)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// What an engine has done since it was built.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]

@@ -56,6 +56,10 @@ pub struct Execution {
 /// than the sixth.
 pub const MAX_BACKOFF_DOUBLINGS: u32 = 5;
 
+/// The most `retries` a task (or an engine's default) may give; the
+/// attribute checks the same bound when the program compiles.
+pub const MAX_RETRIES: u32 = 100;
+
 /// The backoff when a task gives `retries` but no `backoff`.
 pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -136,25 +140,6 @@ impl Execution {
         let attempts = self.attempts();
         let backoffs: Duration = (2..=attempts).map(|n| self.backoff_before(n, 0.0)).sum();
         Some(timeout * attempts + backoffs)
-    }
-}
-
-/// Why a call's body did not give a value, once its attempts are spent:
-/// the message a caller's panic carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AttemptFailure {
-    /// The body panicked, with this message.
-    Panicked(String),
-    /// The attempt ran past the task's timeout.
-    TimedOut(Duration),
-}
-
-impl std::fmt::Display for AttemptFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AttemptFailure::Panicked(message) => write!(f, "panicked: {message}"),
-            AttemptFailure::TimedOut(limit) => write!(f, "timed out after {limit:?}"),
-        }
     }
 }
 

@@ -55,11 +55,6 @@ impl SlotLease {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether the routine holds its slot now (it is not hanging).
-    pub fn holds_slot(&self) -> bool {
-        self.state().held.is_some()
-    }
-
     /// The routine starts waiting on a dispatched call: the first such
     /// wait gives the slot back. Await [`Waiting::take_again`] when the
     /// call is answered; a `Waiting` dropped unawaited (the wait was

@@ -120,6 +120,18 @@ pub struct Listing {
 /// last, as their order is not known more precisely.
 pub const ACCESS_RESOLUTION: Duration = Duration::from_secs(60);
 
+/// `at` as nanoseconds since the Unix epoch, as stores that keep times as
+/// numbers hold them (0 before the epoch).
+pub(crate) fn unix_nanos(at: SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The time [`unix_nanos`] made `nanos` of.
+pub(crate) fn from_unix_nanos(nanos: u64) -> SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_nanos(nanos)
+}
+
 /// True when an entry last used at `recorded` should have its use recorded
 /// again at `now`.
 pub fn access_is_stale(recorded: SystemTime, now: SystemTime) -> bool {

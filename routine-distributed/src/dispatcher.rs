@@ -66,15 +66,22 @@ struct Shared {
     broker: Broker,
     settings: DispatchSettings,
     reply_stream: String,
-    pending: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
+    /// The calls waiting for their reply, by request id.
+    pending: Mutex<HashMap<String, Waiter>>,
     /// When a live worker was last seen serving each routine.
     served_at: Mutex<HashMap<String, Instant>>,
     /// Large arguments put in the shared store.
     uploads: Uploads,
     /// Cancellations of dropped calls not yet sent to the workers.
     cancelling: Arc<AtomicUsize>,
-    /// When a worker started each request that keeps a deadline, and who.
-    started: Mutex<HashMap<String, (Instant, String)>>,
+}
+
+/// A call waiting for its reply.
+struct Waiter {
+    reply: oneshot::Sender<Reply>,
+    /// When a worker started it, and which, for a call that keeps a
+    /// deadline.
+    started: Option<(Instant, String)>,
 }
 
 impl RedisDispatcher {
@@ -98,7 +105,6 @@ impl RedisDispatcher {
             served_at: Mutex::new(HashMap::new()),
             uploads: Uploads::new(store),
             cancelling: Arc::default(),
-            started: Mutex::default(),
         });
         tokio::spawn(listen(Arc::downgrade(&shared)));
         RedisDispatcher { shared }
@@ -199,10 +205,11 @@ impl Shared {
             notify_start: call.deadline.is_some(),
         };
         let (tx, mut rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(request.request.clone(), tx);
+        let waiter = Waiter {
+            reply: tx,
+            started: None,
+        };
+        self.pending().insert(request.request.clone(), waiter);
         let claimed = self.broker.claim_and_send(&inflight, ttl, &request).await;
         let claimed = match claimed {
             Ok(claimed) => claimed,
@@ -365,44 +372,29 @@ impl Shared {
         Ok(None)
     }
 
-    fn forget(&self, request: &str) {
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(request);
-        self.started_lock().remove(request);
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Waiter>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn started_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, String)>> {
-        self.started.lock().unwrap_or_else(PoisonError::into_inner)
+    fn forget(&self, request: &str) {
+        self.pending().remove(request);
     }
 
     fn notice(&self, notice: Notice) {
         match notice {
             Notice::Answered(reply) => self.deliver(reply),
             Notice::Started { request, worker } => {
-                let waited = self
-                    .pending
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .contains_key(&request);
-                if waited {
-                    self.started_lock()
-                        .insert(request, (Instant::now(), worker));
+                if let Some(waiter) = self.pending().get_mut(&request) {
+                    waiter.started = Some((Instant::now(), worker));
                 }
             }
         }
     }
 
     fn deliver(&self, reply: Reply) {
-        self.started_lock().remove(&reply.request);
-        let waiter = self
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&reply.request);
+        let waiter = self.pending().remove(&reply.request);
         if let Some(waiter) = waiter {
-            let _ = waiter.send(reply);
+            let _ = waiter.reply.send(reply);
         }
     }
 
@@ -410,7 +402,7 @@ impl Shared {
     /// `deadline` and has not answered.
     fn past_deadline(&self, request: &str, deadline: Option<Duration>) -> Option<Dispatched> {
         let deadline = deadline?;
-        let (started, worker) = self.started_lock().get(request).cloned()?;
+        let (started, worker) = self.pending().get(request)?.started.clone()?;
         let elapsed = started.elapsed();
         (elapsed > deadline).then(|| Dispatched::Failed {
             message: format!(

@@ -18,7 +18,6 @@
 //!   worker.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
@@ -153,16 +152,6 @@ struct Worker {
     /// Its `concurrency` slots: each request runs in one, given back while
     /// its routine waits on dispatched calls.
     slots: Arc<Semaphore>,
-    /// The requests it runs, by request id: what a caller's cancellation
-    /// names.
-    jobs: RefCell<HashMap<String, Job>>,
-}
-
-/// A request the worker runs.
-struct Job {
-    abort: AbortHandle,
-    stream: String,
-    entry: String,
 }
 
 /// What keeps a worker visibly alive: its heartbeat and the claims on what
@@ -185,8 +174,18 @@ struct PulseState {
     /// `Initializing` or `Terminating` as set; otherwise derived at each
     /// beat from what runs.
     phase: WorkerStatus,
-    /// Message id -> (stream, routine) of what is running.
-    running: HashMap<String, (String, String)>,
+    /// What is running, by message id.
+    running: HashMap<String, Running>,
+}
+
+/// A request the worker runs.
+struct Running {
+    stream: String,
+    routine: String,
+    /// Its request id: what a caller's cancellation names.
+    request: String,
+    /// Drops the job running it.
+    abort: AbortHandle,
 }
 
 async fn serve_local(
@@ -238,7 +237,6 @@ async fn serve_local(
         blobs,
         last_fallback: std::cell::Cell::new(std::time::Instant::now()),
         slots: Arc::new(Semaphore::new(config_concurrency)),
-        jobs: RefCell::default(),
     });
     worker.pulse.heartbeat().await?;
     worker.join_groups().await?;
@@ -378,21 +376,23 @@ impl Worker {
     /// Starts one request; `redelivered` when a worker that had it died.
     fn start(self: &Rc<Self>, jobs: &mut JoinSet<()>, delivery: Delivery, redelivered: bool) {
         let worker = Rc::clone(self);
-        let names = delivery.request.as_ref().map(|request| {
-            (
-                request.request.clone(),
-                delivery.stream.clone(),
-                delivery.id.clone(),
-            )
+        // Counted as running (its claim kept) from now, also while it waits
+        // for its slot: free a moment ago, a slot may have been taken since
+        // by a routine going on after its dispatched calls.
+        let running = delivery.request.as_ref().map(|request| {
+            let id = delivery.id.clone();
+            let (stream, routine) = (delivery.stream.clone(), request.routine_id().to_string());
+            (id, stream, routine, request.request.clone())
         });
         let abort = jobs.spawn_local(async move { worker.run(delivery, redelivered).await });
-        if let Some((request, stream, entry)) = names {
-            let job = Job {
-                abort,
+        if let Some((id, stream, routine, request)) = running {
+            let running = Running {
                 stream,
-                entry,
+                routine,
+                request,
+                abort,
             };
-            self.jobs.borrow_mut().insert(request, job);
+            self.pulse.started(id, running);
         }
     }
 
@@ -423,15 +423,14 @@ impl Worker {
     /// is dropped and its slot freed, and the request is acknowledged (its
     /// caller is gone: nobody would read a reply).
     fn cancel(&self, request: &str) {
-        let Some(job) = self.jobs.borrow_mut().remove(request) else {
+        let Some((id, job)) = self.pulse.take_request(request) else {
             return;
         };
         job.abort.abort();
-        self.pulse.finished(&job.entry);
         tracing::info!(worker = %self.id, request, "cancelled by its caller");
         let broker = self.broker.clone();
         tokio::task::spawn_local(async move {
-            if let Err(e) = broker.finish(&job.stream, &job.entry).await {
+            if let Err(e) = broker.finish(&job.stream, &id).await {
                 tracing::warn!(error = %e, "cannot acknowledge a cancelled request");
             }
         });
@@ -534,10 +533,6 @@ impl Worker {
             return;
         };
         let routine = request.routine_id().to_string();
-        // Counted as running (its claim kept) while it waits for its slot:
-        // free a moment ago, a slot may have been taken since by a routine
-        // going on after its dispatched calls.
-        self.pulse.started(&id, &stream, &routine);
         let Ok(slot) = Arc::clone(&self.slots).acquire_owned().await else {
             self.pulse.finished(&id);
             return;
@@ -579,7 +574,6 @@ impl Worker {
         // The periodic heartbeat reports the new status; a round trip here
         // would sit on every request's path.
         self.pulse.finished(&id);
-        self.jobs.borrow_mut().remove(&request.request);
     }
 
     /// A request's arguments, encoded one after the other, the large ones
@@ -654,10 +648,21 @@ impl Pulse {
         self.state().phase = phase;
     }
 
-    fn started(&self, id: &str, stream: &str, routine: &str) {
-        self.state()
+    fn started(&self, id: String, running: Running) {
+        self.state().running.insert(id, running);
+    }
+
+    /// The running request whose request id is `request`, no longer
+    /// counted as running, with its message id.
+    fn take_request(&self, request: &str) -> Option<(String, Running)> {
+        let mut state = self.state();
+        let id = state
             .running
-            .insert(id.to_owned(), (stream.to_owned(), routine.to_owned()));
+            .iter()
+            .find(|(_, running)| running.request == request)?
+            .0
+            .clone();
+        state.running.remove_entry(&id)
     }
 
     fn finished(&self, id: &str) {
@@ -670,7 +675,7 @@ impl Pulse {
     async fn heartbeat(&self) -> Result<(), WorkerError> {
         let (status, running) = {
             let state = self.state();
-            let routines: Vec<&str> = state.running.values().map(|(_, r)| r.as_str()).collect();
+            let routines: Vec<&str> = state.running.values().map(|r| r.routine.as_str()).collect();
             let (count, waiting) = (routines.len() as u64, self.engine.dispatch_waiting());
             let status = match (state.phase, count, waiting) {
                 (WorkerStatus::Initializing | WorkerStatus::Terminating, _, _) => state.phase,
@@ -710,7 +715,7 @@ impl Pulse {
                 .state()
                 .running
                 .iter()
-                .map(|(id, (stream, _))| (stream.clone(), id.clone()))
+                .map(|(id, running)| (running.stream.clone(), id.clone()))
                 .collect();
             for (stream, id) in running {
                 if let Err(e) = self.broker.keep_claim(&stream, &self.id, &id).await {

@@ -111,6 +111,7 @@ impl TaskAttr {
         let ttl = kept(&mut errors, duration(&ttl, "ttl", TTL_ZERO));
         let timeout_value = kept(&mut errors, duration(&timeout, "timeout", TIMEOUT_ZERO));
         let backoff_value = kept(&mut errors, duration(&backoff, "backoff", BACKOFF_ZERO));
+        // routine-core's `execution::MAX_RETRIES` (this crate cannot name it).
         let retries_value = kept(&mut errors, count(&retries, "retries", 0..=100));
         let concurrency_value = kept(
             &mut errors,

@@ -27,7 +27,7 @@ use super::flight::{landed, Flight};
 use super::outcome::OutcomeCodec;
 use super::report::{CallGuard, ForTriggers};
 use super::storage::Encoded;
-use super::{Current, Engine, Inner, Place, Served, Stored};
+use super::{Counted, Current, Engine, Inner, Place, Served, Stored};
 use crate::arguments::{ArgumentsError, EncodedArguments, KeyBuilder};
 use crate::dispatch::{ClusterSlot, Dispatch, DispatchRequest, Dispatched, Policy};
 use crate::execution::Execution;
@@ -504,9 +504,7 @@ impl<O, Out> Call<O, Out> {
             report.attempts += 1;
         }
     }
-}
 
-impl<O, Out> Call<O, Out> {
     /// The store's cross-process lock of this call's key, waited for; and
     /// whether another process held it meanwhile. None if the store has no
     /// such locks (or its lock failed: then the body runs unlocked, as a
@@ -547,15 +545,13 @@ async fn take_slots(
     execution: &Execution,
 ) -> Option<(tokio::sync::OwnedSemaphorePermit, Option<ClusterSlot>)> {
     let limit = execution.concurrency?;
-    let slots = task.slots(Some(limit))?;
-    let limited = &inner.counters.limited;
-    limited.fetch_add(1, Ordering::Relaxed);
-    let local = Arc::clone(slots).acquire_owned().await;
+    let waiting = Counted::up(&inner.counters.limited);
+    let local = Arc::clone(task.slots(limit)).acquire_owned().await;
     let cluster = match &inner.dispatcher {
         Some((dispatcher, _)) => dispatcher.take_slot(task, limit).await,
         None => None,
     };
-    limited.fetch_sub(1, Ordering::Relaxed);
+    drop(waiting);
     local.ok().map(|local| (local, cluster))
 }
 
@@ -698,10 +694,9 @@ impl Engine {
     /// is a panic here.
     async fn dispatch(&self, dispatcher: &dyn Dispatch, request: DispatchRequest) -> Answered {
         let (task, key) = (request.task, request.key);
-        let waiting = &self.inner.counters.dispatch_waiting;
-        waiting.fetch_add(1, Ordering::Relaxed);
+        let waiting = Counted::up(&self.inner.counters.dispatch_waiting);
         let dispatched = dispatcher.dispatch(request).await;
-        waiting.fetch_sub(1, Ordering::Relaxed);
+        drop(waiting);
         match dispatched {
             Dispatched::Completed { worker, entry } => {
                 tracing::debug!(task = task.name(), key = %key.short(), worker = %worker, "completed on a worker");

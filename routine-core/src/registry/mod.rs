@@ -100,7 +100,7 @@ pub struct TaskSpec {
     describe_stored: DescribeStored,
     /// The process's slots for the task's bodies, made at the first call
     /// from its `concurrency` (or the engine's default).
-    slots: OnceLock<Option<std::sync::Arc<tokio::sync::Semaphore>>>,
+    slots: OnceLock<std::sync::Arc<tokio::sync::Semaphore>>,
     /// The triggers bound to this task, found at its first call.
     triggers: OnceLock<Vec<&'static TriggerSpec>>,
     /// Set once the "body changed but version did not" warning was given.
@@ -192,16 +192,10 @@ impl TaskSpec {
 
     /// The process's slots for the task's bodies: `limit` of them, made at
     /// the first call (later calls share them whatever their engine's
-    /// default); `None` without a limit.
-    pub(crate) fn slots(
-        &self,
-        limit: Option<u32>,
-    ) -> Option<&std::sync::Arc<tokio::sync::Semaphore>> {
+    /// default).
+    pub(crate) fn slots(&self, limit: u32) -> &std::sync::Arc<tokio::sync::Semaphore> {
         self.slots
-            .get_or_init(|| {
-                limit.map(|n| std::sync::Arc::new(tokio::sync::Semaphore::new(n as usize)))
-            })
-            .as_ref()
+            .get_or_init(|| std::sync::Arc::new(tokio::sync::Semaphore::new(limit as usize)))
     }
 
     /// Whether a result stored at `created` has outlived the task's `ttl`

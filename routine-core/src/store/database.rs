@@ -22,16 +22,16 @@
 
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use heed::types::Bytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions};
 
 use super::{
-    access_is_stale, check_name, check_slot, check_version, Durability, EntryWrite, FileStore,
-    Found, KeyLock, Listing, Slot, Store, StoreError,
+    access_is_stale, check_name, check_slot, check_version, from_unix_nanos, unix_nanos,
+    Durability, EntryWrite, FileStore, Found, KeyLock, Listing, Slot, Store, StoreError,
 };
 use crate::key::Key;
 
@@ -69,6 +69,13 @@ struct Shared {
     synced: Mutex<u64>,
     /// Syncs run, for the tests of group commit.
     syncs: AtomicU64,
+    /// Whether results may be files here: the folder had task folders when
+    /// opened (a store used as files before), or this process wrote a large
+    /// result. Until then a small write has no file to replace, and skips
+    /// looking for one. (A file another process writes later for the same
+    /// slot is harmless: the database's entry is read, listed and removed
+    /// with it.)
+    files_possible: AtomicBool,
 }
 
 impl std::fmt::Debug for DatabaseStore {
@@ -121,6 +128,7 @@ impl DatabaseStore {
                 committed: AtomicU64::new(0),
                 synced: Mutex::new(0),
                 syncs: AtomicU64::new(0),
+                files_possible: AtomicBool::new(has_task_folders(root)?),
             }),
         })
     }
@@ -159,7 +167,7 @@ impl DatabaseStore {
 
     fn put_small(&self, slot: &Slot<'_>, entry: &[u8]) -> Result<(), StoreError> {
         let key = db_key(slot)?;
-        let now = nanos(SystemTime::now());
+        let now = unix_nanos(SystemTime::now());
         let mut value = Vec::with_capacity(8 + entry.len());
         value.extend_from_slice(&now.to_le_bytes());
         value.extend_from_slice(entry);
@@ -170,8 +178,15 @@ impl DatabaseStore {
             Ok(true)
         })?;
         // The entry replaces a file of the same slot, if any.
-        self.files.remove(slot)?;
+        if self.shared.files_possible.load(Ordering::Relaxed) {
+            self.files.remove(slot)?;
+        }
         Ok(())
+    }
+
+    /// Notes that results may be files from now on.
+    fn files_written(&self) {
+        self.shared.files_possible.store(true, Ordering::Relaxed);
     }
 
     fn remove_small(&self, slot: &Slot<'_>) -> Result<bool, StoreError> {
@@ -185,7 +200,7 @@ impl DatabaseStore {
 
     fn record_use(&self, key: &[u8], now: SystemTime) {
         let uses = self.shared.uses;
-        let at = nanos(now).to_le_bytes();
+        let at = unix_nanos(now).to_le_bytes();
         let recorded = self.shared.env.write_txn().and_then(|mut txn| {
             uses.put(&mut txn, key, &at)?;
             txn.commit()
@@ -278,6 +293,24 @@ pub fn migrate(root: &Path, layout: super::Layout) -> Result<Migrated, StoreErro
     Ok(moved)
 }
 
+/// Whether `root` holds a folder named as a task: results as files.
+fn has_task_folders(root: &Path) -> Result<bool, StoreError> {
+    let read = std::fs::read_dir(root).map_err(StoreError::io("list", root))?;
+    for item in read {
+        let item = item.map_err(StoreError::io("list", root))?;
+        let is_dir = item.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir
+            && item
+                .file_name()
+                .to_str()
+                .is_some_and(|n| check_name(n).is_ok())
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// `name\0version\0key`: names and versions hold no NUL, and sort by name,
 /// then version.
 fn db_key(slot: &Slot<'_>) -> Result<Vec<u8>, StoreError> {
@@ -300,11 +333,6 @@ fn parse_db_key(bytes: &[u8]) -> Option<(String, String, Key)> {
     Some((name.to_owned(), version.to_owned(), Key::from_bytes(key)))
 }
 
-fn nanos(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 /// The time a stored value starts with; the epoch for a value too short
 /// to hold one (a damaged database is read, not trusted).
 fn time(bytes: &[u8]) -> SystemTime {
@@ -312,7 +340,7 @@ fn time(bytes: &[u8]) -> SystemTime {
         .get(..8)
         .and_then(|head| head.try_into().ok())
         .map_or(0, u64::from_le_bytes);
-    UNIX_EPOCH + Duration::from_nanos(nanos)
+    from_unix_nanos(nanos)
 }
 
 impl Store for DatabaseStore {
@@ -473,6 +501,7 @@ impl EntryWrite for SmallWriter {
         };
         // An entry larger than announced still has a home: a file.
         if self.bytes.len() > SMALL_MAX {
+            self.store.files_written();
             return super::put_whole(&self.store.files, &slot, &self.bytes)
                 .and_then(|()| self.store.remove_small(&slot).map(drop));
         }
@@ -508,6 +537,7 @@ impl EntryWrite for LargeWriter {
             key,
             file,
         } = *self;
+        store.files_written();
         file.commit()?;
         let slot = Slot {
             name: &name,

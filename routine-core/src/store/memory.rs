@@ -4,9 +4,12 @@
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use super::{access_is_stale, check_slot, EntryWrite, Found, Listing, Slot, Store, StoreError};
+use super::{
+    access_is_stale, check_slot, from_unix_nanos, unix_nanos, EntryWrite, Found, Listing, Slot,
+    Store, StoreError,
+};
 use crate::key::{Key, KeyMap};
 
 type Entries = KeyMap<Stored>;
@@ -18,15 +21,6 @@ struct Stored {
     created: SystemTime,
     /// Nanoseconds since the Unix epoch of the last use.
     accessed: AtomicU64,
-}
-
-fn nanos(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-fn time(nanos: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_nanos(nanos)
 }
 
 /// The in-memory store. Clones share the same entries.
@@ -70,8 +64,8 @@ impl Store for MemoryStore {
             .filter(|s| *s.name == *slot.name && *s.version == *slot.version)
             .map(|s| {
                 let now = SystemTime::now();
-                if access_is_stale(time(s.accessed.load(Ordering::Relaxed)), now) {
-                    s.accessed.store(nanos(now), Ordering::Relaxed);
+                if access_is_stale(from_unix_nanos(s.accessed.load(Ordering::Relaxed)), now) {
+                    s.accessed.store(unix_nanos(now), Ordering::Relaxed);
                 }
                 Found::Bytes(Arc::clone(&s.bytes))
             }))
@@ -106,7 +100,7 @@ impl Store for MemoryStore {
                 key: *key,
                 size: s.bytes.len() as u64,
                 created: s.created,
-                accessed: time(s.accessed.load(Ordering::Relaxed)),
+                accessed: from_unix_nanos(s.accessed.load(Ordering::Relaxed)),
             })
             .collect();
         out.sort();
@@ -148,7 +142,7 @@ impl EntryWrite for MemoryWriter {
             version,
             bytes: Arc::new(bytes),
             created: now,
-            accessed: AtomicU64::new(nanos(now)),
+            accessed: AtomicU64::new(unix_nanos(now)),
         };
         entries
             .write()

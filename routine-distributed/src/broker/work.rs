@@ -362,18 +362,7 @@ impl Broker {
         request: &str,
         worker: &str,
     ) -> Result<(), BrokerError> {
-        let mut xadd = redis::cmd("XADD");
-        xadd.arg(reply_to)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(10_000)
-            .arg("*")
-            .arg("request")
-            .arg(request)
-            .arg("status")
-            .arg("started")
-            .arg("worker")
-            .arg(worker);
+        let xadd = notice(reply_to, request, "started", worker);
         let _: String = self.query("XADD started", &xadd).await?;
         Ok(())
     }
@@ -392,25 +381,33 @@ impl Broker {
                 &[][..],
             ),
         };
-        let mut xadd = redis::cmd("XADD");
-        xadd.arg(reply_to)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(10_000)
-            .arg("*")
-            .arg("request")
-            .arg(&reply.request)
-            .arg("status")
-            .arg(status)
-            .arg("error")
+        let mut xadd = notice(reply_to, &reply.request, status, &reply.worker);
+        xadd.arg("error")
             .arg(error)
             .arg("error_value")
             .arg(error_value)
-            .arg("worker")
-            .arg(&reply.worker)
             .arg("entry")
             .arg(entry);
         let _: String = self.query("XADD reply", &xadd).await?;
         Ok(())
     }
+}
+
+/// The `XADD` of a notice to the caller's reply stream `reply_to` (kept to
+/// about 10,000 entries): `request`, `status`, `worker`, then whatever
+/// fields the caller adds.
+fn notice(reply_to: &str, request: &str, status: &str, worker: &str) -> redis::Cmd {
+    let mut xadd = redis::cmd("XADD");
+    xadd.arg(reply_to)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(10_000)
+        .arg("*")
+        .arg("request")
+        .arg(request)
+        .arg("status")
+        .arg(status)
+        .arg("worker")
+        .arg(worker);
+    xadd
 }
