@@ -118,6 +118,20 @@ fn cached_small(name: String, n: u32, values: Vec<u32>) -> Result<Vec<f64>, Stri
     Ok(small_body(&name, n, &values))
 }
 
+/// `cached_small` on a disk store only the cold batches' processes open
+/// (its database takes one process at a time).
+#[concurrent_cached(
+    disk = true,
+    disk_dir = "/tmp/routine-bench-cached/cold",
+    durable = false,
+    key = "String",
+    convert = r#"{ format!("{name}:{n}:{values:?}") }"#,
+    map_error = |e| format!("{e:?}")
+)]
+fn cached_small_cold(name: String, n: u32, values: Vec<u32>) -> Result<Vec<f64>, String> {
+    Ok(small_body(&name, n, &values))
+}
+
 #[concurrent_cached(
     disk = true,
     disk_dir = "/tmp/routine-bench-cached/trivial",
@@ -282,11 +296,122 @@ fn database_engine(dir: &Path, durability: Durability, cache: usize) -> Engine {
         .unwrap()
 }
 
+// ---------------------------------------------------------------- cold hits
+
+/// What a cold-hit batch reads with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ColdReader {
+    /// The floor: open, read and decode the file store's entry files.
+    Floor,
+    /// An engine on the file store.
+    Files,
+    /// The peer, `cached` on its disk store.
+    Cached,
+    /// An engine on the database store.
+    Database,
+}
+
+const COLD_READERS: [ColdReader; 4] = [
+    ColdReader::Floor,
+    ColdReader::Files,
+    ColdReader::Cached,
+    ColdReader::Database,
+];
+
+/// Runs one cold batch in a fresh process: this program with `--cold`.
+fn cold_in_child(
+    reader: ColdReader,
+    dir: &Path,
+    keys: std::ops::Range<u32>,
+    warm_up: u32,
+) -> (Duration, u64) {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--cold")
+        .arg(format!("{reader:?}"))
+        .arg(dir)
+        .arg(keys.start.to_string())
+        .arg(keys.end.to_string())
+        .arg(warm_up.to_string())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let nanos: u64 = String::from_utf8(output.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (
+        Duration::from_nanos(nanos),
+        u64::from(keys.end - keys.start),
+    )
+}
+
+/// The child's side: opens the store, reads the `warm_up` key untimed,
+/// then prints the nanoseconds the reads of `start..end` took.
+fn cold_child(mut args: impl Iterator<Item = String>) {
+    let mut next = || args.next().expect("--cold READER DIR START END WARM_UP");
+    let reader = next();
+    let reader = *COLD_READERS
+        .iter()
+        .find(|r| format!("{r:?}") == reader)
+        .expect("a reader");
+    let dir = PathBuf::from(next());
+    let [start, end, warm_up]: [u32; 3] = [next(), next(), next()].map(|n| n.parse().unwrap());
+    let rt = runtime();
+    let elapsed = match reader {
+        ColdReader::Floor => {
+            let path = |i: u32| {
+                let (name, _, values) = small_args(0);
+                let key = Key::of("bench-small", "1.0.0", &(name, i, values)).unwrap();
+                dir.join("bench-small/1.0.0").join(key.to_hex())
+            };
+            let read = |path: &Path| {
+                let bytes = fs::read(path).unwrap();
+                let payload = &bytes[HEADER_LEN..bytes.len() - TRAILER_LEN];
+                let value: Vec<f64> = routine::codec::decode_slice(payload).unwrap();
+                std::hint::black_box(value);
+            };
+            read(&path(warm_up));
+            let paths: Vec<PathBuf> = (start..end).map(path).collect();
+            timed(0, || paths.iter().for_each(|p| read(p))).0
+        }
+        ColdReader::Cached => {
+            let read = |i: u32| {
+                let (name, _, values) = small_args(0);
+                std::hint::black_box(cached_small_cold(name, i, values).unwrap());
+            };
+            read(warm_up);
+            timed(0, || (start..end).for_each(read)).0
+        }
+        ColdReader::Files | ColdReader::Database => {
+            let engine = match reader {
+                ColdReader::Files => engine(&dir, Durability::Process, 0),
+                _ => database_engine(&dir, Durability::Process, 0),
+            };
+            let read = |keys: std::ops::Range<u32>| {
+                rt.block_on(engine.scope(async {
+                    for i in keys {
+                        let (name, _, values) = small_args(0);
+                        std::hint::black_box(small(name, i, values).await);
+                    }
+                }))
+            };
+            read(warm_up..warm_up + 1);
+            timed(0, || read(start..end)).0
+        }
+    };
+    println!("{}", elapsed.as_nanos());
+}
+
 // ---------------------------------------------------------------- main
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` probes with --list
+    }
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some("--cold") {
+        return cold_child(args);
     }
     let quick = std::env::var_os("ROUTINE_BENCH_QUICK").is_some();
     let batches = if quick { 5 } else { 21 };
@@ -388,9 +513,10 @@ fn main() {
     );
     peer_rows.push(("peer: hit, small args, warm", warm_ns, peer));
 
-    // Hits with small arguments, cold: every call reads an entry this
-    // process has not seen, from an engine with no in-process cache (what a
-    // fresh process sees). Each column walks its own range of keys.
+    // Hits with small arguments, cold: what a fresh process sees. Each
+    // batch runs in a new process (this program, run again) that reads
+    // entries no process has read since they were written, after one
+    // warm-up read that opens the store; each column walks its own range.
     let cold_dir = root.join("cold");
     let per_batch = 400u32;
     let cold_keys = per_batch * (batches as u32 + 1);
@@ -400,75 +526,35 @@ fn main() {
         database_engine(&cold_db_dir, Durability::Process, 0),
     ] {
         rt.block_on(filler.scope(async {
-            for i in 0..cold_keys {
+            for i in 0..=cold_keys {
                 let (name, _, values) = small_args(0);
                 small(name, i, values).await;
             }
         }));
     }
-    for i in 0..cold_keys {
-        let (name, _, values) = small_args(0);
-        cached_small(name, i, values).unwrap();
-    }
-    let next_range = |next: &mut u32| {
-        let start = *next;
-        *next = (*next + per_batch) % cold_keys;
-        start..start + per_batch
+    // The peer's entries, written by a process of their own.
+    cold_in_child(
+        ColdReader::Cached,
+        Path::new(""),
+        0..cold_keys + 1,
+        cold_keys,
+    );
+    let batch = |reader: ColdReader, dir: &Path| -> Batch<'static> {
+        let dir = dir.to_owned();
+        let mut next = 0;
+        Box::new(move || {
+            let start = next;
+            next = (next + per_batch) % cold_keys;
+            cold_in_child(reader, &dir, start..start + per_batch, cold_keys)
+        })
     };
-    let (mut floor_next, mut ours_next, mut peer_next, mut db_next) = (0, 0, 0, 0);
     let m = medians(
         batches,
         vec![
-            Box::new(|| {
-                let paths: Vec<PathBuf> = next_range(&mut floor_next)
-                    .map(|i| {
-                        let (name, _, values) = small_args(0);
-                        let key = Key::of("bench-small", "1.0.0", &(name, i, values)).unwrap();
-                        cold_dir.join("bench-small/1.0.0").join(key.to_hex())
-                    })
-                    .collect();
-                timed(u64::from(per_batch), || {
-                    for path in &paths {
-                        let bytes = fs::read(path).unwrap();
-                        let payload = &bytes[HEADER_LEN..bytes.len() - TRAILER_LEN];
-                        let value: Vec<f64> = routine::codec::decode_slice(payload).unwrap();
-                        std::hint::black_box(value);
-                    }
-                })
-            }),
-            Box::new(|| {
-                let keys = next_range(&mut ours_next);
-                let fresh = engine(&cold_dir, Durability::Process, 0);
-                timed(u64::from(per_batch), || {
-                    rt.block_on(fresh.scope(async {
-                        for i in keys {
-                            let (name, _, values) = small_args(0);
-                            std::hint::black_box(small(name, i, values).await);
-                        }
-                    }))
-                })
-            }),
-            Box::new(|| {
-                let keys = next_range(&mut peer_next);
-                timed(u64::from(per_batch), || {
-                    for i in keys {
-                        let (name, _, values) = small_args(0);
-                        std::hint::black_box(cached_small(name, i, values).unwrap());
-                    }
-                })
-            }),
-            Box::new(|| {
-                let keys = next_range(&mut db_next);
-                let fresh = database_engine(&cold_db_dir, Durability::Process, 0);
-                timed(u64::from(per_batch), || {
-                    rt.block_on(fresh.scope(async {
-                        for i in keys {
-                            let (name, _, values) = small_args(0);
-                            std::hint::black_box(small(name, i, values).await);
-                        }
-                    }))
-                })
-            }),
+            batch(ColdReader::Floor, &cold_dir),
+            batch(ColdReader::Files, &cold_dir),
+            batch(ColdReader::Cached, &cold_dir),
+            batch(ColdReader::Database, &cold_db_dir),
         ],
     );
     let (floor, cold_ns, peer, db_cold_ns) = (m[0], m[1], m[2], m[3]);
@@ -485,6 +571,62 @@ fn main() {
         "peer: hit, small args, cold, database store",
         db_cold_ns,
         peer,
+    ));
+
+    // Hits this process has not read before, in a long-running process:
+    // the store's pages are mapped or cached in memory already, and only
+    // the CPU's caches are cold (the other batches flush them).
+    let (mut ours_next, mut peer_next) = (0, 0);
+    for i in 0..cold_keys {
+        let (name, _, values) = small_args(0);
+        cached_small(name, i, values).unwrap();
+    }
+    let next_range = |next: &mut u32| {
+        let start = *next;
+        *next = (*next + per_batch) % cold_keys;
+        start..start + per_batch
+    };
+    let db_engine = database_engine(&cold_db_dir, Durability::Process, 0);
+    let m = medians(
+        batches,
+        vec![
+            Box::new(|| {
+                let keys = next_range(&mut ours_next);
+                timed(u64::from(per_batch), || {
+                    rt.block_on(db_engine.scope(async {
+                        for i in keys {
+                            let (name, _, values) = small_args(0);
+                            std::hint::black_box(small(name, i, values).await);
+                        }
+                    }))
+                })
+            }),
+            Box::new(|| {
+                let keys = next_range(&mut peer_next);
+                timed(u64::from(per_batch), || {
+                    for i in keys {
+                        let (name, _, values) = small_args(0);
+                        std::hint::black_box(cached_small(name, i, values).unwrap());
+                    }
+                })
+            }),
+            // Flushes the CPU's caches, as other work would.
+            Box::new(|| {
+                let mut flush = vec![1u8; 32 << 20];
+                timed(1, || {
+                    for i in (0..flush.len()).step_by(64) {
+                        flush[i] = flush[i].wrapping_add(1);
+                    }
+                    std::hint::black_box(&flush);
+                })
+            }),
+        ],
+    );
+    drop(db_engine);
+    peer_rows.push((
+        "peer: hit, small args, not yet read by this process, database store",
+        m[0],
+        m[1],
     ));
 
     // Hits with a 64 MiB argument: hashing dominates. The argument is cloned

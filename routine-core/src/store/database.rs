@@ -21,10 +21,10 @@
 //! files, and new small results go to the database.
 
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant, SystemTime};
 
 use heed::types::Bytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions};
@@ -56,14 +56,17 @@ const MAP_SIZE: usize = 1 << 40;
 #[derive(Clone)]
 pub struct DatabaseStore {
     files: FileStore,
+    durability: Durability,
     shared: Arc<Shared>,
 }
 
+/// One open database, shared by every [`DatabaseStore`] of this process on
+/// its folder: LMDB forbids opening one environment twice in a process (its
+/// locks are per process), and heed refuses to.
 struct Shared {
     env: Env<heed::WithoutTls>,
     entries: Database<Bytes, Bytes>,
     uses: Database<Bytes, Bytes>,
-    durability: Durability,
     /// Group commit: writes committed so far, and those synced.
     committed: AtomicU64,
     synced: Mutex<u64>,
@@ -76,6 +79,99 @@ struct Shared {
     /// slot is harmless: the database's entry is read, listed and removed
     /// with it.)
     files_possible: AtomicBool,
+    /// Uses read but not yet recorded: written with the next write, or
+    /// when `USES_PENDING_MAX` gather or `USES_PENDING_AGE` passes, or
+    /// when the store closes, so that a run of cold hits costs one commit,
+    /// not one each. A crash loses at most these: access times are a hint
+    /// for `cache gc`, to within [`super::ACCESS_RESOLUTION`] anyway.
+    pending_uses: Mutex<PendingUses>,
+}
+
+#[derive(Default)]
+struct PendingUses {
+    since: Option<Instant>,
+    uses: Vec<(Vec<u8>, [u8; 8])>,
+}
+
+/// At most this many uses wait to be recorded.
+const USES_PENDING_MAX: usize = 256;
+
+/// A use waits at most this long to be recorded (checked at the next use).
+const USES_PENDING_AGE: Duration = Duration::from_secs(1);
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let pending = std::mem::take(
+            self.pending_uses
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if pending.uses.is_empty() {
+            return;
+        }
+        let recorded = self.env.write_txn().and_then(|mut txn| {
+            record_uses(&self.uses, &mut txn, pending.uses)?;
+            txn.commit()
+        });
+        if let Err(e) = recorded {
+            tracing::debug!(error = %e, "cannot record the uses of stored entries");
+        }
+    }
+}
+
+fn record_uses(
+    uses: &Database<Bytes, Bytes>,
+    txn: &mut heed::RwTxn<'_>,
+    pending: Vec<(Vec<u8>, [u8; 8])>,
+) -> heed::Result<()> {
+    for (key, at) in pending {
+        uses.put(txn, &key, &at)?;
+    }
+    Ok(())
+}
+
+impl Shared {
+    fn open(folder: &Path, files_possible: bool) -> Result<Shared, StoreError> {
+        let failed =
+            |e: heed::Error| StoreError::io("open the database", folder)(io::Error::other(e));
+        let mut options = EnvOpenOptions::new().read_txn_without_tls();
+        options.map_size(MAP_SIZE).max_dbs(2).max_readers(1024);
+        // SAFETY: the flag only skips the sync at commit; `write` syncs
+        // where durability asks for it. The map is never modified outside
+        // LMDB, and this process opens the folder once (see `OPEN`).
+        unsafe { options.flags(EnvFlags::NO_SYNC) };
+        let env = match unsafe { options.open(folder) } {
+            // The last store on this folder is closing on another thread:
+            // wait for it, then open afresh.
+            Err(heed::Error::EnvAlreadyOpened) => {
+                if let Some(closing) = heed::env_closing_event(folder) {
+                    closing.wait();
+                }
+                // SAFETY: as above.
+                unsafe { options.open(folder) }
+            }
+            opened => opened,
+        }
+        .map_err(failed)?;
+        let mut txn = env.write_txn().map_err(failed)?;
+        let entries = env
+            .create_database(&mut txn, Some("entries"))
+            .map_err(failed)?;
+        let uses = env
+            .create_database(&mut txn, Some("uses"))
+            .map_err(failed)?;
+        txn.commit().map_err(failed)?;
+        Ok(Shared {
+            env,
+            entries,
+            uses,
+            committed: AtomicU64::new(0),
+            synced: Mutex::new(0),
+            syncs: AtomicU64::new(0),
+            files_possible: AtomicBool::new(files_possible),
+            pending_uses: Mutex::default(),
+        })
+    }
 }
 
 impl std::fmt::Debug for DatabaseStore {
@@ -99,37 +195,28 @@ impl DatabaseStore {
         let files = FileStore::beside_database(root).with_durability(durability);
         let folder = root.join(DATABASE);
         std::fs::create_dir_all(&folder).map_err(StoreError::io("create", &folder))?;
-        let failed =
-            |e: heed::Error| StoreError::io("open the database", &folder)(io::Error::other(e));
-        let mut options = EnvOpenOptions::new().read_txn_without_tls();
-        options.map_size(MAP_SIZE).max_dbs(2).max_readers(1024);
-        // SAFETY: the flags only skip the sync at commit; `sync` below
-        // syncs where durability asks for it. The map is never modified
-        // outside LMDB.
-        unsafe { options.flags(EnvFlags::NO_SYNC) };
-        // SAFETY: LMDB's own lock file coordinates processes; heed hands
-        // the same environment back to a second open in this process.
-        let env = unsafe { options.open(&folder) }.map_err(failed)?;
-        let mut txn = env.write_txn().map_err(failed)?;
-        let entries = env
-            .create_database(&mut txn, Some("entries"))
-            .map_err(failed)?;
-        let uses = env
-            .create_database(&mut txn, Some("uses"))
-            .map_err(failed)?;
-        txn.commit().map_err(failed)?;
+        let folder = folder
+            .canonicalize()
+            .map_err(StoreError::io("resolve", &folder))?;
+        static OPEN: Mutex<Vec<(PathBuf, Weak<Shared>)>> = Mutex::new(Vec::new());
+        let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+        open.retain(|(_, shared)| shared.strong_count() > 0);
+        let found = open
+            .iter()
+            .find(|(path, _)| *path == folder)
+            .and_then(|(_, shared)| shared.upgrade());
+        let shared = match found {
+            Some(shared) => shared,
+            None => {
+                let shared = Arc::new(Shared::open(&folder, has_task_folders(root)?)?);
+                open.push((folder, Arc::downgrade(&shared)));
+                shared
+            }
+        };
         Ok(DatabaseStore {
             files,
-            shared: Arc::new(Shared {
-                env,
-                entries,
-                uses,
-                durability,
-                committed: AtomicU64::new(0),
-                synced: Mutex::new(0),
-                syncs: AtomicU64::new(0),
-                files_possible: AtomicBool::new(has_task_folders(root)?),
-            }),
+            durability,
+            shared,
         })
     }
 
@@ -149,10 +236,12 @@ impl DatabaseStore {
         change: impl FnOnce(&mut heed::RwTxn<'_>) -> heed::Result<bool>,
     ) -> Result<bool, StoreError> {
         let shared = &*self.shared;
+        let pending = self.take_pending_uses();
         let mut txn = shared.env.write_txn().map_err(self.error("write"))?;
+        record_uses(&shared.uses, &mut txn, pending).map_err(self.error("write"))?;
         let changed = change(&mut txn).map_err(self.error("write"))?;
         txn.commit().map_err(self.error("commit"))?;
-        if shared.durability == Durability::Fsync {
+        if self.durability == Durability::Fsync {
             let mine = shared.committed.fetch_add(1, Ordering::AcqRel) + 1;
             let mut synced = shared.synced.lock().unwrap_or_else(PoisonError::into_inner);
             if *synced < mine {
@@ -198,15 +287,44 @@ impl DatabaseStore {
         })
     }
 
-    fn record_use(&self, key: &[u8], now: SystemTime) {
-        let uses = self.shared.uses;
-        let at = unix_nanos(now).to_le_bytes();
-        let recorded = self.shared.env.write_txn().and_then(|mut txn| {
-            uses.put(&mut txn, key, &at)?;
-            txn.commit()
-        });
-        if let Err(e) = recorded {
-            tracing::debug!(error = %e, "cannot record the use of a stored entry");
+    fn take_pending_uses(&self) -> Vec<(Vec<u8>, [u8; 8])> {
+        let mut pending = self
+            .shared
+            .pending_uses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        pending.since = None;
+        std::mem::take(&mut pending.uses)
+    }
+
+    /// Notes a use of the entry at `key`, recorded with the next commit.
+    fn record_use(&self, key: Vec<u8>, now: SystemTime) {
+        let due = {
+            let mut pending = self
+                .shared
+                .pending_uses
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            pending.uses.push((key, unix_nanos(now).to_le_bytes()));
+            let since = *pending.since.get_or_insert_with(Instant::now);
+            pending.uses.len() >= USES_PENDING_MAX || since.elapsed() >= USES_PENDING_AGE
+        };
+        if due {
+            self.flush_uses();
+        }
+    }
+
+    /// Records the uses noted so far.
+    fn flush_uses(&self) {
+        let none = (self.shared.pending_uses.lock())
+            .unwrap_or_else(PoisonError::into_inner)
+            .uses
+            .is_empty();
+        if none {
+            return;
+        }
+        if let Err(e) = self.write(|_| Ok(false)) {
+            tracing::debug!(error = %e, "cannot record the uses of stored entries");
         }
     }
 }
@@ -315,13 +433,17 @@ fn has_task_folders(root: &Path) -> Result<bool, StoreError> {
 /// then version.
 fn db_key(slot: &Slot<'_>) -> Result<Vec<u8>, StoreError> {
     check_slot(slot)?;
+    Ok(db_key_unchecked(slot))
+}
+
+fn db_key_unchecked(slot: &Slot<'_>) -> Vec<u8> {
     let mut key = Vec::with_capacity(slot.name.len() + slot.version.len() + 34);
     key.extend_from_slice(slot.name.as_bytes());
     key.push(0);
     key.extend_from_slice(slot.version.as_bytes());
     key.push(0);
     key.extend_from_slice(slot.key.as_bytes());
-    Ok(key)
+    key
 }
 
 /// The name, version and key a database key holds.
@@ -345,26 +467,31 @@ fn time(bytes: &[u8]) -> SystemTime {
 
 impl Store for DatabaseStore {
     fn get(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
-        let key = db_key(slot)?;
+        // Not checked here: a name no store can hold is found in no
+        // database, and the file store's lookup below refuses it.
+        let key = db_key_unchecked(slot);
         let shared = &*self.shared;
+        let now = SystemTime::now();
         let found = {
             let txn = shared.env.read_txn().map_err(self.error("read"))?;
             match shared.entries.get(&txn, &key).map_err(self.error("read"))? {
                 Some(value) if value.len() >= 8 => {
-                    let last_use = match shared.uses.get(&txn, &key).map_err(self.error("read"))? {
-                        Some(used) if used.len() == 8 => time(used),
-                        _ => time(value),
-                    };
-                    Some((value[8..].to_vec(), last_use))
+                    // A use is at or after its entry's creation: only an
+                    // entry created before the resolution has uses to read.
+                    let stale = access_is_stale(time(value), now)
+                        && match shared.uses.get(&txn, &key).map_err(self.error("read"))? {
+                            Some(used) if used.len() == 8 => access_is_stale(time(used), now),
+                            _ => true,
+                        };
+                    Some((value[8..].to_vec(), stale))
                 }
                 _ => None,
             }
         };
         match found {
-            Some((entry, last_use)) => {
-                let now = SystemTime::now();
-                if access_is_stale(last_use, now) {
-                    self.record_use(&key, now);
+            Some((entry, stale)) => {
+                if stale {
+                    self.record_use(key, now);
                 }
                 Ok(Some(Found::Bytes(Arc::new(entry))))
             }
@@ -399,6 +526,7 @@ impl Store for DatabaseStore {
     }
 
     fn list(&self, name: Option<&str>, version: Option<&str>) -> Result<Vec<Listing>, StoreError> {
+        self.flush_uses();
         let mut prefix = Vec::new();
         if let Some(name) = name {
             check_name(name)?;
@@ -674,5 +802,65 @@ mod tests {
         }
         assert_eq!(store.list(Some("train"), None).unwrap().len(), 1);
         assert_eq!(store.list(Some("train"), Some("1.0.0")).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn stores_on_one_folder_in_one_process_share_its_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = DatabaseStore::open(dir.path()).unwrap();
+        let second = DatabaseStore::open_with(dir.path(), Durability::Fsync).unwrap();
+        let key = Key::of("train", "1.0.0", &1u8).unwrap();
+        let slot = Slot {
+            name: "train",
+            version: "1.0.0",
+            key: &key,
+        };
+        super::super::put_whole(&first, &slot, b"x").unwrap();
+        drop(first);
+        assert!(second.get(&slot).unwrap().is_some());
+        drop(second);
+        let again = DatabaseStore::open(dir.path()).unwrap();
+        assert!(again.get(&slot).unwrap().is_some());
+    }
+
+    /// Writes an entry created `age` ago, as an older run would have.
+    fn put_aged(store: &DatabaseStore, slot: &Slot<'_>, age: Duration) {
+        let mut value = unix_nanos(SystemTime::now() - age).to_le_bytes().to_vec();
+        value.extend_from_slice(b"x");
+        let (entries, key) = (store.shared.entries, db_key(slot).unwrap());
+        store
+            .write(|txn| entries.put(txn, &key, &value).map(|()| true))
+            .unwrap();
+    }
+
+    #[test]
+    fn reading_an_old_entry_records_its_use_by_the_next_listing_or_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DatabaseStore::open(dir.path()).unwrap();
+        let day = Duration::from_secs(86_400);
+        let keys = [1u8, 2].map(|i| Key::of("train", "1.0.0", &i).unwrap());
+        let slots = keys.each_ref().map(|key| Slot {
+            name: "train",
+            version: "1.0.0",
+            key,
+        });
+        for slot in &slots {
+            put_aged(&store, slot, day);
+        }
+        let recent = |listing: &Listing| {
+            listing.accessed.elapsed().unwrap_or_default() < super::super::ACCESS_RESOLUTION
+        };
+        assert!(store.list(None, None).unwrap().iter().all(|l| !recent(l)));
+
+        store.get(&slots[0]).unwrap().unwrap();
+        let listed = store.list(None, None).unwrap();
+        let used: Vec<bool> = listed.iter().map(recent).collect();
+        let first = listed.iter().position(|l| l.key == keys[0]).unwrap();
+        assert!(used[first] && !used[1 - first], "{listed:?}");
+
+        store.get(&slots[1]).unwrap().unwrap();
+        drop(store);
+        let reopened = DatabaseStore::open(dir.path()).unwrap();
+        assert!(reopened.list(None, None).unwrap().iter().all(recent));
     }
 }
