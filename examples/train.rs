@@ -16,8 +16,7 @@
 //! `best-model.md` in the working directory.
 //!
 //! Results are stored under `./.routine` (or `$ROUTINE_STORE`, or `store` in
-//! `routine.toml`), one directory per task name and version:
-//! `ls .routine/fit/0.0.1`.
+//! `routine.toml`): `cache ls` lists them by task and version.
 //!
 //! Distributed (feature `distributed`): with `ROUTINE_BROKER` set to a Redis
 //! URL and `ROUTINE_STORE` to a shared object store, the same program trains

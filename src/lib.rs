@@ -240,7 +240,7 @@ pub use routine_macros::trigger;
 /// }
 /// ```
 ///
-/// Configuration, lowest to highest precedence: defaults (a file store in
+/// Configuration, lowest to highest precedence: defaults (a store in
 /// `./.routine`), `routine.toml` in the working directory, `ROUTINE_*`
 /// environment variables (`ROUTINE_STORE`, `ROUTINE_BROKER`,
 /// `ROUTINE_POLICY`, ...), then flags (`--store`, `--broker`, `--policy`,

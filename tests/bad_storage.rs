@@ -5,15 +5,17 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use common::Logs;
 use routine::entry::{self, EntryMeta};
-use routine::store::{EntryWrite, Found, Listing, Slot, Store, StoreError};
+use routine::store::{
+    open_local, put_whole, Durability, EntryWrite, Found, Layout, Listing, Slot, Store, StoreError,
+};
 use routine::Fingerprint;
 use routine::{Engine, Key};
 
@@ -39,61 +41,87 @@ fn entry_path(root: &Path, n: u32) -> PathBuf {
     root.join("words/1.0.0").join(key.to_hex())
 }
 
-/// Stores `words(n)`, damages the entry with `damage`, and checks that a fresh
-/// engine recomputes, warns, counts it, and overwrites it with a good entry.
-async fn survives(n: u32, damage: impl FnOnce(&Path)) {
-    let dir = tempfile::tempdir().unwrap();
-    Engine::local(dir.path()).unwrap().scope(words(n)).await;
-    let path = entry_path(dir.path(), n);
-    damage(&path);
+const LAYOUTS: [Layout; 2] = [Layout::Files, Layout::Database];
 
-    let logs = Logs::default();
-    let _guard = logs.capture();
-    let engine = Engine::local(dir.path()).unwrap();
-    assert_eq!(engine.scope(words(n)).await, expected(n));
-    assert_eq!(runs(n), 2, "the body did not run again");
-    assert_eq!(engine.stats().corrupt_entries, 1);
-    assert!(
-        logs.text().contains("stored entry is unusable"),
-        "{}",
-        logs.text()
-    );
+fn store(root: &Path, layout: Layout) -> Arc<dyn Store> {
+    open_local(root, layout, Durability::Process).unwrap()
+}
 
-    // The entry was overwritten with a good one.
-    let fresh = Engine::local(dir.path()).unwrap();
-    assert_eq!(fresh.scope(words(n)).await, expected(n));
-    assert_eq!((fresh.stats().hits, fresh.stats().corrupt_entries), (1, 0));
+fn engine(root: &Path, layout: Layout) -> Engine {
+    Engine::builder(store(root, layout)).build().unwrap()
+}
+
+/// Stores `words(n)` in each layout, replaces its entry with what `damage`
+/// makes of it, and checks that a fresh engine recomputes, warns, counts
+/// it, and overwrites it with a good entry.
+async fn survives(n: u32, damage: impl Fn(Vec<u8>) -> Vec<u8>) {
+    for layout in LAYOUTS {
+        RUNS.lock().unwrap().remove(&n);
+        let dir = tempfile::tempdir().unwrap();
+        engine(dir.path(), layout).scope(words(n)).await;
+        let store = store(dir.path(), layout);
+        let key = Key::of("words", "1.0.0", &(n,)).unwrap();
+        let slot = Slot {
+            name: "words",
+            version: "1.0.0",
+            key: &key,
+        };
+        let bytes = match store.get(&slot).unwrap().expect("stored") {
+            Found::Bytes(bytes) => bytes.to_vec(),
+            Found::Stream { mut reader, .. } => {
+                let mut bytes = Vec::new();
+                reader.read_to_end(&mut bytes).unwrap();
+                bytes
+            }
+        };
+        put_whole(&store, &slot, &damage(bytes)).unwrap();
+        drop(store);
+
+        let logs = Logs::default();
+        let _guard = logs.capture();
+        let engine = engine(dir.path(), layout);
+        assert_eq!(engine.scope(words(n)).await, expected(n));
+        assert_eq!(runs(n), 2, "{layout:?}: the body did not run again");
+        assert_eq!(engine.stats().corrupt_entries, 1, "{layout:?}");
+        assert!(
+            logs.text().contains("stored entry is unusable"),
+            "{layout:?}: {}",
+            logs.text()
+        );
+        drop(engine);
+
+        // The entry was overwritten with a good one.
+        let fresh = self::engine(dir.path(), layout);
+        assert_eq!(fresh.scope(words(n)).await, expected(n));
+        let stats = fresh.stats();
+        assert_eq!((stats.hits, stats.corrupt_entries), (1, 0), "{layout:?}");
+    }
 }
 
 #[tokio::test]
 async fn flipped_byte_in_payload() {
-    survives(10, |path| {
-        let mut bytes = fs::read(path).unwrap();
+    survives(10, |mut bytes| {
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0x01;
-        fs::write(path, bytes).unwrap();
+        bytes
     })
     .await;
 }
 
 #[tokio::test]
 async fn truncated_entry() {
-    survives(11, |path| {
-        let bytes = fs::read(path).unwrap();
-        fs::write(path, &bytes[..bytes.len() - 7]).unwrap();
-    })
-    .await;
+    survives(11, |bytes| bytes[..bytes.len() - 7].to_vec()).await;
 }
 
 #[tokio::test]
 async fn empty_and_garbage_entries() {
-    survives(12, |path| fs::write(path, b"").unwrap()).await;
-    survives(13, |path| fs::write(path, vec![0xAB; 4096]).unwrap()).await;
+    survives(12, |_| Vec::new()).await;
+    survives(13, |_| vec![0xAB; 4096]).await;
 }
 
 #[tokio::test]
 async fn entry_of_another_type_under_the_right_key() {
-    survives(14, |path| {
+    survives(14, |_| {
         let key = Key::of("words", "1.0.0", &(14u32,)).unwrap();
         let value = (1u8, 2u8);
         let meta = EntryMeta {
@@ -105,7 +133,7 @@ async fn entry_of_another_type_under_the_right_key() {
             run: None,
             parent: None,
         };
-        fs::write(path, entry::write(Vec::new(), &meta, &value).unwrap()).unwrap();
+        entry::write(Vec::new(), &meta, &value).unwrap()
     })
     .await;
 }
@@ -113,12 +141,11 @@ async fn entry_of_another_type_under_the_right_key() {
 #[tokio::test]
 async fn large_entry_damaged_in_the_middle() {
     // Over 1 MiB: read as a stream, not whole.
-    survives(120_000, |path| {
-        let mut bytes = fs::read(path).unwrap();
+    survives(120_000, |mut bytes| {
         assert!(bytes.len() > 1 << 20);
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0x10;
-        fs::write(path, bytes).unwrap();
+        bytes
     })
     .await;
 }
@@ -188,7 +215,7 @@ async fn changed_body_with_same_version_warns_once_and_still_hits() {
 #[tokio::test]
 async fn unwritable_task_directory_keeps_the_value() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::local(dir.path()).unwrap();
+    let engine = engine(dir.path(), Layout::Files);
     // A file where the task's directory should be: creating entries fails,
     // even for root.
     fs::write(dir.path().join("words"), b"in the way").unwrap();
@@ -276,28 +303,34 @@ async fn full_disk_and_failing_reads_keep_the_value() {
 /// the pipe's place.
 #[tokio::test]
 async fn a_pipe_at_an_entry_path_does_not_hang_the_call() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::local(dir.path()).unwrap();
-    let path = entry_path(dir.path(), 41);
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let made = std::process::Command::new("mkfifo")
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(made.success(), "mkfifo failed");
-    let answer = tokio::time::timeout(Duration::from_secs(10), engine.scope(words(41)))
-        .await
-        .expect("the call hung on a named pipe");
-    assert_eq!(answer, expected(41));
-    assert!(
-        fs::metadata(&path).unwrap().is_file(),
-        "the result replaced the pipe"
-    );
-    assert_eq!(
-        engine.stats().store_errors,
-        1,
-        "the pipe counts as a store error"
-    );
+    for layout in LAYOUTS {
+        RUNS.lock().unwrap().remove(&41);
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path(), layout);
+        let path = entry_path(dir.path(), 41);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo failed");
+        let answer = tokio::time::timeout(Duration::from_secs(10), engine.scope(words(41)))
+            .await
+            .unwrap_or_else(|_| panic!("{layout:?}: the call hung on a named pipe"));
+        assert_eq!(answer, expected(41));
+        assert_eq!(
+            engine.stats().store_errors,
+            1,
+            "{layout:?}: the pipe counts as a store error"
+        );
+        // The result took the pipe's place: as a file, or in the database.
+        let pipe_left = fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file());
+        assert!(!pipe_left, "{layout:?}: the pipe is still there");
+        drop(engine);
+        let again = self::engine(dir.path(), layout);
+        assert_eq!(again.scope(words(41)).await, expected(41));
+        assert_eq!(again.stats().hits, 1, "{layout:?}");
+    }
 }
 
 /// Folders that are not stores are neither written into nor deleted from.

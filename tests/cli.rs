@@ -184,7 +184,9 @@ fn main_runs_in_an_engine_scope_and_the_second_run_comes_from_storage() {
     );
     let second = project.run("train", &[]).ok();
     assert!(second.stdout.contains(", 0 ran,"), "{}", second.stdout);
-    assert!(project.store().join("fit/0.0.1").is_dir());
+    // The default layout: small results in the store's database.
+    assert!(project.store().join(".database").is_dir());
+    assert!(!project.store().join("fit").exists());
 }
 
 #[test]
@@ -533,7 +535,8 @@ fn cache_ls_show_rm_and_stats() {
 
 #[test]
 fn gc_removes_by_age_and_least_recently_used_by_size() {
-    let project = Project::new();
+    // The files layout: its entries' times are set by hand below.
+    let project = Project::new().env("ROUTINE_LAYOUT", "files");
     project.run("train", &["--quiet"]).ok();
     let store = project.store();
     age_entries(&store, "fit", Duration::from_secs(40 * 86_400));
@@ -628,7 +631,7 @@ fn gc_removes_by_age_and_least_recently_used_by_size() {
 
 #[test]
 fn gc_sweeps_what_killed_writers_left() {
-    let project = Project::new();
+    let project = Project::new().env("ROUTINE_LAYOUT", "files");
     project.run("train", &["--quiet"]).ok();
     let leftover = project.store().join("fit/0.0.1/.abc.999.0.tmp");
     std::fs::write(&leftover, vec![0u8; 2048]).unwrap();
@@ -703,7 +706,7 @@ fn configuration_layers_file_then_environment_then_flags() {
     assert_eq!(info["store_from"], "routine.toml");
     assert!(info["store"].as_str().unwrap().ends_with("from-file"));
     project.run("train", &["--quiet"]).ok();
-    assert!(project.dir.path().join("from-file/fit").is_dir());
+    assert!(project.dir.path().join("from-file/.database").is_dir());
 
     let env = Project {
         dir: project.dir,
@@ -1223,7 +1226,7 @@ fn the_database_layout_keeps_results_and_is_not_opened_as_files() {
 /// result and runs nothing.
 #[test]
 fn cache_migrate_moves_a_store_between_layouts() {
-    let files = Project::new();
+    let files = Project::new().env("ROUTINE_LAYOUT", "files");
     files.run("train", &["--quiet"]).ok();
     let moved = files
         .run("train", &["cache", "migrate", "--to", "database", "--json"])
@@ -1250,7 +1253,7 @@ fn cache_migrate_moves_a_store_between_layouts() {
     );
     let files = Project {
         dir: database.dir,
-        env: Vec::new(),
+        env: vec![("ROUTINE_LAYOUT".into(), "files".into())],
     };
     let last = files.run("train", &["--quiet"]).ok();
     assert!(last.stdout.contains("0 ran"), "{}", last.stdout);

@@ -42,11 +42,8 @@ async fn results_persist_across_engines_on_one_directory() {
     let second = Engine::local(dir.path()).unwrap();
     assert_eq!(second.scope(square(2_000_003)).await, 2_000_003 * 2_000_003);
     assert_eq!((second.stats().hits, second.stats().misses), (1, 0));
-    // The layout is <dir>/<name>/<version>/<key>.
-    let entries = std::fs::read_dir(dir.path().join("square").join("1.0.0"))
-        .unwrap()
-        .count();
-    assert_eq!(entries, 1);
+    let entries = second.store().list(Some("square"), Some("1.0.0")).unwrap();
+    assert_eq!(entries.len(), 1);
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,7 +93,7 @@ async fn versions_and_arguments_separate_results() {
     async fn v2(x: u32) -> String {
         format!("v2:{x}")
     }
-    let (dir, engine) = local_engine();
+    let (_dir, engine) = local_engine();
     engine
         .scope(async {
             assert_eq!(v1(1).await, "v1:1");
@@ -116,7 +113,6 @@ async fn versions_and_arguments_separate_results() {
             .len(),
         1
     );
-    assert!(dir.path().join("versioned/2.0.0").is_dir());
 }
 
 static FALLIBLE_RUNS: AtomicUsize = AtomicUsize::new(0);

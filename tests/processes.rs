@@ -76,6 +76,15 @@ async fn slow_once(dir: String) -> u32 {
     7
 }
 
+/// A small result: many of them are written while processes are killed.
+#[routine::task(name = "numbered", version = "1.0.0")]
+async fn numbered(i: u32) -> Vec<u32> {
+    (0..i % 64).map(|j| i ^ j).collect()
+}
+
+/// How many `numbered` results the killed writers aim for.
+const NUMBERED: u32 = 20_000;
+
 #[test]
 #[ignore = "entry point of the child processes started by the other tests"]
 fn child_process() {
@@ -94,6 +103,17 @@ fn child_process() {
                 assert_eq!(make_blob(seed).await, blob(seed));
                 println!("\nCHILD returned");
                 std::thread::sleep(Duration::from_secs(60));
+            }
+            "numbered" => {
+                // Each child starts elsewhere, so that they write both
+                // their own results and each other's.
+                let seed: u32 = std::env::var("ROUTINE_SEED").unwrap().parse().unwrap();
+                for i in 0..NUMBERED {
+                    numbered((i + seed * 7_919) % NUMBERED).await;
+                    if i == 0 {
+                        println!("\nCHILD writing");
+                    }
+                }
             }
             "slow-once" => {
                 let ran = std::env::var("ROUTINE_RAN").unwrap();
@@ -262,7 +282,7 @@ async fn a_process_killed_while_writing_leaves_no_partial_entry() {
 
     // Only the abandoned temporary file is there, and no reader takes it for
     // an entry.
-    let store = routine::store::FileStore::open(dir.path()).unwrap();
+    let store = routine::store::DatabaseStore::open(dir.path()).unwrap();
     use routine::store::Store;
     assert!(store.list(Some("blob"), None).unwrap().is_empty());
     let engine = Engine::local(dir.path()).unwrap();
@@ -290,4 +310,49 @@ async fn a_result_survives_the_process_being_killed_after_the_call_returned() {
     let engine = Engine::local(dir.path()).unwrap();
     assert_eq!(engine.scope(make_blob(2)).await, blob(2));
     assert_eq!((engine.stats().hits, engine.stats().misses), (1, 0));
+}
+
+/// Processes writing many small results to the database at once, killed
+/// (SIGKILL) at moments spread over their work, leave a store whose every
+/// listed result reads back whole: none is lost half-written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_killed_while_writing_small_results_leave_every_result_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    for (round, delay_ms) in [3u64, 17, 40, 90, 150].into_iter().enumerate() {
+        let mut writers: Vec<Child> = (0..2u8)
+            .map(|k| child("numbered", dir.path(), round as u8 * 2 + k))
+            .collect();
+        for writer in &mut writers {
+            let stdout = BufReader::new(writer.stdout.take().unwrap());
+            let started = stdout
+                .lines()
+                .map_while(Result::ok)
+                .any(|l| l == "CHILD writing");
+            assert!(started, "a writer never started");
+        }
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        for writer in &mut writers {
+            writer.kill().unwrap();
+            writer.wait().unwrap();
+        }
+    }
+
+    let engine = Engine::local(dir.path()).unwrap();
+    let listed = engine.store().list(Some("numbered"), None).unwrap().len() as u64;
+    assert!(listed > 0, "the writers stored nothing before being killed");
+    engine
+        .scope(async {
+            for i in 0..NUMBERED {
+                assert_eq!(
+                    numbered(i).await,
+                    (0..i % 64).map(|j| i ^ j).collect::<Vec<_>>()
+                );
+            }
+        })
+        .await;
+    let stats = engine.stats();
+    assert_eq!(stats.corrupt_entries, 0);
+    assert_eq!(stats.store_errors, 0);
+    assert_eq!(stats.hits, listed, "every listed result was read back");
+    assert_eq!(stats.hits + stats.misses, u64::from(NUMBERED));
 }

@@ -13,7 +13,7 @@
 //! project = "ml"
 //! store = ".routine"              # a folder, file:///folder or s3://bucket/prefix
 //! durability = "process"          # or "fsync"
-//! layout = "files"                # or "database": small results in an embedded database
+//! layout = "database"             # or "files": one file per result (for a network file system)
 //! cache_capacity = "64MiB"
 //! broker = "redis://127.0.0.1:6379"
 //! namespace = "routine"
@@ -249,7 +249,7 @@ impl Config {
             project: project.to_owned(),
             store: dir.join(".routine").display().to_string(),
             durability: Durability::Process,
-            layout: Layout::Files,
+            layout: Layout::default(),
             cache_capacity: DEFAULT_CACHE_CAPACITY as u64,
             broker: None,
             namespace: "routine".to_owned(),

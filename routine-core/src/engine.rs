@@ -18,7 +18,7 @@ use crate::key::Key;
 use crate::lineage::RunLog;
 use crate::registry::{self, TaskSpec};
 use crate::slot::SlotLease;
-use crate::store::{FileStore, MemoryStore, Store};
+use crate::store::{DatabaseStore, MemoryStore, Store};
 
 mod cache;
 pub(crate) mod call;
@@ -254,13 +254,14 @@ pub struct Stats {
 }
 
 impl Engine {
-    /// The local engine over a file store rooted at `dir` (created if
-    /// missing), with default settings.
+    /// The local engine over a store rooted at `dir` (created if missing)
+    /// in the default layout ([`DatabaseStore`]),
+    /// with default settings.
     ///
-    /// Fails if the directory cannot be created, or if two tasks in the
-    /// program share a name and version.
+    /// Fails if the directory cannot be created or is not a store, or if
+    /// two tasks in the program share a name and version.
     pub fn local(dir: impl AsRef<Path>) -> Result<Engine, Error> {
-        Engine::builder(FileStore::open(dir)?).build()
+        Engine::builder(DatabaseStore::open(dir)?).build()
     }
 
     /// An engine over a fresh in-memory store: memoization and single-flight

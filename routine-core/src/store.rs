@@ -379,18 +379,31 @@ pub async fn probe(store: &dyn Store) -> Result<(), StoreError> {
 }
 
 /// Opens the local store a URL names: `file:///absolute/folder` (or a plain
-/// path) is a [`FileStore`], which every process on the machine (or on a
-/// shared file system) can use at once. Object stores (`s3://`, `gs://`,
-/// `az://`, `memory://`) are opened by the distributed crate's `open_url`,
-/// which falls back on this one.
+/// path), in its own layout: a store with a database (see [`open_local`])
+/// is a [`DatabaseStore`], which every process on the machine can use at
+/// once; any other is a [`FileStore`], which processes on several machines
+/// can share through a network file system. Object stores (`s3://`,
+/// `gs://`, `az://`, `memory://`) are opened by the distributed crate's
+/// `open_url`, which falls back on this one.
 ///
 /// ```
+/// use routine_core::store::{open_local, open_url, Durability, Layout};
+///
 /// let dir = tempfile::tempdir().unwrap();
-/// let store = routine_core::store::open_url(&format!("file://{}", dir.path().display())).unwrap();
-/// assert!(store.list(None, None).unwrap().is_empty());
+/// let url = format!("file://{}", dir.path().display());
+/// let store = open_url(&url).unwrap();
+/// assert!(format!("{store:?}").starts_with("FileStore"));
+///
+/// let other = tempfile::tempdir().unwrap();
+/// open_local(other.path(), Layout::Database, Durability::Process).unwrap();
+/// let store = open_url(&format!("file://{}", other.path().display())).unwrap();
+/// assert!(format!("{store:?}").starts_with("DatabaseStore"));
 /// ```
 pub fn open_url(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     match (local_path(url), url.split_once("://")) {
+        (Some(path), _) if std::path::Path::new(path).join(database::DATABASE).is_dir() => {
+            Ok(Arc::new(DatabaseStore::open(path)?))
+        }
         (Some(path), _) => Ok(Arc::new(FileStore::open(path)?)),
         (None, scheme) => Err(StoreError::Config(format!(
             "the `{}://` store needs routine's `distributed` feature",
@@ -402,11 +415,13 @@ pub fn open_url(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 /// How a local store keeps its results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Layout {
-    /// One file per result ([`FileStore`]).
-    #[default]
+    /// One file per result ([`FileStore`]): for a folder on a network file
+    /// system, which the database cannot share between machines.
     Files,
     /// Small results in an embedded database, large ones as files
     /// ([`DatabaseStore`]): compact, and faster on misses and cold hits.
+    /// The default.
+    #[default]
     Database,
 }
 

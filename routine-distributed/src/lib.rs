@@ -116,7 +116,7 @@ pub fn broker_of(engine: &Engine) -> Option<Broker> {
 
 /// Opens the store a URL names: `s3://`, `gs://`, `az://` and `memory://`
 /// are object stores; `file:///folder` and plain paths are routine-core's
-/// file store.
+/// local stores ([`routine_core::store::open_url`]).
 ///
 /// ```
 /// let store = routine_distributed::open_url("memory:///results").unwrap();

@@ -74,7 +74,7 @@ struct Shared {
     syncs: AtomicU64,
     /// Whether results may be files here: the folder had task folders when
     /// opened (a store used as files before), or this process wrote a large
-    /// result. Until then a small write has no file to replace, and skips
+    /// result or found a file at a slot. Until then a small write has no file to replace, and skips
     /// looking for one. (A file another process writes later for the same
     /// slot is harmless: the database's entry is read, listed and removed
     /// with it.)
@@ -495,7 +495,15 @@ impl Store for DatabaseStore {
                 }
                 Ok(Some(Found::Bytes(Arc::new(entry))))
             }
-            None => self.files.get(slot),
+            None => {
+                let found = self.files.get(slot);
+                if !matches!(found, Ok(None)) {
+                    // Something is at the slot's path (a result, or what
+                    // cannot be read as one): the next write replaces it.
+                    self.files_written();
+                }
+                found
+            }
         }
     }
 
