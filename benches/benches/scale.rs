@@ -1,34 +1,74 @@
 //! `cargo bench -p routine-bench --bench scale`: 1,000,000 small results in
-//! one store (the database layout), then what `cache ls`, `cache stats`,
-//! `tasks` and `cache gc --max-size` do with them: the store's listing, and
-//! a collection plan applied. Times and peak memory (`VmHWM`, reset before
-//! each step). `ROUTINE_BENCH_QUICK=1` stores 100,000.
+//! one store (the default, database layout), then the commands a user runs
+//! on it: `cache ls`, `cache stats`, `tasks` and `cache gc --max-size`, each
+//! a process of its own (the `scale-cli` program), with its time and its
+//! peak memory (the kernel's `ru_maxrss` of that process). Storing is timed
+//! in this process, its peak memory above what the process held before.
+//! `ROUTINE_BENCH_QUICK=1` stores 100,000.
 
 use std::fs;
+use std::io::Read;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use routine::store::gc::{self, GcPolicy};
 use routine::store::{DatabaseStore, Store};
 use routine::Engine;
 use routine_bench::memory::{current_rss, peak_rss, reset_peak_rss};
+use routine_bench::scale::payload;
 
-/// A 168-byte result (21 numbers).
-#[routine::task(name = "scale-payload", version = "1.0.0")]
-async fn payload(i: u64) -> Vec<f64> {
-    (0..21).map(|j| (i * 21 + j) as f64).collect()
+/// What one command did: its time, its peak memory and what it printed.
+struct Ran {
+    seconds: f64,
+    peak: u64,
+    printed: usize,
 }
 
-/// Runs `step`, returning its time and its peak memory above the memory
-/// held before it.
-fn measured<T>(step: impl FnOnce() -> T) -> (T, f64, u64) {
-    let before = current_rss().unwrap_or(0);
-    reset_peak_rss();
+/// Runs `scale-cli args` on the store at `root`; its output is read and
+/// counted, not kept.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is reaped by wait4, which also gives its resource use"
+)]
+fn command(root: &Path, args: &[&str]) -> Ran {
     let started = Instant::now();
-    let out = step();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scale-cli"))
+        .args(args)
+        .env("ROUTINE_STORE", root)
+        .env_remove("ROUTINE_CONFIG")
+        .env_remove("ROUTINE_LAYOUT")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (mut printed, mut buffer) = (0, vec![0u8; 1 << 16]);
+    loop {
+        match stdout.read(&mut buffer).unwrap() {
+            0 => break,
+            n => printed += n,
+        }
+    }
+    let (status, usage) = wait_with_usage(child.id());
     let seconds = started.elapsed().as_secs_f64();
-    let peak = peak_rss().unwrap_or(0).saturating_sub(before);
-    (out, seconds, peak)
+    assert!(status == 0, "scale-cli {args:?} exited with {status}");
+    Ran {
+        seconds,
+        // Linux gives kibibytes.
+        peak: usage.ru_maxrss as u64 * 1024,
+        printed,
+    }
+}
+
+/// Waits for the process `pid`, returning its exit status and its resource
+/// use (std's `wait` keeps the latter to itself).
+fn wait_with_usage(pid: u32) -> (i32, libc::rusage) {
+    let mut status = 0;
+    // SAFETY: an all-zero `rusage` is a valid value; `wait4` writes both
+    // out-parameters, which live across the call.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid as libc::pid_t, "wait4 failed");
+    (libc::WEXITSTATUS(status), usage)
 }
 
 fn main() {
@@ -57,50 +97,68 @@ fn main() {
         .unwrap();
     eprintln!("scale bench: {results} results in {}", root.display());
 
-    let ((), store_s, store_peak) = measured(|| {
-        runtime.block_on(engine.scope(async {
-            for i in 0..results {
-                std::hint::black_box(payload(i).await);
-            }
-        }))
-    });
-    let (listed, list_s, list_peak) = measured(|| store.list(None, None).unwrap());
-    assert_eq!(listed.len() as u64, results);
-    let total: u64 = listed.iter().map(|l| l.size).sum();
-    let (plan, plan_s, plan_peak) = measured(|| {
-        let policy = GcPolicy {
-            older_than: None,
-            max_size: Some(total / 2),
-        };
-        gc::plan(listed, &policy, SystemTime::now(), |_| false)
-    });
-    let (freed, apply_s, apply_peak) = measured(|| gc::apply(&store, &plan).unwrap());
+    let before = current_rss().unwrap_or(0);
+    reset_peak_rss();
+    let started = Instant::now();
+    runtime.block_on(engine.scope(async {
+        for i in 0..results {
+            std::hint::black_box(payload(i).await);
+        }
+    }));
+    let store_s = started.elapsed().as_secs_f64();
+    let store_peak = peak_rss().unwrap_or(0).saturating_sub(before);
+    let total: u64 = store.list(None, None).unwrap().iter().map(|l| l.size).sum();
+    // The commands open the store themselves.
+    drop((engine, store));
+    let disk: u64 = fs::read_dir(root.join(".database"))
+        .unwrap()
+        .map(|f| f.unwrap().metadata().unwrap().len())
+        .sum();
+
+    let half = (total / 2).to_string();
+    let steps: [(&str, Vec<&str>); 4] = [
+        ("`cache ls`", vec!["cache", "ls"]),
+        ("`cache stats`", vec!["cache", "stats"]),
+        ("`tasks`", vec!["tasks"]),
+        (
+            "`cache gc --max-size` to half the bytes",
+            vec!["cache", "gc", "--max-size", &half],
+        ),
+    ];
+    let ran: Vec<(&str, Ran)> = steps
+        .iter()
+        .map(|(label, args)| (*label, command(&root, args)))
+        .collect();
+    let remaining = DatabaseStore::open(&root)
+        .unwrap()
+        .list(None, None)
+        .unwrap()
+        .len() as u64;
+    assert!(
+        remaining > 0 && remaining < results,
+        "gc kept {remaining} of {results}"
+    );
 
     let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
     println!();
     println!(
-        "| {results} results of 168 bytes, database layout | time | peak memory above the start |"
+        "| {results} results of 168 bytes, database layout ({:.0} MiB of database) | time | peak memory | printed |",
+        mib(disk)
     );
-    println!("|---|---|---|");
+    println!("|---|---|---|---|");
     println!(
-        "| store them (one miss each) | {store_s:.2} s | {:.1} MiB |",
+        "| store them (one miss each, in the bench's process) | {store_s:.2} s | {:.1} MiB above the start | |",
         mib(store_peak)
     );
-    println!(
-        "| list them (what `cache ls`, `cache stats` and `tasks` read) | {list_s:.2} s | {:.1} MiB |",
-        mib(list_peak)
-    );
-    println!(
-        "| plan `gc --max-size` to half ({} to remove) | {plan_s:.2} s | {:.1} MiB |",
-        plan.remove.len(),
-        mib(plan_peak)
-    );
-    println!(
-        "| apply it ({:.1} MiB freed) | {apply_s:.2} s | {:.1} MiB |",
-        mib(freed),
-        mib(apply_peak)
-    );
+    for (label, ran) in &ran {
+        println!(
+            "| {label} | {:.2} s | {:.1} MiB | {:.1} MiB |",
+            ran.seconds,
+            mib(ran.peak),
+            mib(ran.printed as u64)
+        );
+    }
+    println!("| (after gc: {remaining} results kept of {results}) | | | |");
     // A few files holding hundreds of megabytes, after every timed step.
-    drop((engine, store));
     let _ = fs::remove_dir_all(&root);
 }

@@ -1,6 +1,16 @@
 //! Benchmarks live in `benches/`: `engine.rs` and `scale.rs` (run
 //! `cargo bench -p routine-bench`) and `distributed.rs` (run
-//! `./scripts/bench-distributed`). This library holds what they share.
+//! `./scripts/bench-distributed`). This library holds what they share, and
+//! the scale bench's task, which its program `scale-cli` links too.
+
+/// The scale bench's task.
+pub mod scale {
+    /// A 168-byte result (21 numbers).
+    #[routine::task(name = "scale-payload", version = "1.0.0")]
+    pub async fn payload(i: u64) -> Vec<f64> {
+        (0..21).map(|j| (i * 21 + j) as f64).collect()
+    }
+}
 
 /// The process's memory, read from `/proc/self/status` (Linux).
 pub mod memory {

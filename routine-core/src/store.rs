@@ -242,6 +242,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Removes the entry in `slot`; false if there was none.
     fn remove(&self, slot: &Slot<'_>) -> Result<bool, StoreError>;
 
+    /// Removes the entries in `slots`: for each, whether it was there.
+    /// Stores that can remove many at once (in one database commit, say)
+    /// override this; the default removes them one by one.
+    fn remove_many(&self, slots: &[Slot<'_>]) -> Result<Vec<bool>, StoreError> {
+        slots.iter().map(|slot| self.remove(slot)).collect()
+    }
+
     /// Lists entries, optionally of one task, optionally of one version.
     fn list(&self, name: Option<&str>, version: Option<&str>) -> Result<Vec<Listing>, StoreError>;
 
@@ -306,6 +313,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn remove(&self, slot: &Slot<'_>) -> Result<bool, StoreError> {
         (**self).remove(slot)
+    }
+    fn remove_many(&self, slots: &[Slot<'_>]) -> Result<Vec<bool>, StoreError> {
+        (**self).remove_many(slots)
     }
     fn list(&self, name: Option<&str>, version: Option<&str>) -> Result<Vec<Listing>, StoreError> {
         (**self).list(name, version)

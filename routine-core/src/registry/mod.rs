@@ -267,7 +267,16 @@ pub fn tasks() -> impl Iterator<Item = &'static TaskSpec> {
 /// assert!(routine_core::registry::find("no-such-task", "1.0.0").is_none());
 /// ```
 pub fn find(name: &str, version: &str) -> Option<&'static TaskSpec> {
-    tasks().find(|t| t.name == name && t.version == version)
+    // Built once: commands look up the task of every stored result.
+    static BY_ID: OnceLock<HashMap<(&str, &str), &TaskSpec>> = OnceLock::new();
+    let by_id = BY_ID.get_or_init(|| {
+        let mut by_id = HashMap::new();
+        for task in tasks() {
+            by_id.entry((task.name, task.version)).or_insert(task);
+        }
+        by_id
+    });
+    by_id.get(&(name, version)).copied()
 }
 
 /// Checks that no two tasks share a name and version. Engines call this when

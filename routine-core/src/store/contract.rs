@@ -29,6 +29,7 @@ pub fn run(store: &dyn Store) {
     listings_go_by_name_and_version(store);
     a_slot_is_name_version_and_key(store);
     removal_is_reported_once(store);
+    removing_many_says_which_were_there(store);
     async_access_sees_what_sync_access_sees(store);
     concurrent_writers_publish_whole_entries(store);
 }
@@ -192,6 +193,30 @@ pub fn removal_is_reported_once(store: &dyn Store) {
     assert!(store.remove(&s).unwrap());
     assert!(get(store, &s).is_none());
     assert!(!store.remove(&s).unwrap());
+}
+
+/// `remove_many` removes small and large entries of several versions at
+/// once, says which were there, and leaves the others.
+pub fn removing_many_says_which_were_there(store: &dyn Store) {
+    let task = "contract-remove-many";
+    let keys: Vec<Key> = (0..4).map(|n| key(task, n)).collect();
+    let slots: Vec<Slot<'_>> = keys
+        .iter()
+        .enumerate()
+        .map(|(n, k)| slot(task, if n % 2 == 0 { "1.0.0" } else { "2.0.0" }, k))
+        .collect();
+    put(store, &slots[0], b"small");
+    put(store, &slots[1], &vec![7u8; 3 << 20]);
+    put(store, &slots[3], b"kept");
+    let removed = store.remove_many(&slots[..3]).unwrap();
+    assert_eq!(removed, [true, true, false]);
+    for s in &slots[..3] {
+        assert!(get(store, s).is_none());
+    }
+    assert_eq!(get(store, &slots[3]).as_deref(), Some(&b"kept"[..]));
+    assert_eq!(store.list(Some(task), None).unwrap().len(), 1);
+    assert!(store.remove_many(&[]).unwrap().is_empty());
+    clean(store, task);
 }
 
 /// `get_async` and `put_async` see and make the same entries as `get` and

@@ -533,6 +533,31 @@ impl Store for DatabaseStore {
         Ok(in_database || as_file)
     }
 
+    /// One commit for all of `slots`; then their files, looked for only in
+    /// version folders that exist.
+    fn remove_many(&self, slots: &[Slot<'_>]) -> Result<Vec<bool>, StoreError> {
+        let keys = slots.iter().map(db_key).collect::<Result<Vec<_>, _>>()?;
+        let (entries, uses) = (self.shared.entries, self.shared.uses);
+        let mut removed = Vec::with_capacity(slots.len());
+        self.write(|txn| {
+            for key in &keys {
+                uses.delete(txn, key)?;
+                removed.push(entries.delete(txn, key)?);
+            }
+            Ok(true)
+        })?;
+        let mut folders: std::collections::HashMap<(&str, &str), bool> = Default::default();
+        for (slot, removed) in slots.iter().zip(&mut removed) {
+            let folder_exists = *folders
+                .entry((slot.name, slot.version))
+                .or_insert_with(|| self.root().join(slot.name).join(slot.version).is_dir());
+            if folder_exists && self.files.remove(slot)? {
+                *removed = true;
+            }
+        }
+        Ok(removed)
+    }
+
     fn list(&self, name: Option<&str>, version: Option<&str>) -> Result<Vec<Listing>, StoreError> {
         self.flush_uses();
         let mut prefix = Vec::new();
@@ -585,18 +610,22 @@ impl Store for DatabaseStore {
                 }
             }
         }
-        // Large results, and those of an earlier file store.
-        let in_database: std::collections::HashSet<(String, String, Key)> = out
-            .iter()
-            .map(|l| (l.name.clone(), l.version.clone(), l.key))
-            .collect();
-        for listing in self.files.list(name, version)? {
-            if !in_database.contains(&(listing.name.clone(), listing.version.clone(), listing.key))
-            {
-                out.push(listing);
-            }
+        // Large results, and those of an earlier file store, but not a
+        // file the database's entry of the same slot shadows.
+        out.sort(); // in the database's order already: a linear check
+        fn slot_of(l: &Listing) -> (&str, &str, Key) {
+            (&l.name, &l.version, l.key)
         }
-        out.sort();
+        let files: Vec<Listing> = (self.files.list(name, version)?.into_iter())
+            .filter(|file| {
+                out.binary_search_by(|l| slot_of(l).cmp(&slot_of(file)))
+                    .is_err()
+            })
+            .collect();
+        if !files.is_empty() {
+            out.extend(files);
+            out.sort();
+        }
         Ok(out)
     }
 
@@ -750,7 +779,17 @@ mod tests {
         // Written again, it moves to the database: one listing still.
         super::super::put_whole(&store, &slot, b"in the database").unwrap();
         assert_eq!(store.list(None, None).unwrap().len(), 1);
-        assert!(!dir.path().join("train/0.0.1").join(key.to_hex()).exists());
+        let file = dir.path().join("train/0.0.1").join(key.to_hex());
+        assert!(!file.exists());
+        // A file another process writes meanwhile is shadowed: listed
+        // once, read from the database, removed with it.
+        std::fs::copy(dir.path().join(".routine-store"), &file).unwrap();
+        let listed = store.list(None, None).unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].size, b"in the database".len() as u64);
+        assert_eq!(store.remove_many(&[slot]).unwrap(), [true]);
+        assert!(!file.exists());
+        assert!(store.list(None, None).unwrap().is_empty());
     }
 
     #[test]

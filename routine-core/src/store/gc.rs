@@ -92,7 +92,9 @@ pub fn plan(
     // that a plan is reproducible. Uses within the recording's resolution
     // are not ordered among themselves: any of them may be the entry just
     // read, so all of them go last.
-    let recent = |l: &Listing| !super::access_is_stale(l.accessed, now);
+    // Not stale (`access_is_stale`) is at or after this.
+    let cutoff = now.checked_sub(super::ACCESS_RESOLUTION);
+    let recent = |l: &Listing| cutoff.is_none_or(|cutoff| l.accessed >= cutoff);
     listings.sort_by(|a, b| {
         (recent(a), a.accessed)
             .cmp(&(recent(b), b.accessed))
@@ -133,19 +135,33 @@ pub fn plan(
 /// Removes what `plan` chose; returns the bytes freed. An entry already
 /// gone (removed by another process) is not an error.
 pub fn apply(store: &dyn Store, plan: &GcPlan) -> Result<u64, StoreError> {
+    // In slot order, so that each batch touches one stretch of a database
+    // (a B-tree page is rewritten once, not once per batch).
+    let mut order: Vec<&Listing> = plan.remove.iter().map(|(listing, _)| listing).collect();
+    order.sort_unstable_by(|a, b| (&a.name, &a.version, a.key).cmp(&(&b.name, &b.version, b.key)));
     let mut freed = 0;
-    for (listing, _) in &plan.remove {
-        let slot = Slot {
-            name: &listing.name,
-            version: &listing.version,
-            key: &listing.key,
-        };
-        if store.remove(&slot)? {
-            freed += listing.size;
+    for batch in order.chunks(REMOVE_BATCH) {
+        let slots: Vec<Slot<'_>> = batch
+            .iter()
+            .map(|listing| Slot {
+                name: &listing.name,
+                version: &listing.version,
+                key: &listing.key,
+            })
+            .collect();
+        let removed = store.remove_many(&slots)?;
+        for (listing, removed) in batch.iter().zip(removed) {
+            if removed {
+                freed += listing.size;
+            }
         }
     }
     Ok(freed)
 }
+
+/// Entries [`apply`] hands the store at once: a database removes each
+/// batch in one commit, and other processes wait at most that long.
+const REMOVE_BATCH: usize = 10_000;
 
 #[cfg(test)]
 mod tests {
