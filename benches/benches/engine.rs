@@ -831,16 +831,16 @@ fn main() {
         };
         let before = misses(fresh_base());
         let per_result = disk_use(&dir) as f64 / results as f64;
-        // Remove every result, as `cache gc` would, then miss again.
+        // Remove every result, as `cache gc` does, then miss again.
         let listed = store.store().list(Some("bench-payload"), None).unwrap();
-        for listing in &listed {
-            let slot = routine::store::Slot {
-                name: &listing.name,
-                version: &listing.version,
-                key: &listing.key,
-            };
-            store.store().remove(&slot).unwrap();
-        }
+        let plan = routine::store::gc::GcPlan {
+            remove: listed
+                .into_iter()
+                .map(|l| (l, routine::store::gc::Reason::OverSize))
+                .collect(),
+            keep: Vec::new(),
+        };
+        routine::store::gc::apply(store.store(), &plan).unwrap();
         let after = misses(fresh_base());
         layout_rows.push((layout, per_result, before, after));
     }

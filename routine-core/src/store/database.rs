@@ -136,10 +136,11 @@ impl Shared {
             |e: heed::Error| StoreError::io("open the database", folder)(io::Error::other(e));
         let mut options = EnvOpenOptions::new().read_txn_without_tls();
         options.map_size(MAP_SIZE).max_dbs(2).max_readers(1024);
-        // SAFETY: the flag only skips the sync at commit; `write` syncs
-        // where durability asks for it. The map is never modified outside
-        // LMDB, and this process opens the folder once (see `OPEN`).
-        unsafe { options.flags(EnvFlags::NO_SYNC) };
+        // SAFETY: the flags only skip syncs at commit; `write` turns the
+        // data's sync back on where durability asks for it (see there).
+        // The map is never modified outside LMDB, and this process opens
+        // the folder once (see `OPEN`).
+        unsafe { options.flags(EnvFlags::NO_SYNC | EnvFlags::NO_META_SYNC) };
         let env = match unsafe { options.open(folder) } {
             // The last store on this folder is closing on another thread:
             // wait for it, then open afresh.
@@ -171,6 +172,29 @@ impl Shared {
             files_possible: AtomicBool::new(files_possible),
             pending_uses: Mutex::default(),
         })
+    }
+}
+
+impl Shared {
+    /// Whether the next commit syncs its pages before it writes the meta
+    /// page. With durability asked for, it must: were the meta page to reach
+    /// the disk before the pages it points at, a power cut would leave the
+    /// database broken, not merely without its last write. The meta page
+    /// itself is never synced by the commit (`NO_META_SYNC`): `write` syncs
+    /// it after, once for every write that committed meanwhile. Called
+    /// with a write transaction open, so no other thread of this process
+    /// is in a commit or here.
+    fn sync_data_at_commit(&self, sync: bool) -> heed::Result<()> {
+        let skipping = self.env.get_flags()? & EnvFlags::NO_SYNC.bits() != 0;
+        if skipping == sync {
+            let mode = match sync {
+                true => heed::FlagSetMode::Disable,
+                false => heed::FlagSetMode::Enable,
+            };
+            // SAFETY: no other thread sets flags meanwhile (see above).
+            unsafe { self.env.set_flags(EnvFlags::NO_SYNC, mode) }?;
+        }
+        Ok(())
     }
 }
 
@@ -238,10 +262,17 @@ impl DatabaseStore {
         let shared = &*self.shared;
         let pending = self.take_pending_uses();
         let mut txn = shared.env.write_txn().map_err(self.error("write"))?;
+        shared
+            .sync_data_at_commit(self.durability == Durability::Fsync)
+            .map_err(self.error("write"))?;
         record_uses(&shared.uses, &mut txn, pending).map_err(self.error("write"))?;
         let changed = change(&mut txn).map_err(self.error("write"))?;
         txn.commit().map_err(self.error("commit"))?;
         if self.durability == Durability::Fsync {
+            // The commit synced its pages before writing the meta page that
+            // points at them (unsynced: see `sync_data_at_commit`); this
+            // sync makes the meta page durable too, and serves every write
+            // that committed meanwhile.
             let mine = shared.committed.fetch_add(1, Ordering::AcqRel) + 1;
             let mut synced = shared.synced.lock().unwrap_or_else(PoisonError::into_inner);
             if *synced < mine {
