@@ -93,8 +93,8 @@ impl Row {
         let task = task_of(listing);
         Row {
             routine: format!("{}@{}", listing.name, listing.version),
-            name: listing.name.clone(),
-            version: listing.version.clone(),
+            name: listing.name.to_string(),
+            version: listing.version.to_string(),
             key: listing.key.to_hex(),
             size: listing.size,
             created: output::unix_seconds(listing.created),
@@ -578,7 +578,7 @@ fn stats(store: &dyn Store, args: &JsonOnly) -> Result<(), Failure> {
     let rows: Vec<StatsRow> = by_routine(&listings)
         .into_iter()
         .map(|((name, version), mine)| {
-            let task = registry::find(&name, &version);
+            let task = registry::find(name, version);
             let times = |at: fn(&Listing) -> SystemTime| mine.iter().map(move |l| at(l));
             let seconds =
                 |at: Option<SystemTime>| output::unix_seconds(at.unwrap_or(SystemTime::UNIX_EPOCH));
@@ -594,8 +594,8 @@ fn stats(store: &dyn Store, args: &JsonOnly) -> Result<(), Failure> {
                 last_used: seconds(times(|l| l.accessed).max()),
                 results: mine.len(),
                 bytes: mine.iter().map(|l| l.size).sum(),
-                name,
-                version,
+                name: name.to_owned(),
+                version: version.to_owned(),
             }
         })
         .collect();

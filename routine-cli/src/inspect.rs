@@ -84,7 +84,7 @@ pub(crate) fn tasks(config: &Config, args: &JsonOnly) -> Result<(), Failure> {
         .into_iter()
         .map(|task| {
             let mine = stored
-                .get(&(task.name().to_owned(), task.version().to_owned()))
+                .get(&(task.name(), task.version()))
                 .map_or(&[][..], Vec::as_slice);
             TaskRow {
                 id: task.id().to_string(),

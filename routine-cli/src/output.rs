@@ -20,20 +20,32 @@ pub(crate) struct Ui {
 /// Columns of text, left-aligned, separated by two spaces.
 pub(crate) struct Table {
     headers: Vec<&'static str>,
-    rows: Vec<Vec<String>>,
+    /// Each row's cells, joined by `SEPARATOR`: one allocation per row,
+    /// which matters for a million of them.
+    rows: Vec<Box<str>>,
+    /// Each column's width so far, in characters.
+    widths: Vec<usize>,
 }
+
+/// Between a row's cells: no cell holds it.
+const SEPARATOR: char = '\0';
 
 impl Table {
     pub(crate) fn new(headers: &[&'static str]) -> Table {
         Table {
             headers: headers.to_vec(),
             rows: Vec::new(),
+            widths: headers.iter().map(|h| h.chars().count()).collect(),
         }
     }
 
     pub(crate) fn row(&mut self, cells: Vec<String>) {
         debug_assert_eq!(cells.len(), self.headers.len());
-        self.rows.push(cells);
+        for (width, cell) in self.widths.iter_mut().zip(&cells) {
+            debug_assert!(!cell.contains(SEPARATOR));
+            *width = (*width).max(cell.chars().count());
+        }
+        self.rows.push(cells.join("\0").into_boxed_str());
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -41,37 +53,47 @@ impl Table {
     }
 
     pub(crate) fn print(&self) -> Result<(), Failure> {
-        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
-        for row in &self.rows {
-            for (width, cell) in widths.iter_mut().zip(row) {
-                *width = (*width).max(cell.chars().count());
-            }
-        }
-        let mut out = String::new();
-        let headers: Vec<String> = self.headers.iter().map(|h| h.to_string()).collect();
-        for row in std::iter::once(&headers).chain(&self.rows) {
-            let mut line = String::new();
-            for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
-                if i + 1 == row.len() {
-                    line.push_str(cell);
-                } else {
-                    line.push_str(&format!("{cell:<width$}  "));
+        written(self.write_to(&mut std::io::BufWriter::new(std::io::stdout().lock())))
+    }
+
+    /// Writes the table, a line at a time: columns padded to their widest
+    /// cell, the last one not, no trailing spaces.
+    fn write_to(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let mut line = String::new();
+        let headers = self.headers.join("\0");
+        for row in std::iter::once(headers.as_str()).chain(self.rows.iter().map(|r| &**r)) {
+            line.clear();
+            let cells = row.split(SEPARATOR);
+            let last = self.widths.len() - 1;
+            for (i, (cell, width)) in cells.zip(&self.widths).enumerate() {
+                line.push_str(cell);
+                if i != last {
+                    let pad = width.saturating_sub(cell.chars().count()) + 2;
+                    line.extend(std::iter::repeat_n(' ', pad));
                 }
             }
-            out.push_str(line.trim_end());
-            out.push('\n');
+            let trimmed = line.trim_end().len();
+            line.truncate(trimmed);
+            line.push('\n');
+            out.write_all(line.as_bytes())?;
         }
-        print(&out)
+        out.flush()
     }
 }
 
 /// Writes to standard output; a closed pipe (`| head`) is not an error.
 pub(crate) fn print(text: &str) -> Result<(), Failure> {
     let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
+    written(
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush()),
+    )
+}
+
+/// What a write to standard output came to: a closed pipe is not an error.
+fn written(result: std::io::Result<()>) -> Result<(), Failure> {
+    match result {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(Failure::failed(format!("cannot write the output: {e}"))),
@@ -160,5 +182,24 @@ mod tests {
         assert_eq!(age(now - Duration::from_secs(90), now), "1m ago");
         assert_eq!(age(now + Duration::from_secs(3 * 86_400), now), "in 3d");
         assert_eq!(run_time(Duration::from_micros(12_300)), "12.3 ms");
+    }
+
+    #[test]
+    fn a_table_pads_every_column_but_the_last() {
+        let mut table = Table::new(&["KEY", "ROUTINE", "NOTE"]);
+        table.row(vec![
+            "3b8ef55b8fc9".into(),
+            "fit@0.0.1".into(),
+            String::new(),
+        ]);
+        table.row(vec!["a1".into(), "é@1".into(), "expired".into()]);
+        let mut out = Vec::new();
+        table.write_to(&mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "KEY           ROUTINE    NOTE\n\
+             3b8ef55b8fc9  fit@0.0.1\n\
+             a1            é@1        expired\n"
+        );
     }
 }

@@ -97,7 +97,7 @@ pub(crate) fn unknown_name(name: &str, store: &dyn Store) -> Result<Failure, Fai
     let stored = stored_results(store)?;
     let mut names: Vec<&str> = registry::tasks()
         .map(|t| t.name())
-        .chain(stored.iter().map(|l| l.name.as_str()))
+        .chain(stored.iter().map(|l| &*l.name))
         .collect();
     names.sort_unstable();
     names.dedup();
@@ -150,10 +150,10 @@ pub(crate) fn sorted_tasks() -> Vec<&'static TaskSpec> {
 }
 
 /// Stored results by (name, version), in that order.
-pub(crate) fn by_routine(listings: &[Listing]) -> BTreeMap<(String, String), Vec<&Listing>> {
-    let mut out: BTreeMap<(String, String), Vec<&Listing>> = BTreeMap::new();
+pub(crate) fn by_routine(listings: &[Listing]) -> BTreeMap<(&str, &str), Vec<&Listing>> {
+    let mut out: BTreeMap<(&str, &str), Vec<&Listing>> = BTreeMap::new();
     for listing in listings {
-        out.entry((listing.name.clone(), listing.version.clone()))
+        out.entry((&listing.name, &listing.version))
             .or_default()
             .push(listing);
     }

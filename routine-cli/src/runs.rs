@@ -95,7 +95,7 @@ fn find_run(store: &dyn Store, prefix: &str) -> Result<RunId, Failure> {
     let mut ids: Vec<String> = store
         .list(Some(lineage::RUNS), None)?
         .into_iter()
-        .map(|l| l.version)
+        .map(|l| l.version.to_string())
         .filter(|id| id.starts_with(prefix))
         .collect();
     ids.dedup();

@@ -293,7 +293,7 @@ pub struct RunSummary {
 /// Every run recorded in `store`, oldest first.
 pub fn runs(store: &dyn Store) -> Result<Vec<RunSummary>, LineageError> {
     // One listing of every record, grouped by run: not one more per run.
-    let mut by_run: BTreeMap<String, Vec<Key>> = BTreeMap::new();
+    let mut by_run: BTreeMap<std::sync::Arc<str>, Vec<Key>> = BTreeMap::new();
     for listing in store.list(Some(RUNS), None)? {
         by_run.entry(listing.version).or_default().push(listing.key);
     }

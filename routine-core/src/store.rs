@@ -97,12 +97,14 @@ pub trait EntryWrite: Write + Send {
 }
 
 /// One stored entry, as listed. Listings sort by task name, version, key.
+/// The listings of one task version share their name and version (a
+/// store may hold millions of results).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Listing {
     /// Task name.
-    pub name: String,
+    pub name: Arc<str>,
     /// Task version.
-    pub version: String,
+    pub version: Arc<str>,
     /// The call's key.
     pub key: Key,
     /// Size of the whole entry in bytes.

@@ -577,8 +577,8 @@ impl Store for ObjectStoreBackend {
                 let created = SystemTime::from(meta.last_modified);
                 let used = uses.remove(&(name.clone(), version.clone(), key));
                 Some(Listing {
-                    name,
-                    version,
+                    name: name.into(),
+                    version: version.into(),
                     key,
                     size: meta.size,
                     created,

@@ -148,14 +148,16 @@ pub fn listings_go_by_name_and_version(store: &dyn Store) {
     put(store, &slot(other, "1.0.0", &keys[3]), b"other");
 
     let all = store.list(None, None).unwrap();
-    let ours = |name: &str| all.iter().filter(|l| l.name == name).count();
+    let ours = |name: &str| all.iter().filter(|l| &*l.name == name).count();
     assert_eq!((ours(task), ours(other)), (3, 1), "{all:?}");
     assert_eq!(store.list(Some(task), None).unwrap().len(), 3);
     let v1 = store.list(Some(task), Some("1.0.0")).unwrap();
     let mut sizes: Vec<u64> = v1.iter().map(|l| l.size).collect();
     sizes.sort_unstable();
     assert_eq!(sizes, [3, 4]);
-    assert!(v1.iter().all(|l| l.name == task && l.version == "1.0.0"));
+    assert!(v1
+        .iter()
+        .all(|l| &*l.name == task && &*l.version == "1.0.0"));
     // Times are those of the write, on the machine's clock (give or take a
     // server's rounding).
     let now = SystemTime::now();

@@ -409,7 +409,7 @@ pub fn migrate(root: &Path, layout: super::Layout) -> Result<Migrated, StoreErro
             }
         }
         super::Layout::Files => {
-            let in_files: std::collections::HashSet<(String, String, Key)> = store
+            let in_files: std::collections::HashSet<(Arc<str>, Arc<str>, Key)> = store
                 .files
                 .list(None, None)?
                 .into_iter()
@@ -478,12 +478,12 @@ fn db_key_unchecked(slot: &Slot<'_>) -> Vec<u8> {
 }
 
 /// The name, version and key a database key holds.
-fn parse_db_key(bytes: &[u8]) -> Option<(String, String, Key)> {
+fn parse_db_key(bytes: &[u8]) -> Option<(&str, &str, Key)> {
     let mut parts = bytes.splitn(3, |b| *b == 0);
     let name = std::str::from_utf8(parts.next()?).ok()?;
     let version = std::str::from_utf8(parts.next()?).ok()?;
     let key: [u8; 32] = parts.next()?.try_into().ok()?;
-    Some((name.to_owned(), version.to_owned(), Key::from_bytes(key)))
+    Some((name, version, Key::from_bytes(key)))
 }
 
 /// The time a stored value starts with; the epoch for a value too short
@@ -611,14 +611,23 @@ impl Store for DatabaseStore {
                 let Some((entry_name, entry_version, key)) = parse_db_key(db_key) else {
                     return Ok(());
                 };
+                // One name and version for all of a task version's results.
+                let shared_names = match out.last() {
+                    Some(Listing { name, version, .. })
+                        if **name == *entry_name && **version == *entry_version =>
+                    {
+                        (Arc::clone(name), Arc::clone(version))
+                    }
+                    _ => (Arc::from(entry_name), Arc::from(entry_version)),
+                };
                 let created = time(value);
                 let accessed = match shared.uses.get(&txn, db_key).map_err(self.error("list"))? {
                     Some(used) if used.len() == 8 => time(used).max(created),
                     _ => created,
                 };
                 out.push(Listing {
-                    name: entry_name,
-                    version: entry_version,
+                    name: shared_names.0,
+                    version: shared_names.1,
                     key,
                     size: value.len().saturating_sub(8) as u64,
                     created,

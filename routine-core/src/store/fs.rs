@@ -220,12 +220,14 @@ impl Store for FileStore {
                 }
                 None => subdirectories(&task_dir, check_version)?,
             };
+            let name: Arc<str> = name.into();
             for version in versions {
-                let dir = task_dir.join(&version);
+                let dir = task_dir.join(&*version);
+                let version: Arc<str> = version.into();
                 for (key, meta) in entries_in(&dir)? {
                     out.push(Listing {
-                        name: name.clone(),
-                        version: version.clone(),
+                        name: Arc::clone(&name),
+                        version: Arc::clone(&version),
                         key,
                         size: meta.len(),
                         created: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),

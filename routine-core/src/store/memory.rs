@@ -95,8 +95,8 @@ impl Store for MemoryStore {
                 name.is_none_or(|n| *s.name == *n) && version.is_none_or(|v| *s.version == *v)
             })
             .map(|(key, s)| Listing {
-                name: s.name.to_string(),
-                version: s.version.to_string(),
+                name: Arc::clone(&s.name),
+                version: Arc::clone(&s.version),
                 key: *key,
                 size: s.bytes.len() as u64,
                 created: s.created,
