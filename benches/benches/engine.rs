@@ -796,6 +796,56 @@ fn main() {
             peer,
         ));
     }
+    // Durable misses from 8 callers at once, each on a thread of its own
+    // (the time per call is the batch's time over all its calls): the
+    // database layout puts the writes that arrive during a commit into the
+    // next one; `cached`'s database commits one write at a time.
+    let callers = 8u64;
+    let per_caller = if quick { 25 } else { 50 };
+    let concurrent = database_engine(
+        &root.join("miss-database-concurrent"),
+        Durability::Fsync,
+        routine::engine::DEFAULT_CACHE_CAPACITY,
+    );
+    // Each caller makes its calls on the keys of one range.
+    let at_once = |calls: &(dyn Fn(std::ops::Range<u64>) + Sync)| {
+        let base = fresh_base();
+        timed(callers * per_caller, || {
+            std::thread::scope(|threads| {
+                for caller in 0..callers {
+                    let start = base + caller * per_caller;
+                    threads.spawn(move || calls(start..start + per_caller));
+                }
+            })
+        })
+    };
+    let m = medians(
+        batches.min(9),
+        vec![
+            Box::new(|| {
+                at_once(&|keys| {
+                    runtime().block_on(concurrent.scope(async {
+                        for i in keys {
+                            std::hint::black_box(trivial(i).await);
+                        }
+                    }))
+                })
+            }),
+            Box::new(|| {
+                at_once(&|keys| {
+                    for i in keys {
+                        std::hint::black_box(cached_trivial_durable(i).unwrap());
+                    }
+                })
+            }),
+        ],
+    );
+    peer_rows.push((
+        "peer: miss, trivial body, fsync, database store, 8 callers at once",
+        m[0],
+        m[1],
+    ));
+
     for (label, ours, peer) in peer_rows {
         table.row(label, ours, "cached", peer, "ahead (< 1x)", ours < peer);
     }

@@ -14,8 +14,9 @@
 //! process killed at any moment leaves the last committed state, and
 //! several processes share the database (its own lock file serialises
 //! writers). Commits are not synced by themselves; with
-//! [`Durability::Fsync`] each write is synced before it returns, and writes
-//! that commit while a sync runs share the next one (group commit).
+//! [`Durability::Fsync`] each write is synced before it returns, and the
+//! writers that arrive while one commits join the next commit together
+//! (group commit: one transaction and its two syncs for all of them).
 //!
 //! A folder used as a file store before reads on: its entries are found as
 //! files, and new small results go to the database.
@@ -23,7 +24,7 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use heed::types::Bytes;
@@ -67,9 +68,10 @@ struct Shared {
     env: Env<heed::WithoutTls>,
     entries: Database<Bytes, Bytes>,
     uses: Database<Bytes, Bytes>,
-    /// Group commit: writes committed so far, and those synced.
-    committed: AtomicU64,
-    synced: Mutex<u64>,
+    /// Durable writes waiting for a commit (see `DatabaseStore::commit_durably`).
+    durable: Mutex<DurableQueue>,
+    /// Notified when a durable batch is done.
+    durable_done: Condvar,
     /// Syncs run, for the tests of group commit.
     syncs: AtomicU64,
     /// Whether results may be files here: the folder had task folders when
@@ -85,6 +87,29 @@ struct Shared {
     /// not one each. A crash loses at most these: access times are a hint
     /// for `cache gc`, to within [`super::ACCESS_RESOLUTION`] anyway.
     pending_uses: Mutex<PendingUses>,
+}
+
+/// The writes of one change to the database.
+enum Change {
+    /// An entry (its creation time, then the entry), replacing any entry
+    /// and recorded use of its key.
+    Put { key: Vec<u8>, value: Vec<u8> },
+    /// An entry and its recorded use removed; its outcome says whether the
+    /// entry was there.
+    Remove { key: Vec<u8> },
+}
+
+/// What a batch of durable writes came to, for each writer in it: whether
+/// each of its changes changed something, or why the batch failed.
+type Outcome = Arc<OnceLock<Result<Vec<bool>, String>>>;
+
+/// Durable writes gathered for the next commit.
+#[derive(Default)]
+struct DurableQueue {
+    /// Whether a writer is committing a batch now.
+    leading: bool,
+    /// The next batch: each writer's changes and where its outcome goes.
+    waiting: Vec<(Vec<Change>, Outcome)>,
 }
 
 #[derive(Default)]
@@ -166,8 +191,8 @@ impl Shared {
             env,
             entries,
             uses,
-            committed: AtomicU64::new(0),
-            synced: Mutex::new(0),
+            durable: Mutex::default(),
+            durable_done: Condvar::new(),
             syncs: AtomicU64::new(0),
             files_possible: AtomicBool::new(files_possible),
             pending_uses: Mutex::default(),
@@ -180,8 +205,8 @@ impl Shared {
     /// page. With durability asked for, it must: were the meta page to reach
     /// the disk before the pages it points at, a power cut would leave the
     /// database broken, not merely without its last write. The meta page
-    /// itself is never synced by the commit (`NO_META_SYNC`): `write` syncs
-    /// it after, once for every write that committed meanwhile. Called
+    /// itself is never synced by the commit (`NO_META_SYNC`): `commit` syncs
+    /// it after. Called
     /// with a write transaction open, so no other thread of this process
     /// is in a commit or here.
     fn sync_data_at_commit(&self, sync: bool) -> heed::Result<()> {
@@ -253,36 +278,104 @@ impl DatabaseStore {
         move |e| StoreError::io(op, self.root().join(DATABASE))(io::Error::other(e))
     }
 
-    /// Writes `change` in one transaction, then syncs it if durability
-    /// asks for it, sharing a sync with writes that committed meanwhile.
-    fn write(
-        &self,
-        change: impl FnOnce(&mut heed::RwTxn<'_>) -> heed::Result<bool>,
-    ) -> Result<bool, StoreError> {
-        let shared = &*self.shared;
-        let pending = self.take_pending_uses();
-        let mut txn = shared.env.write_txn().map_err(self.error("write"))?;
-        shared
-            .sync_data_at_commit(self.durability == Durability::Fsync)
-            .map_err(self.error("write"))?;
-        record_uses(&shared.uses, &mut txn, pending).map_err(self.error("write"))?;
-        let changed = change(&mut txn).map_err(self.error("write"))?;
-        txn.commit().map_err(self.error("commit"))?;
-        if self.durability == Durability::Fsync {
-            // The commit synced its pages before writing the meta page that
-            // points at them (unsynced: see `sync_data_at_commit`); this
-            // sync makes the meta page durable too, and serves every write
-            // that committed meanwhile.
-            let mine = shared.committed.fetch_add(1, Ordering::AcqRel) + 1;
-            let mut synced = shared.synced.lock().unwrap_or_else(PoisonError::into_inner);
-            if *synced < mine {
-                let upto = shared.committed.load(Ordering::Acquire);
-                shared.env.force_sync().map_err(self.error("sync"))?;
-                shared.syncs.fetch_add(1, Ordering::Relaxed);
-                *synced = upto;
-            }
+    /// Makes `changes` in one commit, with the uses noted so far; for each,
+    /// whether it changed something. With [`Durability::Fsync`] the commit
+    /// is synced before this returns, and writers that arrive while one
+    /// commits join the next commit together (group commit).
+    fn write(&self, changes: Vec<Change>) -> Result<Vec<bool>, StoreError> {
+        match self.durability {
+            Durability::Process => self.commit(vec![changes], false).map(|mut o| o.remove(0)),
+            Durability::Fsync => self.commit_durably(changes),
         }
-        Ok(changed)
+    }
+
+    /// Commits the changes of several writers in one transaction; with
+    /// `sync`, syncs it (see `sync_data_at_commit` for the order).
+    fn commit(&self, writers: Vec<Vec<Change>>, sync: bool) -> Result<Vec<Vec<bool>>, StoreError> {
+        let shared = &*self.shared;
+        let failed = self.error("write");
+        let pending = self.take_pending_uses();
+        let mut txn = shared.env.write_txn().map_err(&failed)?;
+        shared.sync_data_at_commit(sync).map_err(&failed)?;
+        record_uses(&shared.uses, &mut txn, pending).map_err(&failed)?;
+        let (entries, uses) = (shared.entries, shared.uses);
+        let mut outcomes = Vec::with_capacity(writers.len());
+        for changes in writers {
+            let mut changed = Vec::with_capacity(changes.len());
+            for change in changes {
+                changed.push(match change {
+                    Change::Put { key, value } => {
+                        entries.put(&mut txn, &key, &value).map_err(&failed)?;
+                        uses.delete(&mut txn, &key).map_err(&failed)?;
+                        true
+                    }
+                    Change::Remove { key } => {
+                        uses.delete(&mut txn, &key).map_err(&failed)?;
+                        entries.delete(&mut txn, &key).map_err(&failed)?
+                    }
+                });
+            }
+            outcomes.push(changed);
+        }
+        txn.commit().map_err(self.error("commit"))?;
+        if sync {
+            // The commit synced its pages before it wrote the meta page
+            // that points at them; this makes the meta page durable too.
+            shared.env.force_sync().map_err(self.error("sync"))?;
+            shared.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(outcomes)
+    }
+
+    /// A durable write: joins the next batch, and commits it if no other
+    /// writer is committing one; else waits for its batch to be done.
+    fn commit_durably(&self, changes: Vec<Change>) -> Result<Vec<bool>, StoreError> {
+        let shared = &*self.shared;
+        let lock = || {
+            shared
+                .durable
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        let mine = Outcome::default();
+        let mut queue = lock();
+        queue.waiting.push((changes, Arc::clone(&mine)));
+        loop {
+            if let Some(outcome) = mine.get() {
+                return outcome.clone().map_err(|message| {
+                    StoreError::io("commit", self.root().join(DATABASE))(io::Error::other(message))
+                });
+            }
+            if queue.leading {
+                queue = shared
+                    .durable_done
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            // Nobody is committing and this writer's batch is not done: it
+            // is the waiting batch. Commit it.
+            queue.leading = true;
+            let batch = std::mem::take(&mut queue.waiting);
+            drop(queue);
+            let (writers, outcomes): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let committed = self.commit(writers, true);
+            match committed {
+                Ok(changed) => {
+                    for (outcome, changed) in outcomes.iter().zip(changed) {
+                        let _ = outcome.set(Ok(changed));
+                    }
+                }
+                Err(e) => {
+                    for outcome in &outcomes {
+                        let _ = outcome.set(Err(e.to_string()));
+                    }
+                }
+            }
+            queue = lock();
+            queue.leading = false;
+            shared.durable_done.notify_all();
+        }
     }
 
     fn put_small(&self, slot: &Slot<'_>, entry: &[u8]) -> Result<(), StoreError> {
@@ -291,12 +384,7 @@ impl DatabaseStore {
         let mut value = Vec::with_capacity(8 + entry.len());
         value.extend_from_slice(&now.to_le_bytes());
         value.extend_from_slice(entry);
-        let (entries, uses) = (self.shared.entries, self.shared.uses);
-        self.write(|txn| {
-            entries.put(txn, &key, &value)?;
-            uses.delete(txn, &key)?;
-            Ok(true)
-        })?;
+        self.write(vec![Change::Put { key, value }])?;
         // The entry replaces a file of the same slot, if any.
         if self.shared.files_possible.load(Ordering::Relaxed) {
             self.files.remove(slot)?;
@@ -311,11 +399,7 @@ impl DatabaseStore {
 
     fn remove_small(&self, slot: &Slot<'_>) -> Result<bool, StoreError> {
         let key = db_key(slot)?;
-        let (entries, uses) = (self.shared.entries, self.shared.uses);
-        self.write(|txn| {
-            uses.delete(txn, &key)?;
-            entries.delete(txn, &key)
-        })
+        Ok(self.write(vec![Change::Remove { key }])?[0])
     }
 
     fn take_pending_uses(&self) -> Vec<(Vec<u8>, [u8; 8])> {
@@ -354,7 +438,7 @@ impl DatabaseStore {
         if none {
             return;
         }
-        if let Err(e) = self.write(|_| Ok(false)) {
+        if let Err(e) = self.write(Vec::new()) {
             tracing::debug!(error = %e, "cannot record the uses of stored entries");
         }
     }
@@ -567,16 +651,11 @@ impl Store for DatabaseStore {
     /// One commit for all of `slots`; then their files, looked for only in
     /// version folders that exist.
     fn remove_many(&self, slots: &[Slot<'_>]) -> Result<Vec<bool>, StoreError> {
-        let keys = slots.iter().map(db_key).collect::<Result<Vec<_>, _>>()?;
-        let (entries, uses) = (self.shared.entries, self.shared.uses);
-        let mut removed = Vec::with_capacity(slots.len());
-        self.write(|txn| {
-            for key in &keys {
-                uses.delete(txn, key)?;
-                removed.push(entries.delete(txn, key)?);
-            }
-            Ok(true)
-        })?;
+        let removals = slots
+            .iter()
+            .map(|slot| db_key(slot).map(|key| Change::Remove { key }))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut removed = self.write(removals)?;
         let mut folders: std::collections::HashMap<(&str, &str), bool> = Default::default();
         for (slot, removed) in slots.iter().zip(&mut removed) {
             let folder_exists = *folders
@@ -914,10 +993,8 @@ mod tests {
     fn put_aged(store: &DatabaseStore, slot: &Slot<'_>, age: Duration) {
         let mut value = unix_nanos(SystemTime::now() - age).to_le_bytes().to_vec();
         value.extend_from_slice(b"x");
-        let (entries, key) = (store.shared.entries, db_key(slot).unwrap());
-        store
-            .write(|txn| entries.put(txn, &key, &value).map(|()| true))
-            .unwrap();
+        let key = db_key(slot).unwrap();
+        store.write(vec![Change::Put { key, value }]).unwrap();
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! ```
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::Path;
 
 use super::{check_name, check_version, StoreError};
@@ -38,32 +38,57 @@ pub(crate) fn claim(root: &Path) -> Result<(), StoreError> {
         return Err(not_a_store(root, "it is the root of a file system"));
     }
     let marker = root.join(MARKER);
-    match fs::read_to_string(&marker) {
-        Ok(text) => return check(root, &text),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(StoreError::io("read the store marker", &marker)(e)),
+    if let Some(text) = read_marker(&marker)? {
+        return check(root, &text);
     }
     let earlier = match Layout::of(root)? {
         Layout::Empty => false,
         Layout::EarlierStore => true,
-        Layout::Foreign(what) => return Err(not_a_store(root, &what)),
+        // Another process may have marked it, then begun to use it, since
+        // the marker was looked for.
+        Layout::Foreign(what) => {
+            return match read_marker(&marker)? {
+                Some(text) => check(root, &text),
+                None => Err(not_a_store(root, &what)),
+            }
+        }
     };
-    match fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&marker)
-    {
-        Ok(mut file) => file
-            .write_all(format!("{PREFIX}{LAYOUT}\n").as_bytes())
-            .map_err(StoreError::io("write the store marker", &marker))?,
-        // Another process marked it first.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(StoreError::io("write the store marker", &marker)(e)),
+    // Written whole under a name of its own, then linked into place: a
+    // process reading the marker never sees it half written, and of two
+    // processes marking a new store at once, one links and the other finds
+    // its marker.
+    let written = root.join(format!(
+        "{MARKER}.{}.{}.tmp",
+        std::process::id(),
+        super::unix_nanos(std::time::SystemTime::now())
+    ));
+    fs::write(&written, format!("{PREFIX}{LAYOUT}\n"))
+        .map_err(StoreError::io("write the store marker", &written))?;
+    let linked = match fs::hard_link(&written, &marker) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        // A file system without hard links: moved into place instead (a
+        // process marking it at the same time writes the same text).
+        Err(_) => fs::rename(&written, &marker).map(|()| true),
+        Ok(()) => Ok(true),
+    };
+    let _ = fs::remove_file(&written);
+    if !linked.map_err(StoreError::io("write the store marker", &marker))? {
+        let text = read_marker(&marker)?.unwrap_or_default();
+        return check(root, &text);
     }
     if earlier {
         tracing::info!(store = %root.display(), "a store of an earlier routine: marked as a store");
     }
     Ok(())
+}
+
+/// The marker's text, if there is a marker.
+fn read_marker(marker: &Path) -> Result<Option<String>, StoreError> {
+    match fs::read_to_string(marker) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io("read the store marker", marker)(e)),
+    }
 }
 
 /// Whether `root` is marked as a store, without marking it.
@@ -117,11 +142,15 @@ impl Layout {
         let mut seen_any = false;
         let mut sampled = 0;
         for name in read_dir(root)? {
-            seen_any = true;
             let (file_name, path) = (name.file_name(), name.path());
             let Some(text) = file_name.to_str() else {
                 return Ok(foreign(&path, "a name that is not UTF-8"));
             };
+            // Another process's marker, being written.
+            if text.starts_with(MARKER) && text.ends_with(".tmp") {
+                continue;
+            }
+            seen_any = true;
             if !is_dir(&name) || check_name(text).is_err() {
                 return Ok(foreign(&path, "not a routine's folder"));
             }
@@ -259,5 +288,25 @@ mod tests {
     fn a_file_system_root_is_refused() {
         let error = claim(Path::new("/")).unwrap_err().to_string();
         assert!(error.contains("root of a file system"), "{error}");
+    }
+
+    #[test]
+    fn processes_marking_a_new_store_at_once_all_open_it() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("store");
+            std::fs::create_dir(&root).unwrap();
+            let claims: Vec<_> = (0..8)
+                .map(|_| {
+                    let root = root.clone();
+                    std::thread::spawn(move || claim(&root))
+                })
+                .collect();
+            for claim in claims {
+                claim.join().unwrap().unwrap();
+            }
+            let names: Vec<_> = std::fs::read_dir(&root).unwrap().collect();
+            assert_eq!(names.len(), 1, "only the marker is left: {names:?}");
+        }
     }
 }
