@@ -264,6 +264,7 @@ fn info_and_tasks_describe_the_program_and_its_store() {
     assert_eq!(info["project"], "train");
     assert_eq!(info["store"], project.store().display().to_string());
     assert_eq!(info["store_from"], "default");
+    assert_eq!(info["layout"], "database");
     assert_eq!(
         (info["tasks"].as_u64(), info["stored_results"].as_u64()),
         (Some(5), Some(8))
@@ -274,6 +275,14 @@ fn info_and_tasks_describe_the_program_and_its_store() {
         "{}",
         text.stdout
     );
+    assert!(
+        text.stdout.contains("\nlayout   database\n"),
+        "{}",
+        text.stdout
+    );
+    let files = Project::new().env("ROUTINE_LAYOUT", "files");
+    let info = files.run("train", &["info", "--json"]).ok().json();
+    assert_eq!(info["layout"], "files");
 }
 
 #[test]

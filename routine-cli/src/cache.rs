@@ -16,7 +16,7 @@ use routine_core::entry::{self, EntryMeta};
 use routine_core::lineage;
 use routine_core::registry::{self, TaskSpec};
 use routine_core::store::gc::{self, GcPolicy};
-use routine_core::store::{Found, Layout, Listing, Slot, Store};
+use routine_core::store::{Found, Listing, Slot, Store};
 
 /// Entries up to this size are read whole by `show`, value included.
 const SHOW_VALUE_MAX: u64 = 64 * 1024 * 1024;
@@ -40,7 +40,7 @@ pub(crate) fn cache(config: &Config, command: CacheCommand) -> Result<(), Failur
 
 #[derive(Serialize)]
 struct Migration {
-    to: &'static str,
+    to: String,
     moved: u64,
     moved_bytes: u64,
 }
@@ -55,12 +55,9 @@ fn migrate(config: &Config, args: &MigrateArgs) -> Result<(), Failure> {
         )));
     };
     let moved = routine_core::store::migrate(std::path::Path::new(root), args.to)?;
-    let to = match args.to {
-        Layout::Files => "files",
-        Layout::Database => "database",
-    };
+    let to = args.to.to_string();
     let migration = Migration {
-        to,
+        to: to.clone(),
         moved: moved.results,
         moved_bytes: moved.bytes,
     };

@@ -15,6 +15,8 @@ struct Info {
     config_file: Option<String>,
     store: String,
     store_from: String,
+    /// A local store's layout.
+    layout: Option<String>,
     broker: Option<String>,
     broker_from: String,
     policy: String,
@@ -31,6 +33,7 @@ pub(crate) fn info(config: &Config, args: &JsonOnly) -> Result<(), Failure> {
         config_file: config.file.as_ref().map(|f| f.display().to_string()),
         store: config.store_display(),
         store_from: config.origin_text(config.origins.store),
+        layout: routine_core::store::local_path(&config.store).map(|_| config.layout.to_string()),
         broker: config.broker_display(),
         broker_from: config.origin_text(config.origins.broker),
         policy: config.policy.to_string(),
@@ -42,10 +45,15 @@ pub(crate) fn info(config: &Config, args: &JsonOnly) -> Result<(), Failure> {
     if args.json {
         return output::print_json(&info);
     }
+    let layout = match &info.layout {
+        Some(layout) => format!("layout   {layout}\n"),
+        None => String::new(),
+    };
     output::print(&format!(
         "project  {}\n\
          config   {}\n\
          store    {} ({})\n\
+         {layout}\
          broker   {} ({})\n\
          policy   {} ({})\n\
          tasks    {}\n\

@@ -437,6 +437,16 @@ pub enum Layout {
     Database,
 }
 
+impl fmt::Display for Layout {
+    /// As configured: `files` or `database`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Layout::Files => "files",
+            Layout::Database => "database",
+        })
+    }
+}
+
 impl std::str::FromStr for Layout {
     type Err = String;
     fn from_str(text: &str) -> Result<Layout, String> {
