@@ -76,10 +76,10 @@ struct Shared {
     syncs: AtomicU64,
     /// Whether results may be files here: the folder had task folders when
     /// opened (a store used as files before), or this process wrote a large
-    /// result or found a file at a slot. Until then a small write has no file to replace, and skips
-    /// looking for one. (A file another process writes later for the same
-    /// slot is harmless: the database's entry is read, listed and removed
-    /// with it.)
+    /// result or found a file at a slot. Until then a small write has no
+    /// file to replace, and skips looking for one. (A file another process
+    /// writes later for the same slot is harmless: the database's entry is
+    /// read, listed and removed with it.)
     files_possible: AtomicBool,
     /// Uses read but not yet recorded: written with the next write, or
     /// when `USES_PENDING_MAX` gather or `USES_PENDING_AGE` passes, or
@@ -161,8 +161,8 @@ impl Shared {
             |e: heed::Error| StoreError::io("open the database", folder)(io::Error::other(e));
         let mut options = EnvOpenOptions::new().read_txn_without_tls();
         options.map_size(MAP_SIZE).max_dbs(2).max_readers(1024);
-        // SAFETY: the flags only skip syncs at commit; `write` turns the
-        // data's sync back on where durability asks for it (see there).
+        // SAFETY: the flags only skip syncs at commit; a durable commit
+        // turns the data's sync back on (see `sync_data_at_commit`).
         // The map is never modified outside LMDB, and this process opens
         // the folder once (see `OPEN`).
         unsafe { options.flags(EnvFlags::NO_SYNC | EnvFlags::NO_META_SYNC) };
@@ -198,17 +198,15 @@ impl Shared {
             pending_uses: Mutex::default(),
         })
     }
-}
 
-impl Shared {
     /// Whether the next commit syncs its pages before it writes the meta
-    /// page. With durability asked for, it must: were the meta page to reach
-    /// the disk before the pages it points at, a power cut would leave the
-    /// database broken, not merely without its last write. The meta page
-    /// itself is never synced by the commit (`NO_META_SYNC`): `commit` syncs
-    /// it after. Called
-    /// with a write transaction open, so no other thread of this process
-    /// is in a commit or here.
+    /// page. With durability asked for, it must: were the meta page to
+    /// reach the disk before the pages it points at, a power cut would
+    /// leave the database broken, not merely without its last write. The
+    /// meta page itself is never synced by the commit (`NO_META_SYNC`):
+    /// `DatabaseStore::commit` syncs it after. Called with a write
+    /// transaction open, so no other thread of this process is in a commit
+    /// or here.
     fn sync_data_at_commit(&self, sync: bool) -> heed::Result<()> {
         let skipping = self.env.get_flags()? & EnvFlags::NO_SYNC.bits() != 0;
         if skipping == sync {
@@ -548,17 +546,13 @@ fn has_task_folders(root: &Path) -> Result<bool, StoreError> {
 /// then version.
 fn db_key(slot: &Slot<'_>) -> Result<Vec<u8>, StoreError> {
     check_slot(slot)?;
-    Ok(db_key_unchecked(slot))
-}
-
-fn db_key_unchecked(slot: &Slot<'_>) -> Vec<u8> {
     let mut key = Vec::with_capacity(slot.name.len() + slot.version.len() + 34);
     key.extend_from_slice(slot.name.as_bytes());
     key.push(0);
     key.extend_from_slice(slot.version.as_bytes());
     key.push(0);
     key.extend_from_slice(slot.key.as_bytes());
-    key
+    Ok(key)
 }
 
 /// The name, version and key a database key holds.
@@ -582,9 +576,7 @@ fn time(bytes: &[u8]) -> SystemTime {
 
 impl Store for DatabaseStore {
     fn get(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
-        // Not checked here: a name no store can hold is found in no
-        // database, and the file store's lookup below refuses it.
-        let key = db_key_unchecked(slot);
+        let key = db_key(slot)?;
         let shared = &*self.shared;
         let now = SystemTime::now();
         let found = {
