@@ -57,10 +57,11 @@ pub(crate) fn claim(root: &Path) -> Result<(), StoreError> {
     // process reading the marker never sees it half written, and of two
     // processes marking a new store at once, one links and the other finds
     // its marker.
+    static WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let written = root.join(format!(
         "{MARKER}.{}.{}.tmp",
         std::process::id(),
-        super::unix_nanos(std::time::SystemTime::now())
+        WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     fs::write(&written, format!("{PREFIX}{LAYOUT}\n"))
         .map_err(StoreError::io("write the store marker", &written))?;
