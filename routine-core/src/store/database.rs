@@ -179,6 +179,15 @@ impl Shared {
             opened => opened,
         }
         .map_err(failed)?;
+        // A process killed while reading leaves its slot in the readers'
+        // table, which would keep the pages it read from being reused.
+        let cleared = env.clear_stale_readers().map_err(failed)?;
+        if cleared > 0 {
+            tracing::debug!(
+                cleared,
+                "readers of killed processes cleared from the store's database"
+            );
+        }
         let mut txn = env.write_txn().map_err(failed)?;
         let entries = env
             .create_database(&mut txn, Some("entries"))
