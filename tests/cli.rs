@@ -101,6 +101,14 @@ impl Project {
         }
     }
 
+    /// The same folder, with no variables set.
+    fn anew(self) -> Project {
+        Project {
+            dir: self.dir,
+            env: Vec::new(),
+        }
+    }
+
     fn env(mut self, name: &str, value: &str) -> Project {
         self.env.push((name.to_owned(), value.to_owned()));
         self
@@ -717,11 +725,7 @@ fn configuration_layers_file_then_environment_then_flags() {
     project.run("train", &["--quiet"]).ok();
     assert!(project.dir.path().join("from-file/.database").is_dir());
 
-    let env = Project {
-        dir: project.dir,
-        env: Vec::new(),
-    }
-    .env("ROUTINE_STORE", "from-env");
+    let env = project.anew().env("ROUTINE_STORE", "from-env");
     let info = env.run("train", &["info", "--json"]).ok().json();
     assert_eq!(info["store_from"], "environment");
     let info = env
@@ -1218,10 +1222,7 @@ fn the_database_layout_keeps_results_and_is_not_opened_as_files() {
         empty.stdout
     );
 
-    let as_files = Project {
-        dir: project.dir,
-        env: vec![("ROUTINE_LAYOUT".into(), "files".into())],
-    };
+    let as_files = project.anew().env("ROUTINE_LAYOUT", "files");
     as_files
         .run("train", &["--quiet"])
         .fails_with(2, "keeps its small results in a database");
@@ -1244,10 +1245,7 @@ fn cache_migrate_moves_a_store_between_layouts() {
     // The 8 results, and the run's record.
     assert_eq!(moved["moved"], 9, "{moved}");
 
-    let database = Project {
-        dir: files.dir,
-        env: vec![("ROUTINE_LAYOUT".into(), "database".into())],
-    };
+    let database = files.anew().env("ROUTINE_LAYOUT", "database");
     let again = database.run("train", &["--quiet"]).ok();
     assert!(again.stdout.contains("0 ran"), "{}", again.stdout);
     assert!(database.store().join(".database").is_dir());
@@ -1260,10 +1258,7 @@ fn cache_migrate_moves_a_store_between_layouts() {
         "{}",
         back.stdout
     );
-    let files = Project {
-        dir: database.dir,
-        env: vec![("ROUTINE_LAYOUT".into(), "files".into())],
-    };
+    let files = database.anew().env("ROUTINE_LAYOUT", "files");
     let last = files.run("train", &["--quiet"]).ok();
     assert!(last.stdout.contains("0 ran"), "{}", last.stdout);
     assert!(!files.store().join(".database").exists());

@@ -19,6 +19,7 @@ use routine::distributed::DistributedConfig;
 use routine::distributed::ObjectStoreBackend;
 use routine::store::{Counting, FileStore, Store};
 use routine::Engine;
+use routine_bench::run_folder;
 
 #[routine::task(name = "dbench-trivial", version = "1.0.0")]
 async fn remote_trivial(i: u64) -> u64 {
@@ -233,10 +234,8 @@ fn main() {
     }
 
     let quick = std::env::var_os("ROUTINE_BENCH_QUICK").is_some();
-    let namespace = format!("bench-{}", stamp());
-    let root =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/routine-bench/{namespace}"));
-    std::fs::create_dir_all(&root).unwrap();
+    let root = run_folder("bench-");
+    let namespace = root.file_name().unwrap().to_str().unwrap().to_owned();
     let store = match std::env::var("ROUTINE_BENCH_STORE").as_deref() {
         Ok("s3") => format!("{}/{namespace}", env("ROUTINE_TEST_S3_URL")),
         _ => format!(

@@ -17,6 +17,7 @@ use routine::entry::{HEADER_LEN, TRAILER_LEN};
 use routine::store::{DatabaseStore, Durability, FileStore};
 use routine::{Engine, Key};
 use routine_bench::memory::{current_rss, peak_rss, reset_peak_rss};
+use routine_bench::run_folder;
 use sha2::{Digest, Sha256};
 
 // ---------------------------------------------------------------- workloads
@@ -54,6 +55,10 @@ async fn small_limited(name: String, n: u32, values: Vec<u32>) -> Vec<f64> {
 /// A 168-byte result (21 numbers), as in the disk-use rows.
 #[routine::task(name = "bench-payload", version = "1.0.0")]
 async fn payload(i: u64) -> Vec<f64> {
+    payload_body(i)
+}
+
+fn payload_body(i: u64) -> Vec<f64> {
     (0..21).map(|j| (i * 21 + j) as f64).collect()
 }
 
@@ -68,7 +73,7 @@ async fn payload(i: u64) -> Vec<f64> {
     map_error = |e| format!("{e:?}")
 )]
 fn cached_payload(i: u64) -> Result<Vec<f64>, String> {
-    Ok((0..21).map(|j| (i * 21 + j) as f64).collect())
+    Ok(payload_body(i))
 }
 
 /// Bytes `path` takes on disk (`du`, after `sync`: blocks of data not yet
@@ -259,18 +264,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn bench_root() -> PathBuf {
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/routine-bench")
-        .join(stamp.to_string());
-    fs::create_dir_all(&root).unwrap();
-    root
-}
-
 /// Keys never seen before in this or any earlier run.
 fn fresh_base() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -415,7 +408,7 @@ fn main() {
     }
     let quick = std::env::var_os("ROUTINE_BENCH_QUICK").is_some();
     let batches = if quick { 5 } else { 21 };
-    let root = bench_root();
+    let root = run_folder("");
     let rt = runtime();
     let mut table = Table { rows: Vec::new() };
     let mut peer_rows: Vec<(&str, f64, f64)> = Vec::new();

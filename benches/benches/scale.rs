@@ -7,21 +7,21 @@
 //! `ROUTINE_BENCH_QUICK=1` stores 100,000.
 
 use std::fs;
-use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use routine::store::{DatabaseStore, Store};
 use routine::Engine;
 use routine_bench::memory::{current_rss, peak_rss, reset_peak_rss};
+use routine_bench::run_folder;
 use routine_bench::scale::payload;
 
 /// What one command did: its time, its peak memory and what it printed.
 struct Ran {
     seconds: f64,
     peak: u64,
-    printed: usize,
+    printed: u64,
 }
 
 /// Runs `scale-cli args` on the store at `root`; its output is read and
@@ -41,13 +41,7 @@ fn command(root: &Path, args: &[&str]) -> Ran {
         .spawn()
         .unwrap();
     let mut stdout = child.stdout.take().unwrap();
-    let (mut printed, mut buffer) = (0, vec![0u8; 1 << 16]);
-    loop {
-        match stdout.read(&mut buffer).unwrap() {
-            0 => break,
-            n => printed += n,
-        }
-    }
+    let printed = std::io::copy(&mut stdout, &mut std::io::sink()).unwrap();
     let (status, usage) = wait_with_usage(child.id());
     let seconds = started.elapsed().as_secs_f64();
     assert!(status == 0, "scale-cli {args:?} exited with {status}");
@@ -79,13 +73,7 @@ fn main() {
         Some(_) => 100_000,
         None => 1_000_000,
     };
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/routine-bench")
-        .join(format!("scale-{stamp}"));
+    let root = run_folder("scale-");
     let store = DatabaseStore::open(&root).unwrap();
     let engine = Engine::builder(store.clone())
         .cache_capacity(0)
@@ -155,7 +143,7 @@ fn main() {
             "| {label} | {:.2} s | {:.1} MiB | {:.1} MiB |",
             ran.seconds,
             mib(ran.peak),
-            mib(ran.printed as u64)
+            mib(ran.printed)
         );
     }
     println!("| (after gc: {remaining} results kept of {results}) | | | |");

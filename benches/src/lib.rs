@@ -3,6 +3,25 @@
 //! `./scripts/bench-distributed`). This library holds what they share, and
 //! the scale bench's task, which its program `scale-cli` links too.
 
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A new folder of this run's own, created:
+/// `target/routine-bench/<prefix><nanoseconds>`. Runs never delete each
+/// other's files, and a run deletes none of its own between timed runs (on
+/// these machines, creating files right after deleting many is slow).
+pub fn run_folder(prefix: &str) -> PathBuf {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_nanos();
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/routine-bench")
+        .join(format!("{prefix}{stamp}"));
+    std::fs::create_dir_all(&folder).expect("cannot create the bench's folder");
+    folder
+}
+
 /// The scale bench's task.
 pub mod scale {
     /// A 168-byte result (21 numbers).

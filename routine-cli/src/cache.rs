@@ -55,15 +55,15 @@ fn migrate(config: &Config, args: &MigrateArgs) -> Result<(), Failure> {
         )));
     };
     let moved = routine_core::store::migrate(std::path::Path::new(root), args.to)?;
-    let to = args.to.to_string();
     let migration = Migration {
-        to: to.clone(),
+        to: args.to.to_string(),
         moved: moved.results,
         moved_bytes: moved.bytes,
     };
     if args.json {
         return output::print_json(&migration);
     }
+    let to = &migration.to;
     output::print(&format!(
         "moved {} ({}) to the {to} layout; open the store with `layout = \"{to}\"` (ROUTINE_LAYOUT={to})\n",
         output::results(moved.results as usize),

@@ -255,8 +255,7 @@ pub struct Stats {
 
 impl Engine {
     /// The local engine over a store rooted at `dir` (created if missing)
-    /// in the default layout ([`DatabaseStore`]),
-    /// with default settings.
+    /// in the default layout ([`DatabaseStore`]), with default settings.
     ///
     /// Fails if the directory cannot be created or is not a store, or if
     /// two tasks in the program share a name and version.

@@ -409,12 +409,12 @@ impl DatabaseStore {
         Ok(self.write(vec![Change::Remove { key }])?[0])
     }
 
+    fn pending_uses(&self) -> std::sync::MutexGuard<'_, PendingUses> {
+        (self.shared.pending_uses.lock()).unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn take_pending_uses(&self) -> Vec<(Vec<u8>, [u8; 8])> {
-        let mut pending = self
-            .shared
-            .pending_uses
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut pending = self.pending_uses();
         pending.since = None;
         std::mem::take(&mut pending.uses)
     }
@@ -422,11 +422,7 @@ impl DatabaseStore {
     /// Notes a use of the entry at `key`, recorded with the next commit.
     fn record_use(&self, key: Vec<u8>, now: SystemTime) {
         let due = {
-            let mut pending = self
-                .shared
-                .pending_uses
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut pending = self.pending_uses();
             pending.uses.push((key, unix_nanos(now).to_le_bytes()));
             let since = *pending.since.get_or_insert_with(Instant::now);
             pending.uses.len() >= USES_PENDING_MAX || since.elapsed() >= USES_PENDING_AGE
@@ -438,16 +434,82 @@ impl DatabaseStore {
 
     /// Records the uses noted so far.
     fn flush_uses(&self) {
-        let none = (self.shared.pending_uses.lock())
-            .unwrap_or_else(PoisonError::into_inner)
-            .uses
-            .is_empty();
-        if none {
+        if self.pending_uses().uses.is_empty() {
             return;
         }
         if let Err(e) = self.write(Vec::new()) {
             tracing::debug!(error = %e, "cannot record the uses of stored entries");
         }
+    }
+
+    /// The results in the database (not those in files), optionally of one
+    /// task, optionally of one version; in slot order.
+    fn list_database(
+        &self,
+        name: Option<&str>,
+        version: Option<&str>,
+    ) -> Result<Vec<Listing>, StoreError> {
+        self.flush_uses();
+        let mut prefix = Vec::new();
+        if let Some(name) = name {
+            check_name(name)?;
+            prefix.extend_from_slice(name.as_bytes());
+            prefix.push(0);
+            if let Some(version) = version {
+                check_version(version)?;
+                prefix.extend_from_slice(version.as_bytes());
+                prefix.push(0);
+            }
+        }
+        let shared = &*self.shared;
+        let mut out = Vec::new();
+        {
+            let txn = shared.env.read_txn().map_err(self.error("list"))?;
+            let mut add = |item: heed::Result<(&[u8], &[u8])>| -> Result<(), StoreError> {
+                let (db_key, value) = item.map_err(self.error("list"))?;
+                let Some((entry_name, entry_version, key)) = parse_db_key(db_key) else {
+                    return Ok(());
+                };
+                // One name and version for all of a task version's results.
+                let shared_names = match out.last() {
+                    Some(Listing { name, version, .. })
+                        if **name == *entry_name && **version == *entry_version =>
+                    {
+                        (Arc::clone(name), Arc::clone(version))
+                    }
+                    _ => (Arc::from(entry_name), Arc::from(entry_version)),
+                };
+                let created = time(value);
+                let accessed = match shared.uses.get(&txn, db_key).map_err(self.error("list"))? {
+                    Some(used) if used.len() == 8 => time(used).max(created),
+                    _ => created,
+                };
+                out.push(Listing {
+                    name: shared_names.0,
+                    version: shared_names.1,
+                    key,
+                    size: value.len().saturating_sub(8) as u64,
+                    created,
+                    accessed,
+                });
+                Ok(())
+            };
+            // LMDB cannot seek to an empty key: all entries are iterated.
+            match prefix.is_empty() {
+                true => {
+                    for item in shared.entries.iter(&txn).map_err(self.error("list"))? {
+                        add(item)?;
+                    }
+                }
+                false => {
+                    let iter = shared.entries.prefix_iter(&txn, &prefix);
+                    for item in iter.map_err(self.error("list"))? {
+                        add(item)?;
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -500,17 +562,7 @@ pub fn migrate(root: &Path, layout: super::Layout) -> Result<Migrated, StoreErro
             }
         }
         super::Layout::Files => {
-            let in_files: std::collections::HashSet<(Arc<str>, Arc<str>, Key)> = store
-                .files
-                .list(None, None)?
-                .into_iter()
-                .map(|l| (l.name, l.version, l.key))
-                .collect();
-            for listing in store.list(None, None)? {
-                if in_files.contains(&(listing.name.clone(), listing.version.clone(), listing.key))
-                {
-                    continue;
-                }
+            for listing in store.list_database(None, None)? {
                 let slot = Slot {
                     name: &listing.name,
                     version: &listing.version,
@@ -644,9 +696,7 @@ impl Store for DatabaseStore {
     }
 
     fn remove(&self, slot: &Slot<'_>) -> Result<bool, StoreError> {
-        let in_database = self.remove_small(slot)?;
-        let as_file = self.files.remove(slot)?;
-        Ok(in_database || as_file)
+        Ok(self.remove_many(std::slice::from_ref(slot))?[0])
     }
 
     /// One commit for all of `slots`; then their files, looked for only in
@@ -670,66 +720,7 @@ impl Store for DatabaseStore {
     }
 
     fn list(&self, name: Option<&str>, version: Option<&str>) -> Result<Vec<Listing>, StoreError> {
-        self.flush_uses();
-        let mut prefix = Vec::new();
-        if let Some(name) = name {
-            check_name(name)?;
-            prefix.extend_from_slice(name.as_bytes());
-            prefix.push(0);
-            if let Some(version) = version {
-                check_version(version)?;
-                prefix.extend_from_slice(version.as_bytes());
-                prefix.push(0);
-            }
-        }
-        let shared = &*self.shared;
-        let mut out = Vec::new();
-        {
-            let txn = shared.env.read_txn().map_err(self.error("list"))?;
-            let mut add = |item: heed::Result<(&[u8], &[u8])>| -> Result<(), StoreError> {
-                let (db_key, value) = item.map_err(self.error("list"))?;
-                let Some((entry_name, entry_version, key)) = parse_db_key(db_key) else {
-                    return Ok(());
-                };
-                // One name and version for all of a task version's results.
-                let shared_names = match out.last() {
-                    Some(Listing { name, version, .. })
-                        if **name == *entry_name && **version == *entry_version =>
-                    {
-                        (Arc::clone(name), Arc::clone(version))
-                    }
-                    _ => (Arc::from(entry_name), Arc::from(entry_version)),
-                };
-                let created = time(value);
-                let accessed = match shared.uses.get(&txn, db_key).map_err(self.error("list"))? {
-                    Some(used) if used.len() == 8 => time(used).max(created),
-                    _ => created,
-                };
-                out.push(Listing {
-                    name: shared_names.0,
-                    version: shared_names.1,
-                    key,
-                    size: value.len().saturating_sub(8) as u64,
-                    created,
-                    accessed,
-                });
-                Ok(())
-            };
-            // LMDB cannot seek to an empty key: all entries are iterated.
-            match prefix.is_empty() {
-                true => {
-                    for item in shared.entries.iter(&txn).map_err(self.error("list"))? {
-                        add(item)?;
-                    }
-                }
-                false => {
-                    let iter = shared.entries.prefix_iter(&txn, &prefix);
-                    for item in iter.map_err(self.error("list"))? {
-                        add(item)?;
-                    }
-                }
-            }
-        }
+        let mut out = self.list_database(name, version)?;
         // Large results, and those of an earlier file store, but not a
         // file the database's entry of the same slot shadows.
         out.sort(); // in the database's order already: a linear check
