@@ -50,7 +50,7 @@ pub(crate) struct Global {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// The project, its store (and a local store's layout), broker and policy, and what the store holds
+    /// The project, its store and layout, broker and policy, and what the store holds
     Info(JsonOnly),
     /// Every routine of this program: ID, signature, fingerprint, stored results
     Tasks(JsonOnly),
