@@ -4,6 +4,8 @@
 //!
 //! The examples are built once per test run, with this test's features.
 
+mod common;
+
 use std::fs::{File, FileTimes};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -1265,4 +1267,58 @@ fn cache_migrate_moves_a_store_between_layouts() {
     files
         .run("train", &["cache", "migrate", "--to", "sqlite"])
         .fails_with(2, "unknown layout `sqlite`");
+}
+
+/// A store on a read-only mount, through the command line: the program's
+/// results come back, a miss runs and says once that nothing can be
+/// stored, the commands that read work, and those that remove exit 2 with
+/// one error line.
+#[test]
+fn a_read_only_store_is_read_by_the_command_line() {
+    let project = Project::new();
+    project.run("train", &[]).ok();
+    let key = project
+        .run("train", &["cache", "ls", "fit", "--json"])
+        .ok()
+        .json()[0]["key"]
+        .as_str()
+        .unwrap()[..8]
+        .to_owned();
+    let run = project.run("train", &["runs", "ls", "--json"]).ok().json()[0]["id"]
+        .as_str()
+        .unwrap()[..8]
+        .to_owned();
+    let read_only = common::ReadOnly::of(&project.store());
+    let project = project.env("ROUTINE_STORE", read_only.path.to_str().unwrap());
+
+    let hit = project.run("train", &[]).ok();
+    assert!(hit.stdout.contains("1 from storage"), "{}", hit.stdout);
+    let args = ["run", "prepare-data", "--arg", "seed=99", "--arg", "n=2"];
+    let miss = project.run("train", &args).ok();
+    assert!(miss.stdout.contains("\"targets\""), "{}", miss.stdout);
+    assert_eq!(
+        miss.stderr.matches("is read-only here").count(),
+        1,
+        "said once: {}",
+        miss.stderr
+    );
+    for args in [
+        &["cache", "ls"][..],
+        &["cache", "stats"],
+        &["cache", "show", &key],
+        &["runs", "ls"],
+        &["runs", "show", &run],
+    ] {
+        let ran = project.run("train", args).ok();
+        assert!(!ran.stdout.is_empty(), "{args:?}");
+    }
+    for args in [
+        &["cache", "rm", "fit"][..],
+        &["cache", "gc", "--max-size", "1KiB"],
+    ] {
+        let ran = project
+            .run("train", args)
+            .fails_with(2, "is read-only here");
+        assert_eq!(ran.stderr.lines().count(), 1, "{args:?}: {}", ran.stderr);
+    }
 }

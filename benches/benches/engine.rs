@@ -281,7 +281,7 @@ fn engine(dir: &Path, durability: Durability, cache: usize) -> Engine {
         .unwrap()
 }
 
-/// The same over the compact store (an LMDB database beside the files).
+/// The same over the compact store (an SQLite database beside the files).
 fn database_engine(dir: &Path, durability: Durability, cache: usize) -> Engine {
     Engine::builder(DatabaseStore::open_with(dir, durability).unwrap())
         .cache_capacity(cache)

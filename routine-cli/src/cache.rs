@@ -28,13 +28,31 @@ const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
 pub(crate) fn cache(config: &Config, command: CacheCommand) -> Result<(), Failure> {
     let store = || config.open_store();
     match command {
-        CacheCommand::Ls(args) => ls(&*store()?, &args),
+        CacheCommand::Ls(args) => ls(&*store()?, &args).inspect(|()| note_set_aside(config)),
         CacheCommand::Show(args) => show(&*store()?, &args),
         CacheCommand::Rm(args) => rm(&*store()?, &args),
-        CacheCommand::Gc(args) => collect(&*store()?, &args),
-        CacheCommand::Stats(args) => stats(&*store()?, &args),
+        CacheCommand::Gc(args) => collect(&*store()?, &args).inspect(|()| note_set_aside(config)),
+        CacheCommand::Stats(args) => stats(&*store()?, &args).inspect(|()| note_set_aside(config)),
         // A migration opens the store in both layouts itself.
         CacheCommand::Migrate(args) => migrate(config, &args),
+    }
+}
+
+/// Says on standard error what databases were set aside beside a local
+/// store (damaged, or of an earlier format): results the store no longer
+/// reads, and disk the user may want back.
+fn note_set_aside(config: &Config) {
+    let Some(root) = routine_core::store::local_path(&config.store) else {
+        return;
+    };
+    for set_aside in routine_core::store::set_aside_databases(std::path::Path::new(root)) {
+        crate::progress::clear();
+        eprintln!(
+            "note: {} ({}, set aside {})",
+            set_aside.advice(),
+            output::size(set_aside.size),
+            output::age(set_aside.at, SystemTime::now())
+        );
     }
 }
 

@@ -63,7 +63,12 @@ impl From<routine_core::Error> for Failure {
 
 impl From<routine_core::store::StoreError> for Failure {
     fn from(e: routine_core::store::StoreError) -> Self {
-        Failure::usage(format!("the store cannot be used: {e}"))
+        match e {
+            // It says what it is, and it is no reason to think the store
+            // unusable: it is read.
+            routine_core::store::StoreError::ReadOnly { .. } => Failure::usage(e.to_string()),
+            e => Failure::usage(format!("the store cannot be used: {e}")),
+        }
     }
 }
 

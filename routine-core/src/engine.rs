@@ -180,6 +180,8 @@ pub(crate) struct Inner {
     dispatcher: Option<(Arc<dyn Dispatch>, Policy)>,
     /// The execution options of tasks that leave them unset.
     execution: Execution,
+    /// Store failures already warned of (see `Inner::store_failed`).
+    store_warnings: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Default)]
@@ -511,6 +513,7 @@ impl EngineBuilder {
                 counters: Counters::default(),
                 observer: self.observer,
                 triggers: TriggerCounters::default(),
+                store_warnings: Default::default(),
                 dispatcher: self.dispatcher,
                 execution: self.execution,
             }),

@@ -34,7 +34,9 @@ mod memory;
 pub mod contract;
 
 pub use self::counting::Counting;
-pub use self::database::{migrate, DatabaseStore, Migrated, DATABASE, SMALL_MAX};
+pub use self::database::{
+    migrate, set_aside_databases, DatabaseStore, Migrated, Reason, SetAside, DATABASE, SMALL_MAX,
+};
 pub use self::fs::{Durability, FileStore};
 pub use self::memory::MemoryStore;
 
@@ -139,6 +141,16 @@ pub(crate) fn from_unix_nanos(nanos: u64) -> SystemTime {
 pub fn access_is_stale(recorded: SystemTime, now: SystemTime) -> bool {
     now.duration_since(recorded)
         .is_ok_and(|age| age > ACCESS_RESOLUTION)
+}
+
+/// Whether an I/O error means the file system will not let this process
+/// write there (a read-only mount, permissions), rather than that
+/// something failed.
+pub(crate) fn is_read_only(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied
+    )
 }
 
 /// A store request the engine awaits: answered at once by a local store
@@ -530,6 +542,15 @@ pub enum StoreError {
         /// Why it is not one.
         reason: String,
     },
+    /// The store can be read here, not written: a read-only mount, a
+    /// folder this user may not write.
+    #[error("the store `{}` is read-only here ({why}): its results are read, not written", .path.display())]
+    ReadOnly {
+        /// What cannot be written.
+        path: PathBuf,
+        /// What the system said.
+        why: String,
+    },
     /// The store answers, but cannot be used (see [`probe`]).
     #[error("the store {store} cannot be used: {reason}")]
     Unusable {
@@ -542,9 +563,16 @@ pub enum StoreError {
 
 impl StoreError {
     /// Maps an I/O error of `op` on `path`: `.map_err(StoreError::io("read", &path))`.
+    /// A read-only file system is [`StoreError::ReadOnly`].
     pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {
         let path = path.into();
-        move |source| StoreError::Io { op, path, source }
+        move |source| match source.kind() {
+            io::ErrorKind::ReadOnlyFilesystem => StoreError::ReadOnly {
+                path,
+                why: source.to_string(),
+            },
+            _ => StoreError::Io { op, path, source },
+        }
     }
 }
 

@@ -14,7 +14,7 @@
 //! synchronous interface, where a large transfer belongs on its own thread.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use serde::de::DeserializeOwned;
@@ -37,6 +37,9 @@ use crate::store::{Found, Slot, StoreError};
 /// Smaller ones are encoded in memory and put whole: handing them to
 /// another thread costs more than the I/O.
 pub(crate) const LARGE_ENTRY: u64 = 4 * 1024 * 1024;
+
+/// Distinct store failures an engine remembers having warned of.
+const STORE_WARNINGS_KEPT: usize = 256;
 
 /// Where a result comes from: the run, and the call that awaited it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -290,6 +293,9 @@ impl Inner {
             "stored entry is unusable; recomputing it");
     }
 
+    /// Counts a failure of the store and says so: a warning the first time
+    /// the store fails so, then at debug level (a read-only store fails
+    /// every write the same way, and the totals count them all).
     pub(crate) fn store_failed(
         &self,
         task: &'static TaskSpec,
@@ -298,8 +304,21 @@ impl Inner {
         error: &dyn std::error::Error,
     ) {
         self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(task = task.name(), version = task.version(), key = %key.short(), error = %error,
-            "cannot {op} the store; the call goes on without it");
+        let first = {
+            let mut warned = (self.store_warnings.lock()).unwrap_or_else(PoisonError::into_inner);
+            // Bounded: failures that differ every time all warn.
+            warned.len() >= STORE_WARNINGS_KEPT || warned.insert(format!("{op}: {error}"))
+        };
+        match first {
+            true => {
+                tracing::warn!(task = task.name(), version = task.version(), key = %key.short(),
+                error = %error, "cannot {op} the store; the call goes on without it")
+            }
+            false => {
+                tracing::debug!(task = task.name(), version = task.version(), key = %key.short(),
+                error = %error, "cannot {op} the store (again); the call goes on without it")
+            }
+        }
     }
 }
 

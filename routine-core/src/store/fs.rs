@@ -50,8 +50,9 @@ pub enum Durability {
 pub struct FileStore {
     root: Arc<PathBuf>,
     durability: Durability,
-    /// The keys' cross-process locks, opened at the first lock.
-    locks: Arc<OnceLock<Result<LockFile, String>>>,
+    /// The keys' cross-process locks, opened at the first lock; or why
+    /// not, and whether it is because the store cannot be written.
+    locks: Arc<OnceLock<Result<LockFile, (bool, String)>>>,
 }
 
 impl FileStore {
@@ -125,12 +126,18 @@ impl FileStore {
 impl Store for FileStore {
     fn try_lock(&self, slot: &Slot<'_>) -> Result<KeyLock, StoreError> {
         let path = self.root.join(LOCKS);
-        let locks = self
-            .locks
-            .get_or_init(|| LockFile::open(&self.root).map_err(|e| e.to_string()));
-        let locks = locks
-            .as_ref()
-            .map_err(|e| StoreError::io("open", &path)(io::Error::other(e.clone())))?;
+        let locks = self.locks.get_or_init(|| {
+            LockFile::open(&self.root).map_err(|e| (super::is_read_only(&e), e.to_string()))
+        });
+        let locks = match locks {
+            Ok(locks) => locks,
+            // Nothing is written to a read-only store: no call needs its
+            // key locked.
+            Err((true, _)) => return Ok(KeyLock::Unsupported),
+            Err((false, e)) => {
+                return Err(StoreError::io("open", &path)(io::Error::other(e.clone())))
+            }
+        };
         match locks.try_lock(slot.key) {
             Ok(Taken::Held(held)) => Ok(KeyLock::Held(held)),
             Ok(Taken::Busy) => Ok(KeyLock::Busy),

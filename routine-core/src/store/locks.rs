@@ -44,7 +44,7 @@ impl LockFile {
     /// Takes `key`'s lock if no other process holds it.
     pub(crate) fn try_lock(&self, key: &Key) -> io::Result<Taken> {
         let offset = offset_of(key);
-        match set_lock(&self.0, offset, true) {
+        match set_lock(&self.0, offset, Lock::Try) {
             Ok(true) => Ok(Taken::Held(Box::new(Held {
                 file: Arc::clone(&self.0),
                 offset,
@@ -53,12 +53,33 @@ impl LockFile {
             Err(e) => Err(e),
         }
     }
+
+    /// Takes the lock of the byte at `offset` (one past every key's, for
+    /// the store's own upkeep), waiting while another process holds it.
+    pub(crate) fn lock_waiting(&self, offset: i64) -> io::Result<Box<dyn Send>> {
+        set_lock(&self.0, offset, Lock::Wait)?;
+        Ok(Box::new(Held {
+            file: Arc::clone(&self.0),
+            offset,
+        }))
+    }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let _ = set_lock(&self.file, self.offset, false);
+        let _ = set_lock(&self.file, self.offset, Lock::Release);
     }
+}
+
+/// What [`set_lock`] does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lock {
+    /// Takes the lock if it is free.
+    Try,
+    /// Takes the lock, waiting for it.
+    Wait,
+    /// Releases it.
+    Release,
 }
 
 /// Where a key's byte is: its first bytes, kept below `i64::MAX`.
@@ -70,12 +91,13 @@ fn offset_of(key: &Key) -> i64 {
 
 /// Locks (or unlocks) one byte; `Ok(false)` if another holds it.
 #[cfg(unix)]
-fn set_lock(file: &File, offset: i64, lock: bool) -> io::Result<bool> {
+fn set_lock(file: &File, offset: i64, action: Lock) -> io::Result<bool> {
     use std::os::unix::io::AsRawFd;
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    const SET: libc::c_int = libc::F_OFD_SETLK;
+    const SET: [libc::c_int; 2] = [libc::F_OFD_SETLK, libc::F_OFD_SETLKW];
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    const SET: libc::c_int = libc::F_SETLK;
+    const SET: [libc::c_int; 2] = [libc::F_SETLK, libc::F_SETLKW];
+    let lock = action != Lock::Release;
     // SAFETY: a zeroed `flock` is a valid value of a plain C struct, and
     // every field that matters is set below.
     let mut range: libc::flock = unsafe { std::mem::zeroed() };
@@ -83,21 +105,26 @@ fn set_lock(file: &File, offset: i64, lock: bool) -> io::Result<bool> {
     range.l_whence = libc::SEEK_SET as _;
     range.l_start = offset as _;
     range.l_len = 1;
-    // SAFETY: `fcntl` with a lock command reads the `flock` we own, on a
-    // descriptor `file` keeps open for the call.
-    let done = unsafe { libc::fcntl(file.as_raw_fd(), SET, &range) };
-    if done == 0 {
-        return Ok(true);
-    }
-    let error = io::Error::last_os_error();
-    match error.raw_os_error() {
-        Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
-        _ => Err(error),
+    let command = SET[usize::from(action == Lock::Wait)];
+    loop {
+        // SAFETY: `fcntl` with a lock command reads the `flock` we own, on
+        // a descriptor `file` keeps open for the call.
+        let done = unsafe { libc::fcntl(file.as_raw_fd(), command, &range) };
+        if done == 0 {
+            return Ok(true);
+        }
+        let error = io::Error::last_os_error();
+        match error.raw_os_error() {
+            // A signal interrupted the wait: wait on.
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) | Some(libc::EACCES) => return Ok(false),
+            _ => return Err(error),
+        }
     }
 }
 
 #[cfg(not(unix))]
-fn set_lock(_: &File, _: i64, _: bool) -> io::Result<bool> {
+fn set_lock(_: &File, _: i64, _: Lock) -> io::Result<bool> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         "cross-process locks of a file store need Unix",

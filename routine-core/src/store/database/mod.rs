@@ -1,22 +1,32 @@
-//! The compact local store: small results in an embedded database (LMDB,
-//! through `heed`), large ones as files beside it, in the file store's
-//! layout.
+//! The compact local store: small results in an embedded SQLite database
+//! (WAL mode), large ones as files beside it, in the file store's layout.
 //!
 //! ```text
-//! <root>/.routine-store                   the marker (see `marker`)
-//! <root>/.database/data.mdb, lock.mdb     LMDB: entries (name\0version\0key -> created, entry)
-//!                                               uses    (name\0version\0key -> last use)
-//! <root>/<name>/<version>/<key>           results over `SMALL_MAX`, and those of a file store
-//! <root>/.locks                           the keys' cross-process locks
+//! <root>/.routine-store                          the marker (see `marker`)
+//! <root>/.database/results.sqlite3, -wal, -shm   small results (see `sqlite`)
+//! <root>/.database.damaged-<time>-<pid>/         a damaged database, set aside
+//! <root>/<name>/<version>/<key>                  results over `SMALL_MAX`, and those of a file store
+//! <root>/.locks                                  the keys' cross-process locks
 //! ```
 //!
-//! LMDB is copy-on-write: a transaction commits whole or not at all, so a
-//! process killed at any moment leaves the last committed state, and
-//! several processes share the database (its own lock file serialises
-//! writers). Commits are not synced by themselves; with
-//! [`Durability::Fsync`] each write is synced before it returns, and the
-//! writers that arrive while one commits join the next commit together
-//! (group commit: one transaction and its two syncs for all of them).
+//! What the store promises, and how:
+//!
+//! - **A bad database costs its results, never the program.** SQLite
+//!   reports damage as an error (the file is never mapped): the damaged
+//!   database is set aside (see `set_aside`), a fresh one started, and
+//!   the call goes on as a miss. A database that cannot be opened at all
+//!   is a warning, and the store keeps its files.
+//! - **Read-only stores are read**: the database is opened read-only (as
+//!   an immutable file on a read-only mount); writes fail as store errors.
+//! - **A removed or replaced database is noticed** before each write and
+//!   at each miss, and made again: results computed after `rm -rf` of the
+//!   store are kept.
+//! - **Crashes**: a commit is whole or absent after a process is killed.
+//!   With the default durability, commits are not synced, and a power cut
+//!   loses those since the last checkpoint (SQLite's WAL, synced at each
+//!   checkpoint), never the rest; [`Durability::Fsync`] syncs each commit,
+//!   and the writers that arrive while one commits join the next commit
+//!   together (group commit: one transaction and one sync for all).
 //!
 //! A folder used as a file store before reads on: its entries are found as
 //! files, and new small results go to the database.
@@ -24,26 +34,31 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use heed::types::Bytes;
-use heed::{Database, Env, EnvFlags, EnvOpenOptions};
-
+use self::set_aside::set_aside;
+use self::sqlite::{is_damage, Access, Change, Database, OpenError, Use};
 use super::{
-    access_is_stale, check_name, check_slot, check_version, from_unix_nanos, unix_nanos,
-    Durability, EntryWrite, FileStore, Found, KeyLock, Listing, Slot, Store, StoreError,
+    access_is_stale, check_name, check_slot, check_version, from_unix_nanos, is_read_only,
+    unix_nanos, Durability, EntryWrite, FileStore, Found, KeyLock, Listing, Slot, Store,
+    StoreError,
 };
 use crate::key::Key;
+
+mod checkpoint;
+mod migrate;
+mod set_aside;
+mod sqlite;
+
+pub use self::migrate::{migrate, Migrated};
+pub use self::set_aside::{set_aside_databases, Reason, SetAside};
 
 /// The database's folder, at the store's root.
 pub const DATABASE: &str = ".database";
 
 /// Entries up to this size go to the database; larger ones are files.
 pub const SMALL_MAX: usize = 256 * 1024;
-
-/// The database may grow to this size (address space, not disk).
-const MAP_SIZE: usize = 1 << 40;
 
 /// The compact store; see the module's documentation. Cheap to clone.
 ///
@@ -57,22 +72,20 @@ const MAP_SIZE: usize = 1 << 40;
 #[derive(Clone)]
 pub struct DatabaseStore {
     files: FileStore,
-    durability: Durability,
     shared: Arc<Shared>,
 }
 
-/// One open database, shared by every [`DatabaseStore`] of this process on
-/// its folder: LMDB forbids opening one environment twice in a process (its
-/// locks are per process), and heed refuses to.
+/// What the clones of one [`DatabaseStore`] share.
 struct Shared {
-    env: Env<heed::WithoutTls>,
-    entries: Database<Bytes, Bytes>,
-    uses: Database<Bytes, Bytes>,
+    root: PathBuf,
+    durability: Durability,
+    /// The database in use; replaced when it is set aside or made again.
+    current: Mutex<Arc<Database>>,
     /// Durable writes waiting for a commit (see `DatabaseStore::commit_durably`).
     durable: Mutex<DurableQueue>,
     /// Notified when a durable batch is done.
     durable_done: Condvar,
-    /// Syncs run, for the tests of group commit.
+    /// Durable commits made, for the tests of group commit.
     syncs: AtomicU64,
     /// Whether results may be files here: the folder had task folders when
     /// opened (a store used as files before), or this process wrote a large
@@ -87,16 +100,6 @@ struct Shared {
     /// not one each. A crash loses at most these: access times are a hint
     /// for `cache gc`, to within [`super::ACCESS_RESOLUTION`] anyway.
     pending_uses: Mutex<PendingUses>,
-}
-
-/// The writes of one change to the database.
-enum Change {
-    /// An entry (its creation time, then the entry), replacing any entry
-    /// and recorded use of its key.
-    Put { key: Vec<u8>, value: Vec<u8> },
-    /// An entry and its recorded use removed; its outcome says whether the
-    /// entry was there.
-    Remove { key: Vec<u8> },
 }
 
 /// What a batch of durable writes came to, for each writer in it: whether
@@ -115,7 +118,7 @@ struct DurableQueue {
 #[derive(Default)]
 struct PendingUses {
     since: Option<Instant>,
-    uses: Vec<(Vec<u8>, [u8; 8])>,
+    uses: Vec<Use>,
 }
 
 /// At most this many uses wait to be recorded.
@@ -124,109 +127,26 @@ const USES_PENDING_MAX: usize = 256;
 /// A use waits at most this long to be recorded (checked at the next use).
 const USES_PENDING_AGE: Duration = Duration::from_secs(1);
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Drop for Shared {
     fn drop(&mut self) {
         let pending = std::mem::take(
-            self.pending_uses
+            &mut self
+                .pending_uses
                 .get_mut()
-                .unwrap_or_else(PoisonError::into_inner),
+                .unwrap_or_else(PoisonError::into_inner)
+                .uses,
         );
-        if pending.uses.is_empty() {
+        if pending.is_empty() {
             return;
         }
-        let recorded = self.env.write_txn().and_then(|mut txn| {
-            record_uses(&self.uses, &mut txn, pending.uses)?;
-            txn.commit()
-        });
-        if let Err(e) = recorded {
+        let database = lock(&self.current).clone();
+        if let Some(Err(e)) = database.commit(&[], &pending) {
             tracing::debug!(error = %e, "cannot record the uses of stored entries");
         }
-    }
-}
-
-fn record_uses(
-    uses: &Database<Bytes, Bytes>,
-    txn: &mut heed::RwTxn<'_>,
-    pending: Vec<(Vec<u8>, [u8; 8])>,
-) -> heed::Result<()> {
-    for (key, at) in pending {
-        uses.put(txn, &key, &at)?;
-    }
-    Ok(())
-}
-
-impl Shared {
-    fn open(folder: &Path, files_possible: bool) -> Result<Shared, StoreError> {
-        let failed =
-            |e: heed::Error| StoreError::io("open the database", folder)(io::Error::other(e));
-        let mut options = EnvOpenOptions::new().read_txn_without_tls();
-        options.map_size(MAP_SIZE).max_dbs(2).max_readers(1024);
-        // SAFETY: the flags only skip syncs at commit; a durable commit
-        // turns the data's sync back on (see `sync_data_at_commit`).
-        // The map is never modified outside LMDB, and this process opens
-        // the folder once (see `OPEN`).
-        unsafe { options.flags(EnvFlags::NO_SYNC | EnvFlags::NO_META_SYNC) };
-        let env = match unsafe { options.open(folder) } {
-            // The last store on this folder is closing on another thread:
-            // wait for it, then open afresh.
-            Err(heed::Error::EnvAlreadyOpened) => {
-                if let Some(closing) = heed::env_closing_event(folder) {
-                    closing.wait();
-                }
-                // SAFETY: as above.
-                unsafe { options.open(folder) }
-            }
-            opened => opened,
-        }
-        .map_err(failed)?;
-        // A process killed while reading leaves its slot in the readers'
-        // table, which would keep the pages it read from being reused.
-        let cleared = env.clear_stale_readers().map_err(failed)?;
-        if cleared > 0 {
-            tracing::debug!(
-                cleared,
-                "readers of killed processes cleared from the store's database"
-            );
-        }
-        let mut txn = env.write_txn().map_err(failed)?;
-        let entries = env
-            .create_database(&mut txn, Some("entries"))
-            .map_err(failed)?;
-        let uses = env
-            .create_database(&mut txn, Some("uses"))
-            .map_err(failed)?;
-        txn.commit().map_err(failed)?;
-        Ok(Shared {
-            env,
-            entries,
-            uses,
-            durable: Mutex::default(),
-            durable_done: Condvar::new(),
-            syncs: AtomicU64::new(0),
-            files_possible: AtomicBool::new(files_possible),
-            pending_uses: Mutex::default(),
-        })
-    }
-
-    /// Whether the next commit syncs its pages before it writes the meta
-    /// page. With durability asked for, it must: were the meta page to
-    /// reach the disk before the pages it points at, a power cut would
-    /// leave the database broken, not merely without its last write. The
-    /// meta page itself is never synced by the commit (`NO_META_SYNC`):
-    /// `DatabaseStore::commit` syncs it after. Called with a write
-    /// transaction open, so no other thread of this process is in a commit
-    /// or here.
-    fn sync_data_at_commit(&self, sync: bool) -> heed::Result<()> {
-        let skipping = self.env.get_flags()? & EnvFlags::NO_SYNC.bits() != 0;
-        if skipping == sync {
-            let mode = match sync {
-                true => heed::FlagSetMode::Disable,
-                false => heed::FlagSetMode::Enable,
-            };
-            // SAFETY: no other thread sets flags meanwhile (see above).
-            unsafe { self.env.set_flags(EnvFlags::NO_SYNC, mode) }?;
-        }
-        Ok(())
     }
 }
 
@@ -238,41 +158,36 @@ impl std::fmt::Debug for DatabaseStore {
 
 impl DatabaseStore {
     /// Opens the store rooted at `root` (created if missing; refused if it
-    /// is not a store, as [`FileStore::open`] does).
+    /// is not a store, as [`FileStore::open`] does). A database that is
+    /// damaged is set aside and a fresh one started; one that cannot be
+    /// written is read; one that cannot be opened at all leaves the store
+    /// its files, with a warning.
     pub fn open(root: impl AsRef<Path>) -> Result<DatabaseStore, StoreError> {
         DatabaseStore::open_with(root.as_ref(), Durability::default())
     }
 
     /// The same, with `durability`.
     pub fn open_with(root: &Path, durability: Durability) -> Result<DatabaseStore, StoreError> {
-        std::fs::create_dir_all(root)
-            .map_err(StoreError::io("create the store directory", root))?;
+        if let Err(e) = std::fs::create_dir_all(root) {
+            if !root.is_dir() {
+                return Err(StoreError::io("create the store directory", root)(e));
+            }
+        }
         super::marker::claim(root)?;
         let files = FileStore::beside_database(root).with_durability(durability);
-        let folder = root.join(DATABASE);
-        std::fs::create_dir_all(&folder).map_err(StoreError::io("create", &folder))?;
-        let folder = folder
-            .canonicalize()
-            .map_err(StoreError::io("resolve", &folder))?;
-        static OPEN: Mutex<Vec<(PathBuf, Weak<Shared>)>> = Mutex::new(Vec::new());
-        let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
-        open.retain(|(_, shared)| shared.strong_count() > 0);
-        let found = open
-            .iter()
-            .find(|(path, _)| *path == folder)
-            .and_then(|(_, shared)| shared.upgrade());
-        let shared = match found {
-            Some(shared) => shared,
-            None => {
-                let shared = Arc::new(Shared::open(&folder, has_task_folders(root)?)?);
-                open.push((folder, Arc::downgrade(&shared)));
-                shared
-            }
-        };
+        let database = open_database(root, durability)?;
         Ok(DatabaseStore {
             files,
-            durability,
-            shared,
+            shared: Arc::new(Shared {
+                root: root.to_owned(),
+                durability,
+                current: Mutex::new(Arc::new(database)),
+                durable: Mutex::default(),
+                durable_done: Condvar::new(),
+                syncs: AtomicU64::new(0),
+                files_possible: AtomicBool::new(has_task_folders(root)?),
+                pending_uses: Mutex::default(),
+            }),
         })
     }
 
@@ -281,77 +196,144 @@ impl DatabaseStore {
         self.files.root()
     }
 
-    fn error(&self, op: &'static str) -> impl Fn(heed::Error) -> StoreError + '_ {
-        move |e| StoreError::io(op, self.root().join(DATABASE))(io::Error::other(e))
+    /// Whether this process can write the store's database; if not, why
+    /// (a read-only mount, say).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = routine_core::store::DatabaseStore::open(dir.path()).unwrap();
+    /// assert_eq!(store.read_only(), None);
+    /// ```
+    pub fn read_only(&self) -> Option<String> {
+        match &self.database().access {
+            Access::Writable => None,
+            Access::ReadOnly(why) | Access::Absent(why) => Some(why.clone()),
+        }
     }
 
-    /// Makes `changes` in one commit, with the uses noted so far; for each,
-    /// whether it changed something. With [`Durability::Fsync`] the commit
-    /// is synced before this returns, and writers that arrive while one
-    /// commits join the next commit together (group commit).
+    fn database(&self) -> Arc<Database> {
+        lock(&self.shared.current).clone()
+    }
+
+    fn database_error(&self, op: &'static str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::io(op, self.root().join(DATABASE))(io::Error::other(e.to_string()))
+    }
+
+    /// Replaces the database `stale`, unless another thread did already:
+    /// sets it aside first if it is damaged (`damage` says how), or makes
+    /// the store's folder again if it was removed.
+    fn replace(&self, stale: &Arc<Database>, damage: Option<&str>) -> Result<(), StoreError> {
+        let shared = &*self.shared;
+        let mut current = lock(&shared.current);
+        if !Arc::ptr_eq(&current, stale) {
+            return Ok(());
+        }
+        let root = &shared.root;
+        match damage {
+            Some(detail) => set_aside_damaged(root, stale, detail)?,
+            None => {
+                tracing::warn!(
+                    store = %root.display(),
+                    "the store's database was removed or replaced while in use: opened again"
+                );
+                std::fs::create_dir_all(root)
+                    .map_err(StoreError::io("create the store directory", root))?;
+                super::marker::claim(root)?;
+            }
+        }
+        *current = Arc::new(open_database(root, shared.durability)?);
+        // Uses noted were of the old database's rows.
+        lock(&shared.pending_uses).uses.clear();
+        Ok(())
+    }
+
+    /// Runs the read `read` on the database; if the database turns out
+    /// damaged, sets it aside and runs `read` on the fresh one.
+    fn read<T>(
+        &self,
+        op: &'static str,
+        mut read: impl FnMut(&Database) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let database = self.database();
+        match read(&database) {
+            Ok(value) => Ok(value),
+            Err(e) if is_damage(&e) => {
+                self.replace(&database, Some(&e.to_string()))?;
+                read(&self.database()).map_err(|e| self.database_error(op, e))
+            }
+            Err(e) => Err(self.database_error(op, e)),
+        }
+    }
+
+    /// The database to write to: opened again first if its file was
+    /// removed or replaced since it was opened.
+    fn writable(&self) -> Result<Arc<Database>, StoreError> {
+        let database = self.database();
+        if database.access == Access::Writable && database.moved() {
+            self.replace(&database, None)?;
+            return Ok(self.database());
+        }
+        Ok(database)
+    }
+
+    /// Makes each writer's `changes` in one commit, with the uses noted so
+    /// far; for each, whether each change changed something. A damaged
+    /// database is set aside and the commit made in a fresh one.
+    fn commit(&self, writers: &[Vec<Change>]) -> Result<Vec<Vec<bool>>, StoreError> {
+        let mut database = self.writable()?;
+        let mut uses = self.take_pending_uses();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match database.commit(writers, &uses) {
+                Some(Ok(outcomes)) => {
+                    if self.shared.durability == Durability::Fsync {
+                        self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Ok(outcomes);
+                }
+                None => {
+                    let why = match &database.access {
+                        Access::ReadOnly(why) | Access::Absent(why) => why.clone(),
+                        Access::Writable => "its database is not open for writing".into(),
+                    };
+                    return Err(StoreError::ReadOnly {
+                        path: self.root().to_owned(),
+                        why,
+                    });
+                }
+                Some(Err(e)) if is_damage(&e) && attempts == 1 => {
+                    self.replace(&database, Some(&e.to_string()))?;
+                    database = self.database();
+                    uses.clear();
+                }
+                Some(Err(e)) => return Err(self.database_error("write", e)),
+            }
+        }
+    }
+
+    /// Makes `changes` in one commit: with [`Durability::Fsync`], synced
+    /// before this returns, joined by the writers that arrive while
+    /// another commits (group commit).
     fn write(&self, changes: Vec<Change>) -> Result<Vec<bool>, StoreError> {
-        match self.durability {
-            Durability::Process => self.commit(vec![changes], false).map(|mut o| o.remove(0)),
+        match self.shared.durability {
+            Durability::Process => self.commit(&[changes]).map(|mut o| o.remove(0)),
             Durability::Fsync => self.commit_durably(changes),
         }
-    }
-
-    /// Commits the changes of several writers in one transaction; with
-    /// `sync`, syncs it (see `sync_data_at_commit` for the order).
-    fn commit(&self, writers: Vec<Vec<Change>>, sync: bool) -> Result<Vec<Vec<bool>>, StoreError> {
-        let shared = &*self.shared;
-        let failed = self.error("write");
-        let pending = self.take_pending_uses();
-        let mut txn = shared.env.write_txn().map_err(&failed)?;
-        shared.sync_data_at_commit(sync).map_err(&failed)?;
-        record_uses(&shared.uses, &mut txn, pending).map_err(&failed)?;
-        let (entries, uses) = (shared.entries, shared.uses);
-        let mut outcomes = Vec::with_capacity(writers.len());
-        for changes in writers {
-            let mut changed = Vec::with_capacity(changes.len());
-            for change in changes {
-                changed.push(match change {
-                    Change::Put { key, value } => {
-                        entries.put(&mut txn, &key, &value).map_err(&failed)?;
-                        uses.delete(&mut txn, &key).map_err(&failed)?;
-                        true
-                    }
-                    Change::Remove { key } => {
-                        uses.delete(&mut txn, &key).map_err(&failed)?;
-                        entries.delete(&mut txn, &key).map_err(&failed)?
-                    }
-                });
-            }
-            outcomes.push(changed);
-        }
-        txn.commit().map_err(self.error("commit"))?;
-        if sync {
-            // The commit synced its pages before it wrote the meta page
-            // that points at them; this makes the meta page durable too.
-            shared.env.force_sync().map_err(self.error("sync"))?;
-            shared.syncs.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(outcomes)
     }
 
     /// A durable write: joins the next batch, and commits it if no other
     /// writer is committing one; else waits for its batch to be done.
     fn commit_durably(&self, changes: Vec<Change>) -> Result<Vec<bool>, StoreError> {
         let shared = &*self.shared;
-        let lock = || {
-            shared
-                .durable
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-        };
         let mine = Outcome::default();
-        let mut queue = lock();
+        let mut queue = lock(&shared.durable);
         queue.waiting.push((changes, Arc::clone(&mine)));
         loop {
             if let Some(outcome) = mine.get() {
-                return outcome.clone().map_err(|message| {
-                    StoreError::io("commit", self.root().join(DATABASE))(io::Error::other(message))
-                });
+                return outcome
+                    .clone()
+                    .map_err(|message| self.database_error("commit", message));
             }
             if queue.leading {
                 queue = shared
@@ -366,8 +348,7 @@ impl DatabaseStore {
             let batch = std::mem::take(&mut queue.waiting);
             drop(queue);
             let (writers, outcomes): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            let committed = self.commit(writers, true);
-            match committed {
+            match self.commit(&writers) {
                 Ok(changed) => {
                     for (outcome, changed) in outcomes.iter().zip(changed) {
                         let _ = outcome.set(Ok(changed));
@@ -379,19 +360,21 @@ impl DatabaseStore {
                     }
                 }
             }
-            queue = lock();
+            queue = lock(&shared.durable);
             queue.leading = false;
             shared.durable_done.notify_all();
         }
     }
 
     fn put_small(&self, slot: &Slot<'_>, entry: &[u8]) -> Result<(), StoreError> {
-        let key = db_key(slot)?;
-        let now = unix_nanos(SystemTime::now());
-        let mut value = Vec::with_capacity(8 + entry.len());
-        value.extend_from_slice(&now.to_le_bytes());
-        value.extend_from_slice(entry);
-        self.write(vec![Change::Put { key, value }])?;
+        check_slot(slot)?;
+        self.write(vec![Change::Put {
+            name: slot.name.to_owned(),
+            version: slot.version.to_owned(),
+            key: *slot.key,
+            created: unix_nanos(SystemTime::now()) as i64,
+            entry: entry.to_vec(),
+        }])?;
         // The entry replaces a file of the same slot, if any.
         if self.shared.files_possible.load(Ordering::Relaxed) {
             self.files.remove(slot)?;
@@ -405,25 +388,21 @@ impl DatabaseStore {
     }
 
     fn remove_small(&self, slot: &Slot<'_>) -> Result<bool, StoreError> {
-        let key = db_key(slot)?;
-        Ok(self.write(vec![Change::Remove { key }])?[0])
+        Ok(self.write(vec![removal(slot)?])?[0])
     }
 
-    fn pending_uses(&self) -> std::sync::MutexGuard<'_, PendingUses> {
-        (self.shared.pending_uses.lock()).unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn take_pending_uses(&self) -> Vec<(Vec<u8>, [u8; 8])> {
-        let mut pending = self.pending_uses();
+    fn take_pending_uses(&self) -> Vec<Use> {
+        let mut pending = lock(&self.shared.pending_uses);
         pending.since = None;
         std::mem::take(&mut pending.uses)
     }
 
-    /// Notes a use of the entry at `key`, recorded with the next commit.
-    fn record_use(&self, key: Vec<u8>, now: SystemTime) {
+    /// Notes a use of the entry of `task` and `key`, recorded with the
+    /// next commit.
+    fn record_use(&self, task: i64, key: Key, now: SystemTime) {
         let due = {
-            let mut pending = self.pending_uses();
-            pending.uses.push((key, unix_nanos(now).to_le_bytes()));
+            let mut pending = lock(&self.shared.pending_uses);
+            pending.uses.push((task, key, unix_nanos(now) as i64));
             let since = *pending.since.get_or_insert_with(Instant::now);
             pending.uses.len() >= USES_PENDING_MAX || since.elapsed() >= USES_PENDING_AGE
         };
@@ -434,10 +413,10 @@ impl DatabaseStore {
 
     /// Records the uses noted so far.
     fn flush_uses(&self) {
-        if self.pending_uses().uses.is_empty() {
+        if lock(&self.shared.pending_uses).uses.is_empty() {
             return;
         }
-        if let Err(e) = self.write(Vec::new()) {
+        if let Err(e) = self.commit(&[]) {
             tracing::debug!(error = %e, "cannot record the uses of stored entries");
         }
     }
@@ -449,219 +428,196 @@ impl DatabaseStore {
         name: Option<&str>,
         version: Option<&str>,
     ) -> Result<Vec<Listing>, StoreError> {
-        self.flush_uses();
-        let mut prefix = Vec::new();
         if let Some(name) = name {
             check_name(name)?;
-            prefix.extend_from_slice(name.as_bytes());
-            prefix.push(0);
-            if let Some(version) = version {
-                check_version(version)?;
-                prefix.extend_from_slice(version.as_bytes());
-                prefix.push(0);
-            }
         }
-        let shared = &*self.shared;
-        let mut out = Vec::new();
-        {
-            let txn = shared.env.read_txn().map_err(self.error("list"))?;
-            let mut add = |item: heed::Result<(&[u8], &[u8])>| -> Result<(), StoreError> {
-                let (db_key, value) = item.map_err(self.error("list"))?;
-                let Some((entry_name, entry_version, key)) = parse_db_key(db_key) else {
-                    return Ok(());
-                };
+        if let Some(version) = version {
+            check_version(version)?;
+        }
+        self.flush_uses();
+        let select = |task: &str, task_version: &str| {
+            name.is_none_or(|name| name == task)
+                && version.is_none_or(|version| version == task_version)
+        };
+        let mut out: Vec<Listing> = Vec::new();
+        self.read("list", |database| {
+            out.clear();
+            database.list(select, |task, task_version, listed| {
                 // One name and version for all of a task version's results.
-                let shared_names = match out.last() {
-                    Some(Listing { name, version, .. })
-                        if **name == *entry_name && **version == *entry_version =>
-                    {
-                        (Arc::clone(name), Arc::clone(version))
+                let (name, version) = match out.last() {
+                    Some(last) if *last.name == *task && *last.version == *task_version => {
+                        (Arc::clone(&last.name), Arc::clone(&last.version))
                     }
-                    _ => (Arc::from(entry_name), Arc::from(entry_version)),
+                    _ => (Arc::from(task), Arc::from(task_version)),
                 };
-                let created = time(value);
-                let accessed = match shared.uses.get(&txn, db_key).map_err(self.error("list"))? {
-                    Some(used) if used.len() == 8 => time(used).max(created),
-                    _ => created,
-                };
+                let created = from_unix_nanos(listed.created.max(0) as u64);
+                let accessed = listed.used.map_or(created, |used| {
+                    from_unix_nanos(used.max(0) as u64).max(created)
+                });
                 out.push(Listing {
-                    name: shared_names.0,
-                    version: shared_names.1,
-                    key,
-                    size: value.len().saturating_sub(8) as u64,
+                    name,
+                    version,
+                    key: listed.key,
+                    size: listed.size,
                     created,
                     accessed,
                 });
-                Ok(())
-            };
-            // LMDB cannot seek to an empty key: all entries are iterated.
-            match prefix.is_empty() {
-                true => {
-                    for item in shared.entries.iter(&txn).map_err(self.error("list"))? {
-                        add(item)?;
-                    }
-                }
-                false => {
-                    let iter = shared.entries.prefix_iter(&txn, &prefix);
-                    for item in iter.map_err(self.error("list"))? {
-                        add(item)?;
-                    }
-                }
-            }
-        }
+            })
+        })?;
+        out.sort();
         Ok(out)
     }
 }
 
-/// What a migration moved.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Migrated {
-    /// Results moved.
-    pub results: u64,
-    /// Their bytes.
-    pub bytes: u64,
-}
-
-/// Moves the store at `root` to `layout`: its small results from files
-/// into the database, or from the database back into files (and then the
-/// database away). Safe to interrupt and run again: a result is copied
-/// before its old copy is removed, and while both exist the database's is
-/// read. No other process may use the store meanwhile.
-///
-/// ```
-/// use routine_core::store::{migrate, Layout};
-///
-/// let dir = tempfile::tempdir().unwrap();
-/// let moved = migrate(dir.path(), Layout::Database).unwrap();
-/// assert_eq!(moved.results, 0);
-/// assert!(dir.path().join(".database").is_dir());
-/// migrate(dir.path(), Layout::Files).unwrap();
-/// assert!(!dir.path().join(".database").exists());
-/// ```
-pub fn migrate(root: &Path, layout: super::Layout) -> Result<Migrated, StoreError> {
-    let store = DatabaseStore::open(root)?;
-    let mut moved = Migrated::default();
-    match layout {
-        super::Layout::Database => {
-            for listing in store.files.list(None, None)? {
-                if listing.size as usize > SMALL_MAX {
-                    continue;
-                }
-                let slot = Slot {
-                    name: &listing.name,
-                    version: &listing.version,
-                    key: &listing.key,
-                };
-                let Some(found) = store.files.get(&slot)? else {
-                    continue;
-                };
-                let bytes = found.into_bytes().map_err(StoreError::io("read", root))?;
-                store.put_small(&slot, &bytes)?;
-                moved.results += 1;
-                moved.bytes += bytes.len() as u64;
-            }
-        }
-        super::Layout::Files => {
-            for listing in store.list_database(None, None)? {
-                let slot = Slot {
-                    name: &listing.name,
-                    version: &listing.version,
-                    key: &listing.key,
-                };
-                let Some(found) = store.get(&slot)? else {
-                    continue;
-                };
-                let bytes = found.into_bytes().map_err(StoreError::io("read", root))?;
-                super::put_whole(&store.files, &slot, &bytes)?;
-                store.remove_small(&slot)?;
-                moved.results += 1;
-                moved.bytes += bytes.len() as u64;
-            }
-            drop(store);
-            let folder = root.join(DATABASE);
-            std::fs::remove_dir_all(&folder).map_err(StoreError::io("remove", &folder))?;
-        }
-    }
-    Ok(moved)
-}
-
-/// Whether `root` holds a folder named as a task: results as files.
-fn has_task_folders(root: &Path) -> Result<bool, StoreError> {
-    let read = std::fs::read_dir(root).map_err(StoreError::io("list", root))?;
-    for item in read {
-        let item = item.map_err(StoreError::io("list", root))?;
-        let is_dir = item.file_type().is_ok_and(|t| t.is_dir());
-        if is_dir
-            && item
-                .file_name()
-                .to_str()
-                .is_some_and(|n| check_name(n).is_ok())
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-/// `name\0version\0key`: names and versions hold no NUL, and sort by name,
-/// then version.
-fn db_key(slot: &Slot<'_>) -> Result<Vec<u8>, StoreError> {
+/// The change that removes a slot's entry.
+fn removal(slot: &Slot<'_>) -> Result<Change, StoreError> {
     check_slot(slot)?;
-    let mut key = Vec::with_capacity(slot.name.len() + slot.version.len() + 34);
-    key.extend_from_slice(slot.name.as_bytes());
-    key.push(0);
-    key.extend_from_slice(slot.version.as_bytes());
-    key.push(0);
-    key.extend_from_slice(slot.key.as_bytes());
-    Ok(key)
+    Ok(Change::Remove {
+        name: slot.name.to_owned(),
+        version: slot.version.to_owned(),
+        key: *slot.key,
+    })
 }
 
-/// The name, version and key a database key holds.
-fn parse_db_key(bytes: &[u8]) -> Option<(&str, &str, Key)> {
-    let mut parts = bytes.splitn(3, |b| *b == 0);
-    let name = std::str::from_utf8(parts.next()?).ok()?;
-    let version = std::str::from_utf8(parts.next()?).ok()?;
-    let key: [u8; 32] = parts.next()?.try_into().ok()?;
-    Some((name, version, Key::from_bytes(key)))
+/// Opens the database of the store at `root`: sets aside one an earlier
+/// routine wrote in another format, and one found damaged (then opens a
+/// fresh one). A database that cannot be opened otherwise leaves the store
+/// without one (its files are still read), with a warning; only a database
+/// of a newer routine is refused.
+fn open_database(root: &Path, durability: Durability) -> Result<Database, StoreError> {
+    let folder = root.join(DATABASE);
+    if folder.join("data.mdb").exists() && !folder.join(sqlite::FILE).exists() {
+        match set_aside(
+            root,
+            None,
+            Reason::EarlierFormat,
+            "an LMDB database (data.mdb), which this routine does not read",
+        ) {
+            Ok(Some(path)) => warn_set_aside(&path, Reason::EarlierFormat, "an earlier format"),
+            Ok(None) => {}
+            Err(e) => {
+                return Ok(without_database(
+                    &folder,
+                    format!("it is in an earlier format and cannot be set aside: {e}"),
+                ))
+            }
+        }
+    }
+    // A fresh database may be damaged again at once only by something
+    // still at work on the folder: after two tries the store goes on
+    // without one.
+    for _ in 0..2 {
+        match Database::open(&folder, durability) {
+            Ok(database) => {
+                if let Access::ReadOnly(why) = &database.access {
+                    tracing::info!(store = %root.display(), %why, "the store is read-only here: results are read, not written");
+                }
+                return Ok(database);
+            }
+            Err(OpenError::Damaged { identity, reason }) => {
+                match set_aside(root, identity, Reason::Damaged, &reason) {
+                    Ok(Some(path)) => warn_set_aside(&path, Reason::Damaged, &reason),
+                    Ok(None) => {}
+                    Err(e) if is_read_only(&e) => {
+                        return Ok(without_database(
+                            &folder,
+                            format!("it is damaged ({reason}) and cannot be set aside: {e}"),
+                        ))
+                    }
+                    Err(e) => {
+                        return Err(StoreError::io("set aside the damaged database", &folder)(e))
+                    }
+                }
+            }
+            Err(OpenError::Newer(version)) => {
+                return Err(StoreError::Unusable {
+                    store: root.display().to_string(),
+                    reason: format!(
+                        "its database has schema {version}, newer than this build's: use the \
+                         routine that made it"
+                    ),
+                })
+            }
+            Err(OpenError::Io(op, path, e)) => {
+                return Ok(without_database(
+                    &folder,
+                    StoreError::io(op, path)(e).to_string(),
+                ))
+            }
+            Err(OpenError::Sqlite(e)) => return Ok(without_database(&folder, e.to_string())),
+        }
+    }
+    Ok(without_database(
+        &folder,
+        "it was found damaged again right after a fresh one was made".into(),
+    ))
 }
 
-/// The time a stored value starts with; the epoch for a value too short
-/// to hold one (a damaged database is read, not trusted).
-fn time(bytes: &[u8]) -> SystemTime {
-    let nanos = bytes
-        .get(..8)
-        .and_then(|head| head.try_into().ok())
-        .map_or(0, u64::from_le_bytes);
-    from_unix_nanos(nanos)
+/// A store that cannot use its database: said once, loudly.
+fn without_database(folder: &Path, why: String) -> Database {
+    tracing::warn!(
+        database = %folder.display(),
+        %why,
+        "the store's database cannot be used: its results are not read, and small results are \
+         not stored"
+    );
+    Database::absent(folder, why)
+}
+
+/// Sets a damaged database aside, unless another process did.
+fn set_aside_damaged(root: &Path, damaged: &Database, detail: &str) -> Result<(), StoreError> {
+    match set_aside(root, damaged.identity, Reason::Damaged, detail) {
+        Ok(Some(path)) => warn_set_aside(&path, Reason::Damaged, detail),
+        Ok(None) => {}
+        Err(e) => {
+            return Err(StoreError::io(
+                "set aside the damaged database",
+                root.join(DATABASE),
+            )(e))
+        }
+    }
+    Ok(())
+}
+
+fn warn_set_aside(path: &Path, reason: Reason, detail: &str) {
+    let advice = SetAside {
+        path: path.to_owned(),
+        reason,
+        size: 0,
+        at: SystemTime::now(),
+    }
+    .advice();
+    tracing::warn!(%detail, "{advice}; a fresh database is started");
 }
 
 impl Store for DatabaseStore {
     fn get(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
-        let key = db_key(slot)?;
-        let shared = &*self.shared;
+        check_slot(slot)?;
         let now = SystemTime::now();
-        let found = {
-            let txn = shared.env.read_txn().map_err(self.error("read"))?;
-            match shared.entries.get(&txn, &key).map_err(self.error("read"))? {
-                Some(value) if value.len() >= 8 => {
-                    // A use is at or after its entry's creation: only an
-                    // entry created before the resolution has uses to read.
-                    let stale = access_is_stale(time(value), now)
-                        && match shared.uses.get(&txn, &key).map_err(self.error("read"))? {
-                            Some(used) if used.len() == 8 => access_is_stale(time(used), now),
-                            _ => true,
-                        };
-                    Some((value[8..].to_vec(), stale))
-                }
-                _ => None,
+        let read = |database: &Database| database.get(slot.name, slot.version, slot.key);
+        let mut row = self.read("read", read)?;
+        if row.is_none() {
+            // A miss: if the database was removed or replaced (by `rm -rf`
+            // of the store, or set aside by another process), the result
+            // may be in the one now at its path.
+            let database = self.database();
+            if database.access == Access::Writable && database.moved() {
+                self.replace(&database, None)?;
+                row = self.read("read", read)?;
             }
-        };
-        match found {
-            Some((entry, stale)) => {
-                if stale {
-                    self.record_use(key, now);
+        }
+        match row {
+            Some(row) => {
+                // A use is at or after its entry's creation: only an entry
+                // created before the resolution has uses to read.
+                let at = |nanos: i64| from_unix_nanos(nanos.max(0) as u64);
+                if access_is_stale(at(row.created), now) {
+                    let used = self.read("read", |db| db.last_use(row.task, slot.key))?;
+                    if used.is_none_or(|used| access_is_stale(at(used), now)) {
+                        self.record_use(row.task, *slot.key, now);
+                    }
                 }
-                Ok(Some(Found::Bytes(Arc::new(entry))))
+                Ok(Some(Found::Bytes(Arc::new(row.entry))))
             }
             None => {
                 let found = self.files.get(slot);
@@ -677,20 +633,21 @@ impl Store for DatabaseStore {
 
     fn create(&self, slot: &Slot<'_>, len: u64) -> Result<Box<dyn EntryWrite>, StoreError> {
         check_slot(slot)?;
+        let (name, version, key) = (slot.name.to_owned(), slot.version.to_owned(), *slot.key);
         if len as usize > SMALL_MAX {
             return Ok(Box::new(LargeWriter {
                 store: self.clone(),
-                name: slot.name.to_owned(),
-                version: slot.version.to_owned(),
-                key: *slot.key,
+                name,
+                version,
+                key,
                 file: self.files.create(slot, len)?,
             }));
         }
         Ok(Box::new(SmallWriter {
             store: self.clone(),
-            name: slot.name.to_owned(),
-            version: slot.version.to_owned(),
-            key: *slot.key,
+            name,
+            version,
+            key,
             bytes: Vec::with_capacity(len as usize),
         }))
     }
@@ -702,10 +659,7 @@ impl Store for DatabaseStore {
     /// One commit for all of `slots`; then their files, looked for only in
     /// version folders that exist.
     fn remove_many(&self, slots: &[Slot<'_>]) -> Result<Vec<bool>, StoreError> {
-        let removals = slots
-            .iter()
-            .map(|slot| db_key(slot).map(|key| Change::Remove { key }))
-            .collect::<Result<Vec<_>, _>>()?;
+        let removals = slots.iter().map(removal).collect::<Result<Vec<_>, _>>()?;
         let mut removed = self.write(removals)?;
         let mut folders: std::collections::HashMap<(&str, &str), bool> = Default::default();
         for (slot, removed) in slots.iter().zip(&mut removed) {
@@ -723,7 +677,6 @@ impl Store for DatabaseStore {
         let mut out = self.list_database(name, version)?;
         // Large results, and those of an earlier file store, but not a
         // file the database's entry of the same slot shadows.
-        out.sort(); // in the database's order already: a linear check
         fn slot_of(l: &Listing) -> (&str, &str, Key) {
             (&l.name, &l.version, l.key)
         }
@@ -822,6 +775,24 @@ impl EntryWrite for LargeWriter {
         };
         store.remove_small(&slot).map(drop)
     }
+}
+
+/// Whether `root` holds a folder named as a task: results as files.
+fn has_task_folders(root: &Path) -> Result<bool, StoreError> {
+    let read = std::fs::read_dir(root).map_err(StoreError::io("list", root))?;
+    for item in read {
+        let item = item.map_err(StoreError::io("list", root))?;
+        let is_dir = item.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir
+            && item
+                .file_name()
+                .to_str()
+                .is_some_and(|n| check_name(n).is_ok())
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 #[cfg(test)]
@@ -983,10 +954,15 @@ mod tests {
 
     /// Writes an entry created `age` ago, as an older run would have.
     fn put_aged(store: &DatabaseStore, slot: &Slot<'_>, age: Duration) {
-        let mut value = unix_nanos(SystemTime::now() - age).to_le_bytes().to_vec();
-        value.extend_from_slice(b"x");
-        let key = db_key(slot).unwrap();
-        store.write(vec![Change::Put { key, value }]).unwrap();
+        store
+            .write(vec![Change::Put {
+                name: slot.name.to_owned(),
+                version: slot.version.to_owned(),
+                key: *slot.key,
+                created: unix_nanos(SystemTime::now() - age) as i64,
+                entry: b"x".to_vec(),
+            }])
+            .unwrap();
     }
 
     #[test]
