@@ -11,8 +11,11 @@
 //!                                                        PRAGMA wal_checkpoint(PASSIVE)
 //! ```
 //!
-//! Writers keep SQLite's own checkpoint at [`BACKSTOP_PAGES`], for a WAL
-//! the thread cannot keep up with.
+//! The thread's checkpoints never block writers, so a writer that never
+//! pauses keeps it from ever catching up, and the WAL only starts over
+//! once a checkpoint has caught up: at [`BACKSTOP_PAGES`] the committing
+//! writer checkpoints itself (as SQLite's own automatic checkpoint would;
+//! setting a hook replaces that one), which bounds the WAL.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -26,8 +29,8 @@ use rusqlite::{Connection, OpenFlags};
 pub(crate) const CHECKPOINT_PAGES: i32 = 256;
 
 /// Past this many pages in the WAL, the committing writer checkpoints
-/// itself (SQLite's `wal_autocheckpoint`).
-pub(crate) const BACKSTOP_PAGES: i32 = 16 * CHECKPOINT_PAGES;
+/// itself.
+pub(crate) const BACKSTOP_PAGES: i32 = 4 * CHECKPOINT_PAGES;
 
 /// The checkpoint thread of one database, started at the first checkpoint
 /// due (a store that writes little never starts it); stopped when dropped.
@@ -70,7 +73,15 @@ impl Checkpointer {
         &self,
     ) -> impl FnMut(&mut rusqlite::hooks::Wal, i32) -> rusqlite::Result<()> + Send + 'static {
         let shared = Arc::clone(&self.shared);
-        move |_, pages| {
+        move |wal, pages| {
+            if pages >= BACKSTOP_PAGES {
+                // Busy when the thread is checkpointing: the next commit
+                // tries again.
+                if let Err(e) = wal.checkpoint() {
+                    tracing::trace!(error = %e, "the writer's checkpoint did not run");
+                }
+                return Ok(());
+            }
             if pages < CHECKPOINT_PAGES {
                 // The WAL started over: the next checkpoint is due when it
                 // has grown again.

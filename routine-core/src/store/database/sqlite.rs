@@ -27,7 +27,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use super::super::{is_read_only, Durability};
-use super::checkpoint::{Checkpointer, BACKSTOP_PAGES};
+use super::checkpoint::Checkpointer;
 use crate::key::Key;
 
 /// The database's file, in the store's database folder.
@@ -283,10 +283,10 @@ impl Database {
             Durability::Fsync => Some(connect(&path, flags, durability).map_err(&damaged)?),
             Durability::Process => None,
         };
+        // The hook replaces SQLite's own automatic checkpoints.
         let checkpointer = Checkpointer::new(path.clone());
         writer
-            .pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)
-            .and_then(|()| writer.wal_hook(Some(checkpointer.hook())))
+            .wal_hook(Some(checkpointer.hook()))
             .map_err(&damaged)?;
         Ok(Database {
             access: Access::Writable,
@@ -612,8 +612,8 @@ fn configure(conn: &mut Connection, durability: Durability) -> rusqlite::Result<
     };
     conn.pragma_update(None, "synchronous", synchronous)?;
     // The WAL is truncated to this when it starts over, not kept at its
-    // largest size.
-    conn.pragma_update(None, "journal_size_limit", 4 << 20)?;
+    // largest size (see `checkpoint` for how large it grows).
+    conn.pragma_update(None, "journal_size_limit", 2 << 20)?;
     // Pages kept in memory, up to 8 MiB a connection (SQLite's default is
     // 2 MiB): the upper levels of a large store's tree stay cached.
     conn.pragma_update(None, "cache_size", -8192)?;
