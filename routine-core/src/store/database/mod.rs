@@ -844,6 +844,28 @@ mod tests {
     }
 
     #[test]
+    fn the_wal_stays_small_under_writes_that_never_pause() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DatabaseStore::open(dir.path()).unwrap();
+        let wal = dir.path().join(DATABASE).join("results.sqlite3-wal");
+        let mut largest = 0;
+        for n in 0..4_000u32 {
+            let key = Key::of("t", "1.0.0", &n).unwrap();
+            let slot = Slot {
+                name: "t",
+                version: "1.0.0",
+                key: &key,
+            };
+            super::super::put_whole(&store, &slot, &[7; 300]).unwrap();
+            largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+        }
+        // About 10,000 pages were written: the WAL started over, at most
+        // `BACKSTOP_PAGES` (4 MiB) plus a commit's pages long.
+        let bound = (checkpoint::BACKSTOP_PAGES as u64 + 64) * (4096 + 24);
+        assert!(largest <= bound, "the WAL grew to {largest} bytes");
+    }
+
+    #[test]
     fn results_of_an_earlier_file_store_are_read_on() {
         let dir = tempfile::tempdir().unwrap();
         let key = Key::of("train", "0.0.1", &1u8).unwrap();
