@@ -44,7 +44,7 @@ fn entry_path(root: &Path, n: u32) -> PathBuf {
 const LAYOUTS: [Layout; 2] = [Layout::Files, Layout::Database];
 
 fn store(root: &Path, layout: Layout) -> Arc<dyn Store> {
-    open_local(root, layout, Durability::Process).unwrap()
+    open_local(root, Some(layout), Durability::Process).unwrap()
 }
 
 fn engine(root: &Path, layout: Layout) -> Engine {

@@ -210,7 +210,15 @@ fn every_subcommand_has_help_with_examples() {
         &["worker", "--help"],
         &["status", "--help"],
         &["cache", "--help"],
+        &["cache", "ls", "--help"],
+        &["cache", "show", "--help"],
+        &["cache", "rm", "--help"],
         &["cache", "gc", "--help"],
+        &["cache", "stats", "--help"],
+        &["cache", "migrate", "--help"],
+        &["runs", "--help"],
+        &["runs", "ls", "--help"],
+        &["runs", "show", "--help"],
     ] {
         let help = project.run("train", command).ok();
         assert!(
@@ -224,19 +232,21 @@ fn every_subcommand_has_help_with_examples() {
             help.stdout
         );
     }
-    for command in [
-        &["cache", "ls", "--help"][..],
-        &["cache", "show", "--help"],
-        &["cache", "rm", "--help"],
-        &["cache", "stats", "--help"],
-    ] {
-        let help = project.run("train", command).ok();
-        assert!(
-            help.stdout.contains("Usage: train cache"),
-            "{command:?}:\n{}",
-            help.stdout
-        );
-    }
+    // The examples name the program's own routines, runnable as shown.
+    let run = project.run("train", &["run", "--help"]).ok().stdout;
+    assert!(
+        run.contains("train run prepare-data --arg seed=7 --arg n=7"),
+        "{run}"
+    );
+    assert!(!run.contains("greet"), "{run}");
+    project
+        .run(
+            "train",
+            &["run", "prepare-data", "--arg", "seed=7", "--arg", "n=7"],
+        )
+        .ok();
+    let ls = project.run("train", &["cache", "ls", "--help"]).ok().stdout;
+    assert!(ls.contains("train cache ls prepare-data"), "{ls}");
     let help = project.run("train", &["--help"]).ok();
     assert!(
         help.stdout.contains("Trains one small model"),
@@ -290,9 +300,13 @@ fn info_and_tasks_describe_the_program_and_its_store() {
         "{}",
         text.stdout
     );
+    assert_eq!(info["new_store"], false);
     let files = Project::new().env("ROUTINE_LAYOUT", "files");
     let info = files.run("train", &["info", "--json"]).ok().json();
-    assert_eq!(info["layout"], "files");
+    assert_eq!(
+        (&info["layout"], &info["new_store"]),
+        (&"files".into(), &true.into())
+    );
 }
 
 #[test]
@@ -1227,10 +1241,10 @@ fn the_database_layout_keeps_results_and_is_not_opened_as_files() {
     let as_files = project.anew().env("ROUTINE_LAYOUT", "files");
     as_files
         .run("train", &["--quiet"])
-        .fails_with(2, "keeps its small results in a database");
+        .fails_with(2, "keeps its results in the database layout, not files");
     as_files
         .run("train", &["--quiet"])
-        .fails_with(2, "ROUTINE_LAYOUT=database");
+        .fails_with(2, "cache migrate --to files");
 }
 
 /// `cache migrate` moves a store's small results into its database and
@@ -1321,4 +1335,164 @@ fn a_read_only_store_is_read_by_the_command_line() {
             .fails_with(2, "is read-only here");
         assert_eq!(ran.stderr.lines().count(), 1, "{args:?}: {}", ran.stderr);
     }
+}
+
+#[test]
+fn runs_ls_lists_the_newest_run_first() {
+    let project = Project::new();
+    project.run("train", &["--quiet"]).ok();
+    let args = [
+        "run",
+        "train-and-pick",
+        "--arg",
+        "seed=3",
+        "--arg",
+        "n=50",
+        "--arg",
+        "epochs=5",
+        "--arg",
+        "learning_rates=[0.1]",
+    ];
+    project.run("train", &args).ok();
+    let runs = project.run("train", &["runs", "ls", "--json"]).ok().json();
+    let computed: Vec<&Value> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["computed"])
+        .collect();
+    // The later run trained one model: 5 calls; the first, four: 8.
+    assert_eq!(
+        computed,
+        [&serde_json::json!(5), &serde_json::json!(8)],
+        "{runs}"
+    );
+    let table = project.run("train", &["runs", "ls"]).ok().stdout;
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert!(
+        rows[0].contains(" 5 ") && rows[1].contains(" 8 "),
+        "{table}"
+    );
+}
+
+#[test]
+fn verbose_prints_a_line_per_call() {
+    let project = Project::new();
+    let ran = project.run("train", &["-v"]).ok();
+    let lines: Vec<&str> = ran
+        .stderr
+        .lines()
+        .filter(|l| l.contains("call finished"))
+        .collect();
+    assert_eq!(lines.len(), 8, "{}", ran.stderr);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("fit") && l.contains("computed")),
+        "{lines:?}"
+    );
+    // Without -v, none.
+    let quiet = project.anew().run("train", &[]).ok();
+    assert!(!quiet.stderr.contains("call finished"), "{}", quiet.stderr);
+}
+
+/// Looking at a result (`cache show`) is not a use: it does not keep the
+/// result from `cache gc --older-than`.
+#[test]
+fn cache_show_does_not_count_as_a_use() {
+    let project = Project::new().env("ROUTINE_LAYOUT", "files");
+    project.run("train", &["--quiet"]).ok();
+    // Every result last used two days ago.
+    let two_days_ago = SystemTime::now() - Duration::from_secs(2 * 86_400);
+    for name in [
+        "fit",
+        "pick-best",
+        "prepare-data",
+        "train",
+        "train-and-pick",
+    ] {
+        for version in std::fs::read_dir(project.store().join(name)).unwrap() {
+            for entry in std::fs::read_dir(version.unwrap().path()).unwrap() {
+                let file = File::options()
+                    .write(true)
+                    .open(entry.unwrap().path())
+                    .unwrap();
+                let times = FileTimes::new()
+                    .set_accessed(two_days_ago)
+                    .set_modified(two_days_ago);
+                file.set_times(times).unwrap();
+            }
+        }
+    }
+    let picked = project
+        .run("train", &["cache", "ls", "pick-best", "--json"])
+        .ok()
+        .json();
+    let key = picked[0]["key"].as_str().unwrap()[..8].to_owned();
+    project.run("train", &["cache", "show", &key]).ok();
+    let after = project
+        .run("train", &["cache", "ls", "pick-best", "--json"])
+        .ok()
+        .json();
+    assert_eq!(after[0]["last_used"], picked[0]["last_used"], "{after}");
+    let gc = project
+        .run("train", &["cache", "gc", "--older-than", "1d", "--json"])
+        .ok()
+        .json();
+    assert_eq!(gc["kept_results"], 0, "{gc}");
+}
+
+/// `cache gc` counts results as `cache stats` and `info` do: the records
+/// of runs apart.
+#[test]
+fn cache_gc_counts_results_as_stats_does() {
+    let project = Project::new();
+    project.run("train", &["--quiet"]).ok();
+    let info = project.run("train", &["info", "--json"]).ok().json();
+    assert_eq!(info["stored_results"], 8);
+    let gc = project.run("train", &["cache", "gc"]).ok().stdout;
+    assert!(gc.contains("kept 8 results"), "{gc}");
+}
+
+/// One rule, whatever the entry point: an existing store is opened in its
+/// own layout, a new one in the configured (else the default) layout; a
+/// layout asked for that the store does not have is refused, naming
+/// `cache migrate`. Commands that only read make no store.
+#[test]
+fn a_store_keeps_its_layout_whatever_opens_it() {
+    let project = Project::new();
+    let info = project.run("train", &["info"]).ok().stdout;
+    assert!(info.contains("layout   database (a new store)"), "{info}");
+    assert!(!project.store().exists(), "`info` made the store");
+
+    let files = project.anew().env("ROUTINE_LAYOUT", "files");
+    files.run("train", &["--quiet"]).ok();
+    let plain = files.anew();
+    for args in [
+        &["info"][..],
+        &["cache", "ls"],
+        &["--quiet"],
+        &["runs", "ls"],
+    ] {
+        plain.run("train", args).ok();
+    }
+    assert!(
+        !plain.store().join(".database").exists(),
+        "a store of files stays one"
+    );
+    let info = plain.run("train", &["info"]).ok().stdout;
+    assert!(info.contains("layout   files"), "{info}");
+    let url = format!("file://{}", plain.store().display());
+    let by_url = plain.anew().env("ROUTINE_STORE", &url);
+    let again = by_url.run("train", &["--quiet"]).ok();
+    assert!(again.stdout.contains("0 ran"), "{}", again.stdout);
+    assert!(!by_url.store().join(".database").exists());
+    let by_url = by_url.env("ROUTINE_LAYOUT", "files");
+    by_url.run("train", &["--quiet"]).ok();
+    by_url
+        .anew()
+        .env("ROUTINE_STORE", &url)
+        .env("ROUTINE_LAYOUT", "database")
+        .run("train", &["cache", "ls"])
+        .fails_with(2, "keeps its results in the files layout, not database");
 }

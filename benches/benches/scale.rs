@@ -2,8 +2,10 @@
 //! one store (the default, database layout), then the commands a user runs
 //! on it: `cache ls`, `cache stats`, `tasks` and `cache gc --max-size`, each
 //! a process of its own (the `scale-cli` program), with its time and its
-//! peak memory (the kernel's `ru_maxrss` of that process). Storing is timed
-//! in this process, its peak memory above what the process held before.
+//! peak memory (the kernel's `ru_maxrss` of that process), run under a limit
+//! of 2 GiB of address space (`ulimit -v 2097152`, as batch schedulers set
+//! it): the store must work there at any size. Storing is timed in this
+//! process, its peak memory above what the process held before.
 //! `ROUTINE_BENCH_QUICK=1` stores 100,000.
 
 use std::fs;
@@ -16,6 +18,9 @@ use routine::Engine;
 use routine_bench::memory::{current_rss, peak_rss, reset_peak_rss};
 use routine_bench::run_folder;
 use routine_bench::scale::payload;
+
+/// The address space each command may take: 2 GiB.
+const ADDRESS_SPACE_LIMIT: libc::rlim_t = 2 << 30;
 
 /// What one command did: its time, its peak memory and what it printed.
 struct Ran {
@@ -32,7 +37,23 @@ struct Ran {
 )]
 fn command(root: &Path, args: &[&str]) -> Ran {
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_scale-cli"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_scale-cli"));
+    // SAFETY: the closure runs in the child between fork and exec, and
+    // only calls `setrlimit`, which is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: ADDRESS_SPACE_LIMIT,
+                rlim_max: ADDRESS_SPACE_LIMIT,
+            };
+            match libc::setrlimit(libc::RLIMIT_AS, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let mut child = command
         .args(args)
         .env("ROUTINE_STORE", root)
         .env_remove("ROUTINE_CONFIG")
@@ -130,7 +151,7 @@ fn main() {
     let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
     println!();
     println!(
-        "| {results} results of 168 bytes, database layout ({:.0} MiB of database) | time | peak memory | printed |",
+        "| {results} results of 168 bytes, database layout ({:.0} MiB of database); commands under `ulimit -v 2097152` | time | peak memory | printed |",
         mib(disk)
     );
     println!("|---|---|---|---|");

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 
 use crate::program::Program;
+use routine_core::registry::TaskSpec;
 
 /// A routine program's command line.
 #[derive(Debug, Parser)]
@@ -214,22 +215,88 @@ fn parse_age(text: &str) -> Result<std::time::Duration, String> {
     })
 }
 
-/// The command with the program's name, description and examples.
+/// A routine of this program to show in examples, with arguments that
+/// `run` takes as written: the first whose parameters are all numbers,
+/// booleans or strings (else the first, with placeholders).
+struct ExampleRoutine {
+    name: String,
+    version: String,
+    args: String,
+}
+
+impl ExampleRoutine {
+    fn pick() -> ExampleRoutine {
+        let tasks = crate::routines::sorted_tasks();
+        let simple = |task: &&'static TaskSpec| {
+            task.parameters()
+                .iter()
+                .all(|p| example_value(p.type_name()).is_some())
+        };
+        let Some(task) = tasks
+            .iter()
+            .copied()
+            .find(simple)
+            .or(tasks.first().copied())
+        else {
+            return ExampleRoutine {
+                name: "<name>".into(),
+                version: "<version>".into(),
+                args: "--arg <argument>=<value>".into(),
+            };
+        };
+        let args = task
+            .parameters()
+            .iter()
+            .map(|p| {
+                let value = example_value(p.type_name())
+                    .map_or_else(|| format!("<{}>", p.type_name()), str::to_owned);
+                format!("--arg {}={value}", p.name())
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        ExampleRoutine {
+            name: task.name().to_owned(),
+            version: task.version().to_owned(),
+            args,
+        }
+    }
+}
+
+/// A value `--arg` reads as one of `type_name`, for the simple types.
+fn example_value(type_name: &str) -> Option<&'static str> {
+    match type_name.trim() {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" | "i8" | "i16" | "i32" | "i64" | "i128"
+        | "isize" => Some("7"),
+        "f32" | "f64" => Some("0.5"),
+        "bool" => Some("true"),
+        "String" => Some("hello"),
+        _ => None,
+    }
+}
+
+/// The command with the program's name, description and examples, which
+/// name the program's own routines.
 pub(crate) fn command(program: &Program, bin: &str) -> clap::Command {
     let about = match program.about.is_empty() {
         true => format!("{} — a routine program", program.project),
         false => program.about.to_owned(),
     };
+    let ExampleRoutine {
+        name,
+        version,
+        args,
+    } = ExampleRoutine::pick();
     let after_help = format!(
         "Without a command, runs the program's `main` with the configured engine.\n\n\
          Examples:\n  \
          {bin}                            run main (results in ./.routine)\n  \
          {bin} tasks                      list the routines\n  \
-         {bin} run <name> --arg x=1       run one routine, print its result\n  \
+         {bin} run {name} {args}\n  \
          {bin} cache gc --max-size 10GiB  keep the store under 10 GiB\n\n\
          Configuration: defaults < routine.toml < ROUTINE_* variables < flags.\n\
          Exit codes: 0 success, 1 the routine failed, 2 usage or configuration error."
     );
+    let examples = |lines: &[String]| format!("Examples:\n  {}", lines.join("\n  "));
     Cli::command()
         .name(program.project)
         .bin_name(bin.to_owned())
@@ -237,65 +304,113 @@ pub(crate) fn command(program: &Program, bin: &str) -> clap::Command {
         .about(about)
         .after_help(after_help)
         .mut_subcommand("info", |c| {
-            c.after_help(format!("Examples:\n  {bin} info\n  {bin} info --json | jq .store"))
+            c.after_help(examples(&[format!("{bin} info"), format!("{bin} info --json | jq .store")]))
         })
         .mut_subcommand("tasks", |c| {
-            c.after_help(format!("Examples:\n  {bin} tasks\n  {bin} tasks --json"))
+            c.after_help(examples(&[format!("{bin} tasks"), format!("{bin} tasks --json")]))
         })
         .mut_subcommand("run", |c| {
             c.after_help(format!(
                 "The routine runs through the engine: a stored result is returned without \
                  running it, and a new one is stored. The result goes to standard output as \
-                 JSON; how it was obtained goes to standard error.\n\n\
-                 Examples:\n  \
-                 {bin} run prepare-data --arg seed=42 --arg n=100\n  \
-                 {bin} run tname:prepare-data:0.1.0 --args-json '{{\"seed\": 42, \"n\": 100}}'\n  \
-                 {bin} run greet --arg name=world            # not JSON: taken as a string\n  \
-                 {bin} run greet --arg 'name=\"42\"'           # quoted: the string \"42\""
+                 JSON; how it was obtained goes to standard error. A VALUE that is not JSON \
+                 is taken as a string (--arg label=abc); quote it to keep a number a string \
+                 (--arg 'label=\"42\"').\n\n{}",
+                examples(&[
+                    format!("{bin} run {name} {args}"),
+                    format!("{bin} run tname:{name}:{version} {args}"),
+                    format!("{bin} run {name}@{version} --args-json \"$(cat args.json)\""),
+                ])
             ))
         })
         .mut_subcommand("worker", |c| {
             c.after_help(format!(
-                "Needs a broker and a store shared with the callers.\n\n\
-                 Examples:\n  \
-                 ROUTINE_BROKER=redis://127.0.0.1:6379 ROUTINE_STORE=s3://bucket/results {bin} worker\n  \
-                 {bin} --broker redis://10.0.0.5:6379 --store s3://bucket/results worker --concurrency 8"
+                "Needs a broker and a store shared with the callers.\n\n{}",
+                examples(&[
+                    format!("ROUTINE_BROKER=redis://127.0.0.1:6379 ROUTINE_STORE=s3://bucket/results {bin} worker"),
+                    format!("{bin} --broker redis://10.0.0.5:6379 --store s3://bucket/results worker --concurrency 8"),
+                ])
             ))
         })
         .mut_subcommand("status", |c| {
-            c.after_help(format!(
-                "Examples:\n  {bin} --broker redis://127.0.0.1:6379 status\n  {bin} status --json"
-            ))
+            c.after_help(examples(&[
+                format!("{bin} --broker redis://127.0.0.1:6379 status"),
+                format!("{bin} status --json"),
+            ]))
         })
         .mut_subcommand("runs", |c| {
             c.after_help(format!(
                 "Every call outside a routine's body (by main, a trigger, or `run`) is the root \
                  of a run; its sub-calls, here or on workers, belong to the same run. A root \
-                 answered from storage records no run.\n\n\
-                 Examples:\n  \
-                 {bin} runs ls\n  \
-                 {bin} runs show 18ec5340\n  \
-                 {bin} runs show 18ec5340 --dot | dot -Tsvg > run.svg"
+                 answered from storage records no run.\n\n{}",
+                examples(&[
+                    format!("{bin} runs ls"),
+                    format!("{bin} runs show 18ec5340"),
+                    format!("{bin} runs show 18ec5340 --dot | dot -Tsvg > run.svg"),
+                ])
             ))
+            .mut_subcommand("ls", |c| {
+                c.after_help(examples(&[format!("{bin} runs ls"), format!("{bin} runs ls --json")]))
+            })
+            .mut_subcommand("show", |c| {
+                c.after_help(examples(&[
+                    format!("{bin} runs show 18ec5340"),
+                    format!("{bin} runs show 18ec5340 --json"),
+                    format!("{bin} runs show 18ec5340 --dot | dot -Tsvg > run.svg"),
+                ]))
+            })
         })
         .mut_subcommand("cache", |c| {
-            c.after_help(format!(
-                "Examples:\n  \
-                 {bin} cache ls fit@0.0.1\n  \
-                 {bin} cache show 3fa2c1\n  \
-                 {bin} cache rm fit@0.0.1 --dry-run\n  \
-                 {bin} cache gc --older-than 30d --max-size 10GiB\n  \
-                 {bin} cache stats --json"
-            ))
+            c.after_help(examples(&[
+                format!("{bin} cache ls {name}@{version}"),
+                format!("{bin} cache show 3fa2c1"),
+                format!("{bin} cache rm {name}@{version} --dry-run"),
+                format!("{bin} cache gc --older-than 30d --max-size 10GiB"),
+                format!("{bin} cache stats --json"),
+            ]))
+            .mut_subcommand("ls", |c| {
+                c.after_help(examples(&[
+                    format!("{bin} cache ls"),
+                    format!("{bin} cache ls {name}"),
+                    format!("{bin} cache ls {name}@{version} --json"),
+                ]))
+            })
+            .mut_subcommand("show", |c| {
+                c.after_help(examples(&[
+                    format!("{bin} cache show 3fa2c1"),
+                    format!("{bin} cache show 3fa2c1 --json | jq .value"),
+                ]))
+            })
+            .mut_subcommand("rm", |c| {
+                c.after_help(examples(&[
+                    format!("{bin} cache rm {name}@{version} --dry-run"),
+                    format!("{bin} cache rm {name}"),
+                    format!("{bin} cache rm 3fa2c1"),
+                ]))
+            })
+            .mut_subcommand("stats", |c| {
+                c.after_help(examples(&[format!("{bin} cache stats"), format!("{bin} cache stats --json")]))
+            })
+            .mut_subcommand("migrate", |c| {
+                c.after_help(format!(
+                    "No other process may use the store meanwhile; an interrupted migration \
+                     is run again.\n\n{}",
+                    examples(&[
+                        format!("{bin} cache migrate --to files"),
+                        format!("{bin} cache migrate --to database --json"),
+                    ])
+                ))
+            })
             .mut_subcommand("gc", |c| {
                 c.after_help(format!(
                     "Always removes results whose task `ttl` has passed, and files left by \
-                     writers that were killed. Entries a run uses are marked as used (to \
-                     within an hour), so --max-size keeps what is in use.\n\n\
-                     Examples:\n  \
-                     {bin} cache gc --dry-run\n  \
-                     {bin} cache gc --older-than 30d\n  \
-                     {bin} cache gc --max-size 10GiB --json"
+                     writers that were killed. A read records its use (to within a minute), \
+                     so --max-size keeps what is in use.\n\n{}",
+                    examples(&[
+                        format!("{bin} cache gc --dry-run"),
+                        format!("{bin} cache gc --older-than 30d"),
+                        format!("{bin} cache gc --max-size 10GiB --json"),
+                    ])
                 ))
             })
         })

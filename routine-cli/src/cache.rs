@@ -11,7 +11,7 @@ use crate::args::{
 use crate::config::Config;
 use crate::failure::Failure;
 use crate::output::{self, Table};
-use crate::routines::{by_routine, split_routine, stored_results, unknown_name};
+use crate::routines::{by_routine, is_result, split_routine, stored_results, unknown_name};
 use routine_core::entry::{self, EntryMeta};
 use routine_core::lineage;
 use routine_core::registry::{self, TaskSpec};
@@ -26,7 +26,7 @@ const SHOW_VALUE_LINES: usize = 40;
 const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
 
 pub(crate) fn cache(config: &Config, command: CacheCommand) -> Result<(), Failure> {
-    let store = || config.open_store();
+    let store = || config.open_store_to_read();
     match command {
         CacheCommand::Ls(args) => ls(&*store()?, &args).inspect(|()| note_set_aside(config)),
         CacheCommand::Show(args) => show(&*store()?, &args),
@@ -72,6 +72,11 @@ fn migrate(config: &Config, args: &MigrateArgs) -> Result<(), Failure> {
             config.store_display()
         )));
     };
+    if !std::path::Path::new(root).exists() {
+        return Err(Failure::usage(format!(
+            "there is no store at `{root}` to migrate"
+        )));
+    }
     let moved = routine_core::store::migrate(std::path::Path::new(root), args.to)?;
     let migration = Migration {
         to: args.to.to_string(),
@@ -390,7 +395,8 @@ fn read_entry(
     slot: &Slot<'_>,
     task: Option<&'static TaskSpec>,
 ) -> Result<ReadEntry, String> {
-    let found = match store.get(slot).map_err(|e| e.to_string())? {
+    // Looking is not using: `cache gc` must not keep it for having been shown.
+    let found = match store.peek(slot).map_err(|e| e.to_string())? {
         None => return Err("it was removed while being read".into()),
         Some(Found::Stream { mut reader, len }) if len > SHOW_VALUE_MAX => {
             let (meta, _) = entry::read_header(&mut reader).map_err(|e| e.to_string())?;
@@ -532,8 +538,13 @@ fn collect(store: &dyn Store, args: &GcArgs) -> Result<(), Failure> {
             })
             .collect(),
         removed_bytes,
-        kept_results: plan.keep.len(),
-        kept_bytes: plan.kept(),
+        kept_results: plan.keep.iter().filter(|l| is_result(l)).count(),
+        kept_bytes: plan
+            .keep
+            .iter()
+            .filter(|l| is_result(l))
+            .map(|l| l.size)
+            .sum(),
         abandoned_bytes,
     };
     if args.json {
@@ -552,6 +563,9 @@ fn collect(store: &dyn Store, args: &GcArgs) -> Result<(), Failure> {
         }
         table.print()?;
     }
+    // Results, as `cache stats` and `info` count them; the runs' records
+    // (which `runs ls` shows) apart.
+    let removed_records = plan.remove.iter().filter(|(l, _)| !is_result(l)).count();
     let mut summary = format!(
         "{} {} ({}); kept {} ({})",
         if args.dry_run {
@@ -559,11 +573,22 @@ fn collect(store: &dyn Store, args: &GcArgs) -> Result<(), Failure> {
         } else {
             "removed"
         },
-        output::results(plan.remove.len()),
+        output::results(plan.remove.len() - removed_records),
         output::size(removed_bytes),
-        output::results(plan.keep.len()),
-        output::size(plan.kept()),
+        output::results(collection.kept_results),
+        output::size(collection.kept_bytes),
     );
+    if removed_records > 0 {
+        summary.push_str(&format!(
+            "; {} {removed_records} records of runs",
+            if args.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            }
+        ));
+    }
+
     if abandoned_bytes > 0 {
         summary.push_str(&format!(
             "; swept {} left by killed writers",

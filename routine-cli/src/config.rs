@@ -13,7 +13,7 @@
 //! project = "ml"
 //! store = ".routine"              # a folder, file:///folder or s3://bucket/prefix
 //! durability = "process"          # or "fsync"
-//! layout = "database"             # or "files": one file per result (for a network file system)
+//! layout = "database"             # a new store's: or "files", one file per result (for a network file system)
 //! cache_capacity = "64MiB"
 //! broker = "redis://127.0.0.1:6379"
 //! namespace = "routine"
@@ -91,8 +91,10 @@ pub struct Config {
     pub store: String,
     /// How hard the local store pushes entries to disk.
     pub durability: Durability,
-    /// How a local store keeps its results: files, or a database.
-    pub layout: Layout,
+    /// How a local store keeps its results, if set: files, or a database.
+    /// Unset, an existing store keeps its own and a new one gets the
+    /// default (see [`store::open_local`]).
+    pub layout: Option<Layout>,
     /// Bound of the in-process result cache, in bytes.
     pub cache_capacity: u64,
     /// The Redis URL of the broker, if the program sends work to workers.
@@ -249,7 +251,7 @@ impl Config {
             project: project.to_owned(),
             store: dir.join(".routine").display().to_string(),
             durability: Durability::Process,
-            layout: Layout::default(),
+            layout: None,
             cache_capacity: DEFAULT_CACHE_CAPACITY as u64,
             broker: None,
             namespace: "routine".to_owned(),
@@ -340,8 +342,9 @@ impl Config {
         Ok(config)
     }
 
-    /// Opens the configured store: a folder is a file store with the
-    /// configured durability; any other URL goes to the distributed crate's
+    /// Opens the configured store, making it if need be: a folder by the
+    /// rule of [`store::open_local`], with the configured layout (if set)
+    /// and durability; any other URL goes to the distributed crate's
     /// [`open_url`](routine_distributed::open_url) (or fails, naming the
     /// feature, in a build without it).
     pub fn open_store(&self) -> Result<Arc<dyn Store>, Error> {
@@ -356,6 +359,26 @@ impl Config {
             #[cfg(not(feature = "distributed"))]
             None => Ok(store::open_url(&self.store)?),
         }
+    }
+
+    /// Opens the configured store to read it (`info`, `cache`, `runs`): a
+    /// local folder that does not exist is an empty store, and is not made.
+    pub fn open_store_to_read(&self) -> Result<Arc<dyn Store>, Error> {
+        match store::local_path(&self.store) {
+            Some(path) if !Path::new(path).exists() => Ok(Arc::new(store::MemoryStore::new())),
+            _ => self.open_store(),
+        }
+    }
+
+    /// The layout of the configured local store: its own, or the one it
+    /// will be made in (then with `true`: a new store); `None` for a store
+    /// that is not a folder.
+    pub fn local_layout(&self) -> Option<(Layout, bool)> {
+        let path = store::local_path(&self.store)?;
+        Some(match store::layout_of(Path::new(path)) {
+            Some(layout) => (layout, false),
+            None => (self.layout.unwrap_or_default(), true),
+        })
     }
 
     /// Where a setting came from, for people: the configuration file by its
@@ -476,7 +499,7 @@ impl Layer<'_> {
             };
         }
         if let Some(layout) = self.layout {
-            config.layout = layout.parse().map_err(|m| invalid("layout", m))?;
+            config.layout = Some(layout.parse().map_err(|m| invalid("layout", m))?);
         }
         if let Some(capacity) = self.cache_capacity {
             config.cache_capacity =

@@ -17,6 +17,8 @@ struct Info {
     store_from: String,
     /// A local store's layout.
     layout: Option<String>,
+    /// Whether the local store is new: it gets `layout` when first used.
+    new_store: bool,
     broker: Option<String>,
     broker_from: String,
     policy: String,
@@ -27,13 +29,15 @@ struct Info {
 }
 
 pub(crate) fn info(config: &Config, args: &JsonOnly) -> Result<(), Failure> {
-    let listings = stored_results(&*config.open_store()?)?;
+    let listings = stored_results(&*config.open_store_to_read()?)?;
+    let layout = config.local_layout();
     let info = Info {
         project: config.project.clone(),
         config_file: config.file.as_ref().map(|f| f.display().to_string()),
         store: config.store_display(),
         store_from: config.origin_text(config.origins.store),
-        layout: routine_core::store::local_path(&config.store).map(|_| config.layout.to_string()),
+        layout: layout.map(|(layout, _)| layout.to_string()),
+        new_store: layout.is_some_and(|(_, new)| new),
         broker: config.broker_display(),
         broker_from: config.origin_text(config.origins.broker),
         policy: config.policy.to_string(),
@@ -45,9 +49,10 @@ pub(crate) fn info(config: &Config, args: &JsonOnly) -> Result<(), Failure> {
     if args.json {
         return output::print_json(&info);
     }
-    let layout = match &info.layout {
-        Some(layout) => format!("layout   {layout}\n"),
-        None => String::new(),
+    let layout = match (&info.layout, info.new_store) {
+        (Some(layout), false) => format!("layout   {layout}\n"),
+        (Some(layout), true) => format!("layout   {layout} (a new store)\n"),
+        (None, _) => String::new(),
     };
     output::print(&format!(
         "project  {}\n\
@@ -86,7 +91,7 @@ struct TaskRow {
 }
 
 pub(crate) fn tasks(config: &Config, args: &JsonOnly) -> Result<(), Failure> {
-    let listings = stored_results(&*config.open_store()?)?;
+    let listings = stored_results(&*config.open_store_to_read()?)?;
     let stored = by_routine(&listings);
     let rows: Vec<TaskRow> = sorted_tasks()
         .into_iter()

@@ -137,9 +137,15 @@ fn listed(items: impl Iterator<Item = String>) -> String {
 /// arguments sent by reference, probes. They are not results.
 pub(crate) fn stored_results(store: &dyn Store) -> Result<Vec<Listing>, Failure> {
     let mut listings = store.list(None, None)?;
-    listings.retain(|l| !l.name.starts_with("routine."));
-    debug_assert!(lineage::RUNS.starts_with("routine."));
+    listings.retain(is_result);
     Ok(listings)
+}
+
+/// Whether a listing is a routine's result, not a record the store keeps
+/// for itself (the records of runs, under the reserved `routine.` names).
+pub(crate) fn is_result(listing: &Listing) -> bool {
+    debug_assert!(lineage::RUNS.starts_with("routine."));
+    !listing.name.starts_with("routine.")
 }
 
 /// The program's tasks by name and version.

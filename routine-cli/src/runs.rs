@@ -24,7 +24,7 @@ impl From<LineageError> for Failure {
 }
 
 pub(crate) fn runs(config: &Config, command: RunsCommand) -> Result<(), Failure> {
-    let store = config.open_store()?;
+    let store = config.open_store_to_read()?;
     match command {
         RunsCommand::Ls(args) => ls(&*store, args.json),
         RunsCommand::Show(args) => show(&*store, &args),
@@ -146,33 +146,31 @@ fn show(store: &dyn Store, args: &ShowRunArgs) -> Result<(), Failure> {
         summary.failed,
     );
     let width = tree
-        .calls
-        .iter()
-        .map(|n| n.call.name.len() + n.call.version.len() + 1)
+        .roots()
+        .into_iter()
+        .map(|root| label_width(&tree, root, 0))
         .max()
-        .unwrap_or(0)
-        + 2 * depth(&tree);
+        .unwrap_or(0);
     for root in tree.roots() {
         draw(&tree, root, "", "", width, &mut text);
     }
     output::print(&text)
 }
 
-/// The deepest level of the tree, for aligning columns.
-fn depth(tree: &RunTree) -> usize {
-    fn below(tree: &RunTree, node: usize) -> usize {
-        tree.calls[node]
-            .children
-            .iter()
-            .map(|&c| 1 + below(tree, c))
-            .max()
-            .unwrap_or(0)
-    }
-    tree.roots()
-        .into_iter()
-        .map(|r| below(tree, r))
-        .max()
-        .unwrap_or(0)
+/// Characters of tree drawing each level adds before a label: `│  `
+/// or `├─ `.
+const LEVEL_INDENT: usize = 3;
+
+/// The widest label under `node` (itself included), with its drawing, at
+/// `level`: where the columns after the labels start.
+fn label_width(tree: &RunTree, node: usize, level: usize) -> usize {
+    let call = &tree.calls[node].call;
+    let own = LEVEL_INDENT * level + call.name.chars().count() + 1 + call.version.chars().count();
+    tree.calls[node]
+        .children
+        .iter()
+        .map(|&child| label_width(tree, child, level + 1))
+        .fold(own, usize::max)
 }
 
 fn outcome_text(node: &CallNode) -> String {
@@ -190,14 +188,16 @@ fn outcome_text(node: &CallNode) -> String {
 
 fn draw(tree: &RunTree, node: usize, lead: &str, branch: &str, width: usize, out: &mut String) {
     let n = &tree.calls[node];
-    let label = format!("{branch}{}@{}", n.call.name, n.call.version);
+    let label = format!("{lead}{branch}{}@{}", n.call.name, n.call.version);
     let _ = writeln!(
         out,
-        "{lead}{label:<w$}  {}  {:>9}  {}",
+        "{label}{:pad$}  {}  {:>9}  {}",
+        "",
         n.call.key.short(),
         output::run_time(Duration::from_micros(n.call.duration_us)),
         outcome_text(n),
-        w = width.saturating_sub(lead.chars().count()),
+        // Counted in characters: the tree's drawing takes several bytes each.
+        pad = width.saturating_sub(label.chars().count()),
     );
     let children = &n.children;
     for (i, &child) in children.iter().enumerate() {
@@ -256,7 +256,7 @@ fn dot(tree: &RunTree) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use routine_core::lineage::CallRecord;
+    use routine_core::lineage::{CallRecord, RunTree};
     use routine_core::{CallOutcome, Key};
 
     fn node(outcome: CallOutcome, attempts: u32, on_worker: bool) -> CallNode {
@@ -275,6 +275,36 @@ mod tests {
             children: Vec::new(),
             on_worker,
         }
+    }
+
+    #[test]
+    fn keys_line_up_at_every_depth() {
+        let mut calls: Vec<CallNode> = ["a-workflow", "b", "a-rather-long-task-name", "c"]
+            .into_iter()
+            .map(|name| {
+                let mut n = node(CallOutcome::Computed, 1, false);
+                n.call.name = name.into();
+                n
+            })
+            .collect();
+        // a-workflow ── b ── a-rather-long-task-name, and c beside b.
+        calls[0].children = vec![1, 3];
+        calls[1].children = vec![2];
+        let tree = RunTree {
+            id: "0123456789abcdef0123456789abcdef".parse().unwrap(),
+            started: std::time::SystemTime::UNIX_EPOCH,
+            calls,
+        };
+        let mut text = String::new();
+        let width = label_width(&tree, 0, 0);
+        draw(&tree, 0, "", "", width, &mut text);
+        let key = tree.calls[0].call.key.short();
+        let columns: Vec<usize> = text
+            .lines()
+            .map(|line| line[..line.find(&key).unwrap()].chars().count())
+            .collect();
+        assert_eq!(columns.len(), 4, "{text}");
+        assert!(columns.iter().all(|&c| c == columns[0]), "{text}");
     }
 
     #[test]

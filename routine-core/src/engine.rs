@@ -18,7 +18,7 @@ use crate::key::Key;
 use crate::lineage::RunLog;
 use crate::registry::{self, TaskSpec};
 use crate::slot::SlotLease;
-use crate::store::{DatabaseStore, MemoryStore, Store};
+use crate::store::{MemoryStore, Store};
 
 mod cache;
 pub(crate) mod call;
@@ -256,13 +256,16 @@ pub struct Stats {
 }
 
 impl Engine {
-    /// The local engine over a store rooted at `dir` (created if missing)
-    /// in the default layout ([`DatabaseStore`]), with default settings.
+    /// The local engine over a store rooted at `dir` (created if missing),
+    /// with default settings: an existing store in its own layout, a new
+    /// one in the default ([`DatabaseStore`](crate::store::DatabaseStore)); see
+    /// [`store::open_local`](crate::store::open_local).
     ///
     /// Fails if the directory cannot be created or is not a store, or if
     /// two tasks in the program share a name and version.
     pub fn local(dir: impl AsRef<Path>) -> Result<Engine, Error> {
-        Engine::builder(DatabaseStore::open(dir)?).build()
+        let store = crate::store::open_local(dir.as_ref(), None, Default::default())?;
+        Engine::builder(store).build()
     }
 
     /// An engine over a fresh in-memory store: memoization and single-flight

@@ -290,7 +290,7 @@ pub struct RunSummary {
     pub failed: usize,
 }
 
-/// Every run recorded in `store`, oldest first.
+/// Every run recorded in `store`, newest first.
 pub fn runs(store: &dyn Store) -> Result<Vec<RunSummary>, LineageError> {
     // One listing of every record, grouped by run: not one more per run.
     let mut by_run: BTreeMap<std::sync::Arc<str>, Vec<Key>> = BTreeMap::new();
@@ -304,7 +304,7 @@ pub fn runs(store: &dyn Store) -> Result<Vec<RunSummary>, LineageError> {
         };
         out.push(read_tree(store, id, parts)?.summary());
     }
-    out.sort_by_key(|run| run.started);
+    out.sort_by_key(|run| std::cmp::Reverse(run.started));
     Ok(out)
 }
 
@@ -361,7 +361,9 @@ impl RunTree {
                 .unwrap_or_default(),
             started: self.started,
             duration: Duration::from_micros(root.map_or(0, |n| n.call.duration_us)),
-            computed: count(CallOutcome::Computed),
+            // A call a worker ran and recorded no part for shows as its
+            // dispatch: computed all the same.
+            computed: count(CallOutcome::Computed) + count(CallOutcome::Dispatched),
             from_storage: count(CallOutcome::Hit),
             failed: count(CallOutcome::Failed)
                 + count(CallOutcome::Panicked)

@@ -14,7 +14,7 @@
 use std::fmt;
 use std::future::Future;
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -246,8 +246,16 @@ pub fn put_whole(
 /// assert!(store.get(&slot).unwrap().is_some());
 /// ```
 pub trait Store: Send + Sync + fmt::Debug + 'static {
-    /// The entry in `slot`, if any.
+    /// The entry in `slot`, if any; its use is recorded (see the
+    /// contract above).
     fn get(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError>;
+
+    /// The entry in `slot`, if any, without recording a use: for looking at
+    /// an entry (`cache show`), which must not keep it from `cache gc`.
+    /// Stores whose reads record nothing keep this default.
+    fn peek(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
+        self.get(slot)
+    }
 
     /// Starts writing the entry for `slot`; `len` is its exact size, a hint
     /// for buffering and uploads.
@@ -321,6 +329,9 @@ impl fmt::Debug for KeyLock {
 impl<S: Store + ?Sized> Store for Arc<S> {
     fn get(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
         (**self).get(slot)
+    }
+    fn peek(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
+        (**self).peek(slot)
     }
     fn create(&self, slot: &Slot<'_>, len: u64) -> Result<Box<dyn EntryWrite>, StoreError> {
         (**self).create(slot, len)
@@ -403,12 +414,10 @@ pub async fn probe(store: &dyn Store) -> Result<(), StoreError> {
 }
 
 /// Opens the local store a URL names: `file:///absolute/folder` (or a plain
-/// path), in its own layout: a store with a database (see [`open_local`])
-/// is a [`DatabaseStore`], which every process on the machine can use at
-/// once; any other is a [`FileStore`], which processes on several machines
-/// can share through a network file system. Object stores (`s3://`,
-/// `gs://`, `az://`, `memory://`) are opened by the distributed crate's
-/// `open_url`, which falls back on this one.
+/// path), by the rule of [`open_local`] with no layout asked for: an
+/// existing store in its own layout, a new one in the default. Object
+/// stores (`s3://`, `gs://`, `az://`, `memory://`) are opened by the
+/// distributed crate's `open_url`, which falls back on this one.
 ///
 /// ```
 /// use routine_core::store::{open_local, open_url, Durability, Layout};
@@ -416,19 +425,20 @@ pub async fn probe(store: &dyn Store) -> Result<(), StoreError> {
 /// let dir = tempfile::tempdir().unwrap();
 /// let url = format!("file://{}", dir.path().display());
 /// let store = open_url(&url).unwrap();
-/// assert!(format!("{store:?}").starts_with("FileStore"));
+/// assert!(format!("{store:?}").starts_with("DatabaseStore"), "a new store: the default");
 ///
+/// // A store of files, with a result: it stays one.
 /// let other = tempfile::tempdir().unwrap();
-/// open_local(other.path(), Layout::Database, Durability::Process).unwrap();
+/// let files = open_local(other.path(), Some(Layout::Files), Durability::Process).unwrap();
+/// let key = routine_core::Key::of("train", "0.0.1", &1u8).unwrap();
+/// let slot = routine_core::store::Slot { name: "train", version: "0.0.1", key: &key };
+/// routine_core::store::put_whole(&files, &slot, b"a result").unwrap();
 /// let store = open_url(&format!("file://{}", other.path().display())).unwrap();
-/// assert!(format!("{store:?}").starts_with("DatabaseStore"));
+/// assert!(format!("{store:?}").starts_with("FileStore"));
 /// ```
 pub fn open_url(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     match (local_path(url), url.split_once("://")) {
-        (Some(path), _) if std::path::Path::new(path).join(database::DATABASE).is_dir() => {
-            Ok(Arc::new(DatabaseStore::open(path)?))
-        }
-        (Some(path), _) => Ok(Arc::new(FileStore::open(path)?)),
+        (Some(path), _) => open_local(Path::new(path), None, Durability::default()),
         (None, scheme) => Err(StoreError::Config(format!(
             "the `{}://` store needs routine's `distributed` feature",
             scheme.map_or(url, |(scheme, _)| scheme)
@@ -443,8 +453,8 @@ pub enum Layout {
     /// system, which the database cannot share between machines.
     Files,
     /// Small results in an embedded database, large ones as files
-    /// ([`DatabaseStore`]): compact, and faster on misses and cold hits.
-    /// The default.
+    /// ([`DatabaseStore`]): compact, and faster on cold hits. The default
+    /// for a new store.
     #[default]
     Database,
 }
@@ -472,24 +482,68 @@ impl std::str::FromStr for Layout {
     }
 }
 
-/// Opens the local store at `root` in `layout`, with `durability`.
+/// Opens the local store at `root`, with `durability`, by the one rule
+/// every entry point follows (the engine, the command line, `file://` URLs
+/// of the distributed crate): a store that has a layout (see
+/// [`layout_of`]) is opened in it; a new or empty one in `asked`, else in
+/// the default ([`Layout::Database`]). A store asked for in a layout it
+/// does not have is refused ([`StoreError::OtherLayout`]): `cache migrate`
+/// moves it.
 ///
 /// ```
-/// use routine_core::store::{open_local, Durability, Layout};
+/// use routine_core::store::{layout_of, open_local, Durability, Layout};
 ///
 /// let dir = tempfile::tempdir().unwrap();
-/// let store = open_local(dir.path(), Layout::Database, Durability::Process).unwrap();
-/// assert!(store.list(None, None).unwrap().is_empty());
+/// let store = open_local(dir.path(), None, Durability::Process).unwrap();
+/// assert_eq!(layout_of(dir.path()), Some(Layout::Database));
+/// assert!(open_local(dir.path(), Some(Layout::Files), Durability::Process).is_err());
 /// ```
 pub fn open_local(
-    root: &std::path::Path,
-    layout: Layout,
+    root: &Path,
+    asked: Option<Layout>,
     durability: Durability,
 ) -> Result<Arc<dyn Store>, StoreError> {
+    let layout = match (layout_of(root), asked) {
+        (Some(found), Some(asked)) if found != asked => {
+            return Err(StoreError::OtherLayout {
+                path: root.to_owned(),
+                found,
+                asked,
+            })
+        }
+        (Some(found), _) => found,
+        (None, asked) => asked.unwrap_or_default(),
+    };
     Ok(match layout {
         Layout::Files => Arc::new(FileStore::open(root)?.with_durability(durability)),
         Layout::Database => Arc::new(DatabaseStore::open_with(root, durability)?),
     })
+}
+
+/// The layout of the local store at `root`, if it has one yet: a database
+/// makes it [`Layout::Database`]; results as files and no database,
+/// [`Layout::Files`]; a missing, new or empty folder has none.
+///
+/// ```
+/// use routine_core::store::{layout_of, open_local, Durability, Layout};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// assert_eq!(layout_of(dir.path()), None);
+/// open_local(dir.path(), Some(Layout::Files), Durability::Process).unwrap();
+/// assert_eq!(layout_of(dir.path()), None, "no results yet");
+/// ```
+pub fn layout_of(root: &Path) -> Option<Layout> {
+    if root.join(database::DATABASE).is_dir() {
+        return Some(Layout::Database);
+    }
+    let has_task_folders = std::fs::read_dir(root).ok()?.flatten().any(|item| {
+        item.file_type().is_ok_and(|t| t.is_dir())
+            && item
+                .file_name()
+                .to_str()
+                .is_some_and(|n| check_name(n).is_ok())
+    });
+    has_task_folders.then_some(Layout::Files)
 }
 
 /// The folder a store URL names, if it names one: `file:///folder` or a
@@ -550,6 +604,20 @@ pub enum StoreError {
         path: PathBuf,
         /// What the system said.
         why: String,
+    },
+    /// A local store asked for in a layout it does not have.
+    #[error(
+        "the store `{}` keeps its results in the {found} layout, not {asked}: use it as it is \
+         (leave `layout` and ROUTINE_LAYOUT unset), or move it with `cache migrate --to {asked}`",
+        .path.display()
+    )]
+    OtherLayout {
+        /// The store's folder.
+        path: PathBuf,
+        /// Its layout.
+        found: Layout,
+        /// The layout asked for.
+        asked: Layout,
     },
     /// The store answers, but cannot be used (see [`probe`]).
     #[error("the store {store} cannot be used: {reason}")]

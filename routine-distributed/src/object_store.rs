@@ -326,12 +326,13 @@ impl ObjectStoreBackend {
     /// Reads the entry at `location`, on the store's runtime: from the
     /// machine cache if the object did not change since it was kept;
     /// else whole when small, as a stream paced by its reader when large
-    /// (and then through the machine cache, when it has one).
+    /// (and then through the machine cache, when it has one). The use is
+    /// recorded at `marker`, if given.
     async fn fetch(
         self,
         location: Path,
         key: Key,
-        marker: Path,
+        marker: Option<Path>,
     ) -> Result<Option<Found>, StoreError> {
         let cache = self.machine_cache.clone();
         let cached = cache
@@ -346,13 +347,17 @@ impl ObjectStoreBackend {
             (Err(object_store::Error::NotModified { .. }), Some((_, copy))) => {
                 self.cached_reads.fetch_add(1, Ordering::Relaxed);
                 // Read now, written whenever: record the use.
-                self.record_use(key, marker, SystemTime::UNIX_EPOCH);
+                if let Some(marker) = marker {
+                    self.record_use(key, marker, SystemTime::UNIX_EPOCH);
+                }
                 return Ok(Some(copy));
             }
             (Err(object_store::Error::NotFound { .. }), _) => return Ok(None),
             (Err(e), _) => return Err(self.error("read", &location, e)),
         };
-        self.record_use(key, marker, SystemTime::from(result.meta.last_modified));
+        if let Some(marker) = marker {
+            self.record_use(key, marker, SystemTime::from(result.meta.last_modified));
+        }
         match (cache, result.meta.e_tag.clone()) {
             (Some(cache), Some(etag)) if result.meta.size >= CACHED_ENTRY_MIN => {
                 match keep_copy(&cache, &location, &etag, result).await {
@@ -472,8 +477,13 @@ impl Store for ObjectStoreBackend {
         let location = self.location(slot)?;
         self.wait(
             self.clone()
-                .fetch(location, *slot.key, self.use_marker(slot)),
+                .fetch(location, *slot.key, Some(self.use_marker(slot))),
         )
+    }
+
+    fn peek(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
+        let location = self.location(slot)?;
+        self.wait(self.clone().fetch(location, *slot.key, None))
     }
 
     fn get_async<'a>(&'a self, slot: &Slot<'a>) -> StoreFuture<'a, Option<Found>> {
@@ -483,7 +493,7 @@ impl Store for ObjectStoreBackend {
         };
         let fetch = self
             .clone()
-            .fetch(location, *slot.key, self.use_marker(slot));
+            .fetch(location, *slot.key, Some(self.use_marker(slot)));
         StoreFuture::new(self.on_own_runtime("read", fetch))
     }
 

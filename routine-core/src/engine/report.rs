@@ -212,7 +212,9 @@ impl Drop for CallGuard<'_> {
         let elapsed = self.started.elapsed();
         self.span.record("outcome", outcome.as_str());
         self.span.record("elapsed_us", elapsed_micros(elapsed));
-        tracing::debug!(parent: &self.span, outcome = outcome.as_str(), elapsed_us = elapsed_micros(elapsed), "task call finished");
+        // One line per call at `-v` (info), inside the call's span, which
+        // names the task and key.
+        tracing::info!(parent: &self.span, outcome = outcome.as_str(), elapsed_us = elapsed_micros(elapsed), "call finished");
         self.fire_triggers(outcome, elapsed);
         if let Some(observer) = &inner.observer {
             let report = CallReport {

@@ -32,6 +32,7 @@ pub fn run(store: &dyn Store) {
     removing_many_says_which_were_there(store);
     async_access_sees_what_sync_access_sees(store);
     concurrent_writers_publish_whole_entries(store);
+    a_peek_reads_what_a_get_reads(store);
 }
 
 /// A key of the check's own task.
@@ -273,4 +274,20 @@ pub fn concurrent_writers_publish_whole_entries(store: &dyn Store) {
         });
     });
     clean(store, task);
+}
+
+/// [`Store::peek`] reads the same entries as [`Store::get`] (it only
+/// records no use), small and large.
+pub fn a_peek_reads_what_a_get_reads(store: &dyn Store) {
+    let task = "contract-peek";
+    for (n, len) in [(1, 7), (2, 300 * 1024)] {
+        let k = key(task, n);
+        let s = slot(task, "1.0.0", &k);
+        assert!(store.peek(&s).unwrap().is_none());
+        let bytes = vec![n; len];
+        super::put_whole(store, &s, &bytes).unwrap();
+        let peeked = store.peek(&s).unwrap().map(read_all);
+        assert_eq!(peeked.as_deref(), Some(&bytes[..]), "peek of {len} bytes");
+        assert!(store.remove(&s).unwrap());
+    }
 }

@@ -57,6 +57,10 @@ impl<S: Store> Store for Counting<S> {
         self.count_read();
         self.inner.get(slot)
     }
+    fn peek(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
+        self.count_read();
+        self.inner.peek(slot)
+    }
     fn create(&self, slot: &Slot<'_>, len: u64) -> Result<Box<dyn EntryWrite>, StoreError> {
         self.count_write();
         self.inner.create(slot, len)

@@ -123,6 +123,38 @@ impl FileStore {
     }
 }
 
+impl FileStore {
+    /// Reads the entry in `slot`; with `record`, records its use.
+    fn read(&self, slot: &Slot<'_>, record: bool) -> Result<Option<Found>, StoreError> {
+        let path = self.entry_path(slot)?;
+        let mut file = match open_entry(&path, record) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io("open", path)(e)),
+        };
+        let meta = file.metadata().map_err(StoreError::io("stat", &path))?;
+        if !meta.is_file() {
+            return Err(StoreError::io("open", path)(io::Error::other(
+                "it is not a regular file (a pipe, a device or a folder stands where an entry belongs)",
+            )));
+        }
+        if record {
+            record_use(&file, &meta);
+        }
+        let len = meta.len();
+        if len > READ_WHOLE_MAX {
+            return Ok(Some(Found::Stream {
+                reader: Box::new(file),
+                len,
+            }));
+        }
+        let mut bytes = vec![0; len as usize];
+        file.read_exact(&mut bytes)
+            .map_err(StoreError::io("read", &path))?;
+        Ok(Some(Found::Bytes(Arc::new(bytes))))
+    }
+}
+
 impl Store for FileStore {
     fn try_lock(&self, slot: &Slot<'_>) -> Result<KeyLock, StoreError> {
         let path = self.root.join(LOCKS);
@@ -146,30 +178,11 @@ impl Store for FileStore {
     }
 
     fn get(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
-        let path = self.entry_path(slot)?;
-        let mut file = match open_entry(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(StoreError::io("open", path)(e)),
-        };
-        let meta = file.metadata().map_err(StoreError::io("stat", &path))?;
-        if !meta.is_file() {
-            return Err(StoreError::io("open", path)(io::Error::other(
-                "it is not a regular file (a pipe, a device or a folder stands where an entry belongs)",
-            )));
-        }
-        record_use(&file, &meta);
-        let len = meta.len();
-        if len > READ_WHOLE_MAX {
-            return Ok(Some(Found::Stream {
-                reader: Box::new(file),
-                len,
-            }));
-        }
-        let mut bytes = vec![0; len as usize];
-        file.read_exact(&mut bytes)
-            .map_err(StoreError::io("read", &path))?;
-        Ok(Some(Found::Bytes(Arc::new(bytes))))
+        self.read(slot, true)
+    }
+
+    fn peek(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
+        self.read(slot, false)
     }
 
     fn create(&self, slot: &Slot<'_>, _len: u64) -> Result<Box<dyn EntryWrite>, StoreError> {
@@ -299,15 +312,27 @@ fn record_use(file: &File, meta: &Metadata) {
 
 /// Opens an entry for reading without blocking: a named pipe or a device
 /// at an entry's path is opened at once (then refused as not a regular
-/// file) instead of waiting for a writer forever.
-fn open_entry(path: &Path) -> io::Result<File> {
+/// file) instead of waiting for a writer forever. Unless the read is a use
+/// (`record`), the file system is asked not to update its access time
+/// (a process may ask so only of its own files; others are opened as a
+/// use would be).
+fn open_entry(path: &Path, record: bool) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
+        #[cfg(target_os = "linux")]
+        if !record {
+            options.custom_flags(libc::O_NONBLOCK | libc::O_NOATIME);
+            match options.open(path) {
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+                opened => return opened,
+            }
+        }
         options.custom_flags(libc::O_NONBLOCK);
     }
+    let _ = record;
     options.open(path)
 }
 

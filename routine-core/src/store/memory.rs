@@ -56,19 +56,30 @@ impl std::fmt::Debug for MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
-    fn get(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
+impl MemoryStore {
+    fn read(&self, slot: &Slot<'_>, record_use: bool) -> Option<Found> {
         let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
-        Ok(entries
+        entries
             .get(slot.key)
             .filter(|s| *s.name == *slot.name && *s.version == *slot.version)
             .map(|s| {
                 let now = SystemTime::now();
-                if access_is_stale(from_unix_nanos(s.accessed.load(Ordering::Relaxed)), now) {
+                let accessed = from_unix_nanos(s.accessed.load(Ordering::Relaxed));
+                if record_use && access_is_stale(accessed, now) {
                     s.accessed.store(unix_nanos(now), Ordering::Relaxed);
                 }
                 Found::Bytes(Arc::clone(&s.bytes))
-            }))
+            })
+    }
+}
+
+impl Store for MemoryStore {
+    fn get(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
+        Ok(self.read(slot, true))
+    }
+
+    fn peek(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
+        Ok(self.read(slot, false))
     }
 
     fn create(&self, slot: &Slot<'_>, len: u64) -> Result<Box<dyn EntryWrite>, StoreError> {

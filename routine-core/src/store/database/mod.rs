@@ -590,8 +590,9 @@ fn warn_set_aside(path: &Path, reason: Reason, detail: &str) {
     tracing::warn!(%detail, "{advice}; a fresh database is started");
 }
 
-impl Store for DatabaseStore {
-    fn get(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
+impl DatabaseStore {
+    /// Reads the entry in `slot`; with `record`, records its use.
+    fn read_entry(&self, slot: &Slot<'_>, record: bool) -> Result<Option<Found>, StoreError> {
         check_slot(slot)?;
         let now = SystemTime::now();
         let read = |database: &Database| database.get(slot.name, slot.version, slot.key);
@@ -611,7 +612,7 @@ impl Store for DatabaseStore {
                 // A use is at or after its entry's creation: only an entry
                 // created before the resolution has uses to read.
                 let at = |nanos: i64| from_unix_nanos(nanos.max(0) as u64);
-                if access_is_stale(at(row.created), now) {
+                if record && access_is_stale(at(row.created), now) {
                     let used = self.read("read", |db| db.last_use(row.task, slot.key))?;
                     if used.is_none_or(|used| access_is_stale(at(used), now)) {
                         self.record_use(row.task, *slot.key, now);
@@ -620,7 +621,10 @@ impl Store for DatabaseStore {
                 Ok(Some(Found::Bytes(Arc::new(row.entry))))
             }
             None => {
-                let found = self.files.get(slot);
+                let found = match record {
+                    true => self.files.get(slot),
+                    false => self.files.peek(slot),
+                };
                 if !matches!(found, Ok(None)) {
                     // Something is at the slot's path (a result, or what
                     // cannot be read as one): the next write replaces it.
@@ -629,6 +633,16 @@ impl Store for DatabaseStore {
                 found
             }
         }
+    }
+}
+
+impl Store for DatabaseStore {
+    fn get(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
+        self.read_entry(slot, true)
+    }
+
+    fn peek(&self, slot: &Slot<'_>) -> Result<Option<Found>, StoreError> {
+        self.read_entry(slot, false)
     }
 
     fn create(&self, slot: &Slot<'_>, len: u64) -> Result<Box<dyn EntryWrite>, StoreError> {
