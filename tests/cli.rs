@@ -752,6 +752,106 @@ fn configuration_layers_file_then_environment_then_flags() {
     assert!(info["store"].as_str().unwrap().ends_with("from-flag"));
 }
 
+/// Stops a worker however the test ends.
+#[cfg(feature = "distributed")]
+struct Stopped(std::process::Child);
+
+#[cfg(feature = "distributed")]
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A train worker in `project`, logging to `worker.log` there, once
+/// `status` shows it; and what `status --json` said then.
+#[cfg(feature = "distributed")]
+fn start_worker(project: &Project, args: &[&str]) -> (Stopped, Value) {
+    let mut command = Command::new(example("train"));
+    command
+        .arg("worker")
+        .args(args)
+        .current_dir(project.dir.path())
+        .envs(project.env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::null())
+        .stderr(File::create(project.dir.path().join("worker.log")).unwrap());
+    let worker = Stopped(command.spawn().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let workers = loop {
+        let status = project.run("train", &["status", "--json"]).ok().json();
+        if !status.as_array().unwrap().is_empty() || std::time::Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    (worker, workers)
+}
+
+/// Ctrl-C on `run` while a worker runs what it dispatched: the worker is
+/// told, and drops the work.
+#[cfg(feature = "distributed")]
+#[test]
+fn ctrl_c_on_run_cancels_the_calls_it_dispatched() {
+    let redis = std::env::var("ROUTINE_TEST_REDIS_URL").expect(
+        "ROUTINE_TEST_REDIS_URL is not set: run the tests with ./scripts/test, which starts Redis",
+    );
+    let project = Project::new()
+        .env("ROUTINE_STORE", &fresh_s3_url("run-interrupt"))
+        .env("ROUTINE_BROKER", &redis)
+        .env(
+            "ROUTINE_NAMESPACE",
+            &format!("cli-run-interrupt-{}", std::process::id()),
+        )
+        .env("RUST_LOG", "info");
+    let (_worker, workers) = start_worker(&project, &[]);
+    assert_eq!(workers.as_array().unwrap().len(), 1, "{workers}");
+    // Trains for many seconds on the worker.
+    let mut run = Command::new(example("train"));
+    run.args([
+        "run",
+        "train-and-pick",
+        "--arg",
+        "seed=4",
+        "--arg",
+        "n=5000",
+        "--arg",
+        "epochs=20000",
+        "--arg",
+        "learning_rates=[0.1]",
+    ])
+    .current_dir(project.dir.path())
+    .envs(project.env.iter().map(|(k, v)| (k, v)))
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    let mut child = run.spawn().unwrap();
+    let log = || std::fs::read_to_string(project.dir.path().join("worker.log")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !log().contains("tname:fit:0.0.1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never started fit:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !log().contains("cancelled by its caller") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker was not told:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!log().contains("ERROR"), "{}", log());
+}
+
 /// A store prefix no other test uses, on the S3 server `./scripts/test`
 /// starts.
 #[cfg(feature = "distributed")]
@@ -872,32 +972,9 @@ fn worker_and_status_through_the_broker() {
         none.stdout
     );
 
-    let mut command = Command::new(example("train"));
-    command
-        // One slot: the workflow is three levels deep, and each level gives
-        // its slot back while it waits on the next.
-        .args(["worker", "--concurrency", "1"])
-        .current_dir(project.dir.path())
-        .envs(project.env.iter().map(|(k, v)| (k, v)))
-        .stdout(std::process::Stdio::null())
-        .stderr(File::create(project.dir.path().join("worker.log")).unwrap());
-    /// Stops the worker however the test ends.
-    struct Stopped(std::process::Child);
-    impl Drop for Stopped {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut worker = Stopped(command.spawn().unwrap());
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let workers = loop {
-        let status = project.run("train", &["status", "--json"]).ok().json();
-        if !status.as_array().unwrap().is_empty() || std::time::Instant::now() > deadline {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    // One slot: the workflow is three levels deep, and each level gives its
+    // slot back while it waits on the next.
+    let (mut worker, workers) = start_worker(&project, &["--concurrency", "1"]);
     assert_eq!(workers.as_array().unwrap().len(), 1, "{workers}");
     assert_eq!(workers[0]["routines"].as_array().unwrap().len(), 5);
     let table = project.run("train", &["status"]).ok();

@@ -302,8 +302,13 @@ impl Worker {
         let mut last_reclaim = tokio::time::Instant::now();
         let result = loop {
             while let Some(done) = jobs.try_join_next() {
-                if let Err(e) = done {
-                    tracing::error!(error = %e, "a worker job failed");
+                match done {
+                    // Said when it was cancelled, naming the request.
+                    Err(e) if e.is_cancelled() => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "a worker job panicked outside its routine")
+                    }
+                    Ok(()) => {}
                 }
             }
             if *stopped.borrow() {
@@ -427,7 +432,7 @@ impl Worker {
             return;
         };
         job.abort.abort();
-        tracing::info!(worker = %self.id, request, "cancelled by its caller");
+        tracing::info!(worker = %self.id, routine = %job.routine, request, "cancelled by its caller");
         let broker = self.broker.clone();
         tokio::task::spawn_local(async move {
             if let Err(e) = broker.finish(&job.stream, &id).await {

@@ -1,17 +1,19 @@
 //! Running an [`Invocation`] (a task started from encoded arguments) in an
 //! engine's scope, as a worker or the command line does.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 
 use super::{Current, Engine, Place, Served, Serving};
 use crate::invoke::{panic_message, Answer, Finished, Invocation, PartOf};
 use crate::lineage::RunLog;
 
 impl Invocation {
-    /// Runs the task in `engine`'s scope as a tokio task of its own, as the
-    /// root of a new run: a `Send` one may use every runtime thread,
-    /// another stays on this one (then the caller must be inside a
-    /// `tokio::task::LocalSet`). A panic becomes an error message, as an
+    /// Runs the task in `engine`'s scope, as the root of a new run, polled
+    /// by the caller: dropping the future drops the routine at once (and
+    /// cancels what it dispatched). A panic becomes an error message, as an
     /// `Err` result does.
     pub async fn run_in(self, engine: &Engine) -> Result<Finished, String> {
         self.run(engine, None).await.outcome
@@ -42,17 +44,23 @@ impl Invocation {
                 lease: part.lease.clone(),
             }));
         }
-        let running = match self {
-            Invocation::Send(run) => tokio::spawn(scope.scope(run)),
-            Invocation::Local(run) => tokio::task::spawn_local(scope.scope(run)),
-        };
-        // Dropping the invocation (a worker cancelling it for a caller that
-        // gave up) drops the routine's own task too.
-        let mut running = AbortOnDrop(running);
-        let outcome = match (&mut running.0).await {
-            Ok(outcome) => outcome,
-            Err(e) if e.is_panic() => Err(format!("panicked: {}", panic_message(e.into_panic()))),
-            Err(e) => Err(format!("was cancelled: {e}")),
+        let outcome = match (self, &log) {
+            // Serving another process: a task of its own, so that a `Send`
+            // routine may use every runtime thread. Dropping the invocation
+            // (a worker cancelling it for a caller that gave up) aborts it.
+            (Invocation::Send(run), Some(_)) => {
+                joined(AbortOnDrop(tokio::spawn(scope.scope(run)))).await
+            }
+            (Invocation::Local(run), Some(_)) => {
+                joined(AbortOnDrop(tokio::task::spawn_local(scope.scope(run)))).await
+            }
+            // The root of a run here (`run` on the command line): polled in
+            // place, so that dropping it (Ctrl-C) drops the routine at once,
+            // with the calls it dispatched, which cancels them on their
+            // workers before the program exits. An aborted task would be
+            // dropped later, by the runtime, perhaps after the exit.
+            (Invocation::Send(run), None) => unwinding_into_error(scope.scope(run)).await,
+            (Invocation::Local(run), None) => unwinding_into_error(scope.scope(run)).await,
         };
         if let Some((log, part)) = log {
             engine.inner.store_run(&log, &part.key).await;
@@ -80,6 +88,31 @@ impl Invocation {
             },
         }
     }
+}
+
+/// The outcome of a spawned routine: a panic is an error message, as an
+/// `Err` result is.
+async fn joined(mut running: AbortOnDrop<Result<Finished, String>>) -> Result<Finished, String> {
+    match (&mut running.0).await {
+        Ok(outcome) => outcome,
+        Err(e) if e.is_panic() => Err(format!("panicked: {}", panic_message(e.into_panic()))),
+        Err(e) => Err(format!("was cancelled: {e}")),
+    }
+}
+
+/// `routine` polled here, a panic in it an error message, as a spawned
+/// task's would be.
+async fn unwinding_into_error(
+    routine: impl Future<Output = Result<Finished, String>>,
+) -> Result<Finished, String> {
+    let mut routine = std::pin::pin!(routine);
+    std::future::poll_fn(|cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| routine.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(panic) => Poll::Ready(Err(format!("panicked: {}", panic_message(panic)))),
+        }
+    })
+    .await
 }
 
 /// A spawned task that is aborted when its handle is dropped.
