@@ -1573,3 +1573,69 @@ fn a_store_keeps_its_layout_whatever_opens_it() {
         .run("train", &["cache", "ls"])
         .fails_with(2, "keeps its results in the files layout, not database");
 }
+
+/// The lines a terminal shows after `output` is written to it: carriage
+/// returns go back to the start of the line, `ESC [ 2 K` clears it, other
+/// escape sequences draw nothing.
+fn screen(output: &str) -> Vec<String> {
+    let mut lines: Vec<Vec<char>> = vec![Vec::new()];
+    let mut column = 0;
+    let mut chars = output.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' if chars.peek() == Some(&'[') => {
+                chars.next();
+                let mut sequence = String::new();
+                for c in chars.by_ref() {
+                    sequence.push(c);
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+                if sequence == "2K" {
+                    lines.last_mut().unwrap().clear();
+                }
+            }
+            '\r' => column = 0,
+            '\n' => {
+                lines.push(Vec::new());
+                column = 0;
+            }
+            c => {
+                let line = lines.last_mut().unwrap();
+                if line.len() <= column {
+                    line.resize(column, ' ');
+                    line.push(c);
+                } else {
+                    line[column] = c;
+                }
+                column += 1;
+            }
+        }
+    }
+    lines.into_iter().map(|l| l.into_iter().collect()).collect()
+}
+
+/// In a terminal, the progress line is gone before the program prints its
+/// own output: the train example's result starts a line of its own.
+#[test]
+fn the_progress_line_is_cleared_before_main_prints() {
+    let project = Project::new();
+    let train = example("train");
+    let ran = Command::new("script")
+        .args(["-qec", train.to_str().unwrap(), "/dev/null"])
+        .current_dir(project.dir.path())
+        .output()
+        .expect("`script` (util-linux) runs the example in a terminal");
+    assert!(ran.status.success(), "{ran:?}");
+    let shown = screen(&String::from_utf8_lossy(&ran.stdout));
+    let result = shown
+        .iter()
+        .find(|l| l.contains("best model:"))
+        .unwrap_or_else(|| panic!("{shown:#?}"));
+    assert!(result.starts_with("best model:"), "{shown:#?}");
+    assert!(
+        shown.iter().any(|l| l.starts_with("totals: 8 calls")),
+        "{shown:#?}"
+    );
+}

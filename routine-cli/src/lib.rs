@@ -120,7 +120,12 @@ where
     let _local_thread = routine_core::blocking::local_set_thread();
     let work = std::panic::AssertUnwindSafe(|| match cli.command {
         None => local.block_on(&runtime, async {
-            let engine = config.engine(|builder| builder).await?;
+            let engine = config
+                .engine(|builder| match ui.progress {
+                    true => builder.on_call(progress::root_call_ended),
+                    false => builder,
+                })
+                .await?;
             let display = progress::Display::start(&engine, ui.progress);
             let output = interrupt::unless_interrupted(&engine, engine.scope(user_main())).await;
             display.finish();

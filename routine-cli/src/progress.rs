@@ -2,8 +2,11 @@
 //! storage, running, failed, and the time elapsed.
 //!
 //! It reads the engine's counters ten times a second from a thread of its
-//! own, so the call path pays nothing for it. Log lines are written above
-//! it (see [`LogWriter`]) instead of through it.
+//! own, so the call path pays nothing for it, and shows only while calls
+//! run. The end of a call made outside a routine's body (by `main`)
+//! clears it at once, through the engine's observer ([`root_call_ended`]):
+//! what `main` prints next starts on a clean line. Log lines are written
+//! above it (see [`LogWriter`]) instead of through it.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,12 +35,6 @@ impl Display {
         if !enabled {
             return Display { running: None };
         }
-        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        *SHOWN.lock().unwrap_or_else(PoisonError::into_inner) = Some(bar.clone());
         let stop = Arc::new(AtomicBool::new(false));
         let (engine, stopping) = (engine.clone(), Arc::clone(&stop));
         let started = Instant::now();
@@ -45,8 +42,23 @@ impl Display {
             .name("routine-progress".into())
             .spawn(move || {
                 while !stopping.load(Ordering::Relaxed) {
-                    bar.set_message(describe(&engine.stats()));
-                    bar.tick();
+                    let stats = engine.stats();
+                    // Drawn under the lock that `clear` takes: a clear is
+                    // never undone by a draw already under way.
+                    let mut shown = SHOWN.lock().unwrap_or_else(PoisonError::into_inner);
+                    match stats.running {
+                        0 => {
+                            if let Some(bar) = shown.take() {
+                                bar.finish_and_clear();
+                            }
+                        }
+                        _ => {
+                            let bar = shown.get_or_insert_with(|| new_bar(started));
+                            bar.set_message(describe(&stats));
+                            bar.tick();
+                        }
+                    }
+                    drop(shown);
                     std::thread::sleep(TICK);
                 }
                 let stats = engine.stats();
@@ -92,6 +104,26 @@ fn describe(stats: &Stats) -> String {
         line.push_str(&format!(" · {} retried", stats.retried));
     }
     line
+}
+
+fn new_bar(started: Instant) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    // Elapsed since the display started, not since this bar was drawn.
+    bar.set_elapsed(started.elapsed());
+    bar
+}
+
+/// For the engine's observer: the end of a root call (one `main` made)
+/// clears the bar before `main` goes on, so that what it prints starts on a
+/// clean line; the bar comes back at the next tick if calls still run.
+pub(crate) fn root_call_ended(report: &routine_core::CallReport) {
+    if report.root {
+        clear();
+    }
 }
 
 /// Removes the bar, so that what follows starts on a clean line.

@@ -30,6 +30,9 @@ pub(crate) async fn run(config: &Config, args: &RunArgs, ui: Ui) -> Result<(), F
                 if std::ptr::eq(report.task, task) {
                     *seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(report.clone());
                 }
+                if ui.progress {
+                    progress::root_call_ended(report);
+                }
             })
         })
         .await?;

@@ -30,6 +30,9 @@ pub struct CallReport {
     pub outcome: CallOutcome,
     /// From the call's start to its end, lookups and storing included.
     pub elapsed: Duration,
+    /// Whether the call was made outside any routine's body (by `main`,
+    /// say): the root of its run.
+    pub root: bool,
 }
 
 /// Records how a call ended, however it ends: in its run, its span, the
@@ -222,6 +225,7 @@ impl Drop for CallGuard<'_> {
                 key: self.key,
                 outcome,
                 elapsed,
+                root: self.parent.is_none(),
             };
             // An observer that panics while a task panic unwinds would abort
             // the process; contain it.
