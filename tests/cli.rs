@@ -1166,6 +1166,62 @@ fn a_missing_bucket_stops_a_distributed_program_at_start() {
     assert!(ran.stderr.contains(&bucket), "{}", ran.stderr);
 }
 
+/// An S3 store is checked when the program starts, with or without a
+/// broker: a missing bucket is one `error:` line naming it and one `hint:`
+/// line, the server's XML only at `-v`; missing credentials say which
+/// variables to set.
+#[cfg(feature = "distributed")]
+#[test]
+fn s3_problems_are_one_error_and_a_hint() {
+    let bucket = format!("no-such-bucket-{}", std::process::id());
+    let project = Project::new().env("ROUTINE_STORE", &format!("s3://{bucket}/x"));
+    let ran = project
+        .run("train", &["--quiet"])
+        .fails_with(2, &format!("the bucket `{bucket}` does not exist"));
+    let lines: Vec<&str> = ran.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", ran.stderr);
+    assert!(
+        lines[0].starts_with("error: ") && lines[1].starts_with("hint: "),
+        "{lines:?}"
+    );
+    assert!(
+        !ran.stderr.contains('<'),
+        "no XML without -v: {}",
+        ran.stderr
+    );
+    let verbose = project.run("train", &["-v"]);
+    assert!(
+        verbose.stderr.contains("NoSuchBucket"),
+        "{}",
+        verbose.stderr
+    );
+    assert!(
+        !verbose.stderr.contains("/x/x/"),
+        "the prefix is said once: {}",
+        verbose.stderr
+    );
+    // `run` checks it too.
+    project
+        .run(
+            "train",
+            &["run", "prepare-data", "--arg", "seed=1", "--arg", "n=1"],
+        )
+        .fails_with(2, "does not exist");
+
+    let anonymous = Project::new()
+        .env("ROUTINE_STORE", &fresh_s3_url("credentials"))
+        .env("AWS_ACCESS_KEY_ID", "");
+    let ran = anonymous
+        .run("train", &["--quiet"])
+        .fails_with(2, "no credentials are set");
+    assert!(
+        ran.stderr.contains("hint: set AWS_ACCESS_KEY_ID"),
+        "{}",
+        ran.stderr
+    );
+    assert!(!ran.stderr.contains("169.254"), "{}", ran.stderr);
+}
+
 /// `cache show` of a result computed by a one-call `run`: its run keeps no
 /// record, and the hint says so instead of naming a `runs show` that fails.
 #[test]

@@ -419,13 +419,16 @@ impl Config {
         adjust: impl FnOnce(EngineBuilder) -> EngineBuilder,
     ) -> Result<Engine, Error> {
         let builder = adjust(self.engine_builder()?);
+        // A remote store, or one shared with workers: an unusable one (a
+        // missing bucket, no credentials) fails now, with one message, not
+        // as a warning at every call.
+        if self.broker.is_some() || store::local_path(&self.store).is_none() {
+            routine_core::store::probe(&**builder.store()).await?;
+        }
         match &self.broker {
             None => builder.build(),
             #[cfg(feature = "distributed")]
             Some(url) => {
-                // The store is shared with the workers: an unusable one
-                // fails now, not as a warning at every call.
-                routine_core::store::probe(&**builder.store()).await?;
                 let mut distributed = routine_distributed::DistributedConfig::new(url, &self.store);
                 distributed.namespace.clone_from(&self.namespace);
                 distributed.policy = self.policy;
@@ -433,6 +436,7 @@ impl Config {
                     .await
                     .map_err(|e| match e {
                         routine_distributed::Error::Engine(e) => e,
+                        routine_distributed::Error::Store(e) => Error::Store(e),
                         other => Error::Config(other.to_string()),
                     })
             }

@@ -14,11 +14,13 @@ const USAGE: u8 = 2;
 /// Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
 const INTERRUPTED: u8 = 130;
 
-/// Why a command did not succeed: a message and its exit code.
+/// Why a command did not succeed: a message, perhaps how to fix it, and
+/// its exit code.
 #[derive(Debug)]
 pub(crate) struct Failure {
     code: u8,
     message: String,
+    hint: Option<String>,
 }
 
 impl Failure {
@@ -27,6 +29,7 @@ impl Failure {
         Failure {
             code: FAILED,
             message: message.into(),
+            hint: None,
         }
     }
 
@@ -35,6 +38,7 @@ impl Failure {
         Failure {
             code: INTERRUPTED,
             message: message.into(),
+            hint: None,
         }
     }
 
@@ -43,7 +47,16 @@ impl Failure {
         Failure {
             code: USAGE,
             message: message.into(),
+            hint: None,
         }
+    }
+}
+
+impl Failure {
+    /// The same, saying how to fix it: printed on a `hint:` line.
+    pub(crate) fn with_hint(mut self, hint: Option<&str>) -> Failure {
+        self.hint = hint.map(str::to_owned);
+        self
     }
 }
 
@@ -57,18 +70,24 @@ impl From<ConfigError> for Failure {
 /// cannot be opened, a broker that does not answer.
 impl From<routine_core::Error> for Failure {
     fn from(e: routine_core::Error) -> Self {
-        Failure::usage(e.to_string())
+        match e {
+            routine_core::Error::Store(e) => e.into(),
+            e => Failure::usage(e.to_string()),
+        }
     }
 }
 
 impl From<routine_core::store::StoreError> for Failure {
     fn from(e: routine_core::store::StoreError) -> Self {
-        match e {
-            // It says what it is, and it is no reason to think the store
-            // unusable: it is read.
-            routine_core::store::StoreError::ReadOnly { .. } => Failure::usage(e.to_string()),
+        use routine_core::store::StoreError;
+        let failure = match &e {
+            // They say what they are: the store, and why.
+            StoreError::ReadOnly { .. }
+            | StoreError::Unusable { .. }
+            | StoreError::OtherLayout { .. } => Failure::usage(e.to_string()),
             e => Failure::usage(format!("the store cannot be used: {e}")),
-        }
+        };
+        failure.with_hint(e.hint())
     }
 }
 
@@ -77,5 +96,8 @@ pub(crate) fn report(failure: Failure) -> ExitCode {
     progress::clear();
     let mut stderr = std::io::stderr().lock();
     let _ = writeln!(stderr, "error: {}", failure.message);
+    if let Some(hint) = &failure.hint {
+        let _ = writeln!(stderr, "hint: {hint}");
+    }
     ExitCode::from(failure.code)
 }

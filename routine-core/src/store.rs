@@ -375,9 +375,27 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 /// # }
 /// ```
 pub async fn probe(store: &dyn Store) -> Result<(), StoreError> {
+    // `FileStore(/data)` or `ObjectStoreBackend(s3://b/x)`: the part in
+    // brackets names it for people.
+    let debug = format!("{store:?}");
+    let name = match debug.split_once('(') {
+        Some((_, inner)) if inner.ends_with(')') => format!("`{}`", &inner[..inner.len() - 1]),
+        _ => debug.clone(),
+    };
     let unusable = |what: &str, reason: String| StoreError::Unusable {
-        store: format!("{store:?}"),
+        store: name.clone(),
         reason: format!("{what}: {reason}"),
+        hint: None,
+    };
+    // A remote store's error says what is wrong with the store itself (a
+    // missing bucket): that, and how to fix it, is the message.
+    let failed = |what: &str, e: StoreError| match e {
+        StoreError::Remote { problem, hint, .. } => StoreError::Unusable {
+            store: name.clone(),
+            reason: problem,
+            hint,
+        },
+        e => unusable(what, e.to_string()),
     };
     let nonce = format!("{:?}{}", SystemTime::now(), std::process::id());
     let key = Key::of("routine.probe", "1", &nonce)
@@ -391,7 +409,7 @@ pub async fn probe(store: &dyn Store) -> Result<(), StoreError> {
     store
         .put_async(&slot, Arc::clone(&written))
         .await
-        .map_err(|e| unusable("a probe entry cannot be written", e.to_string()))?;
+        .map_err(|e| failed("a probe entry cannot be written", e))?;
     let read = match store.get_async(&slot).await {
         Ok(Some(found)) => found
             .into_bytes()
@@ -402,14 +420,14 @@ pub async fn probe(store: &dyn Store) -> Result<(), StoreError> {
                 "it was written but is not found".into(),
             ))
         }
-        Err(e) => return Err(unusable("the probe entry cannot be read", e.to_string())),
+        Err(e) => return Err(failed("the probe entry cannot be read", e)),
     };
     if read != *written {
         return Err(unusable("the probe entry", "it reads back changed".into()));
     }
     store
         .remove(&slot)
-        .map_err(|e| unusable("the probe entry cannot be removed", e.to_string()))?;
+        .map_err(|e| failed("the probe entry cannot be removed", e))?;
     Ok(())
 }
 
@@ -619,6 +637,19 @@ pub enum StoreError {
         /// The layout asked for.
         asked: Layout,
     },
+    /// A remote store (an object store) answered with an error, or could
+    /// not be reached; its own words are logged at info level (`-v`).
+    #[error("cannot {op} `{path}`: {problem}")]
+    Remote {
+        /// What was being done: "read", "write", ...
+        op: &'static str,
+        /// The object, as a URL (credentials redacted).
+        path: String,
+        /// What went wrong, for people.
+        problem: String,
+        /// How to fix it, when that can be told.
+        hint: Option<String>,
+    },
     /// The store answers, but cannot be used (see [`probe`]).
     #[error("the store {store} cannot be used: {reason}")]
     Unusable {
@@ -626,10 +657,32 @@ pub enum StoreError {
         store: String,
         /// What failed.
         reason: String,
+        /// How to fix it, when that can be told.
+        hint: Option<String>,
     },
 }
 
 impl StoreError {
+    /// How to fix the problem, when the store can tell (a missing bucket,
+    /// missing credentials).
+    ///
+    /// ```
+    /// use routine_core::store::StoreError;
+    /// let e = StoreError::Remote {
+    ///     op: "write",
+    ///     path: "s3://results/x".into(),
+    ///     problem: "the bucket `results` does not exist".into(),
+    ///     hint: Some("create it".into()),
+    /// };
+    /// assert_eq!(e.hint(), Some("create it"));
+    /// ```
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            StoreError::Remote { hint, .. } | StoreError::Unusable { hint, .. } => hint.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Maps an I/O error of `op` on `path`: `.map_err(StoreError::io("read", &path))`.
     /// A read-only file system is [`StoreError::ReadOnly`].
     pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {

@@ -27,6 +27,7 @@ mod blobs;
 pub mod broker;
 pub mod dispatcher;
 pub mod object_store;
+mod store_errors;
 pub mod worker;
 
 pub use crate::blobs::{machine_cache_folder, MACHINE_CACHE_MAX};

@@ -69,6 +69,11 @@ pub struct ObjectStoreBackend {
     prefix: Path,
     runtime: Arc<IoRuntime>,
     url: String,
+    /// The URL of the bucket (or folder) the prefix is in: objects' paths,
+    /// which start with the prefix, are named in messages under it.
+    bucket_url: String,
+    /// The bucket's name, for messages.
+    bucket: String,
     recorded_uses: Arc<Mutex<KeyMap<SystemTime>>>,
     /// Where this machine keeps large results it read, with their ETags.
     machine_cache: Option<Arc<BlobCache>>,
@@ -143,6 +148,20 @@ impl ObjectStoreBackend {
             .ok_or_else(|| invalid("it is not a URL".into()))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let store: Arc<dyn ObjectStore> = match scheme {
+            // An S3-compatible server needs credentials, and looking for
+            // a cloud machine's instance role instead would only time out
+            // (or ask an address that is not the server's).
+            "s3" | "s3a"
+                if !crate::store_errors::aws_credentials_set()
+                    && crate::store_errors::aws_endpoint().is_some() =>
+            {
+                return Err(StoreError::Remote {
+                    op: "open",
+                    path: redact_url(url),
+                    problem: "no credentials are set for it".into(),
+                    hint: Some(crate::store_errors::CREDENTIALS_HINT.into()),
+                });
+            }
             "s3" | "s3a" => Arc::new(
                 object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
@@ -196,11 +215,23 @@ impl ObjectStoreBackend {
             .enable_all()
             .build()
             .expect("cannot start the object store's I/O threads");
+        let url = redact_url(url);
+        let bucket_url = url
+            .strip_suffix(prefix.trim_matches('/'))
+            .unwrap_or(&url)
+            .trim_end_matches('/')
+            .to_owned();
+        let bucket = bucket_url
+            .split_once("://")
+            .map_or("", |(_, rest)| rest)
+            .to_owned();
         ObjectStoreBackend {
             inner: store,
             prefix: Path::from(prefix),
             runtime: Arc::new(IoRuntime(Some(runtime))),
-            url: redact_url(url),
+            bucket_url,
+            bucket,
+            url,
             recorded_uses: Arc::default(),
             machine_cache: None,
             cached_reads: Arc::default(),
@@ -316,10 +347,15 @@ impl ObjectStoreBackend {
     }
 
     fn error(&self, op: &'static str, location: &Path, error: object_store::Error) -> StoreError {
-        StoreError::Io {
+        let path = format!("{}/{location}", self.bucket_url);
+        // The server's own answer is for `-v`.
+        tracing::info!(object = %path, error = %error, "the store answered with an error");
+        let (problem, hint) = crate::store_errors::explain(&error, &self.bucket);
+        StoreError::Remote {
             op,
-            path: format!("{}/{location}", self.url).into(),
-            source: io::Error::other(error),
+            path,
+            problem,
+            hint,
         }
     }
 

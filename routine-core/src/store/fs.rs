@@ -83,6 +83,7 @@ impl FileStore {
                      `DatabaseStore`)",
                     super::DATABASE
                 ),
+                hint: None,
             });
         }
         Ok(FileStore::beside_database(root))

@@ -536,6 +536,7 @@ fn open_database(root: &Path, durability: Durability) -> Result<Database, StoreE
                         "its database has schema {version}, newer than this build's: use the \
                          routine that made it"
                     ),
+                    hint: None,
                 })
             }
             Err(OpenError::Io(op, path, e)) => {
