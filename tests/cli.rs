@@ -475,12 +475,18 @@ fn a_broker_that_does_not_answer_is_a_configuration_error() {
             "the password is redacted: {}",
             ran.stderr
         );
+        project
+            .run("train", &["worker"])
+            .fails_with(2, "no broker is configured");
     } else {
         ran.fails_with(2, "without routine's `distributed` feature");
+        // Said first: a broker would not help.
+        for command in ["worker", "status"] {
+            project
+                .run("train", &[command])
+                .fails_with(2, "without routine's `distributed` feature");
+        }
     }
-    project
-        .run("train", &["worker"])
-        .fails_with(2, "no broker is configured");
 }
 
 #[test]
@@ -1220,6 +1226,45 @@ fn s3_problems_are_one_error_and_a_hint() {
         ran.stderr
     );
     assert!(!ran.stderr.contains("169.254"), "{}", ran.stderr);
+}
+
+/// A call no worker serves fails the program with one `error:` line that
+/// names the namespace (a mismatch looks like "no workers" otherwise), not
+/// a panic's trace; `info` shows the namespace.
+#[cfg(feature = "distributed")]
+#[test]
+fn no_worker_is_one_error_naming_the_namespace() {
+    let redis = std::env::var("ROUTINE_TEST_REDIS_URL").expect(
+        "ROUTINE_TEST_REDIS_URL is not set: run the tests with ./scripts/test, which starts Redis",
+    );
+    let namespace = format!("cli-lonely-{}", std::process::id());
+    let project = Project::new()
+        .env("ROUTINE_STORE", &fresh_s3_url("lonely"))
+        .env("ROUTINE_BROKER", &redis)
+        .env("ROUTINE_NAMESPACE", &namespace)
+        .env("ROUTINE_NO_WORKER_WAIT", "1s")
+        .env("RUST_BACKTRACE", "1");
+    let ran = project
+        .run("train", &["--quiet"])
+        .fails_with(1, "no worker serves");
+    let lines: Vec<&str> = ran.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", ran.stderr);
+    assert!(
+        lines[0].starts_with("error: task `tname:prepare-data:0.1.0`"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[0].contains(&format!("in namespace `{namespace}`")),
+        "{lines:?}"
+    );
+    let status = project.run("train", &["status"]).ok();
+    assert!(status.stdout.contains(&namespace), "{}", status.stdout);
+    let info = project.run("train", &["info"]).ok();
+    assert!(
+        info.stdout.contains(&format!("namespace {namespace}")),
+        "{}",
+        info.stdout
+    );
 }
 
 /// `cache show` of a result computed by a one-call `run`: its run keeps no

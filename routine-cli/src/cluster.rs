@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::failure::Failure;
 use crate::output::Ui;
 
+#[cfg(feature = "distributed")]
 fn no_broker() -> Failure {
     Failure::usage(
         "no broker is configured: set `broker` in routine.toml, ROUTINE_BROKER or --broker \
@@ -56,11 +57,8 @@ pub(crate) async fn worker(config: &Config, ui: Ui) -> Result<(), Failure> {
 }
 
 #[cfg(not(feature = "distributed"))]
-pub(crate) async fn worker(config: &Config, _ui: Ui) -> Result<(), Failure> {
-    Err(match config.broker {
-        None => no_broker(),
-        Some(_) => not_built(),
-    })
+pub(crate) async fn worker(_: &Config, _ui: Ui) -> Result<(), Failure> {
+    Err(not_built())
 }
 
 #[cfg(feature = "distributed")]
@@ -106,8 +104,9 @@ pub(crate) async fn status(config: &Config, args: &JsonOnly) -> Result<(), Failu
     }
     if rows.is_empty() {
         return output::print(&format!(
-            "no worker is connected to {}\n",
-            config.broker_display().unwrap_or_default()
+            "no worker is connected to {} in namespace `{}` (ROUTINE_NAMESPACE)\n",
+            config.broker_display().unwrap_or_default(),
+            config.namespace
         ));
     }
     let now = SystemTime::now();
@@ -133,10 +132,9 @@ pub(crate) async fn status(config: &Config, args: &JsonOnly) -> Result<(), Failu
     table.print()
 }
 
+/// Without the feature there is nothing to show, whatever is configured:
+/// said first, before asking for a broker that would not help.
 #[cfg(not(feature = "distributed"))]
-pub(crate) async fn status(config: &Config, _: &JsonOnly) -> Result<(), Failure> {
-    Err(match config.broker {
-        None => no_broker(),
-        Some(_) => not_built(),
-    })
+pub(crate) async fn status(_: &Config, _: &JsonOnly) -> Result<(), Failure> {
+    Err(not_built())
 }

@@ -18,6 +18,7 @@
 //! broker = "redis://127.0.0.1:6379"
 //! namespace = "routine"
 //! policy = "sub-routines-remote"  # or "local"
+//! no_worker_wait = "30s"          # how long a call waits for a worker of its routine
 //!
 //! [worker]
 //! concurrency = 4
@@ -101,6 +102,9 @@ pub struct Config {
     pub broker: Option<String>,
     /// Prefix of every broker key.
     pub namespace: String,
+    /// How long a dispatched call waits for a worker that serves its
+    /// routine before it fails.
+    pub no_worker_wait: Duration,
     /// Where awaited routines run.
     pub policy: Policy,
     /// Routines a worker runs at once.
@@ -155,6 +159,7 @@ struct FileLayer {
     broker: Option<String>,
     namespace: Option<String>,
     policy: Option<String>,
+    no_worker_wait: Option<String>,
     #[serde(default)]
     worker: WorkerLayer,
     #[serde(default)]
@@ -255,6 +260,7 @@ impl Config {
             cache_capacity: DEFAULT_CACHE_CAPACITY as u64,
             broker: None,
             namespace: "routine".to_owned(),
+            no_worker_wait: Duration::from_secs(30),
             policy: Policy::Local,
             concurrency: 4,
             execution: Execution::NONE,
@@ -282,6 +288,7 @@ impl Config {
                 broker: file.broker,
                 namespace: file.namespace,
                 policy: file.policy,
+                no_worker_wait: file.no_worker_wait,
                 concurrency: file.worker.concurrency.map(|n| n.to_string()),
                 task_timeout: file.tasks.timeout,
                 task_retries: file.tasks.retries.map(|n| n.to_string()),
@@ -299,6 +306,7 @@ impl Config {
                 broker: env("ROUTINE_BROKER"),
                 namespace: env("ROUTINE_NAMESPACE"),
                 policy: env("ROUTINE_POLICY"),
+                no_worker_wait: env("ROUTINE_NO_WORKER_WAIT"),
                 concurrency: env("ROUTINE_CONCURRENCY"),
                 task_timeout: env("ROUTINE_TASK_TIMEOUT"),
                 task_retries: env("ROUTINE_TASK_RETRIES"),
@@ -316,6 +324,7 @@ impl Config {
                 broker: overrides.broker.clone(),
                 namespace: None,
                 policy: overrides.policy.clone(),
+                no_worker_wait: None,
                 concurrency: overrides.concurrency.map(|n| n.to_string()),
                 task_timeout: overrides.task_timeout.clone(),
                 task_retries: overrides.task_retries.clone(),
@@ -431,6 +440,7 @@ impl Config {
             Some(url) => {
                 let mut distributed = routine_distributed::DistributedConfig::new(url, &self.store);
                 distributed.namespace.clone_from(&self.namespace);
+                distributed.dispatch.no_worker_wait = self.no_worker_wait;
                 distributed.policy = self.policy;
                 routine_distributed::attach(builder, &distributed)
                     .await
@@ -462,6 +472,7 @@ struct Layer<'a> {
     broker: Option<String>,
     namespace: Option<String>,
     policy: Option<String>,
+    no_worker_wait: Option<String>,
     concurrency: Option<String>,
     task_timeout: Option<String>,
     task_retries: Option<String>,
@@ -516,6 +527,10 @@ impl Layer<'_> {
         }
         if let Some(namespace) = self.namespace {
             config.namespace = namespace;
+        }
+        if let Some(wait) = self.no_worker_wait {
+            config.no_worker_wait =
+                positive_duration(&wait).map_err(|m| invalid("no_worker_wait", m))?;
         }
         if let Some(policy) = self.policy {
             config.policy = policy

@@ -21,6 +21,8 @@ struct Info {
     new_store: bool,
     broker: Option<String>,
     broker_from: String,
+    /// The broker's namespace, when there is a broker.
+    namespace: Option<String>,
     policy: String,
     policy_from: String,
     tasks: usize,
@@ -40,6 +42,7 @@ pub(crate) fn info(config: &Config, args: &JsonOnly) -> Result<(), Failure> {
         new_store: layout.is_some_and(|(_, new)| new),
         broker: config.broker_display(),
         broker_from: config.origin_text(config.origins.broker),
+        namespace: config.broker.as_ref().map(|_| config.namespace.clone()),
         policy: config.policy.to_string(),
         policy_from: config.origin_text(config.origins.policy),
         tasks: registry::tasks().count(),
@@ -49,6 +52,10 @@ pub(crate) fn info(config: &Config, args: &JsonOnly) -> Result<(), Failure> {
     if args.json {
         return output::print_json(&info);
     }
+    let namespace = match &info.namespace {
+        Some(namespace) => format!("namespace {namespace}\n"),
+        None => String::new(),
+    };
     let layout = match (&info.layout, info.new_store) {
         (Some(layout), false) => format!("layout   {layout}\n"),
         (Some(layout), true) => format!("layout   {layout} (a new store)\n"),
@@ -60,6 +67,7 @@ pub(crate) fn info(config: &Config, args: &JsonOnly) -> Result<(), Failure> {
          store    {} ({})\n\
          {layout}\
          broker   {} ({})\n\
+         {namespace}\
          policy   {} ({})\n\
          tasks    {}\n\
          stored   {}, {}\n",

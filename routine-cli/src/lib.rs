@@ -24,6 +24,7 @@
 //! | `output` | tables, sizes, times and JSON |
 //! | `progress` | the live display while a workflow runs |
 //! | `interrupt` | Ctrl-C: cancel the calls in flight, exit 130 |
+//! | `failed_calls` | a call that failed elsewhere: one `error:` line, no panic trace |
 //! | `inspect` | `info` and `tasks` |
 //! | `run` | `run`: a routine from JSON arguments |
 //! | `cache` | `cache ls`, `show`, `rm`, `gc`, `stats` |
@@ -44,6 +45,7 @@ mod args;
 mod cache;
 mod cluster;
 pub mod config;
+mod failed_calls;
 mod failure;
 mod inspect;
 mod interrupt;
@@ -86,6 +88,7 @@ where
         quiet: cli.global.quiet,
     };
     init_logging(cli.global.verbose, cli.global.quiet);
+    failed_calls::quiet_their_panics();
 
     let overrides = Overrides {
         config: cli.global.config.clone(),
@@ -138,10 +141,15 @@ where
             .block_on(&runtime, dispatch(command, &config, ui))
             .map(|()| ExitCode::SUCCESS),
     });
-    // A panic in `main` has been printed by the panic hook; it is a failure
-    // of the program (exit code 1), not a crash.
-    let outcome =
-        std::panic::catch_unwind(work).unwrap_or_else(|_| Err(Failure::failed("`main` panicked")));
+    // A panic in `main` is a failure of the program (exit code 1), not a
+    // crash: a failed call's says what failed; another has been printed by
+    // the panic hook.
+    let outcome = std::panic::catch_unwind(work).unwrap_or_else(|_| {
+        Err(match failed_calls::last() {
+            Some(message) => Failure::failed(message),
+            None => Failure::failed("`main` panicked"),
+        })
+    });
     // Routines still running on other tasks are abandoned, not awaited.
     runtime.shutdown_background();
     match outcome {

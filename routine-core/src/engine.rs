@@ -22,6 +22,7 @@ use crate::store::{MemoryStore, Store};
 
 mod cache;
 pub(crate) mod call;
+pub mod failure;
 mod flight;
 mod invocation;
 pub(crate) mod outcome;

@@ -358,8 +358,11 @@ impl Shared {
         while !self.broker.served(task).await? {
             if Instant::now() >= deadline {
                 return Ok(Some(Dispatched::Unserved(format!(
-                    "no worker serves `{}` (waited {:?} for one); start a worker built with this task",
+                    "no worker serves `{}` in namespace `{}` (waited {:?} for one): start a \
+                     worker of a program with this task, on the same broker and namespace \
+                     (ROUTINE_NAMESPACE)",
                     task.id(),
+                    self.broker.namespace(),
                     self.settings.no_worker_wait
                 ))));
             }

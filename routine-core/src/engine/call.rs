@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
+use super::failure;
 use super::flight::{landed, Flight};
 use super::outcome::OutcomeCodec;
 use super::report::{CallGuard, ForTriggers};
@@ -331,7 +332,10 @@ impl<O, Out> Call<O, Out> {
                 // if the body had run here; anything else is a panic here.
                 let typed = error.and_then(|error| (self.codec.decode_error)(&error));
                 let Some(outcome) = typed else {
-                    panic!("task `{}` failed on worker {worker}: {message}", task.id())
+                    failure::raise(format!(
+                        "task `{}` failed on worker {worker}: {message}",
+                        task.id()
+                    ))
                 };
                 report.dispatched = true;
                 report.outcome = Some(CallOutcome::Failed);
@@ -351,12 +355,12 @@ impl<O, Out> Call<O, Out> {
                 let Some(outcome) = read else {
                     // Running it here would hide a cluster whose workers
                     // store their results where this process cannot see them.
-                    panic!(
+                    failure::raise(format!(
                         "task `{}` completed on worker {worker}, but its result is not in this \
                          process's store {:?}: the workers and this process must share one store",
                         task.id(),
                         inner.store
-                    );
+                    ));
                 };
                 inner.counters.dispatched.fetch_add(1, Ordering::Relaxed);
                 report.dispatched = true;
@@ -712,9 +716,10 @@ impl Engine {
                 message,
                 error,
             },
-            Dispatched::Unserved(why) => {
-                panic!("task `{}` could not be dispatched: {why}", task.id())
-            }
+            Dispatched::Unserved(why) => failure::raise(format!(
+                "task `{}` could not be dispatched: {why}",
+                task.id()
+            )),
         }
     }
 }

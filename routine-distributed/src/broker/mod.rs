@@ -246,6 +246,12 @@ impl Broker {
         &self.url
     }
 
+    /// The prefix of every key of this deployment: workers and callers
+    /// meet only in the same namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// A connection of its own for blocking reads, which would otherwise
     /// hold up every other command on the shared one.
     pub(crate) async fn blocking_connection(
