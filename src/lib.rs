@@ -74,6 +74,43 @@ pub mod __private {
 #[doc = include_str!("../README.md")]
 mod readme {}
 
+// So are the guides' (`rust,ignore` marks a fragment that is not a program).
+#[cfg(doctest)]
+#[doc = include_str!("../docs/architecture.md")]
+mod docs_architecture {}
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/cli.md")]
+mod docs_cli {}
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/concepts.md")]
+mod docs_concepts {}
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/configuration.md")]
+mod docs_configuration {}
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/distributed.md")]
+mod docs_distributed {}
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/execution.md")]
+mod docs_execution {}
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/limits.md")]
+mod docs_limits {}
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/lineage.md")]
+mod docs_lineage {}
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/triggers.md")]
+mod docs_triggers {}
+
 /// Turns a free `async fn` or `fn` into a memoized, versioned task.
 ///
 /// ```

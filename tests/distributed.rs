@@ -1211,6 +1211,14 @@ async fn triggers_fire_on_workers_and_lineage_spans_processes() {
             .collect();
         assert_eq!(squares, [("traced-square", "dispatched"); 2]);
     }
+    // Its totals count every call computed, here or on a worker: the
+    // root, two pairs, four squares (as `runs show` draws them).
+    assert_eq!(tree.calls.len(), 7);
+    assert_eq!(
+        (runs[0].computed, runs[0].from_storage, runs[0].failed),
+        (7, 0, 0),
+        "{runs:?}"
+    );
 }
 
 /// Creates or deletes a bucket of the test's S3 server (moto takes unsigned
