@@ -1740,3 +1740,277 @@ fn the_progress_line_is_cleared_before_main_prints() {
         "{shown:#?}"
     );
 }
+
+/// A command shown in the docs: after `$ `, with the lines shown after it;
+/// or alone on its line (`output` is then `None`).
+struct Shown {
+    file: &'static str,
+    command: String,
+    output: Option<Vec<String>>,
+}
+
+/// Every command of the train example in the `text` blocks of `markdown`.
+fn shown_commands(file: &'static str, markdown: &str) -> Vec<Shown> {
+    let mut shown: Vec<Shown> = Vec::new();
+    let mut in_block = false;
+    // Whether the lines that follow are the last command's output.
+    let mut collecting = false;
+    for line in markdown.lines() {
+        if line.starts_with("```") {
+            in_block = line == "```text";
+            collecting = false;
+            continue;
+        }
+        if !in_block || line.is_empty() {
+            continue;
+        }
+        let settings_then_train = line
+            .split_whitespace()
+            .find(|w| !w.contains('='))
+            .is_some_and(|w| w == "train");
+        if let Some(command) = line.strip_prefix("$ ") {
+            shown.push(Shown {
+                file,
+                command: command.to_owned(),
+                output: Some(Vec::new()),
+            });
+            collecting = true;
+        } else if collecting {
+            if let Some(Some(output)) = shown.last_mut().map(|s| s.output.as_mut()) {
+                output.push(line.to_owned());
+            }
+        } else if settings_then_train && !line.starts_with("train [") {
+            shown.push(Shown {
+                file,
+                command: line.to_owned(),
+                output: None,
+            });
+        }
+    }
+    shown
+}
+
+/// A line's shape: what changes from run to run (hashes, times, ages,
+/// floating-point values, column widths) replaced by placeholders; counts,
+/// sizes, names and words kept.
+fn shape(line: &str) -> String {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let punctuation = |c: char| ",;:()[]\"'`".contains(c);
+    let core = |word: &str| word.trim_matches(punctuation).to_owned();
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let word = words[i];
+        let bare = core(word);
+        let next = words.get(i + 1).map(|w| core(w)).unwrap_or_default();
+        let number = bare.parse::<f64>().is_ok();
+        let (start, end) = match word.find(bare.as_str()) {
+            Some(at) if !bare.is_empty() => (at, at + bare.len()),
+            _ => (0, 0),
+        };
+        let replaced =
+            |placeholder: &str| format!("{}{placeholder}{}", &word[..start], &word[end..]);
+        if number && ["us", "ms", "s"].contains(&next.as_str()) {
+            out.push(format!(
+                "{}<time>{}",
+                &word[..start],
+                &words[i + 1][next.len()..]
+            ));
+            i += 2;
+            continue;
+        }
+        let age = bare
+            .strip_suffix(['s', 'm', 'h', 'd'])
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        if age && next == "ago" {
+            out.push(format!("<age>{}", &words[i + 1][3..]));
+            i += 2;
+            continue;
+        }
+        let hex = bare.len() >= 8 && bare.chars().all(|c| c.is_ascii_hexdigit());
+        let timestamp = bare.len() >= 20 && bare.ends_with('Z') && bare.contains('T');
+        let size_follows = ["B", "KiB", "MiB", "GiB"].contains(&next.as_str());
+        let float = number && (bare.contains('.') || bare.contains('e')) && !size_follows;
+        out.push(match () {
+            _ if hex => replaced("<hex>"),
+            _ if timestamp => replaced("<timestamp>"),
+            _ if float => replaced("<x>"),
+            _ => word.to_owned(),
+        });
+        i += 1;
+    }
+    out.join(" ")
+}
+
+#[test]
+fn shape_keeps_what_the_docs_promise_and_drops_what_varies() {
+    assert_eq!(
+        shape("35a1642bfd07  fit@0.0.1  216 B  2m ago   0s ago"),
+        "<hex> fit@0.0.1 216 B <age> <age>"
+    );
+    assert_eq!(
+        shape("run bb550b479072a4e818ec53863a0aeda3: x@0.1.0, started 2026-11-28T21:43:07Z, took 506.8 ms; 8 computed"),
+        "run <hex>: x@0.1.0, started <timestamp>, took <time>; 8 computed"
+    );
+    assert_eq!(shape("      -0.43832989989928106,"), "<x>,");
+    assert_eq!(
+        shape("removed 1 result (156.4 KiB); kept 8 results (3.7 KiB)"),
+        "removed 1 result (156.4 KiB); kept 8 results (3.7 KiB)"
+    );
+}
+
+/// Runs a command line as the docs show it, through a shell in which
+/// `train` is the train example, in `project`'s folder and settings:
+/// its exit code and what it printed, standard error first (as a terminal
+/// shows `run`'s report before its result).
+fn run_shown(project: &Project, command: &str) -> (i32, Vec<String>) {
+    let mut run = Command::new("sh");
+    run.arg("-c")
+        .arg(format!("train() {{ \"$TRAIN\" \"$@\"; }}\n{command}"))
+        .env("TRAIN", example("train"))
+        .current_dir(project.dir.path());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("ROUTINE_") || name == "RUST_LOG" {
+            run.env_remove(name);
+        }
+    }
+    run.envs(project.env.iter().map(|(k, v)| (k, v)));
+    let output = run.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    (
+        output.status.code().unwrap_or(-1),
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+/// Every command of the train example that README.md and docs/cli.md
+/// show, run as shown (the README's after the README's two runs of the
+/// example, as a newcomer runs them): each with its output shown prints
+/// it, line for line but for what varies between runs; each shown alone
+/// succeeds. Addresses of the docs' own cluster are this test's Redis and
+/// S3 server, in the build with the `distributed` feature (the suite runs
+/// this test in both builds).
+#[test]
+fn the_commands_the_docs_show_print_what_they_show() {
+    let readme = shown_commands("README.md", include_str!("../README.md"));
+    let cli = shown_commands("docs/cli.md", include_str!("../docs/cli.md"));
+    assert!(
+        readme.len() >= 5 && cli.len() >= 5,
+        "the docs show commands"
+    );
+    let project = Project::new();
+    project.run("train", &[]).ok();
+    project.run("train", &[]).ok();
+    // The file docs/cli.md says its `run` example reads.
+    std::fs::write(
+        project.dir.path().join("args.json"),
+        r#"{"seed": 42, "n": 100}"#,
+    )
+    .unwrap();
+    let run_id = project.run("train", &["runs", "ls", "--json"]).ok().json()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for shown in readme.iter().chain(&cli) {
+        let mut command = shown.command.clone();
+        if let Some(prefix) = command.strip_prefix("train runs show ") {
+            // The run shown is this store's.
+            command = command.replace(prefix, &run_id[..8]);
+        }
+        if command.contains("redis://") || command.contains("s3://") {
+            if !cfg!(feature = "distributed") {
+                continue;
+            }
+            command = with_test_services(&command);
+        }
+        #[cfg(feature = "distributed")]
+        if command.contains(" worker") {
+            let (_worker, workers, _folder) = start_shown_worker(&command);
+            assert_eq!(
+                workers.as_array().map(Vec::len),
+                Some(1),
+                "{command}: {workers}"
+            );
+            continue;
+        }
+        let (code, printed) = run_shown(&project, &command);
+        let Some(output) = &shown.output else {
+            assert_eq!(
+                code,
+                0,
+                "{}: `{command}` failed:\n{}",
+                shown.file,
+                printed.join("\n")
+            );
+            continue;
+        };
+        let expected: Vec<String> = output.iter().map(|l| shape(l)).collect();
+        let got: Vec<String> = printed.iter().map(|l| shape(l)).collect();
+        assert_eq!(
+            got,
+            expected,
+            "{}: `{command}` (exit {code}) printed:\n{}",
+            shown.file,
+            printed.join("\n")
+        );
+    }
+}
+
+/// `command` with the docs' example cluster replaced by this test's
+/// services: its Redis, and a fresh prefix of its S3 server's bucket (a
+/// bucket the docs say does not exist stays missing).
+#[cfg(feature = "distributed")]
+fn with_test_services(command: &str) -> String {
+    let redis = std::env::var("ROUTINE_TEST_REDIS_URL").expect(
+        "ROUTINE_TEST_REDIS_URL is not set: run the tests with ./scripts/test, which starts Redis",
+    );
+    command
+        .replace("redis://10.0.0.5:6379", &redis)
+        .replace("redis://127.0.0.1:6379", &redis)
+        .replace("s3://bucket/results", &fresh_s3_url("docs"))
+}
+
+#[cfg(not(feature = "distributed"))]
+fn with_test_services(command: &str) -> String {
+    command.to_owned()
+}
+
+/// Starts the worker a shown command starts, in a folder and namespace of
+/// its own, once `status` shows it; it stops when the first value drops.
+#[cfg(feature = "distributed")]
+fn start_shown_worker(command: &str) -> (Stopped, Value, Project) {
+    let broker = command
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ROUTINE_BROKER="))
+        .expect("a worker's command names its broker");
+    let store = command
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ROUTINE_STORE="))
+        .expect("a worker's command names its store");
+    let args: Vec<&str> = command
+        .split(" worker")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let shown = Project {
+        dir: tempfile::tempdir().unwrap(),
+        env: vec![
+            ("ROUTINE_BROKER".into(), broker.into()),
+            ("ROUTINE_STORE".into(), store.into()),
+            (
+                "ROUTINE_NAMESPACE".into(),
+                format!("docs-{}", std::process::id()),
+            ),
+        ],
+    };
+    let (worker, workers) = start_worker(&shown, &args);
+    (worker, workers, shown)
+}
