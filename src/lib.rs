@@ -43,8 +43,8 @@
 
 pub use routine_core::{
     arguments, codec, dispatch, engine, entry, execution, id, invoke, key, lineage, redact,
-    registry, spawn, store, trigger, CallOutcome, CallReport, Completion, Engine, EngineBuilder,
-    Error, Fingerprint, Key, RoutineId, RunId, Stats, TaskSpec,
+    registry, spawn, store, trigger, unit, CallOutcome, CallReport, Completion, Engine,
+    EngineBuilder, Error, Fingerprint, Key, RoutineId, RunId, Stats, TaskSpec, Unit,
 };
 
 /// Workers, the Redis broker and object stores (feature `distributed`): the

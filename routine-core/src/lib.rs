@@ -43,6 +43,7 @@ pub mod registry;
 pub mod slot;
 pub mod store;
 pub mod trigger;
+pub mod unit;
 
 pub use crate::engine::{spawn, CallReport, Engine, EngineBuilder, Stats};
 pub use crate::error::Error;
@@ -50,6 +51,7 @@ pub use crate::id::{CallOutcome, Fingerprint, RoutineId, RunId};
 pub use crate::key::Key;
 pub use crate::registry::TaskSpec;
 pub use crate::trigger::Completion;
+pub use crate::unit::Unit;
 
 /// What the macros expand to calls; not a public API.
 #[doc(hidden)]
@@ -67,5 +69,6 @@ pub mod __private {
     pub use crate::key::{Key, KeyError};
     pub use crate::registry::{Parameter, Registered, TaskSpec};
     pub use crate::trigger::{Occurrence, RegisteredTrigger, TriggerOutput, TriggerSpec};
+    pub use crate::unit::{run_units, Units};
     pub use inventory;
 }

@@ -1,6 +1,6 @@
 //! The attribute's arguments:
 //! `#[task(name = "train", version = "0.0.1", ttl = "30d", timeout = "10m",
-//! retries = 3, backoff = "2s", retry_errors, concurrency = 1)]`.
+//! retries = 3, backoff = "2s", retry_errors, concurrency = 1, units = 4)]`.
 
 use std::time::Duration;
 
@@ -20,6 +20,72 @@ pub(crate) struct TaskAttr {
     pub(crate) execution: ExecutionAttr,
     /// `crate = "..."`: the path of the `routine` library.
     pub(crate) krate: Option<syn::Path>,
+    /// `units = N` or `units = MIN..=MAX`: a multi-unit task.
+    pub(crate) units: Option<UnitsAttr>,
+}
+
+/// How many units a multi-unit task runs: at least `min`, at most `max`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UnitsAttr {
+    pub(crate) min: usize,
+    pub(crate) max: usize,
+}
+
+/// The most units a task may ask for.
+const UNITS_MAX: usize = 4096;
+
+impl UnitsAttr {
+    /// Reads `units = 4` or `units = 2..=8`.
+    fn parse(expr: &syn::Expr) -> syn::Result<UnitsAttr> {
+        let count = |expr: &syn::Expr| -> syn::Result<usize> {
+            let syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Int(n),
+                ..
+            }) = expr
+            else {
+                return Err(syn::Error::new_spanned(
+                    expr,
+                    "`units` takes a whole number, as in `units = 4`, or a range, as in `units = 2..=8`",
+                ));
+            };
+            match n.base10_parse::<usize>() {
+                Ok(0) => Err(syn::Error::new(
+                    n.span(),
+                    "`units = 0`: a task runs at least one unit",
+                )),
+                Ok(n) if n <= UNITS_MAX => Ok(n),
+                _ => Err(syn::Error::new(
+                    n.span(),
+                    format!("`units = {n}` is out of range: at most {UNITS_MAX} units"),
+                )),
+            }
+        };
+        match expr {
+            syn::Expr::Range(range) => {
+                let (Some(start), Some(end)) = (&range.start, &range.end) else {
+                    return Err(syn::Error::new_spanned(
+                        range,
+                        "`units` takes a range with both ends, as in `units = 2..=8`",
+                    ));
+                };
+                if let syn::RangeLimits::HalfOpen(dots) = range.limits {
+                    return Err(syn::Error::new_spanned(
+                        dots,
+                        "`units` takes an inclusive range: write `..=`, as in `units = 2..=8`",
+                    ));
+                }
+                let (min, max) = (count(start)?, count(end)?);
+                if min > max {
+                    return Err(syn::Error::new_spanned(
+                        range,
+                        format!("`units = {min}..={max}` is empty: the least comes first"),
+                    ));
+                }
+                Ok(UnitsAttr { min, max })
+            }
+            expr => count(expr).map(|n| UnitsAttr { min: n, max: n }),
+        }
+    }
 }
 
 const USAGE: &str = "write `#[routine::task(name = \"train\", version = \"0.1.0\")]`";
@@ -35,9 +101,17 @@ impl TaskAttr {
         let mut concurrency: Option<LitInt> = None;
         let mut retry_errors: Option<syn::Path> = None;
         let mut krate: Option<syn::Path> = None;
+        let mut units: Option<syn::Expr> = None;
         let parser = syn::meta::parser(|meta| {
             if meta.path.is_ident("crate") {
                 set_crate(&meta, &mut krate)
+            } else if meta.path.is_ident("units") {
+                set_once(
+                    &meta,
+                    &mut units,
+                    "units",
+                    "a whole number, as in `units = 4`, or a range, as in `units = 2..=8`",
+                )
             } else if meta.path.is_ident("name") {
                 set_once(&meta, &mut name, "name", &string_literal("name"))
             } else if meta.path.is_ident("version") {
@@ -77,7 +151,8 @@ impl TaskAttr {
                 let path = option_name(&meta);
                 Err(meta.error(format_args!(
                     "unknown task option `{path}`; a task takes `name`, `version` and optionally \
-                     `ttl`, `timeout`, `retries`, `backoff`, `retry_errors`, `concurrency` and `crate`"
+                     `ttl`, `timeout`, `retries`, `backoff`, `retry_errors`, `concurrency`, `units` \
+                     and `crate`"
                 )))
             }
         });
@@ -117,6 +192,10 @@ impl TaskAttr {
             &mut errors,
             count(&concurrency, "concurrency", 1..=1_000_000),
         );
+        let units = kept(
+            &mut errors,
+            units.as_ref().map(UnitsAttr::parse).transpose(),
+        );
         // Options about retrying mean nothing without retries.
         if retries.is_none() {
             if let Some(backoff) = &backoff {
@@ -146,6 +225,7 @@ impl TaskAttr {
                     concurrency: concurrency_value,
                 },
                 krate,
+                units,
             }),
         }
     }
@@ -161,6 +241,7 @@ impl TaskAttr {
             ttl: None,
             execution: ExecutionAttr::default(),
             krate: None,
+            units: None,
         }
     }
 }

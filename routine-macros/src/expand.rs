@@ -24,10 +24,15 @@ use crate::item::{expand_function, hygienic, respanned};
 use crate::signature::TaskSignature;
 
 pub(crate) fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let attr = TaskAttr::parse(attr);
+    let item = match crate::units::task_of_input(item, &attr) {
+        Ok(item) => item,
+        Err(with_errors) => return with_errors,
+    };
     expand_function(
         item,
         "#[routine::task] goes on a free `async fn` or `fn`",
-        TaskAttr::parse(attr),
+        attr,
         TaskAttr::fallback,
         TaskSignature::check,
         |attr, signature, function| wrap(&attr, &signature, function),

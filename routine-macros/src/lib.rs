@@ -22,6 +22,7 @@ mod item;
 mod program;
 mod signature;
 mod trigger;
+mod units;
 
 use proc_macro::TokenStream;
 
