@@ -108,6 +108,10 @@ mod docs_limits {}
 mod docs_lineage {}
 
 #[cfg(doctest)]
+#[doc = include_str!("../docs/units.md")]
+mod docs_units {}
+
+#[cfg(doctest)]
 #[doc = include_str!("../docs/triggers.md")]
 mod docs_triggers {}
 

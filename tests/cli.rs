@@ -28,6 +28,8 @@ fn example(name: &str) -> PathBuf {
                 "train",
                 "--example",
                 "quotes",
+                "--example",
+                "data_parallel",
             ])
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         if cfg!(feature = "distributed") {
@@ -2013,4 +2015,42 @@ fn start_shown_worker(command: &str) -> (Stopped, Value, Project) {
     };
     let (worker, workers) = start_worker(&shown, &args);
     (worker, workers, shown)
+}
+
+/// The data-parallel example: four units train one model, once; `run`
+/// takes the multi-unit task's input as any task's argument.
+#[test]
+fn the_data_parallel_example_trains_once() {
+    let project = Project::new();
+    let first = project.run("data_parallel", &[]).ok();
+    assert!(
+        first
+            .stdout
+            .contains("weights [2.000, -3.000, 0.500], bias 1.000"),
+        "{}",
+        first.stdout
+    );
+    assert!(first.stdout.contains("1 calls, 1 ran"), "{}", first.stdout);
+    let second = project.run("data_parallel", &[]).ok();
+    assert!(
+        second.stdout.contains("1 calls, 0 ran, 1 from storage"),
+        "{}",
+        second.stdout
+    );
+    let input = r#"input={"seed": 7, "rows": 400, "epochs": 50, "learning_rate": 0.1}"#;
+    let ran = project
+        .run(
+            "data_parallel",
+            &["run", "data-parallel-fit", "--arg", input],
+        )
+        .ok();
+    assert!(
+        ran.stderr
+            .contains("computed (tname:data-parallel-fit:1.0.0)"),
+        "{}",
+        ran.stderr
+    );
+    assert!(ran.json()["weights"]
+        .as_array()
+        .is_some_and(|w| w.len() == 3));
 }
