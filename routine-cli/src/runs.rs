@@ -164,12 +164,16 @@ const LEVEL_INDENT: usize = 3;
 /// The widest label under `node` (itself included), with its drawing, at
 /// `level`: where the columns after the labels start.
 fn label_width(tree: &RunTree, node: usize, level: usize) -> usize {
-    let call = &tree.calls[node].call;
+    let node = &tree.calls[node];
+    let call = &node.call;
     let own = LEVEL_INDENT * level + call.name.chars().count() + 1 + call.version.chars().count();
-    tree.calls[node]
-        .children
+    let units = node.units.iter().map(|u| {
+        LEVEL_INDENT * (level + 1) + format!("unit {} of {}", u.rank, u.count).chars().count()
+    });
+    node.children
         .iter()
         .map(|&child| label_width(tree, child, level + 1))
+        .chain(units)
         .fold(own, usize::max)
 }
 
@@ -200,16 +204,39 @@ fn draw(tree: &RunTree, node: usize, lead: &str, branch: &str, width: usize, out
         pad = width.saturating_sub(label.chars().count()),
     );
     let children = &n.children;
+    let next_lead = format!(
+        "{lead}{}",
+        match branch {
+            "" => "",
+            "├─ " => "│  ",
+            _ => "   ",
+        }
+    );
+    // A multi-unit call's units, before the calls they made.
+    for (i, unit) in n.units.iter().enumerate() {
+        let last = i + 1 == n.units.len() && children.is_empty();
+        let label = format!(
+            "{next_lead}{}unit {} of {}",
+            if last { "└─ " } else { "├─ " },
+            unit.rank,
+            unit.count
+        );
+        let place = match unit.process == n.call.process {
+            true => String::new(),
+            false => format!(" on {}", unit.process),
+        };
+        let _ = writeln!(
+            out,
+            "{label}{:pad$}  {:12}  {:>9}  {}{place}",
+            "",
+            "",
+            output::run_time(Duration::from_micros(unit.duration_us)),
+            unit.ended,
+            pad = width.saturating_sub(label.chars().count()),
+        );
+    }
     for (i, &child) in children.iter().enumerate() {
         let last = i + 1 == children.len();
-        let next_lead = format!(
-            "{lead}{}",
-            match branch {
-                "" => "",
-                "├─ " => "│  ",
-                _ => "   ",
-            }
-        );
         draw(
             tree,
             child,
@@ -274,6 +301,7 @@ mod tests {
             },
             children: Vec::new(),
             on_worker,
+            units: Vec::new(),
         }
     }
 

@@ -74,6 +74,28 @@ pub struct CallRecord {
     pub attempts: u32,
 }
 
+/// One unit of a multi-unit call (see [`crate::unit`]), as its process
+/// recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitRecord {
+    /// The key of the call the unit is part of.
+    pub call: Key,
+    /// Its rank, and the number of units.
+    pub rank: u32,
+    /// How many units ran the call.
+    pub count: u32,
+    /// When it started, in microseconds after the run started (in the
+    /// clock of the process that ran it).
+    pub started_us: u64,
+    /// How long it ran, in microseconds.
+    pub duration_us: u64,
+    /// Where it ran: the host's name and process ID.
+    pub process: String,
+    /// How it ended: `returned`, `panicked` or `dropped` (another unit
+    /// failed, or the call was dropped).
+    pub ended: String,
+}
+
 /// How a call ended, for its record.
 pub(crate) struct Ended {
     pub(crate) outcome: CallOutcome,
@@ -89,12 +111,15 @@ struct RunRecord {
     /// Unix time in microseconds when this process's part started.
     started_unix_us: u64,
     calls: Vec<CallRecord>,
+    /// The units of its multi-unit calls.
+    units: Vec<UnitRecord>,
 }
 
 /// The layout of the run records this build writes, kept in the first byte
 /// of their entry's fingerprint field (a run record has no task body to
-/// fingerprint); records of the first layout have zeros there.
-const RECORD_LAYOUT: u8 = 2;
+/// fingerprint); records of the first layout have zeros there, of the
+/// second (before multi-unit tasks) a 2.
+const RECORD_LAYOUT: u8 = 3;
 
 /// The fingerprint field of a run record's entry: its layout.
 fn layout_mark() -> Fingerprint {
@@ -108,9 +133,31 @@ fn layout_mark() -> Fingerprint {
 fn decode_record(payload: &[u8], mark: &Fingerprint) -> Result<RunRecord, LineageError> {
     let decoded = match mark.as_bytes()[0] {
         0 => entry::decode_payload::<RunRecordV1>(payload).map(RunRecord::from),
+        2 => entry::decode_payload::<RunRecordV2>(payload).map(RunRecord::from),
         _ => entry::decode_payload::<RunRecord>(payload),
     };
     decoded.map_err(|e| LineageError::Encode(e.to_string()))
+}
+
+/// A run record as builds before multi-unit tasks stored it: no units.
+/// Still read.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct RunRecordV2 {
+    run: RunId,
+    started_unix_us: u64,
+    calls: Vec<CallRecord>,
+}
+
+impl From<RunRecordV2> for RunRecord {
+    fn from(old: RunRecordV2) -> RunRecord {
+        RunRecord {
+            run: old.run,
+            started_unix_us: old.started_unix_us,
+            calls: old.calls,
+            units: Vec::new(),
+        }
+    }
 }
 
 /// A run record as builds before `retries` stored it: calls without their
@@ -156,6 +203,7 @@ impl From<RunRecordV1> for RunRecord {
                     attempts: 1,
                 })
                 .collect(),
+            units: Vec::new(),
         }
     }
 }
@@ -167,6 +215,7 @@ pub(crate) struct RunLog {
     started: Instant,
     started_at: SystemTime,
     calls: Mutex<Vec<CallRecord>>,
+    units: Mutex<Vec<UnitRecord>>,
 }
 
 impl RunLog {
@@ -176,7 +225,32 @@ impl RunLog {
             started: Instant::now(),
             started_at: SystemTime::now(),
             calls: Mutex::new(Vec::new()),
+            units: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Records one unit of the multi-unit call `call`, which ran from
+    /// `started` for `duration` and ended as `ended` says.
+    pub(crate) fn record_unit(
+        &self,
+        call: Key,
+        (rank, count): (usize, usize),
+        (started, duration): (Instant, Duration),
+        ended: &str,
+    ) {
+        let record = UnitRecord {
+            call,
+            rank: rank as u32,
+            count: count as u32,
+            started_us: micros(started.saturating_duration_since(self.started)),
+            duration_us: micros(duration),
+            process: process_name().to_owned(),
+            ended: ended.to_owned(),
+        };
+        self.units
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(record);
     }
 
     /// Records one finished call of `task`, made by the call `parent`.
@@ -203,12 +277,14 @@ impl RunLog {
     /// storage.
     pub(crate) async fn store(&self, store: &dyn Store, part: &Key) -> Result<(), LineageError> {
         let calls = std::mem::take(&mut *self.calls.lock().unwrap_or_else(PoisonError::into_inner));
+        let units = std::mem::take(&mut *self.units.lock().unwrap_or_else(PoisonError::into_inner));
         let computed_something = calls.iter().any(|c| c.outcome != CallOutcome::Hit);
-        // A part that is one call and nothing else is told by its entry's
-        // header (run, parent) and, for a worker's, by the caller's record
-        // of the dispatch; a record would double the cost of every such
-        // call for little the store does not already say.
-        if !(computed_something && calls.len() > 1) {
+        // A part that is one call and nothing else (no sub-calls, no
+        // units) is told by its entry's header (run, parent) and, for a
+        // worker's, by the caller's record of the dispatch; a record would
+        // double the cost of every such call for little the store does not
+        // already say.
+        if !(computed_something && (calls.len() > 1 || !units.is_empty())) {
             return Ok(());
         }
         let record = RunRecord {
@@ -219,6 +295,7 @@ impl RunLog {
                     .unwrap_or_default(),
             ),
             calls,
+            units,
         };
         let version = self.id.to_string();
         let key = Key::of(RUNS, RECORD_KEY_SPACE, &(self.id, part))
@@ -331,6 +408,8 @@ pub struct CallNode {
     pub children: Vec<usize>,
     /// Whether a worker ran it for the caller.
     pub on_worker: bool,
+    /// Its units, by rank, if it is a multi-unit call.
+    pub units: Vec<UnitRecord>,
 }
 
 impl RunTree {
@@ -415,6 +494,7 @@ fn assemble(id: RunId, mut records: Vec<RunRecord>) -> RunTree {
     records.sort_by_key(|r| r.started_unix_us);
     let started_unix_us = records.first().map_or(0, |r| r.started_unix_us);
     let mut calls: Vec<CallRecord> = Vec::new();
+    let mut units: Vec<UnitRecord> = Vec::new();
     for record in &records {
         // Align each part's clock to the run's start.
         let offset = record.started_unix_us.saturating_sub(started_unix_us);
@@ -423,7 +503,13 @@ fn assemble(id: RunId, mut records: Vec<RunRecord>) -> RunTree {
             call.started_us += offset;
             calls.push(call);
         }
+        for unit in &record.units {
+            let mut unit = unit.clone();
+            unit.started_us += offset;
+            units.push(unit);
+        }
     }
+    units.sort_by_key(|u| (u.rank, u.started_us));
     let ran_remotely: Vec<Key> = calls
         .iter()
         .filter(|c| c.outcome != CallOutcome::Dispatched)
@@ -435,10 +521,20 @@ fn assemble(id: RunId, mut records: Vec<RunRecord>) -> RunTree {
         if dispatched && ran_remotely.contains(&call.key) {
             continue; // the worker's record stands for it
         }
+        // A call's units hang under the node that ran its body.
+        let mine = match call.outcome {
+            CallOutcome::Hit | CallOutcome::Dispatched => Vec::new(),
+            _ => units
+                .iter()
+                .filter(|u| u.call == call.key)
+                .cloned()
+                .collect(),
+        };
         nodes.push(CallNode {
             call,
             children: Vec::new(),
             on_worker: false,
+            units: mine,
         });
     }
     let dispatched_keys: Vec<Key> = records
@@ -576,6 +672,19 @@ mod tests {
         let read = decode_record(&current, &layout_mark()).unwrap();
         assert_eq!(read.calls[0].attempts, 3);
         assert!(decode_record(b"junk", &layout_mark()).is_err());
+
+        // The second layout: no units.
+        let second = RunRecordV2 {
+            run: read.run,
+            started_unix_us: read.started_unix_us,
+            calls: read.calls.clone(),
+        };
+        let mut payload = Vec::new();
+        crate::codec::encode_into(&mut payload, &second).unwrap();
+        let mut mark = [0; 32];
+        mark[0] = 2;
+        let read = decode_record(&payload, &Fingerprint::from_bytes(mark)).unwrap();
+        assert_eq!((read.calls.len(), read.units.len()), (1, 0));
     }
 
     #[test]
@@ -589,11 +698,13 @@ mod tests {
                 call("prep", 3, Some(1), CallOutcome::Hit, 6),
                 call("train", 1, None, CallOutcome::Computed, 0),
             ],
+            units: Vec::new(),
         };
         let worker = RunRecord {
             run: id,
             started_unix_us: 1_002,
             calls: vec![call("fit", 2, Some(1), CallOutcome::Computed, 0)],
+            units: Vec::new(),
         };
         let tree = assemble(id, vec![worker, caller]);
         assert_eq!(tree.calls.len(), 3, "the dispatched call is one node");

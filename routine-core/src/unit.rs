@@ -23,6 +23,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -30,6 +31,8 @@ use tokio::sync::Notify;
 
 use crate::codec;
 use crate::invoke::panic_message;
+use crate::key::Key;
+use crate::lineage::RunLog;
 
 /// How many units a task runs: `units = 4`, or `units = 2..=8` (as many as
 /// can start together, at least the least).
@@ -335,6 +338,33 @@ fn printable(key: &str) -> String {
     }
 }
 
+/// A unit's record in its run, written when the unit's future ends or is
+/// dropped: `returned`, else `dropped` (a panic unwinds through it as a
+/// drop and is said `panicked`).
+struct Recorded {
+    run: Arc<RunLog>,
+    call: Key,
+    rank: usize,
+    count: usize,
+    started: Instant,
+    ended: &'static str,
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        let ended = match (self.ended, std::thread::panicking()) {
+            ("dropped", true) => "panicked",
+            (ended, _) => ended,
+        };
+        self.run.record_unit(
+            self.call,
+            (self.rank, self.count),
+            (self.started, self.started.elapsed()),
+            ended,
+        );
+    }
+}
+
 /// Runs the units of one call of a multi-unit task on `input`, each the
 /// future `unit` makes of its handle, as tokio tasks in the current engine
 /// scope; rank 0's output when all have returned. A unit that panics ends
@@ -358,6 +388,10 @@ where
     });
     let mut running = tokio::task::JoinSet::new();
     let mut ranks = HashMap::new();
+    let current = crate::engine::Current::get();
+    // The run and the call this gang is the body of: each unit is recorded
+    // there, however it ends.
+    let place = current.as_ref().and_then(|c| c.place.clone());
     for rank in 0..count {
         let handle = Unit {
             rank,
@@ -365,9 +399,25 @@ where
             collectives: AtomicU64::new(0),
         };
         let run = unit(handle);
-        let current = crate::engine::Current::get();
-        let aborts = match current {
-            Some(current) => running.spawn(current.scope(run)),
+        let record = place.as_ref().and_then(|place| {
+            Some(Recorded {
+                run: Arc::clone(&place.run),
+                call: place.parent?,
+                rank,
+                count,
+                started: Instant::now(),
+                ended: "dropped",
+            })
+        });
+        let run = async move {
+            let mut record = record;
+            run.await;
+            if let Some(record) = &mut record {
+                record.ended = "returned";
+            }
+        };
+        let aborts = match &current {
+            Some(current) => running.spawn(current.clone().scope(run)),
             None => running.spawn(run),
         };
         ranks.insert(aborts.id(), rank);
@@ -388,16 +438,23 @@ where
                     arrived.notify_waiters();
                 }
                 if rank == 0 && lock(&gang.output).is_none() {
+                    running.abort_all();
                     panic!("unit 0 of {count} returned without its output: rank 0 must call `send_output`");
                 }
             }
+            // The other units are ended before the panic is raised (its hook
+            // can take a while to print).
             Err(e) if e.is_panic() => {
+                running.abort_all();
                 panic!(
                     "unit {rank} of {count} panicked: {}",
                     panic_message(e.into_panic())
                 )
             }
-            Err(e) => panic!("unit {rank} of {count} was cancelled: {e}"),
+            Err(e) => {
+                running.abort_all();
+                panic!("unit {rank} of {count} was cancelled: {e}")
+            }
         }
     }
     let output = lock(&gang.output).take();
