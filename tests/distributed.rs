@@ -1458,3 +1458,56 @@ async fn a_large_argument_travels_by_reference() {
         "downloads per worker: {downloads:?}"
     );
 }
+
+/// Sums a list with three units: each sums a third, `all_reduce` adds them.
+#[routine::task(name = "gang-sum", version = "1.0.0", units = 3)]
+async fn gang_sum(unit: routine::Unit<Vec<u64>, u64>) {
+    let all = match unit.rank() {
+        0 => Some(unit.receive_input().await),
+        _ => None,
+    };
+    let all: Vec<u64> = unit.broadcast(0, all).await;
+    let mine: u64 = all
+        .iter()
+        .skip(unit.rank())
+        .step_by(unit.unit_count())
+        .sum();
+    let total = unit.all_reduce(mine, |a, b| a + b).await;
+    if unit.rank() == 0 {
+        unit.send_output(total);
+    }
+}
+
+/// A workflow awaiting a multi-unit call: the call is dispatched.
+#[routine::task(name = "gang-workflow", version = "1.0.0")]
+async fn gang_workflow(n: u64) -> u64 {
+    gang_sum((1..=n).collect()).await
+}
+
+/// A multi-unit call dispatched to a worker runs there, all its units in
+/// the worker's process (placing one call's units on several workers is
+/// not built yet): right, memoized, and recorded with its units.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatched_multi_unit_call_runs_its_units_on_its_worker() {
+    let ns = namespace("gang");
+    let _workers = Workers::start(&ns, 2, None);
+    let engine = routine::distributed::connect(config(&ns)).await.unwrap();
+    assert_eq!(engine.scope(gang_workflow(100)).await, 5050);
+    assert_eq!(engine.stats().dispatched, 1);
+    let runs = routine::lineage::runs(engine.store()).unwrap();
+    let tree = routine::lineage::run_tree(engine.store(), runs[0].id).unwrap();
+    let gang = tree
+        .calls
+        .iter()
+        .find(|n| n.call.name == "gang-sum")
+        .expect("the gang's call is in the run");
+    let ranks: Vec<u32> = gang.units.iter().map(|u| u.rank).collect();
+    assert_eq!(ranks, [0, 1, 2], "{tree:?}");
+    assert!(gang.units.iter().all(|u| u.process == gang.call.process));
+    let root = &tree.calls[tree.roots()[0]];
+    assert_ne!(gang.call.process, root.call.process, "it ran on a worker");
+    // A hit everywhere the second time.
+    let again = routine::distributed::connect(config(&ns)).await.unwrap();
+    assert_eq!(again.scope(gang_workflow(100)).await, 5050);
+    assert_eq!(again.stats().hits, 1);
+}
