@@ -2037,6 +2037,11 @@ fn the_data_parallel_example_trains_once() {
         "{}",
         second.stdout
     );
+    let tasks = project.run("data_parallel", &["tasks"]).ok().stdout;
+    assert!(
+        tasks.contains("async fn fit(input: Plan) -> Model, 4 units"),
+        "{tasks}"
+    );
     let input = r#"input={"seed": 7, "rows": 400, "epochs": 50, "learning_rate": 0.1}"#;
     let ran = project
         .run(

@@ -73,6 +73,12 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
     let types: Vec<&syn::Type> = signature.arguments.iter().map(|a| &a.ty).collect();
     let output = &signature.output;
     let rendered = render_signature(ident, signature);
+    // A multi-unit task says how many units run its calls.
+    let rendered = match attr.units {
+        Some(units) if units.min == units.max => format!("{rendered}, {} units", units.max),
+        Some(units) => format!("{rendered}, {}..={} units", units.min, units.max),
+        None => rendered,
+    };
 
     let mut inner_sig = sig.clone();
     inner_sig.ident = body_ident.clone();
