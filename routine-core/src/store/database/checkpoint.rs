@@ -14,8 +14,10 @@
 //! The thread's checkpoints never block writers, so a writer that never
 //! pauses keeps it from ever catching up, and the WAL only starts over
 //! once a checkpoint has caught up: at [`BACKSTOP_PAGES`] the committing
-//! writer checkpoints itself (as SQLite's own automatic checkpoint would;
-//! setting a hook replaces that one), which bounds the WAL.
+//! writer checkpoints itself (setting a hook replaces SQLite's own
+//! automatic checkpoint), waiting for a checkpoint of the thread's under
+//! way rather than skipping its own, which bounds the WAL however slow the
+//! disk is.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -31,6 +33,10 @@ pub(crate) const CHECKPOINT_PAGES: i32 = 256;
 /// Past this many pages in the WAL, the committing writer checkpoints
 /// itself.
 pub(crate) const BACKSTOP_PAGES: i32 = 4 * CHECKPOINT_PAGES;
+
+/// How long the writer waits for another checkpoint to end, at the
+/// backstop, before it commits on (and tries again at its next commit).
+const BACKSTOP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The checkpoint thread of one database, started at the first checkpoint
 /// due (a store that writes little never starts it); stopped when dropped.
@@ -75,10 +81,27 @@ impl Checkpointer {
         let shared = Arc::clone(&self.shared);
         move |wal, pages| {
             if pages >= BACKSTOP_PAGES {
-                // Busy when the thread is checkpointing: the next commit
-                // tries again.
-                if let Err(e) = wal.checkpoint() {
-                    tracing::trace!(error = %e, "the writer's checkpoint did not run");
+                // A checkpoint under way (the thread's, or another
+                // process's) makes this one busy at once, whatever the
+                // busy handler: the writer waits for it, then copies every
+                // frame (FULL), and the next commit starts the WAL over.
+                // Past `BACKSTOP_WAIT` it goes on, and tries again at its
+                // next commit.
+                let waiting = std::time::Instant::now();
+                loop {
+                    match wal.checkpoint_v2(rusqlite::wal::CheckpointMode::FULL) {
+                        Ok(_) => break,
+                        Err(e)
+                            if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                                && waiting.elapsed() < BACKSTOP_WAIT =>
+                        {
+                            std::thread::sleep(std::time::Duration::from_millis(2));
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "the writer's checkpoint did not run");
+                            break;
+                        }
+                    }
                 }
                 return Ok(());
             }
