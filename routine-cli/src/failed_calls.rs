@@ -15,6 +15,9 @@ pub(crate) fn quiet_their_panics() {
     let before = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if !routine_core::engine::failure::take() {
+            // The last panic is this one: a failed call's message seen
+            // before (and handled) does not stand for it.
+            *LAST.lock().unwrap_or_else(PoisonError::into_inner) = None;
             return before(info);
         }
         let payload = info.payload();
