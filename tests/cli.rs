@@ -760,6 +760,14 @@ fn configuration_layers_file_then_environment_then_flags() {
     assert!(info["store"].as_str().unwrap().ends_with("from-flag"));
 }
 
+/// The Redis `./scripts/test` starts.
+#[cfg(feature = "distributed")]
+fn test_redis() -> String {
+    std::env::var("ROUTINE_TEST_REDIS_URL").expect(
+        "ROUTINE_TEST_REDIS_URL is not set: run the tests with ./scripts/test, which starts Redis",
+    )
+}
+
 /// Stops a worker however the test ends.
 #[cfg(feature = "distributed")]
 struct Stopped(std::process::Child);
@@ -801,9 +809,7 @@ fn start_worker(project: &Project, args: &[&str]) -> (Stopped, Value) {
 #[cfg(feature = "distributed")]
 #[test]
 fn ctrl_c_on_run_cancels_the_calls_it_dispatched() {
-    let redis = std::env::var("ROUTINE_TEST_REDIS_URL").expect(
-        "ROUTINE_TEST_REDIS_URL is not set: run the tests with ./scripts/test, which starts Redis",
-    );
+    let redis = test_redis();
     let project = Project::new()
         .env("ROUTINE_STORE", &fresh_s3_url("run-interrupt"))
         .env("ROUTINE_BROKER", &redis)
@@ -964,9 +970,7 @@ fn ttl_expiry_works_on_the_s3_store() {
 #[cfg(feature = "distributed")]
 #[test]
 fn worker_and_status_through_the_broker() {
-    let redis = std::env::var("ROUTINE_TEST_REDIS_URL").expect(
-        "ROUTINE_TEST_REDIS_URL is not set: run the tests with ./scripts/test, which starts Redis",
-    );
+    let redis = test_redis();
     let namespace = format!("cli-{}", std::process::id());
     let project = Project::new()
         .env("ROUTINE_STORE", &fresh_s3_url("cluster"))
@@ -1108,9 +1112,7 @@ fn runs_show_prints_the_call_tree_of_a_run() {
 #[cfg(feature = "distributed")]
 #[test]
 fn ctrl_c_stops_a_distributed_program_with_exit_code_130() {
-    let redis = std::env::var("ROUTINE_TEST_REDIS_URL").expect(
-        "ROUTINE_TEST_REDIS_URL is not set: run the tests with ./scripts/test, which starts Redis",
-    );
+    let redis = test_redis();
     let project = Project::new()
         .env("ROUTINE_STORE", &fresh_s3_url("interrupt"))
         .env("ROUTINE_BROKER", &redis)
@@ -1157,9 +1159,7 @@ fn ctrl_c_stops_a_distributed_program_with_exit_code_130() {
 #[cfg(feature = "distributed")]
 #[test]
 fn a_missing_bucket_stops_a_distributed_program_at_start() {
-    let redis = std::env::var("ROUTINE_TEST_REDIS_URL").expect(
-        "ROUTINE_TEST_REDIS_URL is not set: run the tests with ./scripts/test, which starts Redis",
-    );
+    let redis = test_redis();
     let bucket = format!("no-such-bucket-{}", std::process::id());
     let project = Project::new()
         .env("ROUTINE_STORE", &format!("s3://{bucket}/results"))
@@ -1236,9 +1236,7 @@ fn s3_problems_are_one_error_and_a_hint() {
 #[cfg(feature = "distributed")]
 #[test]
 fn no_worker_is_one_error_naming_the_namespace() {
-    let redis = std::env::var("ROUTINE_TEST_REDIS_URL").expect(
-        "ROUTINE_TEST_REDIS_URL is not set: run the tests with ./scripts/test, which starts Redis",
-    );
+    let redis = test_redis();
     let namespace = format!("cli-lonely-{}", std::process::id());
     let project = Project::new()
         .env("ROUTINE_STORE", &fresh_s3_url("lonely"))
@@ -1970,9 +1968,7 @@ fn the_commands_the_docs_show_print_what_they_show() {
 /// bucket the docs say does not exist stays missing).
 #[cfg(feature = "distributed")]
 fn with_test_services(command: &str) -> String {
-    let redis = std::env::var("ROUTINE_TEST_REDIS_URL").expect(
-        "ROUTINE_TEST_REDIS_URL is not set: run the tests with ./scripts/test, which starts Redis",
-    );
+    let redis = test_redis();
     command
         .replace("redis://10.0.0.5:6379", &redis)
         .replace("redis://127.0.0.1:6379", &redis)

@@ -318,23 +318,26 @@ fn record_use(file: &File, meta: &Metadata) {
 /// (a process may ask so only of its own files; others are opened as a
 /// use would be).
 fn open_entry(path: &Path, record: bool) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        #[cfg(target_os = "linux")]
-        if !record {
-            options.custom_flags(libc::O_NONBLOCK | libc::O_NOATIME);
-            match options.open(path) {
-                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
-                opened => return opened,
-            }
+    #[cfg(target_os = "linux")]
+    if !record {
+        match open_with(path, libc::O_NONBLOCK | libc::O_NOATIME) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            opened => return opened,
         }
-        options.custom_flags(libc::O_NONBLOCK);
     }
+    #[cfg(not(target_os = "linux"))]
     let _ = record;
-    options.open(path)
+    #[cfg(unix)]
+    return open_with(path, libc::O_NONBLOCK);
+    #[cfg(not(unix))]
+    return File::open(path);
+}
+
+/// `path` opened for reading with the open flags `flags`.
+#[cfg(unix)]
+fn open_with(path: &Path, flags: libc::c_int) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new().read(true).custom_flags(flags).open(path)
 }
 
 /// Unique per process and call: the pid keeps processes apart, the counter

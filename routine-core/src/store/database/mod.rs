@@ -38,11 +38,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use self::set_aside::set_aside;
-use self::sqlite::{is_damage, Access, Change, Database, OpenError, Use};
+use self::sqlite::{is_damage, Access, Change, Database, FileId, OpenError, Use};
 use super::{
-    access_is_stale, check_name, check_slot, check_version, from_unix_nanos, is_read_only,
-    unix_nanos, Durability, EntryWrite, FileStore, Found, KeyLock, Listing, Slot, Store,
-    StoreError,
+    access_is_stale, check_name, check_slot, check_version, is_read_only, Durability, EntryWrite,
+    FileStore, Found, KeyLock, Listing, Slot, Store, StoreError,
 };
 use crate::key::Key;
 
@@ -230,7 +229,9 @@ impl DatabaseStore {
         }
         let root = &shared.root;
         match damage {
-            Some(detail) => set_aside_damaged(root, stale, detail)?,
+            Some(detail) => set_aside_damaged(root, stale.identity, detail).map_err(
+                StoreError::io("set aside the damaged database", root.join(DATABASE)),
+            )?,
             None => {
                 tracing::warn!(
                     store = %root.display(),
@@ -372,7 +373,7 @@ impl DatabaseStore {
             name: slot.name.to_owned(),
             version: slot.version.to_owned(),
             key: *slot.key,
-            created: unix_nanos(SystemTime::now()) as i64,
+            created: SystemTime::now(),
             entry: entry.to_vec(),
         }])?;
         // The entry replaces a file of the same slot, if any.
@@ -402,7 +403,7 @@ impl DatabaseStore {
     fn record_use(&self, task: i64, key: Key, now: SystemTime) {
         let due = {
             let mut pending = lock(&self.shared.pending_uses);
-            pending.uses.push((task, key, unix_nanos(now) as i64));
+            pending.uses.push((task, key, now));
             let since = *pending.since.get_or_insert_with(Instant::now);
             pending.uses.len() >= USES_PENDING_MAX || since.elapsed() >= USES_PENDING_AGE
         };
@@ -450,10 +451,8 @@ impl DatabaseStore {
                     }
                     _ => (Arc::from(task), Arc::from(task_version)),
                 };
-                let created = from_unix_nanos(listed.created.max(0) as u64);
-                let accessed = listed.used.map_or(created, |used| {
-                    from_unix_nanos(used.max(0) as u64).max(created)
-                });
+                let created = listed.created;
+                let accessed = listed.used.map_or(created, |used| used.max(created));
                 out.push(Listing {
                     name,
                     version,
@@ -515,9 +514,8 @@ fn open_database(root: &Path, durability: Durability) -> Result<Database, StoreE
                 return Ok(database);
             }
             Err(OpenError::Damaged { identity, reason }) => {
-                match set_aside(root, identity, Reason::Damaged, &reason) {
-                    Ok(Some(path)) => warn_set_aside(&path, Reason::Damaged, &reason),
-                    Ok(None) => {}
+                match set_aside_damaged(root, identity, &reason) {
+                    Ok(()) => {}
                     Err(e) if is_read_only(&e) => {
                         return Ok(without_database(
                             &folder,
@@ -565,17 +563,11 @@ fn without_database(folder: &Path, why: String) -> Database {
     Database::absent(folder, why)
 }
 
-/// Sets a damaged database aside, unless another process did.
-fn set_aside_damaged(root: &Path, damaged: &Database, detail: &str) -> Result<(), StoreError> {
-    match set_aside(root, damaged.identity, Reason::Damaged, detail) {
-        Ok(Some(path)) => warn_set_aside(&path, Reason::Damaged, detail),
-        Ok(None) => {}
-        Err(e) => {
-            return Err(StoreError::io(
-                "set aside the damaged database",
-                root.join(DATABASE),
-            )(e))
-        }
+/// Sets the damaged database opened from the file `identity` aside, with
+/// a warning, unless another process did.
+fn set_aside_damaged(root: &Path, identity: Option<FileId>, detail: &str) -> io::Result<()> {
+    if let Some(path) = set_aside(root, identity, Reason::Damaged, detail)? {
+        warn_set_aside(&path, Reason::Damaged, detail);
     }
     Ok(())
 }
@@ -610,14 +602,9 @@ impl DatabaseStore {
         }
         match row {
             Some(row) => {
-                // A use is at or after its entry's creation: only an entry
-                // created before the resolution has uses to read.
-                let at = |nanos: i64| from_unix_nanos(nanos.max(0) as u64);
-                if record && access_is_stale(at(row.created), now) {
-                    let used = self.read("read", |db| db.last_use(row.task, slot.key))?;
-                    if used.is_none_or(|used| access_is_stale(at(used), now)) {
-                        self.record_use(row.task, *slot.key, now);
-                    }
+                let last = row.used.map_or(row.created, |used| used.max(row.created));
+                if record && access_is_stale(last, now) {
+                    self.record_use(row.task, *slot.key, now);
                 }
                 Ok(Some(Found::Bytes(Arc::new(row.entry))))
             }
@@ -996,7 +983,7 @@ mod tests {
                 name: slot.name.to_owned(),
                 version: slot.version.to_owned(),
                 key: *slot.key,
-                created: unix_nanos(SystemTime::now() - age) as i64,
+                created: SystemTime::now() - age,
                 entry: b"x".to_vec(),
             }])
             .unwrap();

@@ -22,11 +22,11 @@ use std::fs::{self, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use super::super::{is_read_only, Durability};
+use super::super::{from_unix_nanos, is_read_only, unix_nanos, Durability};
 use super::checkpoint::Checkpointer;
 use crate::key::Key;
 
@@ -154,13 +154,13 @@ pub(crate) fn is_damage(error: &rusqlite::Error) -> bool {
 
 /// One change a write makes.
 pub(crate) enum Change {
-    /// An entry created at `created` (Unix nanoseconds), replacing any
-    /// entry and recorded use of its slot.
+    /// An entry created at `created`, replacing any entry and recorded use
+    /// of its slot.
     Put {
         name: String,
         version: String,
         key: Key,
-        created: i64,
+        created: SystemTime,
         entry: Vec<u8>,
     },
     /// The slot's entry and recorded use removed; its outcome says whether
@@ -172,15 +172,15 @@ pub(crate) enum Change {
     },
 }
 
-/// A recorded use: the entry's task id and key, and the time (Unix
-/// nanoseconds).
-pub(crate) type Use = (i64, Key, i64);
+/// A recorded use: the entry's task id and key, and the time.
+pub(crate) type Use = (i64, Key, SystemTime);
 
-/// An entry read back: its bytes and creation time (Unix nanoseconds), and
-/// its task's id (to record a use by).
+/// An entry read back: its bytes, its creation time and last recorded use,
+/// and its task's id (to record a use by).
 pub(crate) struct Row {
     pub(crate) task: i64,
-    pub(crate) created: i64,
+    pub(crate) created: SystemTime,
+    pub(crate) used: Option<SystemTime>,
     pub(crate) entry: Vec<u8>,
 }
 
@@ -188,8 +188,19 @@ pub(crate) struct Row {
 pub(crate) struct Listed {
     pub(crate) key: Key,
     pub(crate) size: u64,
-    pub(crate) created: i64,
-    pub(crate) used: Option<i64>,
+    pub(crate) created: SystemTime,
+    pub(crate) used: Option<SystemTime>,
+}
+
+/// A time as the database keeps it: nanoseconds since the Unix epoch.
+fn to_column(at: SystemTime) -> i64 {
+    i64::try_from(unix_nanos(at)).unwrap_or(i64::MAX)
+}
+
+/// The time a column holds (the epoch for a negative one: a damaged
+/// database is read, not trusted).
+fn from_column(nanos: i64) -> SystemTime {
+    from_unix_nanos(u64::try_from(nanos).unwrap_or(0))
 }
 
 /// Task ids by name, then version: looked up with borrowed names.
@@ -408,36 +419,27 @@ impl Database {
         let Some(task) = self.task_id(&conn, name, version)? else {
             return Ok(None);
         };
-        let mut statement =
-            conn.prepare_cached("SELECT created, entry FROM entries WHERE task = ?1 AND key = ?2")?;
+        // The last use with the entry: one read transaction, not two.
+        let mut statement = conn.prepare_cached(
+            "SELECT created, entry,
+                    (SELECT used FROM uses WHERE uses.task = entries.task AND uses.key = entries.key)
+             FROM entries WHERE task = ?1 AND key = ?2",
+        )?;
         let row = statement
             .query_row(params![task, key.as_bytes().as_slice()], |row| {
                 // Values damage changed into other types are no entry.
                 let created = row.get_ref(0)?.as_i64().ok();
                 let entry = row.get_ref(1)?.as_blob().ok();
+                let used = row.get_ref(2)?.as_i64().ok().map(from_column);
                 Ok(created.zip(entry).map(|(created, entry)| Row {
                     task,
-                    created,
+                    created: from_column(created),
+                    used,
                     entry: entry.to_vec(),
                 }))
             })
             .optional()?;
         Ok(row.flatten())
-    }
-
-    /// When the entry of `task` and `key` was last used, if recorded.
-    pub(crate) fn last_use(&self, task: i64, key: &Key) -> rusqlite::Result<Option<i64>> {
-        let Some(reader) = self.reader.as_ref().or(self.writer.as_ref()) else {
-            return Ok(None);
-        };
-        let conn = lock(reader);
-        let used = conn
-            .prepare_cached("SELECT used FROM uses WHERE task = ?1 AND key = ?2")?
-            .query_row(params![task, key.as_bytes().as_slice()], |row| {
-                Ok(row.get_ref(0)?.as_i64().ok())
-            })
-            .optional()?;
-        Ok(used.flatten())
     }
 
     /// The entries of the tasks `select` accepts (by name and version).
@@ -482,14 +484,14 @@ impl Database {
                     else {
                         continue;
                     };
-                    let used = row.get_ref(3)?.as_i64().ok();
+                    let used = row.get_ref(3)?.as_i64().ok().map(from_column);
                     each(
                         &name,
                         &version,
                         Listed {
                             key,
                             size: size.max(0) as u64,
-                            created,
+                            created: from_column(created),
                             used,
                         },
                     );
@@ -519,7 +521,7 @@ impl Database {
                      ON CONFLICT (task, key) DO UPDATE SET used = max(used, excluded.used)",
                 )?;
                 for (task, key, at) in uses {
-                    record.execute(params![task, key.as_bytes().as_slice(), at])?;
+                    record.execute(params![task, key.as_bytes().as_slice(), to_column(*at)])?;
                 }
             }
             let mut outcomes = Vec::with_capacity(writers.len());
@@ -550,7 +552,7 @@ impl Database {
                     "INSERT OR REPLACE INTO entries (task, key, created, entry)
                      VALUES (?1, ?2, ?3, ?4)",
                 )?
-                .execute(params![task, key, created, entry])?;
+                .execute(params![task, key, to_column(*created), entry])?;
                 (task, key)
             }
             Change::Remove { name, version, key } => {
