@@ -1484,11 +1484,10 @@ async fn gang_workflow(n: u64) -> u64 {
     gang_sum((1..=n).collect()).await
 }
 
-/// A multi-unit call dispatched to a worker runs there, all its units in
-/// the worker's process (placing one call's units on several workers is
-/// not built yet): right, memoized, and recorded with its units.
+/// A multi-unit call awaited by a workflow on a worker: its units run as a
+/// gang on the workers' slots, right, memoized, and recorded with them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dispatched_multi_unit_call_runs_its_units_on_its_worker() {
+async fn a_dispatched_multi_unit_call_runs_its_units_on_workers() {
     let ns = namespace("gang");
     let _workers = Workers::start(&ns, 2, None);
     let engine = routine::distributed::connect(config(&ns)).await.unwrap();
@@ -1503,11 +1502,338 @@ async fn a_dispatched_multi_unit_call_runs_its_units_on_its_worker() {
         .expect("the gang's call is in the run");
     let ranks: Vec<u32> = gang.units.iter().map(|u| u.rank).collect();
     assert_eq!(ranks, [0, 1, 2], "{tree:?}");
-    assert!(gang.units.iter().all(|u| u.process == gang.call.process));
+    assert!(
+        gang.units.iter().all(|u| u.ended == "returned"),
+        "{:?}",
+        gang.units
+    );
     let root = &tree.calls[tree.roots()[0]];
-    assert_ne!(gang.call.process, root.call.process, "it ran on a worker");
+    assert!(
+        gang.units
+            .iter()
+            .all(|u| !u.process.starts_with(&root.call.process)),
+        "the units ran on workers: {:?}",
+        gang.units
+    );
     // A hit everywhere the second time.
     let again = routine::distributed::connect(config(&ns)).await.unwrap();
     assert_eq!(again.scope(gang_workflow(100)).await, 5050);
     assert_eq!(again.stats().hits, 1);
+    assert_eq!(gang_keys_left(&ns).await, Vec::<String>::new());
+}
+
+fn append_line(path: &str, line: &str) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    writeln!(file, "{line}").unwrap();
+}
+
+/// A list to sort, and the file where each unit logs its start.
+type LoggedList = (String, Vec<u64>);
+/// The sorted list, and the ranks rank 0 heard from, in the order heard.
+type SortedAndRanks = (Vec<u64>, Vec<usize>);
+
+/// The design's parallel sort, on workers: rank 0 splits the list, every
+/// unit sorts a part (logging its rank and process), rank 0 gathers the
+/// parts and the ranks with `receive_many`.
+#[routine::task(name = "gang-sort", version = "1.0.0", units = 4)]
+async fn gang_sort(unit: routine::Unit<LoggedList, SortedAndRanks>) {
+    let n = unit.unit_count();
+    let (log, parts) = match unit.rank() {
+        0 => {
+            let (log, all) = unit.receive_input().await;
+            let mut parts = vec![Vec::new(); n];
+            for (i, x) in all.into_iter().enumerate() {
+                parts[i % n].push(x);
+            }
+            (Some(log), parts)
+        }
+        _ => (None, Vec::new()),
+    };
+    let log: String = unit.broadcast(0, log).await;
+    append_line(&log, &format!("{} {}", unit.rank(), std::process::id()));
+    if unit.rank() == 0 {
+        for (r, part) in parts.iter().enumerate().skip(1) {
+            unit.send(r, "part", part).await;
+        }
+        let mut all = parts[0].clone();
+        for part in unit.receive_many::<Vec<u64>>(1..n, "sorted").await {
+            all.extend(part);
+        }
+        all.sort_unstable();
+        let ranks = unit.receive_many::<usize>((1..n).rev(), "rank").await;
+        unit.send_output((all, ranks));
+    } else {
+        let mut mine: Vec<u64> = unit.receive(0, "part").await;
+        mine.sort_unstable();
+        unit.send(0, "sorted", &mine).await;
+        unit.send(0, "rank", &unit.rank()).await;
+    }
+}
+
+/// The ranks and processes a gang's log holds, one line per unit started,
+/// in the order they started.
+fn logged_units(log: &std::path::Path) -> Vec<(usize, u32)> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let (rank, pid) = line.split_once(' ').unwrap();
+            (rank.parse().unwrap(), pid.parse().unwrap())
+        })
+        .collect()
+}
+
+/// What a namespace keeps in Redis of its gangs: its reservations, and its
+/// workers' unit streams holding entries.
+async fn gang_keys_left(ns: &str) -> Vec<String> {
+    let client = redis::Client::open(env("ROUTINE_TEST_REDIS_URL")).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    // The coordinator ends an attempt off the caller's path: a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut left = Vec::new();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{ns}:*"))
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        for key in keys {
+            if key.ends_with(":gang-slots") {
+                left.push(key);
+            } else if key.contains(":units:") {
+                let entries: u64 = redis::cmd("XLEN")
+                    .arg(&key)
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap();
+                if entries > 0 {
+                    left.push(format!("{key} ({entries} entries)"));
+                }
+            }
+        }
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The parallel sort runs its four units on two workers of two slots: the
+/// right answer, each rank once, on both workers, values in rank order;
+/// then a hit that runs no unit; nothing of the gang left in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_parallel_sort_runs_as_one_gang_across_two_workers() {
+    let ns = namespace("gang-sort");
+    let workers = Workers::start_with(&ns, 2, None, &[("ROUTINE_WORKER_CONCURRENCY", "2")]);
+    let engine = routine::distributed::connect(config(&ns)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("units.log");
+    let input: Vec<u64> = (0..1000).map(|i| (i * 7919) % 1009).collect();
+    let mut expected = input.clone();
+    expected.sort_unstable();
+    let (sorted, ranks) = engine
+        .scope(gang_sort((log.display().to_string(), input.clone())))
+        .await;
+    assert_eq!(sorted, expected);
+    assert_eq!(
+        ranks,
+        [3, 2, 1],
+        "receive_many gives the values in the order of its ranks"
+    );
+    let mut units = logged_units(&log);
+    units.sort_unstable();
+    assert_eq!(
+        units.iter().map(|u| u.0).collect::<Vec<_>>(),
+        [0, 1, 2, 3],
+        "each rank once: {units:?}"
+    );
+    let mut pids: Vec<u32> = units.iter().map(|u| u.1).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    let mut expected_pids = workers.pids();
+    expected_pids.sort_unstable();
+    assert_eq!(pids, expected_pids, "two units on each worker");
+    // A hit runs no unit.
+    let again = engine
+        .scope(gang_sort((log.display().to_string(), input)))
+        .await;
+    assert_eq!(again.0, expected);
+    assert_eq!(logged_units(&log).len(), 4);
+    assert_eq!(engine.stats().hits, 1);
+    assert_eq!(gang_keys_left(&ns).await, Vec::<String>::new());
+}
+
+/// Rank 1 sends rank 0 a message of `n` bytes.
+#[routine::task(name = "gang-big", version = "1.0.0", units = 2)]
+async fn gang_big(unit: routine::Unit<u64, (u64, u64)>) {
+    if unit.rank() == 0 {
+        let n = unit.receive_input().await;
+        unit.send(1, "n", &n).await;
+        let big: serde_bytes::ByteBuf = unit.receive(1, "big").await;
+        let sum = big.iter().map(|&b| u64::from(b)).sum();
+        unit.send_output((big.len() as u64, sum));
+    } else {
+        let n: u64 = unit.receive(0, "n").await;
+        let big: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        unit.send(0, "big", &serde_bytes::ByteBuf::from(big)).await;
+    }
+}
+
+/// A 64 MiB message between units on two workers arrives whole (through
+/// the shared store), and the store keeps no copy of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_64_mib_message_between_workers_arrives_whole() {
+    let ns = namespace("gang-big");
+    let _workers = Workers::start_with(&ns, 2, None, &[("ROUTINE_WORKER_CONCURRENCY", "1")]);
+    let engine = routine::distributed::connect(config(&ns)).await.unwrap();
+    let n: u64 = 64 << 20;
+    let expected: u64 = (0..n).map(|i| i % 251).sum();
+    assert_eq!(engine.scope(gang_big(n)).await, (n, expected));
+    let parcels = engine
+        .store()
+        .list(Some(routine::distributed::PARCELS), None)
+        .unwrap();
+    assert!(parcels.is_empty(), "parcels left: {parcels:?}");
+    assert_eq!(gang_keys_left(&ns).await, Vec::<String>::new());
+}
+
+/// Two gangs of three on two workers of two slots: four slots, so one
+/// gang runs, then the other; neither holds slots waiting for the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gangs_of_three_on_four_slots_both_complete() {
+    let ns = namespace("gang-pair");
+    let _workers = Workers::start_with(&ns, 2, None, &[("ROUTINE_WORKER_CONCURRENCY", "2")]);
+    let engine = routine::distributed::connect(config(&ns)).await.unwrap();
+    let (a, b) = engine
+        .scope(async { tokio::join!(gang_sum((1..=10).collect()), gang_sum((1..=20).collect())) })
+        .await;
+    assert_eq!((a, b), (55, 210));
+    assert_eq!(gang_keys_left(&ns).await, Vec::<String>::new());
+}
+
+/// Rank 2 panics; the others wait for a message that never comes.
+#[routine::task(name = "gang-panic", version = "1.0.0", units = 3)]
+async fn gang_panic(unit: routine::Unit<u64, u64>) {
+    if unit.rank() == 2 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        panic!("unit two gives up");
+    }
+    let never: u64 = unit.receive(2, "never").await;
+    if unit.rank() == 0 {
+        unit.send_output(never);
+    }
+}
+
+/// A unit's panic fails the call, naming the rank and the worker, and its
+/// peers are dropped at once: the workers are idle again, nothing left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_units_panic_on_a_worker_fails_the_call_and_drops_its_peers() {
+    let ns = namespace("gang-panic");
+    let _workers = Workers::start_with(&ns, 2, None, &[("ROUTINE_WORKER_CONCURRENCY", "2")]);
+    let engine = routine::distributed::connect(config(&ns)).await.unwrap();
+    let started = Instant::now();
+    let message = panic_of(tokio::spawn(engine.clone().scope(gang_panic(1)))).await;
+    assert!(
+        message.contains("unit 2 of 3 panicked on worker") && message.contains("unit two gives up"),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let broker = Broker::connect(&env("ROUTINE_TEST_REDIS_URL"), &ns, Retry::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let workers = broker.workers().await.unwrap();
+        if workers.len() == 2 && workers.iter().all(|w| w.routine.is_none()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the peers still run: {workers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(gang_keys_left(&ns).await, Vec::<String>::new());
+}
+
+/// Both units log their start, wait until the test has killed a worker
+/// (a file says so), then meet: the first attempt loses a unit with its
+/// worker, the second completes.
+#[routine::task(name = "gang-survivor", version = "1.0.0", units = 2)]
+async fn gang_survivor(unit: routine::Unit<String, u32>) {
+    let dir = match unit.rank() {
+        0 => Some(unit.receive_input().await),
+        _ => None,
+    };
+    let dir: String = unit.broadcast(0, dir).await;
+    let dir = std::path::Path::new(&dir);
+    append_line(
+        &dir.join("units.log").display().to_string(),
+        &format!("{} {}", unit.rank(), std::process::id()),
+    );
+    while !dir.join("killed").exists() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let met = unit.all_reduce(1u32, |a, b| a + b).await;
+    if unit.rank() == 0 {
+        unit.send_output(met);
+    }
+}
+
+/// A worker SIGKILLed mid-gang: the attempt ends when its heartbeat
+/// lapses, and the gang runs again on the workers left (three workers of
+/// one slot: two remain).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gang_whose_worker_is_killed_runs_again_on_the_workers_left() {
+    let ns = namespace("gang-kill");
+    let mut workers = Workers::start_with(&ns, 3, None, &[("ROUTINE_WORKER_CONCURRENCY", "1")]);
+    let engine = routine::distributed::connect(config(&ns)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("units.log");
+    let call = tokio::spawn(
+        engine
+            .clone()
+            .scope(gang_survivor(dir.path().display().to_string())),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while logged_units(&log).len() < 2 {
+        assert!(Instant::now() < deadline, "the gang did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let victim = logged_units(&log)[1].1;
+    workers.kill(victim);
+    std::fs::write(dir.path().join("killed"), "").unwrap();
+    assert_eq!(call.await.unwrap(), 2);
+    let units = logged_units(&log);
+    assert_eq!(units.len(), 4, "two attempts of two units: {units:?}");
+    assert!(
+        units[2..].iter().all(|u| u.1 != victim),
+        "the second attempt ran on the workers left: {units:?}"
+    );
+    assert_eq!(gang_keys_left(&ns).await, Vec::<String>::new());
+}
+
+/// A gang larger than the cluster fails after the start timeout, saying
+/// how many units it needs and how many slots there are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gang_larger_than_the_cluster_fails_saying_why() {
+    let ns = namespace("gang-large");
+    let _workers = Workers::start_with(&ns, 1, None, &[("ROUTINE_WORKER_CONCURRENCY", "2")]);
+    let mut config = config(&ns);
+    config.dispatch.gang_start_timeout = Duration::from_secs(2);
+    let engine = routine::distributed::connect(config).await.unwrap();
+    let message = panic_of(tokio::spawn(engine.clone().scope(gang_sum(vec![1, 2, 3])))).await;
+    assert!(
+        message.contains("it needs 3 units") && message.contains("have 2 slot(s)"),
+        "{message}"
+    );
+    assert_eq!(gang_keys_left(&ns).await, Vec::<String>::new());
 }

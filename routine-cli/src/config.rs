@@ -19,6 +19,7 @@
 //! namespace = "routine"
 //! policy = "sub-routines-remote"  # or "local"
 //! no_worker_wait = "30s"          # how long a call waits for a worker of its routine
+//! gang_start_timeout = "60s"      # how long a multi-unit call waits for slots for all its units
 //!
 //! [worker]
 //! concurrency = 4
@@ -105,6 +106,9 @@ pub struct Config {
     /// How long a dispatched call waits for a worker that serves its
     /// routine before it fails.
     pub no_worker_wait: Duration,
+    /// How long a multi-unit call waits for enough free slots to start all
+    /// its units together before it fails.
+    pub gang_start_timeout: Duration,
     /// Where awaited routines run.
     pub policy: Policy,
     /// Routines a worker runs at once.
@@ -160,6 +164,7 @@ struct FileLayer {
     namespace: Option<String>,
     policy: Option<String>,
     no_worker_wait: Option<String>,
+    gang_start_timeout: Option<String>,
     #[serde(default)]
     worker: WorkerLayer,
     #[serde(default)]
@@ -261,6 +266,7 @@ impl Config {
             broker: None,
             namespace: "routine".to_owned(),
             no_worker_wait: Duration::from_secs(30),
+            gang_start_timeout: Duration::from_secs(60),
             policy: Policy::Local,
             concurrency: 4,
             execution: Execution::NONE,
@@ -289,6 +295,7 @@ impl Config {
                 namespace: file.namespace,
                 policy: file.policy,
                 no_worker_wait: file.no_worker_wait,
+                gang_start_timeout: file.gang_start_timeout,
                 concurrency: file.worker.concurrency.map(|n| n.to_string()),
                 task_timeout: file.tasks.timeout,
                 task_retries: file.tasks.retries.map(|n| n.to_string()),
@@ -307,6 +314,7 @@ impl Config {
                 namespace: env("ROUTINE_NAMESPACE"),
                 policy: env("ROUTINE_POLICY"),
                 no_worker_wait: env("ROUTINE_NO_WORKER_WAIT"),
+                gang_start_timeout: env("ROUTINE_GANG_START_TIMEOUT"),
                 concurrency: env("ROUTINE_CONCURRENCY"),
                 task_timeout: env("ROUTINE_TASK_TIMEOUT"),
                 task_retries: env("ROUTINE_TASK_RETRIES"),
@@ -325,6 +333,7 @@ impl Config {
                 namespace: None,
                 policy: overrides.policy.clone(),
                 no_worker_wait: None,
+                gang_start_timeout: None,
                 concurrency: overrides.concurrency.map(|n| n.to_string()),
                 task_timeout: overrides.task_timeout.clone(),
                 task_retries: overrides.task_retries.clone(),
@@ -441,6 +450,7 @@ impl Config {
                 let mut distributed = routine_distributed::DistributedConfig::new(url, &self.store);
                 distributed.namespace.clone_from(&self.namespace);
                 distributed.dispatch.no_worker_wait = self.no_worker_wait;
+                distributed.dispatch.gang_start_timeout = self.gang_start_timeout;
                 distributed.policy = self.policy;
                 routine_distributed::attach(builder, &distributed)
                     .await
@@ -473,6 +483,7 @@ struct Layer<'a> {
     namespace: Option<String>,
     policy: Option<String>,
     no_worker_wait: Option<String>,
+    gang_start_timeout: Option<String>,
     concurrency: Option<String>,
     task_timeout: Option<String>,
     task_retries: Option<String>,
@@ -531,6 +542,10 @@ impl Layer<'_> {
         if let Some(wait) = self.no_worker_wait {
             config.no_worker_wait =
                 positive_duration(&wait).map_err(|m| invalid("no_worker_wait", m))?;
+        }
+        if let Some(wait) = self.gang_start_timeout {
+            config.gang_start_timeout =
+                positive_duration(&wait).map_err(|m| invalid("gang_start_timeout", m))?;
         }
         if let Some(policy) = self.policy {
             config.policy = policy

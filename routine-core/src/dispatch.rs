@@ -106,6 +106,46 @@ pub enum Dispatched {
     Unserved(String),
 }
 
+/// A call of a multi-unit task whose units a [`Dispatch`] runs as a gang
+/// on workers' slots; see [`Dispatch::run_gang`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct GangRequest {
+    /// The multi-unit task.
+    pub task: &'static TaskSpec,
+    /// How many units may run: all of them start together, or none.
+    pub units: crate::registry::units::Units,
+    /// The gang's call: the parent of what its units call.
+    pub call: Key,
+    /// The call's input, encoded by the codec, for rank 0.
+    pub input: Vec<u8>,
+    /// The run the call belongs to.
+    pub run: Option<RunId>,
+}
+
+/// What became of a gang run on workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GangOutcome {
+    /// Every unit returned: rank 0's output, encoded by the codec.
+    Completed {
+        /// Rank 0's output.
+        output: Vec<u8>,
+        /// Where and how each unit ran, in its last attempt.
+        units: Vec<crate::registry::units::UnitReport>,
+    },
+    /// The gang failed: a unit panicked, a worker died, or it never
+    /// started; the message names the task, the rank and the worker.
+    Failed {
+        /// What happened.
+        message: String,
+        /// Where and how each unit ran, in its last attempt.
+        units: Vec<crate::registry::units::UnitReport>,
+    },
+}
+
+/// The future of [`Dispatch::run_gang`].
+pub type RunningGang<'a> = Pin<Box<dyn Future<Output = GangOutcome> + Send + 'a>>;
+
 /// The future a [`Dispatch`] returns.
 pub type Dispatching<'a> = Pin<Box<dyn Future<Output = Dispatched> + Send + 'a>>;
 
@@ -167,5 +207,15 @@ pub trait Dispatch: Send + Sync + 'static {
     fn take_slot(&self, task: &'static TaskSpec, limit: u32) -> TakingSlot<'_> {
         let _ = (task, limit);
         Box::pin(std::future::ready(None))
+    }
+
+    /// Runs the units of a multi-unit call as a gang on workers' slots,
+    /// all started together or none; resolves once every unit has returned
+    /// (or the gang failed). Dropping the future drops every unit. `None`
+    /// (the default): the dispatcher runs no gangs, and the units run in
+    /// this process.
+    fn run_gang(&self, gang: GangRequest) -> Option<RunningGang<'_>> {
+        let _ = gang;
+        None
     }
 }

@@ -400,6 +400,15 @@ impl Engine {
         self.inner.dispatcher.as_ref().map(|(d, _)| &**d)
     }
 
+    /// The dispatcher that runs this engine's gangs: the one that sends
+    /// sub-routines away.
+    pub(crate) fn gang_dispatcher(&self) -> Option<&dyn Dispatch> {
+        match &self.inner.dispatcher {
+            Some((dispatcher, Policy::SubRoutinesRemote)) => Some(&**dispatcher),
+            _ => None,
+        }
+    }
+
     /// Calls of this engine now waiting on a dispatcher: a worker running
     /// such a routine is `HANGING`.
     pub fn dispatch_waiting(&self) -> u64 {

@@ -18,12 +18,14 @@
 //! | [`arguments`] | hashing, encoding and decoding a task's arguments | key, codec, registry |
 //! | [`execution`] | a task's timeout, retries and concurrency limit | — |
 //! | [`invoke`] | a task started from encoded arguments | id, key, slot |
-//! | [`registry`] | every task and trigger of the program | id, arguments, execution, invoke |
+//! | [`mailbox`] | how the units of a gang pass messages: inbox and mailbox | — |
+//! | [`registry`] | every task and trigger of the program; a multi-unit task's units | id, arguments, execution, invoke, mailbox, slot |
 //! | [`trigger`] | what a trigger is handed when a routine completes | id, key, arguments, registry |
 //! | [`lineage`] | runs, run records, the call tree of a run | id, key, entry, store, registry |
 //! | [`slot`] | a worker's slots, lent to the requests it runs | — |
 //! | [`dispatch`] | the seam to a cluster: policy and the `Dispatch` trait | id, key, registry |
 //! | [`engine`] | the runtime: scope, lookup, single-flight, storing | all of the above |
+//! | [`unit`] | multi-unit tasks: the unit handle, gangs in process and on workers | engine, dispatch, mailbox, registry, lineage |
 #![warn(missing_docs)]
 
 pub mod arguments;
@@ -38,6 +40,7 @@ pub mod id;
 pub mod invoke;
 pub mod key;
 pub mod lineage;
+pub mod mailbox;
 pub mod redact;
 pub mod registry;
 pub mod slot;
@@ -69,6 +72,8 @@ pub mod __private {
     pub use crate::key::{Key, KeyError};
     pub use crate::registry::{Parameter, Registered, TaskSpec};
     pub use crate::trigger::{Occurrence, RegisteredTrigger, TriggerOutput, TriggerSpec};
-    pub use crate::unit::{run_units, Units};
+    pub use crate::unit::{
+        run_gang, run_units, unit_entry, UnitRunning, UnitStart, Units, UnitsSpec,
+    };
     pub use inventory;
 }

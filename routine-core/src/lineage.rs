@@ -230,13 +230,15 @@ impl RunLog {
     }
 
     /// Records one unit of the multi-unit call `call`, which ran from
-    /// `started` for `duration` and ended as `ended` says.
+    /// `started` for `duration` on `worker` (`None`: this process) and
+    /// ended as `ended` says.
     pub(crate) fn record_unit(
         &self,
         call: Key,
         (rank, count): (usize, usize),
         (started, duration): (Instant, Duration),
-        ended: &str,
+        ended: crate::registry::units::UnitEnd,
+        worker: Option<&str>,
     ) {
         let record = UnitRecord {
             call,
@@ -244,8 +246,8 @@ impl RunLog {
             count: count as u32,
             started_us: micros(started.saturating_duration_since(self.started)),
             duration_us: micros(duration),
-            process: process_name().to_owned(),
-            ended: ended.to_owned(),
+            process: worker.unwrap_or(process_name()).to_owned(),
+            ended: ended.as_str().to_owned(),
         };
         self.units
             .lock()

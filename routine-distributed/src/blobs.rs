@@ -88,6 +88,72 @@ fn entry_slot<'a>(kind: &'a str, address: &'a Key) -> Slot<'a> {
     }
 }
 
+/// The reserved task name of parcels: a gang's large messages and outputs,
+/// each read once, by its receiver, which removes it.
+pub const PARCELS: &str = "routine.parcels";
+
+/// Puts a gang's large message (or output) in the shared store, under
+/// the gang's attempt and an address of its own: its receiver takes it.
+pub(crate) async fn put_parcel(
+    store: &dyn Store,
+    gang: &str,
+    bytes: Vec<u8>,
+) -> Result<Key, StoreError> {
+    let address = Key::from_bytes(fresh_address());
+    let slot = Slot {
+        name: PARCELS,
+        version: gang,
+        key: &address,
+    };
+    store.put_async(&slot, Arc::new(bytes)).await?;
+    Ok(address)
+}
+
+/// Takes a parcel from the shared store: reads it, then removes it.
+pub(crate) async fn take_parcel(
+    store: &dyn Store,
+    gang: &str,
+    address: &Key,
+) -> Result<Vec<u8>, String> {
+    let slot = Slot {
+        name: PARCELS,
+        version: gang,
+        key: address,
+    };
+    let found = store
+        .get_async(&slot)
+        .await
+        .map_err(|e| format!("cannot read the large message {}: {e}", address.short()))?
+        .ok_or_else(|| {
+            format!(
+                "the large message {} is not in the shared store {store:?}",
+                address.short()
+            )
+        })?;
+    let bytes = blocking(|| found.into_bytes())
+        .map_err(|e| format!("cannot read the large message {}: {e}", address.short()))?;
+    if let Err(e) = blocking(|| store.remove(&slot)) {
+        tracing::warn!(parcel = %address.short(), error = %e, "cannot remove a large message read; `cache gc` removes it");
+    }
+    Ok(bytes)
+}
+
+/// 32 bytes no other parcel has: the clock, the process and a counter,
+/// hashed.
+fn fresh_address() -> [u8; 32] {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut hasher = Sha256::new();
+    hasher.update(nanos.to_le_bytes());
+    hasher.update(std::process::id().to_le_bytes());
+    hasher.update(n.to_le_bytes());
+    hasher.finalize().into()
+}
+
 /// A caller's uploads: each blob is written to the shared store once per
 /// process (a second writer of the same content writes the same bytes).
 pub(crate) struct Uploads {
@@ -101,6 +167,11 @@ impl Uploads {
             store,
             done: Mutex::default(),
         }
+    }
+
+    /// The shared store.
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     /// Stores `bytes` in the shared store unless this process did before;

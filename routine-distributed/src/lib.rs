@@ -30,7 +30,7 @@ pub mod object_store;
 mod store_errors;
 pub mod worker;
 
-pub use crate::blobs::{machine_cache_folder, MACHINE_CACHE_MAX};
+pub use crate::blobs::{machine_cache_folder, MACHINE_CACHE_MAX, PARCELS};
 pub use crate::broker::{Broker, BrokerError, Retry};
 pub use crate::dispatcher::{DispatchSettings, RedisDispatcher};
 pub use crate::object_store::ObjectStoreBackend;

@@ -25,8 +25,9 @@ use crate::signature::TaskSignature;
 
 pub(crate) fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     let attr = TaskAttr::parse(attr);
-    let item = match crate::units::task_of_input(item, &attr) {
-        Ok(item) => item,
+    let (item, of_units) = match crate::units::task_of_input(&item, &attr) {
+        Ok(Some(of_input)) => (of_input.item.clone(), Some(of_input)),
+        Ok(None) => (item, None),
         Err(with_errors) => return with_errors,
     };
     expand_function(
@@ -35,12 +36,18 @@ pub(crate) fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
         attr,
         TaskAttr::fallback,
         TaskSignature::check,
-        |attr, signature, function| wrap(&attr, &signature, function),
+        |attr, signature, function| wrap(&attr, &signature, function, of_units.as_ref()),
     )
 }
 
-fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenStream {
-    let fingerprint = fingerprint::of(&function);
+fn wrap(
+    attr: &TaskAttr,
+    signature: &TaskSignature,
+    function: ItemFn,
+    of_units: Option<&crate::units::OfInput>,
+) -> TokenStream {
+    // A multi-unit task's fingerprint covers its units' body, as written.
+    let fingerprint = fingerprint::of(of_units.map_or(&function, |u| &u.written));
     let ItemFn {
         attrs,
         vis,
@@ -186,11 +193,24 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
     };
 
     let fingerprint_bytes = fingerprint.iter();
+    let unit_items = of_units.map(|u| &u.unit_items);
+    let units_spec = match (of_units, attr.units) {
+        (Some(_), Some(units)) => {
+            let (min, max) = (units.min, units.max);
+            let entry = hygienic("__routine_unit_entry");
+            quote!(::core::option::Option::Some(#private::UnitsSpec::__new(
+                #private::Units::between(#min, #max),
+                #entry,
+            )))
+        }
+        _ => quote!(::core::option::Option::None),
+    };
 
     quote! {
         #(#attrs)*
         #vis fn #ident(#(#names: #types),*) -> impl ::core::future::Future<Output = #output> {
             #inner_sig #block
+            #unit_items
 
             // Every bound on the argument and result types is checked here,
             // once.
@@ -258,6 +278,7 @@ fn wrap(attr: &TaskAttr, signature: &TaskSignature, function: ItemFn) -> TokenSt
                 &#routine_parameters,
                 #routine_invoke,
                 #routine_outcome.describe_stored,
+                #units_spec,
             );
             #private::inventory::submit! {
                 #private::Registered(&#routine_task)

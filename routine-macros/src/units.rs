@@ -6,13 +6,16 @@
 //! ```
 //!
 //! is written as the task of its input that runs the gang, and is then
-//! expanded as any task (key, store, options, registry):
+//! expanded as any task (key, store, options, registry), with two more
+//! items in the task's wrapper, beside its `TaskSpec` (which names the
+//! entry, so that a worker can run one unit):
 //!
 //! ```text
 //! async fn psort(input: In) -> Out {
-//!     async fn __routine_unit(unit: routine::Unit<In, Out>) { <body> }
-//!     <private>::run_units(<private>::Units::between(4, 4), input, __routine_unit).await
+//!     <private>::run_gang(&__ROUTINE_TASK, input, __routine_unit).await
 //! }
+//! async fn __routine_unit(unit: routine::Unit<In, Out>) { <body> }
+//! fn __routine_unit_entry(start: UnitStart) -> UnitRunning { <private>::unit_entry(start, __routine_unit) }
 //! ```
 //!
 //! `In` and `Out` keep the user's tokens, so that a type lacking serde's
@@ -23,25 +26,37 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn, PathArguments, ReturnType, Type};
 
-use crate::attr::{private_module, TaskAttr, UnitsAttr};
+use crate::attr::{private_module, TaskAttr};
 use crate::item::hygienic;
 
+/// A multi-unit task written as the task of its input.
+pub(crate) struct OfInput {
+    /// The task of its input.
+    pub(crate) item: TokenStream,
+    /// The unit's function and its entry for workers, for the wrapper.
+    pub(crate) unit_items: TokenStream,
+    /// The function as the user wrote it: what its fingerprint covers.
+    pub(crate) written: ItemFn,
+}
+
 /// The item the task attribute expands: a function of its unit written as
-/// the task of its input; any other function as it is. `Err` holds what to
-/// emit instead: the function as written, with the errors.
+/// the task of its input (`Ok(Some)`); any other function as it is
+/// (`Ok(None)`). `Err` holds what to emit instead: the function as
+/// written, with the errors.
 pub(crate) fn task_of_input(
-    item: TokenStream,
+    item: &TokenStream,
     attr: &syn::Result<TaskAttr>,
-) -> Result<TokenStream, TokenStream> {
+) -> Result<Option<OfInput>, TokenStream> {
+    let item = item.clone();
     let Ok(function) = syn::parse2::<ItemFn>(item.clone()) else {
         // Not a function: the attribute says so.
-        return Ok(item);
+        return Ok(None);
     };
     let of_a_unit = unit_parameter(&function).is_some();
-    let units = match attr {
+    match attr {
         Ok(attr) => match (attr.units, of_a_unit) {
-            (Some(units), _) => units,
-            (None, false) => return Ok(item),
+            (Some(_), _) => {}
+            (None, false) => return Ok(None),
             (None, true) => {
                 let error = syn::Error::new(
                     function.sig.inputs.span(),
@@ -54,11 +69,13 @@ pub(crate) fn task_of_input(
         // The attribute's errors are reported by the expansion; a function
         // of a unit still becomes a task of its input, so that its callers
         // see the signature they expect.
-        Err(_) if of_a_unit => UnitsAttr { min: 1, max: 1 },
-        Err(_) => return Ok(item),
-    };
+        Err(_) if of_a_unit => {}
+        Err(_) => return Ok(None),
+    }
     let private = private_module(attr.as_ref().ok().and_then(|a| a.krate.as_ref()));
-    rewrite(function, units, &private).map_err(|error| with_error(item, error))
+    rewrite(function, &private)
+        .map(Some)
+        .map_err(|error| with_error(item, error))
 }
 
 fn with_error(item: TokenStream, error: syn::Error) -> TokenStream {
@@ -93,7 +110,7 @@ fn unit_parameter(function: &ItemFn) -> Option<(&syn::PatType, &Type, &Type)> {
     }
 }
 
-fn rewrite(function: ItemFn, units: UnitsAttr, private: &TokenStream) -> syn::Result<TokenStream> {
+fn rewrite(function: ItemFn, private: &TokenStream) -> syn::Result<OfInput> {
     let mut errors: Option<syn::Error> = None;
     let mut fail = |error: syn::Error| crate::attr::combine(&mut errors, error);
     if function.sig.asyncness.is_none() {
@@ -135,17 +152,29 @@ fn rewrite(function: ItemFn, units: UnitsAttr, private: &TokenStream) -> syn::Re
     } = &function;
     let ident = &sig.ident;
     let unit_body = hygienic("__routine_unit");
+    let unit_entry = hygienic("__routine_unit_entry");
+    let task = hygienic("__ROUTINE_TASK");
+    let start = hygienic("__routine_start");
     let input_name = syn::Ident::new("input", Span::call_site());
-    let (min, max) = (units.min, units.max);
     let run = quote_spanned!(sig.ident.span()=>
-        #private::run_units(#private::Units::between(#min, #max), #input_name, #unit_body).await
+        #private::run_gang(&#task, #input_name, #unit_body).await
     );
-    Ok(quote! {
+    let item = quote! {
         #(#attrs)*
         #vis async fn #ident(#input_name: #input) -> #output {
-            async fn #unit_body(#parameter) #block
             #run
         }
+    };
+    let unit_items = quote! {
+        async fn #unit_body(#parameter) #block
+        fn #unit_entry(#start: #private::UnitStart) -> #private::UnitRunning {
+            #private::unit_entry(#start, #unit_body)
+        }
+    };
+    Ok(OfInput {
+        item,
+        unit_items,
+        written: function.clone(),
     })
 }
 

@@ -11,12 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
+use self::units::UnitsSpec;
 use crate::arguments::{ArgumentsDecoder, ArgumentsError, FromJson, ToJson};
 use crate::execution::Execution;
 use crate::id::{Fingerprint, RoutineId};
 use crate::invoke::Invocation;
 
 pub(crate) mod trigger;
+pub mod units;
 
 pub(crate) use self::trigger::unbound as unbound_triggers;
 use self::trigger::TriggerSpec;
@@ -98,6 +100,7 @@ pub struct TaskSpec {
     parameters: &'static [Parameter],
     invoke: Invoke,
     describe_stored: DescribeStored,
+    units: Option<UnitsSpec>,
     /// The process's slots for the task's bodies, made at the first call
     /// from its `concurrency` (or the engine's default).
     slots: OnceLock<std::sync::Arc<tokio::sync::Semaphore>>,
@@ -123,6 +126,7 @@ impl TaskSpec {
         parameters: &'static [Parameter],
         invoke: Invoke,
         describe_stored: DescribeStored,
+        units: Option<UnitsSpec>,
     ) -> TaskSpec {
         TaskSpec {
             name,
@@ -137,6 +141,7 @@ impl TaskSpec {
             parameters,
             invoke,
             describe_stored,
+            units,
             slots: OnceLock::new(),
             triggers: OnceLock::new(),
             fingerprint_warned: AtomicBool::new(false),
@@ -226,6 +231,11 @@ impl TaskSpec {
     /// this build's result type.
     pub fn describe_stored(&self, payload: &[u8]) -> Result<serde_json::Value, String> {
         (self.describe_stored)(payload)
+    }
+
+    /// How many units run a call, for a multi-unit task.
+    pub fn units(&self) -> Option<&UnitsSpec> {
+        self.units.as_ref()
     }
 
     /// The triggers bound to this task.

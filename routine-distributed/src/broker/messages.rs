@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use redis::streams::{StreamId, StreamReadReply};
 use redis::Value;
 use routine_core::key::Key;
+use routine_core::unit::UnitEnd;
 use routine_core::{RoutineId, RunId};
 
 /// A request for a worker to run one routine call.
@@ -54,6 +55,12 @@ impl Part {
             })
             .collect();
         (Cow::Owned(inline), items.join(","))
+    }
+
+    /// The one part a message's inline bytes and layout describe.
+    fn parse_one(inline: Vec<u8>, layout: &str) -> Option<Part> {
+        let mut parts = Part::parse(inline, layout)?;
+        (parts.len() == 1).then(|| parts.remove(0))
     }
 
     /// The parts a message's inline bytes and layout describe.
@@ -154,6 +161,26 @@ pub(crate) enum Notice {
     Started { request: String, worker: String },
     /// A worker answered.
     Answered(Reply),
+    /// A unit of a gang this caller coordinates ended.
+    Unit(UnitNotice),
+}
+
+/// How one unit of a gang ended, for the gang's coordinator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UnitNotice {
+    /// The gang's attempt.
+    pub(crate) gang: String,
+    pub(crate) rank: usize,
+    pub(crate) worker: String,
+    /// How it ended.
+    pub(crate) ended: UnitEnd,
+    /// Why it failed the call: a panic, rank 0 without its output, an
+    /// input it could not decode.
+    pub(crate) error: Option<String>,
+    /// Rank 0's output.
+    pub(crate) output: Option<Part>,
+    /// How long it ran.
+    pub(crate) took: std::time::Duration,
 }
 
 impl Notice {
@@ -163,8 +190,128 @@ impl Notice {
                 request: field(entry, "request")?,
                 worker: field(entry, "worker").unwrap_or_default(),
             }),
+            "unit" => UnitNotice::parse(entry).map(Notice::Unit),
             _ => Reply::parse(entry).map(Notice::Answered),
         }
+    }
+}
+
+impl UnitNotice {
+    fn parse(entry: &StreamId) -> Option<UnitNotice> {
+        let ended = match field(entry, "ended")?.as_str() {
+            "returned" => UnitEnd::Returned,
+            "panicked" => UnitEnd::Panicked,
+            _ => UnitEnd::Dropped,
+        };
+        let output = match field(entry, "has_output")?.as_str() {
+            "1" => Some(Part::parse_one(
+                field_bytes(entry, "output")?,
+                &field(entry, "output_layout").unwrap_or_default(),
+            )?),
+            _ => None,
+        };
+        Some(UnitNotice {
+            gang: field(entry, "request")?,
+            rank: field(entry, "rank")?.parse().ok()?,
+            worker: field(entry, "worker").unwrap_or_default(),
+            ended,
+            error: field(entry, "error").filter(|e| !e.is_empty()),
+            output,
+            took: std::time::Duration::from_micros(field(entry, "took_us")?.parse().ok()?),
+        })
+    }
+}
+
+/// What a worker reads on its unit stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum UnitEntry {
+    /// Run a unit of a gang.
+    Start(UnitOrder),
+    /// A message for a unit of a gang it runs.
+    Message {
+        gang: String,
+        from: usize,
+        to: usize,
+        key: String,
+        body: Part,
+    },
+    /// A unit of a gang returned: it sends no more.
+    Returned { gang: String, rank: usize },
+    /// The gang's attempt ended: drop its units.
+    End { gang: String },
+}
+
+/// One unit to run, as its start says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UnitOrder {
+    pub(crate) gang: String,
+    pub(crate) rank: usize,
+    pub(crate) count: usize,
+    /// The worker of each rank.
+    pub(crate) workers: Vec<String>,
+    pub(crate) task: String,
+    pub(crate) version: String,
+    /// The coordinator's reply stream.
+    pub(crate) reply_to: String,
+    pub(crate) run: RunId,
+    pub(crate) call: Key,
+    /// Rank 0's input.
+    pub(crate) input: Option<Part>,
+}
+
+impl UnitEntry {
+    pub(crate) fn parse(entry: &StreamId) -> Option<UnitEntry> {
+        let gang = field(entry, "gang")?;
+        let number = |name: &str| field(entry, name)?.parse::<usize>().ok();
+        Some(match field(entry, "kind")?.as_str() {
+            "start" => {
+                let rank = number("rank")?;
+                let workers: Vec<String> = field(entry, "workers")?
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect();
+                let count = number("count")?;
+                if workers.len() != count || rank >= count {
+                    return None;
+                }
+                UnitEntry::Start(UnitOrder {
+                    rank,
+                    count,
+                    workers,
+                    task: field(entry, "task")?,
+                    version: field(entry, "version")?,
+                    reply_to: field(entry, "reply")?,
+                    run: field(entry, "run")
+                        .and_then(|r| r.parse().ok())
+                        .unwrap_or_default(),
+                    call: Key::from_hex(&field(entry, "call")?).ok()?,
+                    input: match rank {
+                        0 => Some(Part::parse_one(
+                            field_bytes(entry, "input")?,
+                            &field(entry, "input_layout").unwrap_or_default(),
+                        )?),
+                        _ => None,
+                    },
+                    gang,
+                })
+            }
+            "message" => UnitEntry::Message {
+                from: number("from")?,
+                to: number("to")?,
+                key: field(entry, "key")?,
+                body: Part::parse_one(
+                    field_bytes(entry, "body")?,
+                    &field(entry, "body_layout").unwrap_or_default(),
+                )?,
+                gang,
+            },
+            "returned" => UnitEntry::Returned {
+                rank: number("rank")?,
+                gang,
+            },
+            "end" => UnitEntry::End { gang },
+            _ => return None,
+        })
     }
 }
 

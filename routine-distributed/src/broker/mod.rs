@@ -12,6 +12,8 @@
 //! {ns}:slots:{name}:{version}  sorted set: holders of the routine's `concurrency` slots,
 //!                              scored by when their hold lapses
 //! {ns}:cancel                  pub/sub channel: requests their callers gave up on
+//! {ns}:gang-slots              sorted set: slots reserved for gangs (see `gangs`)
+//! {ns}:units:{worker}          one stream per worker: its gangs' units and their messages
 //! ```
 //!
 //! Only keys, encoded arguments and small metadata pass through Redis; results
@@ -29,11 +31,15 @@ use routine_core::redact::redact_url;
 use routine_core::registry::TaskSpec;
 
 mod calls;
+mod gangs;
 mod messages;
 mod slots;
 mod work;
 
-pub(crate) use self::messages::{Failure, Notice, Part, Reply, Request};
+pub(crate) use self::gangs::{member, GangStart, Reservation};
+pub(crate) use self::messages::{
+    Failure, Notice, Part, Reply, Request, UnitEntry, UnitNotice, UnitOrder,
+};
 pub(crate) use self::work::{Delivery, Heartbeat};
 
 /// The consumer group every worker joins on every work stream.
@@ -118,6 +124,8 @@ pub struct WorkerInfo {
     pub downloads: u64,
     /// Calls waiting for a slot of their task's `concurrency`.
     pub waiting_for_slot: u64,
+    /// Its slots: how many routines (or units of gangs) it runs at once.
+    pub slots: u32,
 }
 
 /// What a worker is doing, as its heartbeat says (in capitals on the wire
@@ -381,6 +389,10 @@ impl Broker {
                     .unwrap_or(0),
                 waiting_for_slot: fields
                     .get("waiting_for_slot")
+                    .and_then(|d| d.parse().ok())
+                    .unwrap_or(0),
+                slots: fields
+                    .get("slots")
                     .and_then(|d| d.parse().ok())
                     .unwrap_or(0),
             });

@@ -44,6 +44,8 @@ pub(crate) struct Heartbeat<'a> {
     pub(crate) downloads: u64,
     /// Calls waiting for a slot of their task's `concurrency`.
     pub(crate) waiting_for_slot: u64,
+    /// Its slots.
+    pub(crate) slots: u32,
 }
 
 /// A worker's own connection for blocking reads of its work streams.
@@ -326,9 +328,16 @@ impl Broker {
             .arg(beat.downloads)
             .arg("waiting_for_slot")
             .arg(beat.waiting_for_slot)
+            .arg("slots")
+            .arg(beat.slots)
             .ignore()
             .cmd("PEXPIRE")
             .arg(&key)
+            .arg(beat.expiry.as_millis() as u64)
+            .ignore()
+            // Its unit stream goes with it.
+            .cmd("PEXPIRE")
+            .arg(self.unit_stream(beat.worker))
             .arg(beat.expiry.as_millis() as u64)
             .ignore()
             .cmd("SADD")
@@ -345,6 +354,7 @@ impl Broker {
         let mut connection = self.connection();
         let _: Result<(), _> = redis::cmd("DEL")
             .arg(self.worker_key(worker))
+            .arg(self.unit_stream(worker))
             .query_async(&mut connection)
             .await;
         let _: Result<(), _> = redis::cmd("SREM")
@@ -396,7 +406,7 @@ impl Broker {
 /// The `XADD` of a notice to the caller's reply stream `reply_to` (kept to
 /// about 10,000 entries): `request`, `status`, `worker`, then whatever
 /// fields the caller adds.
-fn notice(reply_to: &str, request: &str, status: &str, worker: &str) -> redis::Cmd {
+pub(super) fn notice(reply_to: &str, request: &str, status: &str, worker: &str) -> redis::Cmd {
     let mut xadd = redis::cmd("XADD");
     xadd.arg(reply_to)
         .arg("MAXLEN")

@@ -27,6 +27,8 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::{AbortHandle, JoinSet, LocalSet};
 
+mod units;
+
 use crate::blobs::BlobCache;
 use crate::broker::{
     unique_name, Broker, BrokerError, Delivery, Failure, Heartbeat, Part, Reply, Request,
@@ -150,8 +152,10 @@ struct Worker {
     /// When the claim-idle fallback last ran.
     last_fallback: std::cell::Cell<std::time::Instant>,
     /// Its `concurrency` slots: each request runs in one, given back while
-    /// its routine waits on dispatched calls.
+    /// its routine waits on dispatched calls; each unit of a gang too.
     slots: Arc<Semaphore>,
+    /// The units of gangs it runs.
+    hosted: units::Hosted,
 }
 
 /// What keeps a worker visibly alive: its heartbeat and the claims on what
@@ -167,6 +171,8 @@ struct Pulse {
     /// The routine IDs it serves.
     serves: Vec<String>,
     blobs: Arc<BlobCache>,
+    /// Its slots, for gangs' reservations.
+    slots: u32,
     state: Mutex<PulseState>,
 }
 
@@ -176,6 +182,8 @@ struct PulseState {
     phase: WorkerStatus,
     /// What is running, by message id.
     running: HashMap<String, Running>,
+    /// The units of gangs running, by gang and rank: what they run.
+    units: HashMap<(String, usize), String>,
 }
 
 /// A request the worker runs.
@@ -221,9 +229,11 @@ async fn serve_local(
         claim_idle: config.claim_idle,
         serves: streams.values().map(|t| t.id().to_string()).collect(),
         blobs: Arc::clone(&blobs),
+        slots: u32::try_from(config.concurrency.max(1)).unwrap_or(u32::MAX),
         state: Mutex::new(PulseState {
             phase: WorkerStatus::Initializing,
             running: HashMap::new(),
+            units: HashMap::new(),
         }),
     });
     let config_concurrency = config.concurrency.max(1);
@@ -237,6 +247,7 @@ async fn serve_local(
         blobs,
         last_fallback: std::cell::Cell::new(std::time::Instant::now()),
         slots: Arc::new(Semaphore::new(config_concurrency)),
+        hosted: units::Hosted::default(),
     });
     worker.pulse.heartbeat().await?;
     worker.join_groups().await?;
@@ -247,6 +258,7 @@ async fn serve_local(
     let beating = tokio::spawn(Arc::clone(&worker.pulse).beat());
     let claiming = tokio::spawn(Arc::clone(&worker.pulse).keep_claims());
     let cancelling = tokio::task::spawn_local(Rc::clone(&worker).follow_cancellations());
+    let hosting = tokio::task::spawn_local(Rc::clone(&worker).host_units());
     let mut jobs: JoinSet<()> = JoinSet::new();
     let result = worker.intake(&mut jobs, stop).await;
 
@@ -264,6 +276,8 @@ async fn serve_local(
     // Whatever is still running is abandoned unacknowledged: another worker
     // claims it once it has been idle for `claim_idle`.
     jobs.abort_all();
+    hosting.abort();
+    worker.hosted.drop_all();
     beating.abort();
     claiming.abort();
     cancelling.abort();
@@ -318,9 +332,17 @@ impl Worker {
             // whose dispatched calls were answered.
             let free = self.slots.available_permits();
             if free == 0 {
+                // Units of gangs hold slots too, outside `jobs`: with no
+                // job, only a freed slot (or a stop) goes on.
+                let job_ended = async {
+                    match jobs.is_empty() {
+                        true => std::future::pending().await,
+                        false => jobs.join_next().await,
+                    }
+                };
                 tokio::select! {
                     _ = stopped.changed() => {}
-                    _ = jobs.join_next() => {}
+                    _ = job_ended => {}
                     _ = self.slots.acquire() => {}
                 }
                 continue;
@@ -674,13 +696,23 @@ impl Pulse {
         self.state().running.remove(id);
     }
 
+    fn unit_started(&self, gang: &str, rank: usize, what: String) {
+        self.state().units.insert((gang.to_owned(), rank), what);
+    }
+
+    fn unit_finished(&self, gang: &str, rank: usize) {
+        self.state().units.remove(&(gang.to_owned(), rank));
+    }
+
     /// Records the worker's status in the broker: starting or stopping as
     /// set, otherwise idle, working, or hanging when everything it runs
     /// waits on dispatched sub-routines.
     async fn heartbeat(&self) -> Result<(), WorkerError> {
         let (status, running) = {
             let state = self.state();
-            let routines: Vec<&str> = state.running.values().map(|r| r.routine.as_str()).collect();
+            let routines: Vec<&str> = (state.running.values().map(|r| r.routine.as_str()))
+                .chain(state.units.values().map(String::as_str))
+                .collect();
             let (count, waiting) = (routines.len() as u64, self.engine.dispatch_waiting());
             let status = match (state.phase, count, waiting) {
                 (WorkerStatus::Initializing | WorkerStatus::Terminating, _, _) => state.phase,
@@ -698,6 +730,7 @@ impl Pulse {
             expiry: self.heartbeat * 3,
             downloads: self.blobs.downloads(),
             waiting_for_slot: self.engine.stats().waiting_for_slot,
+            slots: self.slots,
         };
         Ok(self.broker.heartbeat(&beat).await?)
     }

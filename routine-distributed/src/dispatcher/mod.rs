@@ -15,12 +15,17 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use routine_core::dispatch::{
-    ClusterSlot, Dispatch, DispatchRequest, Dispatched, Dispatching, Settling, TakingSlot,
+    ClusterSlot, Dispatch, DispatchRequest, Dispatched, Dispatching, GangRequest, RunningGang,
+    Settling, TakingSlot,
 };
 use routine_core::registry::TaskSpec;
 
 use routine_core::arguments::EncodedArguments;
 use routine_core::store::{Store, StoreError};
+
+mod gang;
+
+pub use self::gang::GANG_HOLD;
 
 use crate::blobs::Uploads;
 use crate::broker::{unique_name, Broker, BrokerError, Notice, Part, Reply, Request};
@@ -39,8 +44,12 @@ pub struct DispatchSettings {
     /// Encoded arguments larger than this many bytes are uploaded to the
     /// shared store once, by content, and the request carries their
     /// address instead: a large dataset passed to many calls crosses the
-    /// broker not at all, and reaches each machine once.
+    /// broker not at all, and reaches each machine once. The same bound
+    /// holds for a gang's input.
     pub arguments_by_reference_over: usize,
+    /// How long a gang (the units of a multi-unit call) may wait for
+    /// enough free slots to start all together before its call fails.
+    pub gang_start_timeout: Duration,
 }
 
 impl Default for DispatchSettings {
@@ -50,6 +59,7 @@ impl Default for DispatchSettings {
             poll: Duration::from_millis(100),
             claim_ttl: Duration::from_secs(30),
             arguments_by_reference_over: 1024 * 1024,
+            gang_start_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -72,8 +82,12 @@ struct Shared {
     served_at: Mutex<HashMap<String, Instant>>,
     /// Large arguments put in the shared store.
     uploads: Uploads,
-    /// Cancellations of dropped calls not yet sent to the workers.
+    /// Cancellations of dropped calls (and gangs) not yet sent to the
+    /// workers.
     cancelling: Arc<AtomicUsize>,
+    /// The gangs this engine coordinates, by attempt: where their units'
+    /// notices go.
+    gangs: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<crate::broker::UnitNotice>>>,
 }
 
 /// A call waiting for its reply.
@@ -105,6 +119,7 @@ impl RedisDispatcher {
             served_at: Mutex::new(HashMap::new()),
             uploads: Uploads::new(store),
             cancelling: Arc::default(),
+            gangs: Mutex::default(),
         });
         tokio::spawn(listen(Arc::downgrade(&shared)));
         RedisDispatcher { shared }
@@ -165,6 +180,10 @@ impl Dispatch for RedisDispatcher {
                 renewing,
             }) as ClusterSlot)
         })
+    }
+
+    fn run_gang(&self, gang: GangRequest) -> Option<RunningGang<'_>> {
+        Some(Box::pin(self.shared.run_gang(gang)))
     }
 
     fn settle(&self) -> Settling<'_> {
@@ -386,6 +405,7 @@ impl Shared {
     fn notice(&self, notice: Notice) {
         match notice {
             Notice::Answered(reply) => self.deliver(reply),
+            Notice::Unit(notice) => self.unit_notice(notice),
             Notice::Started { request, worker } => {
                 if let Some(waiter) = self.pending().get_mut(&request) {
                     waiter.started = Some((Instant::now(), worker));

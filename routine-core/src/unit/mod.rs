@@ -3,72 +3,47 @@
 //! input type; the task's body is the gang of its units.
 //!
 //! ```text
-//! psort(input) ──▶ run_units ──spawn──▶ unit 0: receive_input … send_output
-//!                               ──spawn──▶ unit 1: receive(0, "part") … send(0, "sorted")
-//!                               ──spawn──▶ unit 2: …
-//!                   mailbox: (from, to, key) → messages, in the order sent
+//! psort(input) ──▶ run_gang ─ local engine ─▶ run_units ──spawn──▶ unit 0: receive_input … send_output
+//!                     │                                  ──spawn──▶ unit 1: receive(0, "part") …
+//!                     │                       inbox: (from, to, key) → messages, in the order sent
+//!                     └─ distributed engine ─▶ Dispatch::run_gang ─▶ units on workers' slots
+//!                                              (each worker: serve_unit; messages through the broker)
 //! ```
 //!
 //! The gang is the unit of everything: one key (name, version, input), one
 //! stored result (rank 0's output), one attempt (a unit that panics ends
 //! every other unit at once, and `retries` run the whole gang again), one
-//! cancellation (dropping the call drops every unit). Units run as tokio
-//! tasks of this process, in the caller's engine scope (their own calls
-//! are memoized and recorded as the gang call's sub-calls). Messages are
+//! cancellation (dropping the call drops every unit). Under a local engine
+//! units run as tokio tasks of this process, in the caller's engine scope;
+//! under an engine that sends sub-routines to workers, on workers' slots
+//! (see `routine-distributed`). Either way their own calls are memoized
+//! and recorded as the gang call's sub-calls. Messages are
 //! encoded with routine's codec, so that a unit receives what it asks for
 //! (a wrong type is an error naming the key), as it would from another
 //! process.
 
-use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::Notify;
 
 use crate::codec;
-use crate::invoke::panic_message;
-use crate::key::Key;
-use crate::lineage::RunLog;
 
-/// How many units a task runs: `units = 4`, or `units = 2..=8` (as many as
-/// can start together, at least the least).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Units {
-    /// The fewest that may run.
-    pub min: usize,
-    /// The most that may run.
-    pub max: usize,
-}
+mod gang;
 
-impl Units {
-    /// Between `min` and `max` units (the macro has checked `1 <= min <=
-    /// max`).
-    pub const fn between(min: usize, max: usize) -> Units {
-        Units { min, max }
-    }
+pub use self::gang::{run_gang, run_units, serve_unit, unit_entry};
+pub use crate::mailbox::{Inbox, Mailbox, Posting, SenderReturned};
+pub use crate::registry::units::{
+    RunUnit, UnitEnd, UnitFailure, UnitReport, UnitRunning, UnitStart, Units, UnitsSpec,
+};
 
-    /// How many start in one process: all of them can, so the most.
-    pub fn in_process(&self) -> usize {
-        self.max.max(1)
-    }
-}
+/// Keys of the collective operations' messages: no user key starts so.
+const COLLECTIVE: char = '\u{1}';
 
-/// Messages sent and not yet received: by sender, receiver and key, each
-/// queue in the order sent.
-type Mail = HashMap<(usize, usize, String), VecDeque<Vec<u8>>>;
-
-/// What the units of one gang share.
-struct Gang<In, Out> {
-    count: usize,
-    mail: Mutex<Mail>,
-    /// Woken when mail for the unit of that rank arrives, or a unit ends.
-    arrived: Vec<Notify>,
-    /// The units that have returned: none of them sends again.
-    ended: Vec<AtomicBool>,
+/// The call's input and output, as the units of this process hold them
+/// (rank 0 receives the one and sends the other).
+struct Io<In, Out> {
     input: Mutex<Option<In>>,
     output: Mutex<Option<Out>>,
 }
@@ -109,14 +84,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// ```
 pub struct Unit<In, Out> {
     rank: usize,
-    gang: Arc<Gang<In, Out>>,
+    count: usize,
+    mailbox: Arc<dyn Mailbox>,
+    io: Arc<Io<In, Out>>,
     /// Collective operations this unit has begun: the n-th of every unit
     /// meet, as MPI's do, so every unit calls them in the same order.
     collectives: AtomicU64,
 }
-
-/// Keys of the collective operations' messages: no user key starts so.
-const COLLECTIVE: char = '\u{1}';
 
 impl<In, Out> Unit<In, Out> {
     /// This unit's rank, from 0 to [`unit_count`](Unit::unit_count) - 1.
@@ -126,7 +100,7 @@ impl<In, Out> Unit<In, Out> {
 
     /// How many units run this call.
     pub fn unit_count(&self) -> usize {
-        self.gang.count
+        self.count
     }
 
     /// The call's input. Only rank 0 receives it, once; another rank asking
@@ -139,7 +113,7 @@ impl<In, Out> Unit<In, Out> {
                 self.rank
             );
         }
-        lock(&self.gang.input).take().unwrap_or_else(|| {
+        lock(&self.io.input).take().unwrap_or_else(|| {
             panic!("rank 0 called receive_input twice: it receives the input once")
         })
     }
@@ -155,7 +129,7 @@ impl<In, Out> Unit<In, Out> {
                 self.rank
             );
         }
-        let mut slot = lock(&self.gang.output);
+        let mut slot = lock(&self.io.output);
         if slot.is_some() {
             panic!("rank 0 called send_output twice: a call has one output");
         }
@@ -171,15 +145,17 @@ impl<In, Out> Unit<In, Out> {
         if let Err(e) = codec::encode_into(&mut bytes, value) {
             panic!("unit {} cannot encode the message `{key}`: {e}", self.rank);
         }
-        self.post(to, key.to_owned(), bytes);
+        self.post(to, key, bytes).await;
     }
 
-    fn post(&self, to: usize, key: String, bytes: Vec<u8>) {
-        lock(&self.gang.mail)
-            .entry((self.rank, to, key))
-            .or_default()
-            .push_back(bytes);
-        self.gang.arrived[to].notify_waiters();
+    async fn post(&self, to: usize, key: &str, bytes: Vec<u8>) {
+        if let Err(e) = self.mailbox.post(self.rank, to, key, bytes).await {
+            panic!(
+                "unit {} cannot send the message `{}` to unit {to}: {e}",
+                self.rank,
+                printable(key)
+            );
+        }
     }
 
     /// The next message the unit of rank `from` sent this unit under
@@ -200,29 +176,14 @@ impl<In, Out> Unit<In, Out> {
     }
 
     async fn take(&self, from: usize, key: &str) -> Vec<u8> {
-        let gang = &*self.gang;
-        let slot = (from, self.rank, key.to_owned());
-        loop {
-            // Registered before the mailbox is looked at: a message posted
-            // in between wakes it.
-            let arrived = gang.arrived[self.rank].notified();
-            tokio::pin!(arrived);
-            arrived.as_mut().enable();
-            if let Some(bytes) = lock(&gang.mail)
-                .get_mut(&slot)
-                .and_then(VecDeque::pop_front)
-            {
-                return bytes;
-            }
-            if gang.ended[from].load(Ordering::Acquire) {
-                panic!(
-                    "unit {} waits for the message `{}` from unit {from}, which has returned \
-                     without sending it",
-                    self.rank,
-                    printable(key)
-                );
-            }
-            arrived.await;
+        match self.mailbox.inbox().take(from, self.rank, key).await {
+            Ok(bytes) => bytes,
+            Err(SenderReturned) => panic!(
+                "unit {} waits for the message `{}` from unit {from}, which has returned \
+                 without sending it",
+                self.rank,
+                printable(key)
+            ),
         }
     }
 
@@ -248,10 +209,10 @@ impl<In, Out> Unit<In, Out> {
                 self.take(rank, &key).await;
             }
             for rank in 1..self.unit_count() {
-                self.post(rank, key.clone(), Vec::new());
+                self.post(rank, &key, Vec::new()).await;
             }
         } else {
-            self.post(0, key.clone(), Vec::new());
+            self.post(0, &key, Vec::new()).await;
             self.take(0, &key).await;
         }
     }
@@ -330,135 +291,12 @@ impl<In, Out> Unit<In, Out> {
     }
 }
 
-/// A key for messages: a collective's shown by its name.
+/// A key for messages, as people read it: a collective's by its name.
 fn printable(key: &str) -> String {
     match key.strip_prefix(COLLECTIVE) {
         Some(collective) => format!("({collective})"),
         None => key.to_owned(),
     }
-}
-
-/// A unit's record in its run, written when the unit's future ends or is
-/// dropped: `returned`, else `dropped` (a panic unwinds through it as a
-/// drop and is said `panicked`).
-struct Recorded {
-    run: Arc<RunLog>,
-    call: Key,
-    rank: usize,
-    count: usize,
-    started: Instant,
-    ended: &'static str,
-}
-
-impl Drop for Recorded {
-    fn drop(&mut self) {
-        let ended = match (self.ended, std::thread::panicking()) {
-            ("dropped", true) => "panicked",
-            (ended, _) => ended,
-        };
-        self.run.record_unit(
-            self.call,
-            (self.rank, self.count),
-            (self.started, self.started.elapsed()),
-            ended,
-        );
-    }
-}
-
-/// Runs the units of one call of a multi-unit task on `input`, each the
-/// future `unit` makes of its handle, as tokio tasks in the current engine
-/// scope; rank 0's output when all have returned. A unit that panics ends
-/// the others at once, and this call panics, naming its rank; so does rank
-/// 0 returning without its output.
-pub async fn run_units<In, Out, F, Fut>(units: Units, input: In, unit: F) -> Out
-where
-    In: Send + 'static,
-    Out: Send + 'static,
-    F: Fn(Unit<In, Out>) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let count = units.in_process();
-    let gang = Arc::new(Gang {
-        count,
-        mail: Mutex::default(),
-        arrived: (0..count).map(|_| Notify::new()).collect(),
-        ended: (0..count).map(|_| AtomicBool::new(false)).collect(),
-        input: Mutex::new(Some(input)),
-        output: Mutex::new(None),
-    });
-    let mut running = tokio::task::JoinSet::new();
-    let mut ranks = HashMap::new();
-    let current = crate::engine::Current::get();
-    // The run and the call this gang is the body of: each unit is recorded
-    // there, however it ends.
-    let place = current.as_ref().and_then(|c| c.place.clone());
-    for rank in 0..count {
-        let handle = Unit {
-            rank,
-            gang: Arc::clone(&gang),
-            collectives: AtomicU64::new(0),
-        };
-        let run = unit(handle);
-        let record = place.as_ref().and_then(|place| {
-            Some(Recorded {
-                run: Arc::clone(&place.run),
-                call: place.parent?,
-                rank,
-                count,
-                started: Instant::now(),
-                ended: "dropped",
-            })
-        });
-        let run = async move {
-            let mut record = record;
-            run.await;
-            if let Some(record) = &mut record {
-                record.ended = "returned";
-            }
-        };
-        let aborts = match &current {
-            Some(current) => running.spawn(current.clone().scope(run)),
-            None => running.spawn(run),
-        };
-        ranks.insert(aborts.id(), rank);
-    }
-    // Dropping `running` (this future dropped, or a unit failed) aborts
-    // every unit still running.
-    while let Some(ended) = running.join_next_with_id().await {
-        let (id, outcome) = match ended {
-            Ok((id, ())) => (id, Ok(())),
-            Err(e) => (e.id(), Err(e)),
-        };
-        let rank = ranks[&id];
-        match outcome {
-            Ok(()) => {
-                gang.ended[rank].store(true, Ordering::Release);
-                // Units waiting on it learn it will send no more.
-                for arrived in &gang.arrived {
-                    arrived.notify_waiters();
-                }
-                if rank == 0 && lock(&gang.output).is_none() {
-                    running.abort_all();
-                    panic!("unit 0 of {count} returned without its output: rank 0 must call `send_output`");
-                }
-            }
-            // The other units are ended before the panic is raised (its hook
-            // can take a while to print).
-            Err(e) if e.is_panic() => {
-                running.abort_all();
-                panic!(
-                    "unit {rank} of {count} panicked: {}",
-                    panic_message(e.into_panic())
-                )
-            }
-            Err(e) => {
-                running.abort_all();
-                panic!("unit {rank} of {count} was cancelled: {e}")
-            }
-        }
-    }
-    let output = lock(&gang.output).take();
-    output.expect("rank 0 returned with its output")
 }
 
 #[cfg(test)]

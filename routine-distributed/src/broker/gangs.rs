@@ -1,0 +1,373 @@
+//! Gangs: the units of one multi-unit call, started together on workers'
+//! slots, passing messages through the workers' unit streams.
+//!
+//! ```text
+//! {ns}:gang-slots        sorted set: `worker|gang|rank` per reserved slot, scored by when the
+//!                        reservation lapses (renewed by the gang's coordinator while it runs)
+//! {ns}:units:{worker}    one stream per worker, read by it alone: `start` (a unit to run),
+//!                        `message` (for a unit it runs), `returned` (a peer returned), `end`
+//! ```
+//!
+//! A gang's slots are reserved and its starts sent in one script: all or
+//! nothing, so that two gangs that each need most of the free slots never
+//! hold part of them while waiting for the rest. A gang id names one
+//! attempt: a message of an earlier attempt is never received.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::streams::StreamReadReply;
+
+use super::messages::{entries, Part, UnitEntry, UnitNotice};
+use super::{command, now_millis, Broker, BrokerError};
+use routine_core::key::Key;
+use routine_core::RunId;
+
+/// A gang to start: what every unit's start carries.
+pub(crate) struct GangStart<'a> {
+    pub(crate) gang: &'a str,
+    pub(crate) task: &'a str,
+    pub(crate) version: &'a str,
+    pub(crate) least: usize,
+    pub(crate) most: usize,
+    pub(crate) reply_to: &'a str,
+    pub(crate) run: Option<RunId>,
+    pub(crate) call: Key,
+    /// Rank 0's input.
+    pub(crate) input: &'a Part,
+}
+
+/// What became of an attempt to start a gang.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reservation {
+    /// Its units were sent their starts: the worker of each rank.
+    Started(Vec<String>),
+    /// Too few free slots: how many there were.
+    Short(u64),
+}
+
+/// A reserved slot's member in the sorted set.
+pub(crate) fn member(worker: &str, gang: &str, rank: usize) -> String {
+    format!("{worker}|{gang}|{rank}")
+}
+
+impl Broker {
+    pub(crate) fn unit_stream(&self, worker: &str) -> String {
+        format!("{}:units:{worker}", self.namespace)
+    }
+
+    pub(crate) fn gang_slots(&self) -> String {
+        format!("{}:gang-slots", self.namespace)
+    }
+
+    /// Reserves the slots of a gang on `workers` (each with its number of
+    /// slots), as many as are free up to `most`, and sends each unit its
+    /// start, in one script; or nothing, when fewer than `least` are free.
+    pub(crate) async fn start_gang(
+        &self,
+        start: &GangStart<'_>,
+        workers: &[(String, u32)],
+        hold: Duration,
+    ) -> Result<Reservation, BrokerError> {
+        const START: &str = r"
+            local slots = KEYS[1]
+            local now, lapse, gang = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+            local least, most = tonumber(ARGV[4]), tonumber(ARGV[5])
+            local streams, nworkers = ARGV[6], tonumber(ARGV[7])
+            redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+            local used = {}
+            for _, held in ipairs(redis.call('ZRANGE', slots, 0, -1)) do
+                local worker = string.match(held, '^(.-)|')
+                if worker then used[worker] = (used[worker] or 0) + 1 end
+            end
+            local free, total = {}, 0
+            for i = 0, nworkers - 1 do
+                local worker = ARGV[8 + 2 * i]
+                local left = tonumber(ARGV[9 + 2 * i]) - (used[worker] or 0)
+                if left > 0 then
+                    free[#free + 1] = {worker, left}
+                    total = total + left
+                end
+            end
+            if total < least then
+                return {'short', tostring(total)}
+            end
+            -- The fewest workers: a gang on fewer machines loses less to one death.
+            table.sort(free, function(a, b)
+                if a[2] ~= b[2] then return a[2] > b[2] end
+                return a[1] < b[1]
+            end)
+            local count, ranks = math.min(total, most), {}
+            for _, worker in ipairs(free) do
+                for _ = 1, worker[2] do
+                    if #ranks < count then ranks[#ranks + 1] = worker[1] end
+                end
+            end
+            local placed = table.concat(ranks, ',')
+            local base = 8 + 2 * nworkers
+            for rank = 0, count - 1 do
+                local worker = ranks[rank + 1]
+                redis.call('ZADD', slots, lapse, worker .. '|' .. gang .. '|' .. rank)
+                local input, layout = '', ''
+                if rank == 0 then input, layout = ARGV[base + 5], ARGV[base + 6] end
+                redis.call('XADD', streams .. worker, '*', 'kind', 'start', 'gang', gang,
+                    'rank', rank, 'count', count, 'workers', placed,
+                    'task', ARGV[base], 'version', ARGV[base + 1], 'reply', ARGV[base + 2],
+                    'run', ARGV[base + 3], 'call', ARGV[base + 4], 'input', input,
+                    'input_layout', layout)
+            end
+            return {'started', placed}";
+        let now = now_millis();
+        let (input, layout) = Part::layout(std::slice::from_ref(start.input));
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(START)
+            .arg(1)
+            .arg(self.gang_slots())
+            .arg(now)
+            .arg(now + hold.as_millis() as u64)
+            .arg(start.gang)
+            .arg(start.least)
+            .arg(start.most)
+            .arg(self.unit_stream(""))
+            .arg(workers.len());
+        for (worker, slots) in workers {
+            eval.arg(worker).arg(*slots);
+        }
+        eval.arg(start.task)
+            .arg(start.version)
+            .arg(start.reply_to)
+            .arg(start.run.map(|r| r.to_string()).unwrap_or_default())
+            .arg(start.call.to_hex())
+            .arg(&input[..])
+            .arg(layout);
+        let (status, detail): (String, String) = self.query("EVAL start gang", &eval).await?;
+        Ok(match status.as_str() {
+            "started" => Reservation::Started(detail.split(',').map(str::to_owned).collect()),
+            _ => Reservation::Short(detail.parse().unwrap_or(0)),
+        })
+    }
+
+    /// Extends the reservations `members` by `hold` from now: how many
+    /// were still held.
+    pub(crate) async fn renew_gang(
+        &self,
+        members: &[String],
+        hold: Duration,
+    ) -> Result<usize, BrokerError> {
+        let lapse = now_millis() + hold.as_millis() as u64;
+        let mut renew = redis::cmd("ZADD");
+        renew.arg(self.gang_slots()).arg("XX").arg("CH");
+        for member in members {
+            renew.arg(lapse).arg(member);
+        }
+        // `CH` counts the members whose score changed: every held one.
+        let renewed: usize = self.query("ZADD XX gang", &renew).await?;
+        Ok(renewed)
+    }
+
+    /// Which of `members` are still reserved.
+    pub(crate) async fn gang_held(&self, members: &[String]) -> Result<Vec<bool>, BrokerError> {
+        let mut pipe = redis::pipe();
+        for member in members {
+            pipe.cmd("ZSCORE").arg(self.gang_slots()).arg(member);
+        }
+        let scores: Vec<Option<f64>> = pipe
+            .query_async(&mut self.connection())
+            .await
+            .map_err(command("ZSCORE"))?;
+        Ok(scores.iter().map(Option::is_some).collect())
+    }
+
+    /// Whether each of `workers` is alive (its heartbeat has not expired).
+    pub(crate) async fn alive(&self, workers: &[&str]) -> Result<Vec<bool>, BrokerError> {
+        let mut pipe = redis::pipe();
+        for worker in workers {
+            pipe.cmd("EXISTS").arg(self.worker_key(worker));
+        }
+        pipe.query_async(&mut self.connection())
+            .await
+            .map_err(command("EXISTS"))
+    }
+
+    /// Ends an attempt of a gang: its reservations go, the units still
+    /// running on the live workers `running_on` are told to stop, and the
+    /// unit streams of the dead workers `dead` are deleted.
+    pub(crate) async fn end_gang(
+        &self,
+        gang: &str,
+        members: &[String],
+        running_on: &[&str],
+        dead: &[&str],
+    ) -> Result<(), BrokerError> {
+        let mut pipe = redis::pipe();
+        if !members.is_empty() {
+            pipe.cmd("ZREM")
+                .arg(self.gang_slots())
+                .arg(members)
+                .ignore();
+        }
+        for worker in running_on {
+            pipe.cmd("XADD")
+                .arg(self.unit_stream(worker))
+                .arg("*")
+                .arg("kind")
+                .arg("end")
+                .arg("gang")
+                .arg(gang)
+                .ignore();
+        }
+        for worker in dead {
+            pipe.cmd("DEL").arg(self.unit_stream(worker)).ignore();
+        }
+        pipe.query_async::<()>(&mut self.connection())
+            .await
+            .map_err(command("ZREM gang"))
+    }
+
+    /// Sends a message of a gang to the worker that runs its receiver.
+    pub(crate) async fn post_message(
+        &self,
+        worker: &str,
+        gang: &str,
+        (from, to): (usize, usize),
+        key: &str,
+        body: &Part,
+    ) -> Result<(), BrokerError> {
+        let (inline, layout) = Part::layout(std::slice::from_ref(body));
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(self.unit_stream(worker))
+            .arg("*")
+            .arg("kind")
+            .arg("message")
+            .arg("gang")
+            .arg(gang)
+            .arg("from")
+            .arg(from)
+            .arg("to")
+            .arg(to)
+            .arg("key")
+            .arg(key)
+            .arg("body")
+            .arg(&inline[..])
+            .arg("body_layout")
+            .arg(layout);
+        let _: String = self.query("XADD message", &xadd).await?;
+        Ok(())
+    }
+
+    /// Tells the workers `to` that the unit of rank `rank` returned.
+    pub(crate) async fn post_returned(
+        &self,
+        to: &[&str],
+        gang: &str,
+        rank: usize,
+    ) -> Result<(), BrokerError> {
+        let mut pipe = redis::pipe();
+        for worker in to {
+            pipe.cmd("XADD")
+                .arg(self.unit_stream(worker))
+                .arg("*")
+                .arg("kind")
+                .arg("returned")
+                .arg("gang")
+                .arg(gang)
+                .arg("rank")
+                .arg(rank)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.connection())
+            .await
+            .map_err(command("XADD returned"))
+    }
+
+    /// Tells a gang's coordinator how one of its units ended.
+    pub(crate) async fn send_unit_notice(
+        &self,
+        reply_to: &str,
+        notice: &UnitNotice,
+    ) -> Result<(), BrokerError> {
+        let output = notice.output.as_ref();
+        let (inline, layout) = match output {
+            Some(part) => Part::layout(std::slice::from_ref(part)),
+            None => (std::borrow::Cow::Borrowed(&[][..]), String::new()),
+        };
+        let mut xadd = super::work::notice(reply_to, &notice.gang, "unit", &notice.worker);
+        xadd.arg("rank")
+            .arg(notice.rank)
+            .arg("ended")
+            .arg(notice.ended.as_str())
+            .arg("error")
+            .arg(notice.error.as_deref().unwrap_or_default())
+            .arg("output")
+            .arg(&inline[..])
+            .arg("output_layout")
+            .arg(layout)
+            .arg("has_output")
+            .arg(if output.is_some() { "1" } else { "0" })
+            .arg("took_us")
+            .arg(notice.took.as_micros() as u64);
+        let _: String = self.query("XADD unit", &xadd).await?;
+        Ok(())
+    }
+
+    /// A reader of `worker`'s unit stream, on a connection of its own.
+    pub(crate) async fn unit_reader(
+        &self,
+        worker: &str,
+        block: Duration,
+    ) -> Result<UnitReader, BrokerError> {
+        Ok(UnitReader {
+            connection: self.blocking_connection(block).await?,
+            broker: self.clone(),
+            stream: self.unit_stream(worker),
+            block,
+            last_id: "0-0".to_owned(),
+        })
+    }
+}
+
+/// Reads a worker's unit stream, from where it last read.
+pub(crate) struct UnitReader {
+    connection: MultiplexedConnection,
+    broker: Broker,
+    stream: String,
+    block: Duration,
+    last_id: String,
+}
+
+impl UnitReader {
+    /// The entries that arrived, waiting up to the block time; `None` for
+    /// an entry that is not one. Read entries are deleted.
+    pub(crate) async fn read(&mut self) -> Result<Vec<Option<UnitEntry>>, BrokerError> {
+        let read: Option<StreamReadReply> = redis::cmd("XREAD")
+            .arg("BLOCK")
+            .arg(self.block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.stream)
+            .arg(&self.last_id)
+            .query_async(&mut self.connection)
+            .await
+            .map_err(command("XREAD units"))?;
+        let read = entries(read);
+        let Some((_, last)) = read.last() else {
+            return Ok(Vec::new());
+        };
+        self.last_id = last.id.clone();
+        let ids: Vec<&str> = read.iter().map(|(_, entry)| entry.id.as_str()).collect();
+        let _: Result<(), _> = redis::cmd("XDEL")
+            .arg(&self.stream)
+            .arg(&ids)
+            .query_async(&mut self.broker.connection())
+            .await;
+        Ok(read
+            .iter()
+            .map(|(_, entry)| UnitEntry::parse(entry))
+            .collect())
+    }
+
+    /// Opens a new connection after a failed read.
+    pub(crate) async fn reconnect(&mut self) -> Result<(), BrokerError> {
+        self.connection = self.broker.blocking_connection(self.block).await?;
+        Ok(())
+    }
+}
