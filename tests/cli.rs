@@ -784,7 +784,20 @@ impl Drop for Stopped {
 /// `status` shows it; and what `status --json` said then.
 #[cfg(feature = "distributed")]
 fn start_worker(project: &Project, args: &[&str]) -> (Stopped, Value) {
-    let mut command = Command::new(example("train"));
+    start_worker_of("train", project, args, 1)
+}
+
+/// A worker of the example `program` in `project`, logging to
+/// `worker.log` there, once `status` shows `count` workers; and what
+/// `status --json` said then.
+#[cfg(feature = "distributed")]
+fn start_worker_of(
+    program: &str,
+    project: &Project,
+    args: &[&str],
+    count: usize,
+) -> (Stopped, Value) {
+    let mut command = Command::new(example(program));
     command
         .arg("worker")
         .args(args)
@@ -795,8 +808,8 @@ fn start_worker(project: &Project, args: &[&str]) -> (Stopped, Value) {
     let worker = Stopped(command.spawn().unwrap());
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let workers = loop {
-        let status = project.run("train", &["status", "--json"]).ok().json();
-        if !status.as_array().unwrap().is_empty() || std::time::Instant::now() > deadline {
+        let status = project.run(program, &["status", "--json"]).ok().json();
+        if status.as_array().unwrap().len() >= count || std::time::Instant::now() > deadline {
             break status;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -2054,4 +2067,52 @@ fn the_data_parallel_example_trains_once() {
     assert!(ran.json()["weights"]
         .as_array()
         .is_some_and(|w| w.len() == 3));
+}
+
+/// The data-parallel example with a broker: its four units run as one
+/// gang on two workers of two slots, `runs show` says where each ran, and
+/// the second run trains nothing.
+#[cfg(feature = "distributed")]
+#[test]
+fn the_data_parallel_example_trains_on_two_workers() {
+    let project = Project::new()
+        .env("ROUTINE_STORE", &fresh_s3_url("data-parallel"))
+        .env("ROUTINE_BROKER", &test_redis())
+        .env(
+            "ROUTINE_NAMESPACE",
+            &format!("cli-data-parallel-{}", std::process::id()),
+        );
+    let (_first, _) = start_worker_of("data_parallel", &project, &["--concurrency", "2"], 1);
+    let (_second, workers) = start_worker_of("data_parallel", &project, &["--concurrency", "2"], 2);
+    assert_eq!(workers.as_array().unwrap().len(), 2, "{workers}");
+    let first = project.run("data_parallel", &[]).ok();
+    assert!(
+        first
+            .stdout
+            .contains("weights [2.000, -3.000, 0.500], bias 1.000")
+            && first.stdout.contains("1 calls, 1 ran"),
+        "{}",
+        first.stdout
+    );
+    let runs = project
+        .run("data_parallel", &["runs", "ls", "--json"])
+        .ok()
+        .json();
+    let run = runs[0]["id"].as_str().unwrap().to_owned();
+    let shown = project
+        .run("data_parallel", &["runs", "show", &run])
+        .ok()
+        .stdout;
+    let ids: Vec<&str> = (workers.as_array().unwrap().iter())
+        .map(|w| w["worker"].as_str().unwrap())
+        .collect();
+    for id in &ids {
+        assert!(shown.contains(id), "no unit on {id}:\n{shown}");
+    }
+    let second = project.run("data_parallel", &[]).ok();
+    assert!(
+        second.stdout.contains("1 calls, 0 ran, 1 from storage"),
+        "{}",
+        second.stdout
+    );
 }

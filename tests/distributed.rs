@@ -1602,7 +1602,10 @@ async fn gang_keys_left(ns: &str) -> Vec<String> {
             .await
             .unwrap();
         for key in keys {
-            if key.ends_with(":gang-slots") {
+            if key.ends_with(":gang-slots")
+                || key.ends_with(":gangs")
+                || key.ends_with(":gangs-waiting")
+            {
                 left.push(key);
             } else if key.contains(":units:") {
                 let entries: u64 = redis::cmd("XLEN")
@@ -1808,6 +1811,15 @@ async fn a_gang_whose_worker_is_killed_runs_again_on_the_workers_left() {
         assert!(Instant::now() < deadline, "the gang did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The broker shows the gang, and where its units run.
+    let broker = Broker::connect(&env("ROUTINE_TEST_REDIS_URL"), &ns, Retry::default())
+        .await
+        .unwrap();
+    let gangs = broker.gangs().await.unwrap();
+    assert_eq!(gangs.running.len(), 1, "{gangs:?}");
+    assert_eq!(gangs.running[0].task, "gang-survivor:1.0.0");
+    let ranks: Vec<usize> = gangs.running[0].units.iter().map(|u| u.0).collect();
+    assert_eq!(ranks, [0, 1], "{gangs:?}");
     let victim = logged_units(&log)[1].1;
     workers.kill(victim);
     std::fs::write(dir.path().join("killed"), "").unwrap();
@@ -1830,7 +1842,25 @@ async fn a_gang_larger_than_the_cluster_fails_saying_why() {
     let mut config = config(&ns);
     config.dispatch.gang_start_timeout = Duration::from_secs(2);
     let engine = routine::distributed::connect(config).await.unwrap();
-    let message = panic_of(tokio::spawn(engine.clone().scope(gang_sum(vec![1, 2, 3])))).await;
+    let call = tokio::spawn(engine.clone().scope(gang_sum(vec![1, 2, 3])));
+    // While it waits, the broker shows it waiting.
+    let broker = Broker::connect(&env("ROUTINE_TEST_REDIS_URL"), &ns, Retry::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let waiting = loop {
+        let gangs = broker.gangs().await.unwrap();
+        if !gangs.waiting.is_empty() || Instant::now() > deadline {
+            break gangs.waiting;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!(
+        (waiting[0].task.as_str(), waiting[0].least),
+        ("gang-sum:1.0.0", 3)
+    );
+    let message = panic_of(call).await;
     assert!(
         message.contains("it needs 3 units") && message.contains("have 2 slot(s)"),
         "{message}"

@@ -78,6 +78,18 @@ pub(crate) async fn status(config: &Config, args: &JsonOnly) -> Result<(), Failu
         last_heartbeat: u64,
         routines: Vec<String>,
         waiting_for_slot: u64,
+        slots: u32,
+        /// The units of gangs it runs.
+        gang_units: Vec<GangUnit>,
+    }
+
+    #[derive(Serialize)]
+    struct GangUnit {
+        gang: String,
+        task: String,
+        call: String,
+        rank: usize,
+        units: usize,
     }
 
     let url = config.broker.as_deref().ok_or_else(no_broker)?;
@@ -88,15 +100,36 @@ pub(crate) async fn status(config: &Config, args: &JsonOnly) -> Result<(), Failu
         .workers()
         .await
         .map_err(|e| Failure::usage(format!("cannot read the workers: {e}")))?;
+    let gangs = broker
+        .gangs()
+        .await
+        .map_err(|e| Failure::usage(format!("cannot read the gangs: {e}")))?;
+    let units_on = |worker: &str| -> Vec<GangUnit> {
+        (gangs.running.iter())
+            .flat_map(|gang| {
+                (gang.units.iter())
+                    .filter(move |(_, on)| on == worker)
+                    .map(move |(rank, _)| GangUnit {
+                        gang: gang.id.clone(),
+                        task: gang.task.clone(),
+                        call: gang.call.clone(),
+                        rank: *rank,
+                        units: gang.units.len(),
+                    })
+            })
+            .collect()
+    };
     let rows: Vec<Row> = workers
         .into_iter()
         .map(|w| Row {
+            gang_units: units_on(&w.id),
             worker: w.id,
             state: w.status.to_string(),
             routine: w.routine,
             last_heartbeat: output::unix_seconds(w.last_seen),
             routines: w.routines,
             waiting_for_slot: w.waiting_for_slot,
+            slots: w.slots,
         })
         .collect();
     if args.json {
@@ -116,6 +149,7 @@ pub(crate) async fn status(config: &Config, args: &JsonOnly) -> Result<(), Failu
         "ROUTINE",
         "HEARTBEAT",
         "SERVES",
+        "SLOTS",
         "WAITING FOR A SLOT",
     ]);
     for row in rows {
@@ -126,10 +160,40 @@ pub(crate) async fn status(config: &Config, args: &JsonOnly) -> Result<(), Failu
             row.routine.unwrap_or_else(|| "-".into()),
             output::age(seen, now),
             format!("{} routines", row.routines.len()),
+            row.slots.to_string(),
             row.waiting_for_slot.to_string(),
         ]);
     }
-    table.print()
+    table.print()?;
+    if !gangs.running.is_empty() {
+        output::print("\nGangs running (multi-unit calls):\n")?;
+        let mut table = Table::new(&["GANG", "TASK", "CALL", "UNITS (RANK@WORKER)"]);
+        for gang in &gangs.running {
+            let units: Vec<String> = (gang.units.iter())
+                .map(|(rank, worker)| format!("{rank}@{worker}"))
+                .collect();
+            table.row(vec![
+                gang.id.clone(),
+                gang.task.clone(),
+                gang.call.chars().take(12).collect(),
+                units.join(" "),
+            ]);
+        }
+        table.print()?;
+    }
+    if !gangs.waiting.is_empty() {
+        output::print("\nGangs waiting for free slots (all their units start together):\n")?;
+        let mut table = Table::new(&["GANG", "TASK", "NEEDS"]);
+        for gang in &gangs.waiting {
+            let needs = match gang.least == gang.most {
+                true => format!("{} units", gang.least),
+                false => format!("{}..={} units", gang.least, gang.most),
+            };
+            table.row(vec![gang.id.clone(), gang.task.clone(), needs]);
+        }
+        table.print()?;
+    }
+    Ok(())
 }
 
 /// Without the feature there is nothing to show, whatever is configured:

@@ -6,6 +6,9 @@
 //!                        reservation lapses (renewed by the gang's coordinator while it runs)
 //! {ns}:units:{worker}    one stream per worker, read by it alone: `start` (a unit to run),
 //!                        `message` (for a unit it runs), `returned` (a peer returned), `end`
+//! {ns}:gangs             hash: gang → `task|call|count` of each running gang, for `status`
+//! {ns}:gangs-waiting     sorted set: `gang|task|least|most` of gangs waiting for slots,
+//!                        scored by when the entry lapses (renewed at each try to start)
 //! ```
 //!
 //! A gang's slots are reserved and its starts sent in one script: all or
@@ -13,6 +16,7 @@
 //! hold part of them while waiting for the rest. A gang id names one
 //! attempt: a message of an earlier attempt is never received.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -46,6 +50,52 @@ pub(crate) enum Reservation {
     Short(u64),
 }
 
+/// The gangs a broker knows of; see [`Broker::gangs`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Gangs {
+    /// The gangs whose units run.
+    pub running: Vec<RunningGang>,
+    /// The gangs waiting for enough free slots to start.
+    pub waiting: Vec<WaitingGang>,
+}
+
+/// A gang whose units run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunningGang {
+    /// The gang's attempt.
+    pub id: String,
+    /// Its task's routine ID, `name:version`.
+    pub task: String,
+    /// Its call's key, in hex.
+    pub call: String,
+    /// The worker of each rank.
+    pub units: Vec<(usize, String)>,
+}
+
+/// A gang waiting for slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WaitingGang {
+    /// The gang's attempt.
+    pub id: String,
+    /// Its task's routine ID, `name:version`.
+    pub task: String,
+    /// The fewest units it may start with.
+    pub least: usize,
+    /// The most it may start with.
+    pub most: usize,
+}
+
+/// A waiting gang's member in the sorted set of waiting gangs.
+pub(crate) fn waiting_member(start: &GangStart<'_>) -> String {
+    format!(
+        "{}|{}:{}|{}|{}",
+        start.gang, start.task, start.version, start.least, start.most
+    )
+}
+
 /// A reserved slot's member in the sorted set.
 pub(crate) fn member(worker: &str, gang: &str, rank: usize) -> String {
     format!("{worker}|{gang}|{rank}")
@@ -60,6 +110,77 @@ impl Broker {
         format!("{}:gang-slots", self.namespace)
     }
 
+    fn running_gangs(&self) -> String {
+        format!("{}:gangs", self.namespace)
+    }
+
+    fn waiting_gangs(&self) -> String {
+        format!("{}:gangs-waiting", self.namespace)
+    }
+
+    /// The gangs running (with the worker of each unit) and the gangs
+    /// waiting for free slots, as the broker knows them now.
+    pub async fn gangs(&self) -> Result<Gangs, BrokerError> {
+        let now = now_millis();
+        let (held, running, waiting): (Vec<String>, HashMap<String, String>, Vec<String>) =
+            redis::pipe()
+                .cmd("ZRANGEBYSCORE")
+                .arg(self.gang_slots())
+                .arg(now)
+                .arg("+inf")
+                .cmd("HGETALL")
+                .arg(self.running_gangs())
+                .cmd("ZRANGEBYSCORE")
+                .arg(self.waiting_gangs())
+                .arg(now)
+                .arg("+inf")
+                .query_async(&mut self.connection())
+                .await
+                .map_err(command("ZRANGEBYSCORE"))?;
+        let mut units: HashMap<&str, Vec<(usize, String)>> = HashMap::new();
+        for held in &held {
+            let mut fields = held.splitn(3, '|');
+            if let (Some(worker), Some(gang), Some(rank)) =
+                (fields.next(), fields.next(), fields.next())
+            {
+                if let Ok(rank) = rank.parse() {
+                    units
+                        .entry(gang)
+                        .or_default()
+                        .push((rank, worker.to_owned()));
+                }
+            }
+        }
+        let mut gangs = Gangs::default();
+        for (gang, description) in &running {
+            // A gang whose reservations are gone (its caller died) is over.
+            let Some(mut placed) = units.remove(gang.as_str()) else {
+                continue;
+            };
+            placed.sort_unstable();
+            let mut fields = description.splitn(3, '|');
+            gangs.running.push(RunningGang {
+                id: gang.clone(),
+                task: fields.next().unwrap_or_default().to_owned(),
+                call: fields.next().unwrap_or_default().to_owned(),
+                units: placed,
+            });
+        }
+        gangs.running.sort_by(|a, b| a.id.cmp(&b.id));
+        for waiting in waiting {
+            let fields: Vec<&str> = waiting.splitn(4, '|').collect();
+            if let [gang, task, least, most] = fields[..] {
+                gangs.waiting.push(WaitingGang {
+                    id: gang.to_owned(),
+                    task: task.to_owned(),
+                    least: least.parse().unwrap_or(0),
+                    most: most.parse().unwrap_or(0),
+                });
+            }
+        }
+        Ok(gangs)
+    }
+
     /// Reserves the slots of a gang on `workers` (each with its number of
     /// slots), as many as are free up to `most`, and sends each unit its
     /// start, in one script; or nothing, when fewer than `least` are free.
@@ -70,11 +191,14 @@ impl Broker {
         hold: Duration,
     ) -> Result<Reservation, BrokerError> {
         const START: &str = r"
-            local slots = KEYS[1]
+            local slots, gangs, waiting = KEYS[1], KEYS[2], KEYS[3]
             local now, lapse, gang = tonumber(ARGV[1]), ARGV[2], ARGV[3]
             local least, most = tonumber(ARGV[4]), tonumber(ARGV[5])
             local streams, nworkers = ARGV[6], tonumber(ARGV[7])
+            local base = 8 + 2 * nworkers
+            local waits = ARGV[base + 7]
             redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+            redis.call('ZREMRANGEBYSCORE', waiting, '-inf', now)
             local used = {}
             for _, held in ipairs(redis.call('ZRANGE', slots, 0, -1)) do
                 local worker = string.match(held, '^(.-)|')
@@ -90,8 +214,10 @@ impl Broker {
                 end
             end
             if total < least then
+                redis.call('ZADD', waiting, lapse, waits)
                 return {'short', tostring(total)}
             end
+            redis.call('ZREM', waiting, waits)
             -- The fewest workers: a gang on fewer machines loses less to one death.
             table.sort(free, function(a, b)
                 if a[2] ~= b[2] then return a[2] > b[2] end
@@ -104,7 +230,8 @@ impl Broker {
                 end
             end
             local placed = table.concat(ranks, ',')
-            local base = 8 + 2 * nworkers
+            redis.call('HSET', gangs, gang,
+                ARGV[base] .. ':' .. ARGV[base + 1] .. '|' .. ARGV[base + 4] .. '|' .. count)
             for rank = 0, count - 1 do
                 local worker = ranks[rank + 1]
                 redis.call('ZADD', slots, lapse, worker .. '|' .. gang .. '|' .. rank)
@@ -121,8 +248,10 @@ impl Broker {
         let (input, layout) = Part::layout(std::slice::from_ref(start.input));
         let mut eval = redis::cmd("EVAL");
         eval.arg(START)
-            .arg(1)
+            .arg(3)
             .arg(self.gang_slots())
+            .arg(self.running_gangs())
+            .arg(self.waiting_gangs())
             .arg(now)
             .arg(now + hold.as_millis() as u64)
             .arg(start.gang)
@@ -139,7 +268,8 @@ impl Broker {
             .arg(start.run.map(|r| r.to_string()).unwrap_or_default())
             .arg(start.call.to_hex())
             .arg(&input[..])
-            .arg(layout);
+            .arg(layout)
+            .arg(waiting_member(start));
         let (status, detail): (String, String) = self.query("EVAL start gang", &eval).await?;
         Ok(match status.as_str() {
             "started" => Reservation::Started(detail.split(',').map(str::to_owned).collect()),
@@ -189,17 +319,26 @@ impl Broker {
             .map_err(command("EXISTS"))
     }
 
-    /// Ends an attempt of a gang: its reservations go, the units still
+    /// Ends an attempt of a gang (`gang`, and its entry among the waiting
+    /// gangs, `waiting`): its reservations go, the units still
     /// running on the live workers `running_on` are told to stop, and the
     /// unit streams of the dead workers `dead` are deleted.
     pub(crate) async fn end_gang(
         &self,
-        gang: &str,
+        (gang, waiting): (&str, &str),
         members: &[String],
         running_on: &[&str],
         dead: &[&str],
     ) -> Result<(), BrokerError> {
         let mut pipe = redis::pipe();
+        pipe.cmd("HDEL")
+            .arg(self.running_gangs())
+            .arg(gang)
+            .ignore()
+            .cmd("ZREM")
+            .arg(self.waiting_gangs())
+            .arg(waiting)
+            .ignore();
         if !members.is_empty() {
             pipe.cmd("ZREM")
                 .arg(self.gang_slots())

@@ -14,6 +14,7 @@
 //! {ns}:cancel                  pub/sub channel: requests their callers gave up on
 //! {ns}:gang-slots              sorted set: slots reserved for gangs (see `gangs`)
 //! {ns}:units:{worker}          one stream per worker: its gangs' units and their messages
+//! {ns}:gangs, {ns}:gangs-waiting   the running gangs, and those waiting for slots (`status`)
 //! ```
 //!
 //! Only keys, encoded arguments and small metadata pass through Redis; results
@@ -36,7 +37,8 @@ mod messages;
 mod slots;
 mod work;
 
-pub(crate) use self::gangs::{member, GangStart, Reservation};
+pub(crate) use self::gangs::{member, waiting_member, GangStart, Reservation};
+pub use self::gangs::{Gangs, RunningGang, WaitingGang};
 pub(crate) use self::messages::{
     Failure, Notice, Part, Reply, Request, UnitEntry, UnitNotice, UnitOrder,
 };

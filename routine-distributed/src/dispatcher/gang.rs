@@ -19,7 +19,9 @@ use routine_core::unit::{UnitEnd, UnitReport};
 
 use super::Shared;
 use crate::blobs::take_parcel;
-use crate::broker::{member, unique_name, GangStart, Part, Reservation, UnitNotice};
+use crate::broker::{
+    member, unique_name, waiting_member, GangStart, Part, Reservation, UnitNotice,
+};
 
 /// How long a gang's reservations stay without renewal: a coordinator
 /// that dies frees its slots this long after its last renewal, and its
@@ -63,6 +65,7 @@ impl Shared {
             let mut attempt = Attempt {
                 shared: self,
                 gang,
+                waiting: String::new(),
                 members: Vec::new(),
                 workers: Vec::new(),
                 reports: Vec::new(),
@@ -79,6 +82,7 @@ impl Shared {
                 call: request.call,
                 input: &input,
             };
+            attempt.waiting = waiting_member(&start);
             let workers = match self.start(&start).await {
                 Ok(workers) => workers,
                 Err(message) => {
@@ -220,6 +224,8 @@ impl Shared {
 struct Attempt<'a> {
     shared: &'a Shared,
     gang: String,
+    /// Its entry among the gangs waiting for slots.
+    waiting: String,
     /// Its reservations, by rank.
     members: Vec<String>,
     /// The worker of each rank.
@@ -369,7 +375,7 @@ impl Attempt<'_> {
         if let Err(e) = self
             .shared
             .broker
-            .end_gang(&self.gang, &members, &running_on, &dead)
+            .end_gang((&self.gang, &self.waiting), &members, &running_on, &dead)
             .await
         {
             tracing::warn!(gang = %self.gang, error = %e,
@@ -403,12 +409,14 @@ impl Drop for Attempt<'_> {
         };
         let (members, running_on, dead) = self.leftovers(&[]);
         let (broker, gang) = (self.shared.broker.clone(), std::mem::take(&mut self.gang));
+        let waiting = std::mem::take(&mut self.waiting);
         let cancelling = std::sync::Arc::clone(&self.shared.cancelling);
         cancelling.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         runtime.spawn(async move {
             let running_on: Vec<&str> = running_on.iter().map(String::as_str).collect();
             let dead: Vec<&str> = dead.iter().map(String::as_str).collect();
-            if let Err(e) = broker.end_gang(&gang, &members, &running_on, &dead).await {
+            let ended = broker.end_gang((&gang, &waiting), &members, &running_on, &dead);
+            if let Err(e) = ended.await {
                 tracing::warn!(gang = %gang, error = %e,
                     "cannot stop a dropped gang's units; their workers drop them within {GANG_HOLD:?}");
             }
