@@ -475,9 +475,9 @@ pub(crate) struct UnitReader {
 }
 
 impl UnitReader {
-    /// The entries that arrived, waiting up to the block time; `None` for
-    /// an entry that is not one. Read entries are deleted.
-    pub(crate) async fn read(&mut self) -> Result<Vec<Option<UnitEntry>>, BrokerError> {
+    /// The entries that arrived, waiting up to the block time, with their
+    /// ids; `None` for an entry that is not one.
+    pub(crate) async fn read(&mut self) -> Result<Vec<(String, Option<UnitEntry>)>, BrokerError> {
         let read: Option<StreamReadReply> = redis::cmd("XREAD")
             .arg("BLOCK")
             .arg(self.block.as_millis() as u64)
@@ -488,20 +488,31 @@ impl UnitReader {
             .await
             .map_err(command("XREAD units"))?;
         let read = entries(read);
-        let Some((_, last)) = read.last() else {
-            return Ok(Vec::new());
-        };
-        self.last_id = last.id.clone();
-        let ids: Vec<&str> = read.iter().map(|(_, entry)| entry.id.as_str()).collect();
-        let _: Result<(), _> = redis::cmd("XDEL")
-            .arg(&self.stream)
-            .arg(&ids)
-            .query_async(&mut self.broker.connection())
-            .await;
+        if let Some((_, last)) = read.last() {
+            self.last_id = last.id.clone();
+        }
         Ok(read
-            .iter()
-            .map(|(_, entry)| UnitEntry::parse(entry))
+            .into_iter()
+            .map(|(_, entry)| {
+                let parsed = UnitEntry::parse(&entry);
+                (entry.id, parsed)
+            })
             .collect())
+    }
+
+    /// Deletes entries already handled: off the units' path.
+    pub(crate) fn tidy(&self, ids: Vec<String>) {
+        if ids.is_empty() {
+            return;
+        }
+        let (mut connection, stream) = (self.broker.connection(), self.stream.clone());
+        tokio::spawn(async move {
+            let _: Result<(), _> = redis::cmd("XDEL")
+                .arg(stream)
+                .arg(ids)
+                .query_async(&mut connection)
+                .await;
+        });
     }
 
     /// Opens a new connection after a failed read.

@@ -35,6 +35,9 @@ const ATTEMPTS_LOST_TO_DEATHS: u32 = 3;
 /// How often the coordinator checks that its units' workers are alive.
 const LIVENESS_EVERY: Duration = Duration::from_millis(500);
 
+/// Workers and how many slots each has.
+pub(super) type Slots = Vec<(String, u32)>;
+
 /// How an attempt ended.
 enum Followed {
     Completed(Vec<u8>),
@@ -86,7 +89,8 @@ impl Shared {
             let workers = match self.start(&start).await {
                 Ok(workers) => workers,
                 Err(message) => {
-                    attempt.end(&[]).await;
+                    // Dropped unended, the attempt ends in the background.
+                    drop(attempt);
                     return GangOutcome::Failed {
                         message,
                         units: Vec::new(),
@@ -97,12 +101,15 @@ impl Shared {
             let followed = attempt.follow(rx).await;
             let units = attempt.reports();
             match followed {
+                // The caller has its answer: the attempt ends (reservations
+                // and entries removed, units still running told to stop) in
+                // the background.
                 Followed::Completed(output) => {
-                    attempt.end(&[]).await;
+                    drop(attempt);
                     return GangOutcome::Completed { output, units };
                 }
                 Followed::Failed(message) => {
-                    attempt.end(&[]).await;
+                    drop(attempt);
                     return GangOutcome::Failed { message, units };
                 }
                 Followed::WorkerDied(message) => {
@@ -142,22 +149,10 @@ impl Shared {
         let deadline = Instant::now() + self.settings.gang_start_timeout;
         let mut pause = Duration::from_millis(5);
         let mut last = (0u64, 0u64, 0usize);
+        let mut fresh = false;
         loop {
-            let serving = match self.broker.workers().await {
-                Ok(workers) => workers,
-                Err(e) => {
-                    tracing::warn!(task = %task, error = %e, "cannot list the workers yet; the gang waits");
-                    Vec::new()
-                }
-            };
-            let slots: Vec<(String, u32)> = serving
-                .into_iter()
-                .filter(|w| {
-                    w.status != crate::broker::WorkerStatus::Terminating
-                        && w.routines.contains(&task)
-                })
-                .map(|w| (w.id, w.slots))
-                .collect();
+            let slots = self.serving(&task, fresh).await;
+            fresh = true;
             let total: u64 = slots.iter().map(|(_, n)| u64::from(*n)).sum();
             if !slots.is_empty() {
                 match self.broker.start_gang(start, &slots, GANG_HOLD).await {
@@ -197,6 +192,44 @@ impl Shared {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(250));
         }
+    }
+
+    /// The live workers that serve `task`, with their slots: listed at
+    /// most once a second (a burst of gangs pays for one listing), or
+    /// anew when `fresh`. A worker that died since is found by the
+    /// attempt's liveness checks.
+    async fn serving(&self, task: &str, fresh: bool) -> Slots {
+        const FRESH: Duration = Duration::from_secs(1);
+        if !fresh {
+            let known = self
+                .gang_workers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((at, workers)) = known.get(task) {
+                if at.elapsed() < FRESH {
+                    return workers.clone();
+                }
+            }
+        }
+        let serving: Slots = match self.broker.workers().await {
+            Ok(workers) => workers
+                .into_iter()
+                .filter(|w| {
+                    w.status != crate::broker::WorkerStatus::Terminating
+                        && w.routines.iter().any(|r| r == task)
+                })
+                .map(|w| (w.id, w.slots))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(task = %task, error = %e, "cannot list the workers yet; the gang waits");
+                return Vec::new();
+            }
+        };
+        self.gang_workers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(task.to_owned(), (Instant::now(), serving.clone()));
+        serving
     }
 
     fn gangs(

@@ -88,6 +88,8 @@ struct Shared {
     /// The gangs this engine coordinates, by attempt: where their units'
     /// notices go.
     gangs: Mutex<HashMap<String, tokio::sync::mpsc::UnboundedSender<crate::broker::UnitNotice>>>,
+    /// The workers last seen serving each multi-unit task, and when.
+    gang_workers: Mutex<HashMap<String, (Instant, gang::Slots)>>,
 }
 
 /// A call waiting for its reply.
@@ -120,6 +122,7 @@ impl RedisDispatcher {
             uploads: Uploads::new(store),
             cancelling: Arc::default(),
             gangs: Mutex::default(),
+            gang_workers: Mutex::default(),
         });
         tokio::spawn(listen(Arc::downgrade(&shared)));
         RedisDispatcher { shared }

@@ -124,14 +124,18 @@ impl Worker {
             match reading.read().await {
                 Ok(entries) => {
                     pause = Duration::from_millis(100);
-                    for entry in entries {
+                    let mut read = Vec::with_capacity(entries.len());
+                    for (id, entry) in entries {
                         match entry {
                             Some(entry) => self.unit_entry(entry).await,
                             None => {
-                                tracing::warn!(worker = %self.id, "ignoring a malformed entry of the unit stream")
+                                tracing::warn!(worker = %self.id, entry = %id, "ignoring a malformed entry of the unit stream")
                             }
                         }
+                        read.push(id);
                     }
+                    // Handled first, deleted after: off the units' path.
+                    reading.tidy(read);
                 }
                 Err(e) => {
                     tracing::warn!(worker = %self.id, error = %e, "reading the unit stream failed; reconnecting");
@@ -414,22 +418,27 @@ impl Mailbox for Parcels {
         &self.inbox
     }
 
+    /// Told off the unit's path: every message the unit sent is in its
+    /// receiver's stream already (each send was awaited), so the notice
+    /// still arrives after them.
     fn returned(&self, rank: usize) -> Posting<'_> {
         self.inbox.returned(rank);
-        let mut elsewhere: Vec<&str> = (self.workers.iter())
+        let mut elsewhere: Vec<String> = (self.workers.iter())
             .filter(|w| **w != self.here)
-            .map(String::as_str)
+            .cloned()
             .collect();
         elsewhere.sort_unstable();
         elsewhere.dedup();
-        Box::pin(async move {
-            if elsewhere.is_empty() {
-                return Ok(());
-            }
-            self.broker
-                .post_returned(&elsewhere, &self.gang, rank)
-                .await
-                .map_err(|e| e.to_string())
-        })
+        if !elsewhere.is_empty() {
+            let (broker, gang) = (self.broker.clone(), self.gang.clone());
+            tokio::spawn(async move {
+                let to: Vec<&str> = elsewhere.iter().map(String::as_str).collect();
+                if let Err(e) = broker.post_returned(&to, &gang, rank).await {
+                    tracing::warn!(gang = %gang, rank, error = %e,
+                        "cannot tell a gang's other units that one returned; a unit waiting for its messages waits until the attempt ends");
+                }
+            });
+        }
+        Box::pin(std::future::ready(Ok(())))
     }
 }
