@@ -1749,21 +1749,64 @@ async fn a_units_panic_on_a_worker_fails_the_call_and_drops_its_peers() {
         "{:?}",
         started.elapsed()
     );
+    workers_idle(&ns, 2, Duration::from_secs(5)).await;
+    assert_eq!(gang_keys_left(&ns).await, Vec::<String>::new());
+}
+
+/// Waits for ever: a gang only a timeout or its caller ends.
+#[routine::task(name = "gang-forever", version = "1.0.0", units = 2, timeout = "2s")]
+async fn gang_forever(unit: routine::Unit<u64, u64>) {
+    let never: u64 = unit.receive(1 - unit.rank(), "never").await;
+    if unit.rank() == 0 {
+        unit.send_output(never);
+    }
+}
+
+/// Waits until no worker of `ns` runs anything, or fails after `limit`.
+async fn workers_idle(ns: &str, count: usize, limit: Duration) {
+    let broker = Broker::connect(&env("ROUTINE_TEST_REDIS_URL"), ns, Retry::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        let workers = broker.workers().await.unwrap();
+        if workers.len() == count && workers.iter().all(|w| w.routine.is_none()) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "units still run: {workers:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A gang's `timeout` bounds the whole gang on workers, and dropping the
+/// caller's future drops every unit: the workers are idle again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gangs_timeout_and_its_callers_drop_end_every_unit() {
+    let ns = namespace("gang-forever");
+    let _workers = Workers::start_with(&ns, 2, None, &[("ROUTINE_WORKER_CONCURRENCY", "1")]);
+    let engine = routine::distributed::connect(config(&ns)).await.unwrap();
+    let started = Instant::now();
+    let message = panic_of(tokio::spawn(engine.clone().scope(gang_forever(1)))).await;
+    assert!(message.contains("timed out"), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    workers_idle(&ns, 2, Duration::from_secs(5)).await;
+    // Dropped by its caller once its units run.
+    let call = tokio::spawn(engine.clone().scope(gang_forever(2)));
     let broker = Broker::connect(&env("ROUTINE_TEST_REDIS_URL"), &ns, Retry::default())
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let workers = broker.workers().await.unwrap();
-        if workers.len() == 2 && workers.iter().all(|w| w.routine.is_none()) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the peers still run: {workers:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while broker.gangs().await.unwrap().running.is_empty() {
+        assert!(Instant::now() < deadline, "the gang did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    call.abort();
+    let _ = call.await;
+    workers_idle(&ns, 2, Duration::from_secs(5)).await;
     assert_eq!(gang_keys_left(&ns).await, Vec::<String>::new());
 }
 
