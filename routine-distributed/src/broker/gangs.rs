@@ -27,6 +27,10 @@ use super::{command, now_millis, Broker, BrokerError};
 use routine_core::key::Key;
 use routine_core::RunId;
 
+/// How long a unit stream written by a unit lives without its worker's
+/// heartbeat (which keeps it while the worker lives).
+const ORPHAN_EXPIRY_MS: u64 = 60_000;
+
 /// A gang to start: what every unit's start carries.
 pub(crate) struct GangStart<'a> {
     pub(crate) gang: &'a str,
@@ -373,8 +377,15 @@ impl Broker {
         body: &Part,
     ) -> Result<(), BrokerError> {
         let (inline, layout) = Part::layout(std::slice::from_ref(body));
-        let mut xadd = redis::cmd("XADD");
-        xadd.arg(self.unit_stream(worker))
+        let stream = self.unit_stream(worker);
+        // A stream written here expires if its worker has died (a live
+        // worker's heartbeat keeps it): a message sent to a dead worker
+        // after its gang ended never stays in Redis. Not retried: a
+        // message sent twice would be received twice; a failed send fails
+        // the attempt instead.
+        redis::pipe()
+            .cmd("XADD")
+            .arg(&stream)
             .arg("*")
             .arg("kind")
             .arg("message")
@@ -389,9 +400,15 @@ impl Broker {
             .arg("body")
             .arg(&inline[..])
             .arg("body_layout")
-            .arg(layout);
-        let _: String = self.query("XADD message", &xadd).await?;
-        Ok(())
+            .arg(layout)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&stream)
+            .arg(ORPHAN_EXPIRY_MS)
+            .ignore()
+            .query_async::<()>(&mut self.connection())
+            .await
+            .map_err(command("XADD message"))
     }
 
     /// Tells the workers `to` that the unit of rank `rank` returned.
@@ -412,6 +429,10 @@ impl Broker {
                 .arg(gang)
                 .arg("rank")
                 .arg(rank)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(self.unit_stream(worker))
+                .arg(ORPHAN_EXPIRY_MS)
                 .ignore();
         }
         pipe.query_async::<()>(&mut self.connection())

@@ -504,8 +504,13 @@ fn open_database(root: &Path, durability: Durability) -> Result<Database, StoreE
     }
     // A fresh database may be damaged again at once only by something
     // still at work on the folder: after two tries the store goes on
-    // without one.
-    for _ in 0..2 {
+    // without one. A database busy at opening (another process making it
+    // at the same moment: SQLite answers a change of journal mode under
+    // contention with "busy" at once) is tried again for a while: going
+    // on without it would hide the other process's results.
+    let mut busy_until: Option<std::time::Instant> = None;
+    let mut damaged = 0;
+    while damaged < 2 {
         match Database::open(&folder, durability) {
             Ok(database) => {
                 if let Access::ReadOnly(why) = &database.access {
@@ -514,6 +519,7 @@ fn open_database(root: &Path, durability: Durability) -> Result<Database, StoreE
                 return Ok(database);
             }
             Err(OpenError::Damaged { identity, reason }) => {
+                damaged += 1;
                 match set_aside_damaged(root, identity, &reason) {
                     Ok(()) => {}
                     Err(e) if is_read_only(&e) => {
@@ -542,6 +548,15 @@ fn open_database(root: &Path, durability: Durability) -> Result<Database, StoreE
                     &folder,
                     StoreError::io(op, path)(e).to_string(),
                 ))
+            }
+            Err(OpenError::Sqlite(e)) if sqlite::is_busy(&e) => {
+                let until = *busy_until.get_or_insert_with(|| {
+                    std::time::Instant::now() + std::time::Duration::from_secs(10)
+                });
+                if std::time::Instant::now() >= until {
+                    return Ok(without_database(&folder, e.to_string()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
             }
             Err(OpenError::Sqlite(e)) => return Ok(without_database(&folder, e.to_string())),
         }

@@ -120,6 +120,15 @@ pub(crate) enum OpenError {
     Sqlite(rusqlite::Error),
 }
 
+/// Whether `error` says another connection holds the database for now.
+pub(crate) fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(failure, _)
+            if matches!(failure.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
 /// Whether SQLite's error says the database's file is damaged, or is not
 /// (or no longer) routine's database: anything SQLite reports of the file
 /// itself, as opposed to what the system refused (permissions, space,
