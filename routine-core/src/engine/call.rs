@@ -277,13 +277,9 @@ impl<O, Out> Call<O, Out> {
                 }
             }
             // Another process on this store may be computing it: its lock
-            // is waited for, and then the result it stored read. Holding
-            // the lock, the result is looked up again even without a wait:
-            // the other process may have stored it and let go between our
-            // lookup and our lock (seen: a body run twice by two processes
-            // started together).
+            // is waited for, and then the result it stored read.
             let (key_lock, waited) = self.lock_key(inner).await;
-            if waited || key_lock.is_some() {
+            if waited {
                 if let Some(outcome) = lookup(inner, codec, task, &key).await {
                     report.hit(codec, &outcome);
                     return outcome;
