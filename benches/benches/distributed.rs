@@ -9,7 +9,7 @@
 //! their counts to a file beside the bench's folder every few milliseconds.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,7 +19,7 @@ use routine::distributed::DistributedConfig;
 use routine::distributed::ObjectStoreBackend;
 use routine::store::{Counting, FileStore, Store};
 use routine::Engine;
-use routine_bench::run_folder;
+use routine_bench::{human, median, run_folder, Workers};
 
 #[routine::task(name = "dbench-trivial", version = "1.0.0")]
 async fn remote_trivial(i: u64) -> u64 {
@@ -169,35 +169,6 @@ fn worker_requests(folder: &Path) -> u64 {
         .filter_map(|entry| std::fs::read_to_string(entry.unwrap().path()).ok())
         .filter_map(|text| text.trim().parse::<u64>().ok())
         .sum()
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
-fn human(ns: f64) -> String {
-    match ns {
-        ns if ns < 1e3 => format!("{ns:.0} ns"),
-        ns if ns < 1e6 => format!("{:.1} us", ns / 1e3),
-        ns => format!("{:.2} ms", ns / 1e6),
-    }
-}
-
-struct Workers(Vec<Child>);
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-        }
-        for child in &mut self.0 {
-            let _ = child.wait();
-        }
-    }
 }
 
 fn main() {

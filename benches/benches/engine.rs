@@ -18,6 +18,7 @@ use routine::store::{DatabaseStore, Durability, FileStore};
 use routine::{Engine, Key};
 use routine_bench::memory::{current_rss, peak_rss, reset_peak_rss};
 use routine_bench::run_folder;
+use routine_bench::{human, median};
 use sha2::{Digest, Sha256};
 
 // ---------------------------------------------------------------- workloads
@@ -194,11 +195,6 @@ fn medians(rounds: usize, mut batches: Vec<Batch<'_>>) -> Vec<f64> {
     samples.into_iter().map(median).collect()
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
 fn timed(ops: u64, f: impl FnOnce()) -> (Duration, u64) {
     let started = Instant::now();
     f();
@@ -243,15 +239,6 @@ impl Table {
         for row in &self.rows {
             line(row.each_ref().map(String::as_str));
         }
-    }
-}
-
-fn human(ns: f64) -> String {
-    match ns {
-        ns if ns < 1e3 => format!("{ns:.0} ns"),
-        ns if ns < 1e6 => format!("{:.2} us", ns / 1e3),
-        ns if ns < 1e9 => format!("{:.2} ms", ns / 1e6),
-        ns => format!("{:.2} s", ns / 1e9),
     }
 }
 

@@ -11,7 +11,7 @@
 //!
 //! The workers are this bench binary, re-run with `--worker`.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,7 +19,7 @@ use routine::distributed::worker::WorkerConfig;
 use routine::distributed::DistributedConfig;
 use routine::store::Slot;
 use routine::{Key, Unit};
-use routine_bench::run_folder;
+use routine_bench::{human, median, run_folder, Workers};
 
 #[routine::task(name = "gbench-trivial", version = "1.0.0")]
 async fn trivial(i: u64) -> u64 {
@@ -103,35 +103,6 @@ fn config(namespace: &str, store: &str) -> DistributedConfig {
     let mut config = DistributedConfig::new(env("ROUTINE_TEST_REDIS_URL"), store);
     config.namespace = namespace.to_owned();
     config
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
-fn human(ns: f64) -> String {
-    match ns {
-        ns if ns < 1e3 => format!("{ns:.0} ns"),
-        ns if ns < 1e6 => format!("{:.1} us", ns / 1e3),
-        ns => format!("{:.2} ms", ns / 1e6),
-    }
-}
-
-struct Workers(Vec<Child>);
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-        }
-        for child in &mut self.0 {
-            let _ = child.wait();
-        }
-    }
 }
 
 /// A unique number per call, so that every call misses.

@@ -1,6 +1,6 @@
-//! Benchmarks live in `benches/`: `engine.rs` and `scale.rs` (run
-//! `cargo bench -p routine-bench`) and `distributed.rs` (run
-//! `./scripts/bench-distributed`). This library holds what they share, and
+//! Benchmarks live in `benches/`: `engine.rs`, `units.rs` and `scale.rs`
+//! (run `cargo bench -p routine-bench`), `distributed.rs` and `gangs.rs`
+//! (run `./scripts/bench-distributed`). This library holds what they share, and
 //! the scale bench's task, which its program `scale-cli` links too.
 
 use std::path::{Path, PathBuf};
@@ -20,6 +20,48 @@ pub fn run_folder(prefix: &str) -> PathBuf {
         .join(format!("{prefix}{stamp}"));
     std::fs::create_dir_all(&folder).expect("cannot create the bench's folder");
     folder
+}
+
+/// The median of `xs` (the upper one of an even count).
+///
+/// ```
+/// assert_eq!(routine_bench::median(vec![3.0, 1.0, 2.0]), 2.0);
+/// ```
+pub fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// Nanoseconds as people read them: `812 ns`, `3.10 us`, `2.50 ms`, `1.20 s`.
+///
+/// ```
+/// assert_eq!(routine_bench::human(3_100.0), "3.10 us");
+/// ```
+pub fn human(ns: f64) -> String {
+    match ns {
+        ns if ns < 1e3 => format!("{ns:.0} ns"),
+        ns if ns < 1e6 => format!("{:.2} us", ns / 1e3),
+        ns if ns < 1e9 => format!("{:.2} ms", ns / 1e6),
+        ns => format!("{:.2} s", ns / 1e9),
+    }
+}
+
+/// Worker processes a bench started: asked to stop (SIGTERM) and waited
+/// for when dropped.
+pub struct Workers(pub Vec<std::process::Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+        }
+        for child in &mut self.0 {
+            let _ = child.wait();
+        }
+    }
 }
 
 /// The scale bench's task.

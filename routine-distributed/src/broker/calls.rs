@@ -3,10 +3,8 @@
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::streams::StreamReadReply;
-
-use super::messages::{entries, Notice, Part, Request};
+use super::messages::{Notice, Part, Request};
+use super::tail::StreamTail;
 use super::{Broker, BrokerError};
 
 impl Broker {
@@ -102,14 +100,8 @@ impl Broker {
         &self,
         stream: &str,
         block: Duration,
-    ) -> Result<ReplyReader, BrokerError> {
-        Ok(ReplyReader {
-            connection: self.blocking_connection(block).await?,
-            broker: self.clone(),
-            stream: stream.to_owned(),
-            block,
-            last_id: "0-0".to_owned(),
-        })
+    ) -> Result<StreamTail<Notice>, BrokerError> {
+        self.tail(stream.to_owned(), block, Notice::parse).await
     }
 
     /// Deletes a stream (a caller's reply stream, when it goes).
@@ -117,55 +109,6 @@ impl Broker {
         let _: Result<(), _> = redis::cmd("DEL")
             .arg(stream)
             .query_async(&mut self.connection())
-            .await;
-    }
-}
-
-/// Reads one engine's reply stream, from where it last read.
-pub(crate) struct ReplyReader {
-    connection: MultiplexedConnection,
-    broker: Broker,
-    stream: String,
-    block: Duration,
-    last_id: String,
-}
-
-impl ReplyReader {
-    /// The notices that arrived, waiting up to the reader's block time;
-    /// `None` for an entry that is not one. Read entries are deleted after
-    /// they are handed over.
-    pub(crate) async fn read(&mut self) -> Result<Vec<(String, Option<Notice>)>, BrokerError> {
-        let read: Option<StreamReadReply> = redis::cmd("XREAD")
-            .arg("BLOCK")
-            .arg(self.block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&self.stream)
-            .arg(&self.last_id)
-            .query_async(&mut self.connection)
-            .await
-            .map_err(super::command("XREAD"))?;
-        let replies: Vec<(String, Option<Notice>)> = entries(read)
-            .into_iter()
-            .map(|(_, entry)| {
-                let reply = Notice::parse(&entry);
-                (entry.id, reply)
-            })
-            .collect();
-        if let Some((last, _)) = replies.last() {
-            self.last_id = last.clone();
-        }
-        Ok(replies)
-    }
-
-    /// Deletes entries already handed over: off the waiting calls' path.
-    pub(crate) async fn tidy(&self, ids: &[String]) {
-        if ids.is_empty() {
-            return;
-        }
-        let _: Result<(), _> = redis::cmd("XDEL")
-            .arg(&self.stream)
-            .arg(ids)
-            .query_async(&mut self.broker.connection())
             .await;
     }
 }

@@ -19,10 +19,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::streams::StreamReadReply;
-
-use super::messages::{entries, Part, UnitEntry, UnitNotice};
+use super::messages::{Part, UnitEntry, UnitNotice};
+use super::tail::StreamTail;
 use super::{command, now_millis, Broker, BrokerError};
 use routine_core::key::Key;
 use routine_core::RunId;
@@ -475,70 +473,8 @@ impl Broker {
         &self,
         worker: &str,
         block: Duration,
-    ) -> Result<UnitReader, BrokerError> {
-        Ok(UnitReader {
-            connection: self.blocking_connection(block).await?,
-            broker: self.clone(),
-            stream: self.unit_stream(worker),
-            block,
-            last_id: "0-0".to_owned(),
-        })
-    }
-}
-
-/// Reads a worker's unit stream, from where it last read.
-pub(crate) struct UnitReader {
-    connection: MultiplexedConnection,
-    broker: Broker,
-    stream: String,
-    block: Duration,
-    last_id: String,
-}
-
-impl UnitReader {
-    /// The entries that arrived, waiting up to the block time, with their
-    /// ids; `None` for an entry that is not one.
-    pub(crate) async fn read(&mut self) -> Result<Vec<(String, Option<UnitEntry>)>, BrokerError> {
-        let read: Option<StreamReadReply> = redis::cmd("XREAD")
-            .arg("BLOCK")
-            .arg(self.block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&self.stream)
-            .arg(&self.last_id)
-            .query_async(&mut self.connection)
+    ) -> Result<StreamTail<UnitEntry>, BrokerError> {
+        self.tail(self.unit_stream(worker), block, UnitEntry::parse)
             .await
-            .map_err(command("XREAD units"))?;
-        let read = entries(read);
-        if let Some((_, last)) = read.last() {
-            self.last_id = last.id.clone();
-        }
-        Ok(read
-            .into_iter()
-            .map(|(_, entry)| {
-                let parsed = UnitEntry::parse(&entry);
-                (entry.id, parsed)
-            })
-            .collect())
-    }
-
-    /// Deletes entries already handled: off the units' path.
-    pub(crate) fn tidy(&self, ids: Vec<String>) {
-        if ids.is_empty() {
-            return;
-        }
-        let (mut connection, stream) = (self.broker.connection(), self.stream.clone());
-        tokio::spawn(async move {
-            let _: Result<(), _> = redis::cmd("XDEL")
-                .arg(stream)
-                .arg(ids)
-                .query_async(&mut connection)
-                .await;
-        });
-    }
-
-    /// Opens a new connection after a failed read.
-    pub(crate) async fn reconnect(&mut self) -> Result<(), BrokerError> {
-        self.connection = self.broker.blocking_connection(self.block).await?;
-        Ok(())
     }
 }

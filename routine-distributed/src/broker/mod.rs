@@ -35,6 +35,7 @@ mod calls;
 mod gangs;
 mod messages;
 mod slots;
+mod tail;
 mod work;
 
 pub(crate) use self::gangs::{member, waiting_member, GangStart, Reservation};

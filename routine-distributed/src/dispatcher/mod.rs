@@ -559,7 +559,7 @@ async fn listen(shared: Weak<Shared>) {
                 }
                 // Delivered first, tidied after: the waiting calls do not
                 // wait for this round trip.
-                reading.tidy(&read).await;
+                reading.tidy(read);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "reading replies failed; reconnecting");
