@@ -25,7 +25,7 @@
 //! | [`slot`] | a worker's slots, lent to the requests it runs | — |
 //! | [`dispatch`] | the seam to a cluster: policy and the `Dispatch` trait | id, key, registry |
 //! | [`engine`] | the runtime: scope, lookup, single-flight, storing | all of the above |
-//! | [`unit`] | multi-unit tasks: the unit handle, gangs in process and on workers | engine, dispatch, mailbox, registry, lineage |
+//! | [`unit`](mod@unit) | multi-unit tasks: the unit handle, gangs in process and on workers | engine, dispatch, mailbox, registry, lineage |
 #![warn(missing_docs)]
 
 pub mod arguments;
