@@ -42,7 +42,7 @@
 //! rules, the limits of what a task may do, the store format and performance.
 
 pub use routine_core::{
-    arguments, codec, dispatch, engine, entry, execution, id, invoke, key, lineage, redact,
+    arguments, code, codec, dispatch, engine, entry, execution, id, invoke, key, lineage, redact,
     registry, spawn, store, trigger, unit, CallOutcome, CallReport, Completion, Engine,
     EngineBuilder, Error, Fingerprint, Key, RoutineId, RunId, Stats, TaskSpec, Unit,
 };
@@ -165,6 +165,13 @@ mod docs_triggers {}
 /// - `concurrency = N` (optional): at most N bodies of the task run at once
 ///   in this process; other calls wait for a slot
 ///   ([`Stats::waiting_for_slot`]).
+/// - `on_code_change = "warn" | "rerun"` (optional): what a call does when
+///   the stored result was computed by other code, the task's body or a
+///   [`#[tracked]`](macro@tracked) item it reaches: `warn` returns it with
+///   one warning naming each changed item, `rerun` makes the code
+///   fingerprint part of the key, so changed code is a miss. Unset, the
+///   engine's default ([`EngineBuilder::on_code_change`], `[tasks]
+///   on_code_change` in routine.toml), which is `warn`.
 ///
 /// A task returning `Result<T, E>` whose `E` implements serde's traits gets
 /// its `Err` back typed from a worker, as from a local call; another `E`
@@ -214,6 +221,41 @@ mod docs_triggers {}
 /// # }
 /// ```
 pub use routine_macros::task;
+
+/// Puts a function, `const`, `static` or `impl` block that tasks call under
+/// the tasks' code fingerprint: a change to its tokens (not to its comments,
+/// docs or formatting) is seen by every task that reaches it, directly or
+/// through other tracked items. Such a task warns when it returns a result
+/// computed before the change, naming the item, its file and line; with
+/// `on_code_change = "rerun"` it computes the result again.
+///
+/// ```
+/// #[routine::tracked]
+/// const SCALE: f64 = 2.0;
+///
+/// #[routine::tracked]
+/// fn normalize(x: f64) -> f64 {
+///     x * SCALE
+/// }
+///
+/// #[routine::task(name = "scaled", version = "1.0.0")]
+/// async fn scaled(x: f64) -> f64 {
+///     normalize(x)
+/// }
+///
+/// let task = routine::registry::find("scaled", "1.0.0").unwrap();
+/// let names: Vec<&str> = task.code().items.iter().map(|i| i.name.as_str()).collect();
+/// assert!(names.iter().any(|n| n.ends_with("::normalize")));
+/// assert!(names.iter().any(|n| n.ends_with("::SCALE")));
+/// ```
+///
+/// Names are matched, not resolved: calls are followed to tracked items of
+/// the same name (qualified paths such as `prep::normalize` must end the
+/// same way; a method call `.apply()` matches every tracked `apply`). What
+/// matches no tracked item (other crates, untracked functions, methods of
+/// untracked types, macros) is listed as the task's untracked calls
+/// (`tasks --code`). `docs/fingerprint.md` says what the fingerprint covers.
+pub use routine_macros::tracked;
 
 /// Runs a function whenever a routine completes: after its result is
 /// stored, as a tokio task of its own, without delaying the routine's caller.

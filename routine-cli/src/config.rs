@@ -29,6 +29,7 @@
 //! retries = 2
 //! backoff = "5s"
 //! concurrency = 8
+//! on_code_change = "warn"         # or "rerun": changed code is a miss
 //! ```
 //!
 //! ```
@@ -48,6 +49,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use routine_core::code::OnCodeChange;
 use routine_core::dispatch::Policy;
 use routine_core::engine::{EngineBuilder, DEFAULT_CACHE_CAPACITY};
 use routine_core::execution::{Execution, MAX_RETRIES};
@@ -115,6 +117,9 @@ pub struct Config {
     pub concurrency: usize,
     /// Execution options for tasks that leave them unset (`[tasks]`).
     pub execution: Execution,
+    /// What tasks that leave `on_code_change` unset do with a result of
+    /// other code (`[tasks] on_code_change`, `ROUTINE_ON_CODE_CHANGE`).
+    pub on_code_change: OnCodeChange,
     /// The configuration file read, if any.
     pub file: Option<PathBuf>,
     /// Where `store`, `broker` and `policy` came from.
@@ -185,6 +190,7 @@ struct TasksLayer {
     retries: Option<u32>,
     backoff: Option<String>,
     concurrency: Option<u32>,
+    on_code_change: Option<String>,
 }
 
 /// A size as `"64MiB"` or a plain number of bytes.
@@ -270,6 +276,7 @@ impl Config {
             policy: Policy::Local,
             concurrency: 4,
             execution: Execution::NONE,
+            on_code_change: OnCodeChange::Warn,
             file: file_path,
             origins: Origins {
                 store: Origin::Default,
@@ -301,6 +308,7 @@ impl Config {
                 task_retries: file.tasks.retries.map(|n| n.to_string()),
                 task_backoff: file.tasks.backoff,
                 task_concurrency: file.tasks.concurrency.map(|n| n.to_string()),
+                on_code_change: file.tasks.on_code_change,
             },
             Layer {
                 origin: Origin::Environment,
@@ -320,6 +328,7 @@ impl Config {
                 task_retries: env("ROUTINE_TASK_RETRIES"),
                 task_backoff: env("ROUTINE_TASK_BACKOFF"),
                 task_concurrency: env("ROUTINE_TASK_CONCURRENCY"),
+                on_code_change: env("ROUTINE_ON_CODE_CHANGE"),
             },
             Layer {
                 origin: Origin::Flag,
@@ -339,6 +348,7 @@ impl Config {
                 task_retries: overrides.task_retries.clone(),
                 task_backoff: None,
                 task_concurrency: None,
+                on_code_change: None,
             },
         ];
         for layer in layers {
@@ -427,7 +437,8 @@ impl Config {
         let capacity = usize::try_from(self.cache_capacity).unwrap_or(usize::MAX);
         Ok(Engine::builder(self.open_store()?)
             .cache_capacity(capacity)
-            .execution(self.execution))
+            .execution(self.execution)
+            .on_code_change(self.on_code_change))
     }
 
     /// Builds the engine the configuration describes, connecting to the
@@ -489,6 +500,7 @@ struct Layer<'a> {
     task_retries: Option<String>,
     task_backoff: Option<String>,
     task_concurrency: Option<String>,
+    on_code_change: Option<String>,
 }
 
 impl Layer<'_> {
@@ -563,6 +575,12 @@ impl Layer<'_> {
                     ))
                 }
             };
+        }
+        if let Some(policy) = self.on_code_change {
+            config.on_code_change = policy
+                .trim()
+                .parse()
+                .map_err(|m| invalid("tasks.on_code_change", m))?;
         }
         let execution = &mut config.execution;
         if let Some(timeout) = self.task_timeout {
@@ -681,7 +699,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join(FILE_NAME),
-            "[tasks]\ntimeout = '1h'\nretries = 2\nbackoff = '5s'\nconcurrency = 3\n",
+            "[tasks]\ntimeout = '1h'\nretries = 2\nbackoff = '5s'\nconcurrency = 3\non_code_change = 'rerun'\n",
         )
         .unwrap();
         let config = load(
@@ -698,6 +716,17 @@ mod tests {
         assert_eq!(e.retries, Some(4), "the environment beats the file");
         assert_eq!(e.backoff, Some(Duration::from_secs(5)));
         assert_eq!(e.concurrency, Some(3));
+        assert_eq!(config.on_code_change, OnCodeChange::Rerun);
+        let warned = load(
+            dir.path(),
+            &[("ROUTINE_ON_CODE_CHANGE", "warn")],
+            Overrides::default(),
+        );
+        assert_eq!(
+            warned.unwrap().on_code_change,
+            OnCodeChange::Warn,
+            "the environment beats the file"
+        );
 
         for (name, value, setting) in [
             ("ROUTINE_TASK_TIMEOUT", "soon", "tasks.timeout"),
@@ -705,6 +734,11 @@ mod tests {
             ("ROUTINE_TASK_RETRIES", "101", "tasks.retries"),
             ("ROUTINE_TASK_BACKOFF", "-1s", "tasks.backoff"),
             ("ROUTINE_TASK_CONCURRENCY", "0", "tasks.concurrency"),
+            (
+                "ROUTINE_ON_CODE_CHANGE",
+                "sometimes",
+                "tasks.on_code_change",
+            ),
         ] {
             let error = load(dir.path(), &[(name, value)], Overrides::default()).unwrap_err();
             let text = error.to_string();

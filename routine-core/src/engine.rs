@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::code::OnCodeChange;
 use crate::dispatch::{Dispatch, Policy};
 use crate::error::Error;
 use crate::execution::Execution;
@@ -181,6 +182,9 @@ pub(crate) struct Inner {
     dispatcher: Option<(Arc<dyn Dispatch>, Policy)>,
     /// The execution options of tasks that leave them unset.
     execution: Execution,
+    /// What tasks that leave `on_code_change` unset do with a result of
+    /// other code.
+    on_code_change: OnCodeChange,
     /// Store failures already warned of (see `Inner::store_failed`).
     store_warnings: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -303,6 +307,7 @@ impl Engine {
             observer: None,
             dispatcher: None,
             execution: Execution::NONE,
+            on_code_change: OnCodeChange::Warn,
         }
     }
 
@@ -377,6 +382,12 @@ impl Engine {
         if let Some((dispatcher, _)) = &self.inner.dispatcher {
             dispatcher.settle().await;
         }
+    }
+
+    /// What a call of `task` does with a result of other code: the
+    /// attribute's `on_code_change`, else this engine's default.
+    pub fn on_code_change_of(&self, task: &TaskSpec) -> OnCodeChange {
+        task.on_code_change().unwrap_or(self.inner.on_code_change)
     }
 
     /// The execution options a call of `task` runs with: the task's own,
@@ -460,9 +471,31 @@ pub struct EngineBuilder {
     observer: Option<Observer>,
     dispatcher: Option<(Arc<dyn Dispatch>, Policy)>,
     execution: Execution,
+    on_code_change: OnCodeChange,
 }
 
 impl EngineBuilder {
+    /// What tasks that leave `on_code_change` unset in their attribute do
+    /// when a stored result was computed by other code (see
+    /// [`crate::code`]): [`OnCodeChange::Warn`] (the default) returns it
+    /// with a warning naming what changed; [`OnCodeChange::Rerun`] puts the
+    /// code fingerprint in the key, so changed code is a miss.
+    ///
+    /// ```
+    /// use routine_core::code::OnCodeChange;
+    /// use routine_core::store::MemoryStore;
+    ///
+    /// let engine = routine_core::Engine::builder(MemoryStore::new())
+    ///     .on_code_change(OnCodeChange::Rerun)
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = engine;
+    /// ```
+    pub fn on_code_change(mut self, policy: OnCodeChange) -> Self {
+        self.on_code_change = policy;
+        self
+    }
+
     /// Execution options for the tasks that leave them unset in their
     /// attribute (see [`crate::execution`]): a default `timeout`, `retries`
     /// and `backoff`, `retry_errors`, or `concurrency`.
@@ -529,6 +562,7 @@ impl EngineBuilder {
                 store_warnings: Default::default(),
                 dispatcher: self.dispatcher,
                 execution: self.execution,
+                on_code_change: self.on_code_change,
             }),
         })
     }

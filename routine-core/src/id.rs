@@ -75,10 +75,27 @@ impl FromStr for RoutineId {
     }
 }
 
-/// SHA-256 of a task's signature and body tokens, taken by the macro at
-/// compile time. Formatting and comments do not change it.
+/// SHA-256 of code tokens, taken by the macros at compile time: a task's
+/// signature and body, a tracked item, or (see [`crate::code`]) a task's
+/// body and every tracked item it reaches. Formatting and comments do not
+/// change it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint([u8; 32]);
+
+impl Serialize for Fingerprint {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Fingerprint {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Fingerprint, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        crate::key::Key::from_hex(&text)
+            .map(|key| Fingerprint(*key.as_bytes()))
+            .map_err(serde::de::Error::custom)
+    }
+}
 
 impl Fingerprint {
     /// Wraps raw bytes.
@@ -89,6 +106,11 @@ impl Fingerprint {
     /// The raw bytes.
     pub const fn as_bytes(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// All 64 hex digits.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// The first 12 hex digits, for logs and tables.

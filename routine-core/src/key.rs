@@ -17,6 +17,7 @@
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 
+use crate::id::Fingerprint;
 use serde::ser::{self, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -270,6 +271,16 @@ impl HashSink {
         sink.byte(KEY_FORMAT_VERSION);
         sink.len_prefixed(name.as_bytes());
         sink.len_prefixed(version.as_bytes());
+        sink
+    }
+
+    /// The prefix of a task whose key covers its code (`on_code_change =
+    /// "rerun"`): the fingerprint follows the version, so no key of the
+    /// other policy can equal it.
+    pub(crate) fn for_task_and_code(name: &str, version: &str, code: &Fingerprint) -> HashSink {
+        let mut sink = HashSink::for_task(name, version);
+        sink.write(b"code");
+        sink.write(code.as_bytes());
         sink
     }
 

@@ -16,10 +16,11 @@
 //! | [`entry`] | the stored entry format: header, payload, checksums | id, key, codec |
 //! | [`store`] | the `Store` trait and its local backends (files, a database, memory) | key, entry |
 //! | [`arguments`] | hashing, encoding and decoding a task's arguments | key, codec, registry |
+//! | [`code`] | `#[tracked]` items and the code fingerprint of each task | id |
 //! | [`execution`] | a task's timeout, retries and concurrency limit | — |
 //! | [`invoke`] | a task started from encoded arguments | id, key, slot |
 //! | [`mailbox`] | how the units of a gang pass messages: inbox and mailbox | — |
-//! | [`registry`] | every task and trigger of the program; a multi-unit task's units | id, arguments, execution, invoke, mailbox, slot |
+//! | [`registry`] | every task and trigger of the program; a multi-unit task's units | id, code, arguments, execution, invoke, mailbox, slot |
 //! | [`trigger`] | what a trigger is handed when a routine completes | id, key, arguments, registry |
 //! | [`lineage`] | runs, run records, the call tree of a run | id, key, entry, store, registry |
 //! | [`slot`] | a worker's slots, lent to the requests it runs | — |
@@ -30,6 +31,7 @@
 
 pub mod arguments;
 pub mod blocking;
+pub mod code;
 pub mod codec;
 pub mod dispatch;
 pub mod engine;
@@ -61,6 +63,7 @@ pub use crate::unit::Unit;
 pub mod __private {
     pub use crate::arguments::typed::{argument, ArgumentCodec, KeyBuilder, TaskArgument};
     pub use crate::arguments::{ArgumentsDecoder, ArgumentsError};
+    pub use crate::code::{ItemKind, OnCodeChange, TrackedItem};
     pub use crate::engine::call::{call, run_blocking};
     pub use crate::engine::outcome::{outcome_codec, Outcome, OutcomeCodec, Plain};
     pub use crate::execution::Execution;

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
+use crate::id::Fingerprint;
 use crate::key::Key;
 
 mod counting;
@@ -303,6 +304,74 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         let _ = slot;
         Ok(KeyLock::Unsupported)
     }
+
+    /// Keeps the code record of a code fingerprint (see
+    /// [`crate::code::Code`]), written once per task by each process that
+    /// stores its results, so that a later build can name what changed.
+    /// Stores that keep no code records keep this default (changes are then
+    /// reported without names).
+    fn put_code(&self, fingerprint: &Fingerprint, record: &[u8]) -> Result<(), StoreError> {
+        let _ = (fingerprint, record);
+        Ok(())
+    }
+
+    /// The code record of `fingerprint`, if the store keeps it.
+    fn get_code(&self, fingerprint: &Fingerprint) -> Result<Option<Vec<u8>>, StoreError> {
+        let _ = fingerprint;
+        Ok(None)
+    }
+
+    /// Notes that the entries in `slots` were removed, and why, so that
+    /// `why` can tell a removed result from one never computed. Stores
+    /// that keep no such notes keep this default.
+    fn note_removals(&self, slots: &[Slot<'_>], cause: &RemovalCause) -> Result<(), StoreError> {
+        let _ = (slots, cause);
+        Ok(())
+    }
+
+    /// The last removal noted of the entry in `slot`.
+    fn removal(&self, slot: &Slot<'_>) -> Result<Option<Removal>, StoreError> {
+        let _ = slot;
+        Ok(None)
+    }
+}
+
+/// Why an entry was removed, as [`Store::note_removals`] keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum RemovalCause {
+    /// `cache rm`.
+    Removed,
+    /// `cache gc`, with the reason it gave (too old, unused, over the size
+    /// limit, expired).
+    Collected {
+        /// The collector's reason.
+        reason: String,
+    },
+    /// The engine found the entry damaged and computes it again.
+    Corrupt {
+        /// What was wrong with it.
+        error: String,
+    },
+}
+
+impl fmt::Display for RemovalCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RemovalCause::Removed => f.write_str("removed by `cache rm`"),
+            RemovalCause::Collected { reason } => write!(f, "collected by `cache gc` ({reason})"),
+            RemovalCause::Corrupt { error } => write!(f, "found corrupt ({error})"),
+        }
+    }
+}
+
+/// A removal [`Store::note_removals`] kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// When it was noted.
+    pub at: SystemTime,
+    /// Why.
+    pub cause: RemovalCause,
 }
 
 /// What [`Store::try_lock`] got.
@@ -356,6 +425,18 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn try_lock(&self, slot: &Slot<'_>) -> Result<KeyLock, StoreError> {
         (**self).try_lock(slot)
+    }
+    fn put_code(&self, fingerprint: &Fingerprint, record: &[u8]) -> Result<(), StoreError> {
+        (**self).put_code(fingerprint, record)
+    }
+    fn get_code(&self, fingerprint: &Fingerprint) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).get_code(fingerprint)
+    }
+    fn note_removals(&self, slots: &[Slot<'_>], cause: &RemovalCause) -> Result<(), StoreError> {
+        (**self).note_removals(slots, cause)
+    }
+    fn removal(&self, slot: &Slot<'_>) -> Result<Option<Removal>, StoreError> {
+        (**self).removal(slot)
     }
 }
 

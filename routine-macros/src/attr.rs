@@ -22,6 +22,32 @@ pub(crate) struct TaskAttr {
     pub(crate) krate: Option<syn::Path>,
     /// `units = N` or `units = MIN..=MAX`: a multi-unit task.
     pub(crate) units: Option<UnitsAttr>,
+    /// `on_code_change = "warn" | "rerun"`; unset, the engine's default.
+    pub(crate) on_code_change: Option<OnCodeChangeAttr>,
+}
+
+/// What a task does with a result stored by other code (routine-core's
+/// `code::OnCodeChange`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnCodeChangeAttr {
+    Warn,
+    Rerun,
+}
+
+impl OnCodeChangeAttr {
+    fn parse(literal: &LitStr) -> syn::Result<OnCodeChangeAttr> {
+        match literal.value().as_str() {
+            "warn" => Ok(OnCodeChangeAttr::Warn),
+            "rerun" => Ok(OnCodeChangeAttr::Rerun),
+            other => Err(syn::Error::new(
+                literal.span(),
+                format!(
+                    "`on_code_change = \"{other}\"`: write \"warn\" (return the stored result, \
+                     warning of the change) or \"rerun\" (changed code is a miss)"
+                ),
+            )),
+        }
+    }
 }
 
 /// How many units a multi-unit task runs: at least `min`, at most `max`.
@@ -102,6 +128,7 @@ impl TaskAttr {
         let mut retry_errors: Option<syn::Path> = None;
         let mut krate: Option<syn::Path> = None;
         let mut units: Option<syn::Expr> = None;
+        let mut on_code_change: Option<LitStr> = None;
         let parser = syn::meta::parser(|meta| {
             if meta.path.is_ident("crate") {
                 set_crate(&meta, &mut krate)
@@ -118,6 +145,13 @@ impl TaskAttr {
                 set_once(&meta, &mut version, "version", &string_literal("version"))
             } else if meta.path.is_ident("ttl") {
                 set_once(&meta, &mut ttl, "ttl", &string_literal("ttl"))
+            } else if meta.path.is_ident("on_code_change") {
+                set_once(
+                    &meta,
+                    &mut on_code_change,
+                    "on_code_change",
+                    "\"warn\" or \"rerun\", as in `on_code_change = \"rerun\"`",
+                )
             } else if meta.path.is_ident("timeout") {
                 set_once(&meta, &mut timeout, "timeout", &string_literal("timeout"))
             } else if meta.path.is_ident("backoff") {
@@ -151,8 +185,8 @@ impl TaskAttr {
                 let path = option_name(&meta);
                 Err(meta.error(format_args!(
                     "unknown task option `{path}`; a task takes `name`, `version` and optionally \
-                     `ttl`, `timeout`, `retries`, `backoff`, `retry_errors`, `concurrency`, `units` \
-                     and `crate`"
+                     `ttl`, `timeout`, `retries`, `backoff`, `retry_errors`, `concurrency`, `units`, \
+                     `on_code_change` and `crate`"
                 )))
             }
         });
@@ -196,6 +230,13 @@ impl TaskAttr {
             &mut errors,
             units.as_ref().map(UnitsAttr::parse).transpose(),
         );
+        let on_code_change = kept(
+            &mut errors,
+            on_code_change
+                .as_ref()
+                .map(OnCodeChangeAttr::parse)
+                .transpose(),
+        );
         // Options about retrying mean nothing without retries.
         if retries.is_none() {
             if let Some(backoff) = &backoff {
@@ -226,6 +267,7 @@ impl TaskAttr {
                 },
                 krate,
                 units,
+                on_code_change,
             }),
         }
     }
@@ -242,6 +284,7 @@ impl TaskAttr {
             execution: ExecutionAttr::default(),
             krate: None,
             units: None,
+            on_code_change: None,
         }
     }
 }

@@ -47,7 +47,15 @@ fn wrap(
     of_units: Option<&crate::units::OfInput>,
 ) -> TokenStream {
     // A multi-unit task's fingerprint covers its units' body, as written.
-    let fingerprint = fingerprint::of(of_units.map_or(&function, |u| &u.written));
+    let written = of_units.map_or(&function, |u| &u.written);
+    let fingerprint = fingerprint::of(written);
+    let references = crate::references::of_block(&written.block, None);
+    let on_code_change = |private: &TokenStream| {
+        optional(attr.on_code_change.map(|policy| match policy {
+            crate::attr::OnCodeChangeAttr::Warn => quote!(#private::OnCodeChange::Warn),
+            crate::attr::OnCodeChangeAttr::Rerun => quote!(#private::OnCodeChange::Rerun),
+        }))
+    };
     let ItemFn {
         attrs,
         vis,
@@ -56,6 +64,7 @@ fn wrap(
     } = function;
     let ident = &sig.ident;
     let private = private_module(attr.krate.as_ref());
+    let on_code_change = on_code_change(&private);
     let body_ident = hygienic("__routine_body");
     let routine_arguments = hygienic("__ROUTINE_ARGUMENTS");
     let routine_outcome = hygienic("__ROUTINE_OUTCOME");
@@ -279,6 +288,8 @@ fn wrap(
                 #routine_invoke,
                 #routine_outcome.describe_stored,
                 #units_spec,
+                &[#(#references),*],
+                #on_code_change,
             );
             #private::inventory::submit! {
                 #private::Registered(&#routine_task)

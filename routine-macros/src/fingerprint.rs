@@ -16,6 +16,11 @@ pub(crate) fn of(item: &ItemFn) -> [u8; 32] {
     sig.inputs.to_tokens(&mut tokens);
     sig.output.to_tokens(&mut tokens);
     item.block.to_tokens(&mut tokens);
+    of_tokens(&tokens)
+}
+
+/// The digest of any tokens: a tracked item's.
+pub(crate) fn of_tokens(tokens: &proc_macro2::TokenStream) -> [u8; 32] {
     Sha256::digest(tokens.to_string().as_bytes()).into()
 }
 

@@ -12,6 +12,8 @@
 //! | `fingerprint` | the compile-time hash of the body |
 //! | `item` | what every attribute does with its function, errors included |
 //! | `expand` | the wrapper written around the body |
+//! | `tracked` | `#[tracked]`: code a task calls, fingerprinted |
+//! | `references` | what code refers to, by name |
 //! | `program` | `#[main]`: the entry point wrapped in routine's command line |
 //! | `trigger` | `#[trigger]`: a function run when a routine completes |
 
@@ -20,7 +22,9 @@ mod expand;
 mod fingerprint;
 mod item;
 mod program;
+mod references;
 mod signature;
+mod tracked;
 mod trigger;
 mod units;
 
@@ -45,4 +49,11 @@ pub fn trigger(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     program::main(attr.into(), item.into()).into()
+}
+
+/// Fingerprints a function, constant, static or `impl` block that tasks
+/// call. See the `routine` crate for the full documentation.
+#[proc_macro_attribute]
+pub fn tracked(attr: TokenStream, item: TokenStream) -> TokenStream {
+    tracked::tracked(attr.into(), item.into()).into()
 }

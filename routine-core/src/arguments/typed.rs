@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::{ArgumentsDecoder, ArgumentsError, EncodedArguments, FromJson, ToJson};
 use crate::codec;
+use crate::id::Fingerprint;
 use crate::key::{HashSink, Key, KeyError};
 
 /// Hashes a task's arguments one by one, exactly as [`Key::of`] hashes the
@@ -20,11 +21,21 @@ pub struct KeyBuilder {
 }
 
 impl KeyBuilder {
-    /// Starts the key of a call of task `name` at `version`; with
-    /// `encode`, the arguments are also encoded for a worker.
-    pub(crate) fn new(name: &str, version: &str, encode: bool) -> KeyBuilder {
+    /// Starts the key of a call of task `name` at `version`, covering its
+    /// `code` fingerprint when given; with `encode`, the arguments are also
+    /// encoded for a worker.
+    pub(crate) fn new(
+        name: &str,
+        version: &str,
+        code: Option<&Fingerprint>,
+        encode: bool,
+    ) -> KeyBuilder {
+        let sink = match code {
+            Some(code) => HashSink::for_task_and_code(name, version, code),
+            None => HashSink::for_task(name, version),
+        };
         KeyBuilder {
-            sink: Some(HashSink::for_task(name, version)),
+            sink: Some(sink),
             encoded: encode.then(EncodedArguments::default),
         }
     }

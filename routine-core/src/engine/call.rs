@@ -30,6 +30,7 @@ use super::report::{CallGuard, ForTriggers};
 use super::storage::Encoded;
 use super::{Counted, Current, Engine, Inner, Place, Served, Stored};
 use crate::arguments::{ArgumentsError, EncodedArguments, KeyBuilder};
+use crate::code::OnCodeChange;
 use crate::dispatch::{ClusterSlot, Dispatch, DispatchRequest, Dispatched, Policy};
 use crate::execution::Execution;
 use crate::id::CallOutcome;
@@ -122,9 +123,14 @@ impl Engine {
         let started = Instant::now();
         let dispatcher = self.dispatcher_for(current.in_routine).cloned();
         let triggers = task.triggers();
+        let code = match self.on_code_change_of(task) {
+            OnCodeChange::Rerun => Some(task.fingerprint()),
+            OnCodeChange::Warn => None,
+        };
         let mut key_builder = KeyBuilder::new(
             task.name(),
             task.version(),
+            code.as_ref(),
             dispatcher.is_some() || !triggers.is_empty(),
         );
         let (key, encoded_arguments) = match (body.key_of)(&args, &mut key_builder) {
@@ -427,6 +433,9 @@ impl<O, Out> Call<O, Out> {
             };
         report.outcome = Some(ended);
         report.stored = stored.is_ok();
+        if report.stored {
+            inner.record_code(task);
+        }
         if let Some(served) = &self.served {
             match ended {
                 CallOutcome::Computed => served.set(stored),

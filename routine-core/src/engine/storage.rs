@@ -23,6 +23,7 @@ use serde::Serialize;
 use super::cache::CachedEntry;
 use super::Inner;
 use crate::blocking::blocking;
+use crate::code::Code;
 use crate::codec;
 use crate::entry::{self, EntryError, EntryMeta, HEADER_LEN, TRAILER_LEN};
 use crate::id::{Fingerprint, RunId};
@@ -270,18 +271,55 @@ impl Inner {
         }
     }
 
+    /// Warns, once per task and process, that a result about to be
+    /// returned was computed by other code, naming each changed item when
+    /// the store kept the old code's record.
     pub(crate) fn check_fingerprint(&self, task: &'static TaskSpec, stored: &Fingerprint) {
-        if task.first_fingerprint_mismatch(stored) {
-            tracing::warn!(
-                task = task.name(),
-                version = task.version(),
-                stored = %stored.short(),
-                current = %task.fingerprint().short(),
-                "the body of task `{}` changed but its version {} did not: stored results of the old \
-                 body are still returned. Bump the version if the change alters results",
-                task.name(),
-                task.version(),
-            );
+        if !task.first_fingerprint_mismatch(stored) {
+            return;
+        }
+        let changes = match self.store.get_code(stored) {
+            Ok(Some(record)) => Code::from_bytes(&record)
+                .map(|before| task.code().changes_since(&before))
+                .filter(|changes| !changes.is_empty()),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the code record of a stored result");
+                None
+            }
+        };
+        let changed = match changes {
+            Some(changes) => changes
+                .iter()
+                .map(|change| format!("\n  {change}"))
+                .collect::<String>(),
+            None => {
+                " (the store keeps no record of the older code, so what changed cannot be named)"
+                    .to_owned()
+            }
+        };
+        tracing::warn!(
+            task = task.name(),
+            version = task.version(),
+            stored = %stored.short(),
+            current = %task.fingerprint().short(),
+            "the code of task `{}` changed but its version {} did not: stored results of the older \
+             code are still returned. Bump the version if the change alters results, or set \
+             `on_code_change = \"rerun\"`. Changed:{changed}",
+            task.name(),
+            task.version(),
+        );
+    }
+
+    /// Gives the store the task's code record, once per task and process,
+    /// so that a later build can name what changed.
+    pub(crate) fn record_code(&self, task: &'static TaskSpec) {
+        if !task.first_code_record() {
+            return;
+        }
+        let code = task.code();
+        if let Err(e) = self.store.put_code(&code.fingerprint, &code.to_bytes()) {
+            tracing::debug!(task = %task.id(), error = %e, "cannot keep the task's code record");
         }
     }
 

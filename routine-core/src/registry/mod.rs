@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use self::units::UnitsSpec;
 use crate::arguments::{ArgumentsDecoder, ArgumentsError, FromJson, ToJson};
+use crate::code::{Code, CodeItem, OnCodeChange};
 use crate::execution::Execution;
 use crate::id::{Fingerprint, RoutineId};
 use crate::invoke::Invocation;
@@ -101,6 +102,14 @@ pub struct TaskSpec {
     invoke: Invoke,
     describe_stored: DescribeStored,
     units: Option<UnitsSpec>,
+    /// What the body refers to (see [`crate::code`]).
+    references: &'static [&'static str],
+    /// `on_code_change` in the attribute.
+    on_code_change: Option<OnCodeChange>,
+    /// The code the task reaches, found at first use.
+    code: OnceLock<Code>,
+    /// Set once this process has given the store the task's code record.
+    code_recorded: AtomicBool,
     /// The process's slots for the task's bodies, made at the first call
     /// from its `concurrency` (or the engine's default).
     slots: OnceLock<std::sync::Arc<tokio::sync::Semaphore>>,
@@ -127,6 +136,8 @@ impl TaskSpec {
         invoke: Invoke,
         describe_stored: DescribeStored,
         units: Option<UnitsSpec>,
+        references: &'static [&'static str],
+        on_code_change: Option<OnCodeChange>,
     ) -> TaskSpec {
         TaskSpec {
             name,
@@ -142,6 +153,10 @@ impl TaskSpec {
             invoke,
             describe_stored,
             units,
+            references,
+            on_code_change,
+            code: OnceLock::new(),
+            code_recorded: AtomicBool::new(false),
             slots: OnceLock::new(),
             triggers: OnceLock::new(),
             fingerprint_warned: AtomicBool::new(false),
@@ -167,9 +182,58 @@ impl TaskSpec {
         }
     }
 
-    /// The fingerprint of the body and signature this program was built with.
+    /// The code fingerprint this program was built with: of the body and
+    /// signature, and of every tracked item the body reaches (see
+    /// [`TaskSpec::code`]). Stored results record the one that computed them.
     pub fn fingerprint(&self) -> Fingerprint {
+        self.code().fingerprint
+    }
+
+    /// The fingerprint of the body and signature alone.
+    pub fn body_fingerprint(&self) -> Fingerprint {
         self.fingerprint
+    }
+
+    /// The code the task reaches: its body, the tracked items it calls
+    /// (directly or through other tracked items), and the calls that match
+    /// no tracked item.
+    pub fn code(&self) -> &Code {
+        self.code.get_or_init(|| {
+            let body = CodeItem {
+                name: format!("task {}", self.name),
+                file: self.file.to_owned(),
+                line: self.line,
+                digest: self.fingerprint,
+            };
+            Code::of(body, self.references)
+        })
+    }
+
+    /// What the body refers to by name (see [`crate::code`]).
+    pub fn references(&self) -> &'static [&'static str] {
+        self.references
+    }
+
+    /// `on_code_change` as the attribute gives it; unset, the engine's
+    /// default applies.
+    pub fn on_code_change(&self) -> Option<OnCodeChange> {
+        self.on_code_change
+    }
+
+    /// The file the task is written in.
+    pub fn file(&self) -> &'static str {
+        self.file
+    }
+
+    /// The line of its attribute.
+    pub fn line(&self) -> u32 {
+        self.line
+    }
+
+    /// True the first time it is called in this process: the caller then
+    /// gives the store the task's code record.
+    pub(crate) fn first_code_record(&self) -> bool {
+        !self.code_recorded.swap(true, Ordering::Relaxed)
     }
 
     /// The Rust signature, for example `fn train(epochs: u32) -> Vec<Model>`.
@@ -246,7 +310,7 @@ impl TaskSpec {
     /// True the first time it is called for a stored fingerprint that differs
     /// from this build's: the caller then warns, once per task and process.
     pub(crate) fn first_fingerprint_mismatch(&self, stored: &Fingerprint) -> bool {
-        *stored != self.fingerprint && !self.fingerprint_warned.swap(true, Ordering::Relaxed)
+        *stored != self.fingerprint() && !self.fingerprint_warned.swap(true, Ordering::Relaxed)
     }
 }
 

@@ -5,7 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{EntryWrite, Found, KeyLock, Listing, Slot, Store, StoreError, StoreFuture};
+use super::{
+    EntryWrite, Found, KeyLock, Listing, Removal, RemovalCause, Slot, Store, StoreError,
+    StoreFuture,
+};
+use crate::id::Fingerprint;
 
 /// Wraps a store and counts the reads (`get`) and writes (`create`, `put`)
 /// made through it. Clones share the counts.
@@ -84,5 +88,21 @@ impl<S: Store> Store for Counting<S> {
     }
     fn try_lock(&self, slot: &Slot<'_>) -> Result<KeyLock, StoreError> {
         self.inner.try_lock(slot)
+    }
+    fn put_code(&self, fingerprint: &Fingerprint, record: &[u8]) -> Result<(), StoreError> {
+        self.count_write();
+        self.inner.put_code(fingerprint, record)
+    }
+    fn get_code(&self, fingerprint: &Fingerprint) -> Result<Option<Vec<u8>>, StoreError> {
+        self.count_read();
+        self.inner.get_code(fingerprint)
+    }
+    fn note_removals(&self, slots: &[Slot<'_>], cause: &RemovalCause) -> Result<(), StoreError> {
+        self.count_write();
+        self.inner.note_removals(slots, cause)
+    }
+    fn removal(&self, slot: &Slot<'_>) -> Result<Option<Removal>, StoreError> {
+        self.count_read();
+        self.inner.removal(slot)
     }
 }

@@ -41,8 +41,9 @@ use self::set_aside::set_aside;
 use self::sqlite::{is_damage, Access, Change, Database, FileId, OpenError, Use};
 use super::{
     access_is_stale, check_name, check_slot, check_version, is_read_only, Durability, EntryWrite,
-    FileStore, Found, KeyLock, Listing, Slot, Store, StoreError,
+    FileStore, Found, KeyLock, Listing, Removal, RemovalCause, Slot, Store, StoreError,
 };
+use crate::id::Fingerprint;
 use crate::key::Key;
 
 mod checkpoint;
@@ -716,6 +717,42 @@ impl Store for DatabaseStore {
 
     fn try_lock(&self, slot: &Slot<'_>) -> Result<KeyLock, StoreError> {
         self.files.try_lock(slot)
+    }
+
+    // Explaining records are best kept: their failures are errors for the
+    // caller to log, never a reason to set the database aside.
+    fn put_code(&self, fingerprint: &Fingerprint, record: &[u8]) -> Result<(), StoreError> {
+        match self.writable()?.put_code(fingerprint.as_bytes(), record) {
+            None | Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(self.database_error("write a code record", e)),
+        }
+    }
+
+    fn get_code(&self, fingerprint: &Fingerprint) -> Result<Option<Vec<u8>>, StoreError> {
+        (self.database().get_code(fingerprint.as_bytes()))
+            .map_err(|e| self.database_error("read a code record", e))
+    }
+
+    fn note_removals(&self, slots: &[Slot<'_>], cause: &RemovalCause) -> Result<(), StoreError> {
+        let cause = serde_json::to_string(cause).unwrap_or_default();
+        let slots: Vec<(&str, &str, &Key)> =
+            slots.iter().map(|s| (s.name, s.version, s.key)).collect();
+        match self
+            .writable()?
+            .note_removals(&slots, SystemTime::now(), &cause)
+        {
+            None | Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(self.database_error("note a removal", e)),
+        }
+    }
+
+    fn removal(&self, slot: &Slot<'_>) -> Result<Option<Removal>, StoreError> {
+        let found = (self.database().removal(slot.name, slot.version, slot.key))
+            .map_err(|e| self.database_error("read a removal", e))?;
+        Ok(found.and_then(|(at, cause)| {
+            let cause = serde_json::from_str(&cause).ok()?;
+            Some(Removal { at, cause })
+        }))
     }
 }
 

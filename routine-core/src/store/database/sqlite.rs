@@ -6,7 +6,15 @@
 //! tasks    id INTEGER PRIMARY KEY, name, version    UNIQUE (name, version)
 //! entries  task, key, created, entry                PRIMARY KEY (task, key), WITHOUT ROWID
 //! uses     task, key, used                          PRIMARY KEY (task, key), WITHOUT ROWID
+//! code     fingerprint, record                      PRIMARY KEY (fingerprint), WITHOUT ROWID
+//! removals task, key, at, cause                     PRIMARY KEY (task, key), WITHOUT ROWID
 //! ```
+//!
+//! `code` and `removals` explain results (`why`): what code computed them,
+//! and why one is gone. They came after schema 1 and are made by any
+//! writer that finds them missing, so the schema's version stays 1 and an
+//! older build reads the database as before; a database without them
+//! explains less.
 //!
 //! Entries are kept in one B-tree ordered by task and key: a hit is one
 //! search, a write changes one page (an index beside the table would be a
@@ -50,6 +58,21 @@ const SCHEMA: &str = "
         task INTEGER NOT NULL, key BLOB NOT NULL, used INTEGER NOT NULL,
         PRIMARY KEY (task, key)) WITHOUT ROWID;
 ";
+
+/// The tables that explain results (see the module's docs).
+const EXPLAINING: &str = "
+    CREATE TABLE IF NOT EXISTS code (
+        fingerprint BLOB NOT NULL PRIMARY KEY, record BLOB NOT NULL) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS removals (
+        task INTEGER NOT NULL, key BLOB NOT NULL, at INTEGER NOT NULL, cause TEXT NOT NULL,
+        PRIMARY KEY (task, key)) WITHOUT ROWID;
+";
+
+/// Whether `error` is a query of an explaining table an older build's
+/// database (read only here) lacks: nothing to explain, not damage.
+fn is_missing_table(error: &rusqlite::Error) -> bool {
+    matches!(error, rusqlite::Error::SqliteFailure(_, Some(message)) if message.starts_with("no such table"))
+}
 
 /// How long a writer waits for another process's commit before giving up
 /// (the write is then a store error, not a stopped program).
@@ -546,6 +569,90 @@ impl Database {
         })())
     }
 
+    /// Keeps a code record; `None` when the database cannot be written.
+    pub(crate) fn put_code(
+        &self,
+        fingerprint: &[u8],
+        record: &[u8],
+    ) -> Option<rusqlite::Result<()>> {
+        let conn = lock(self.writer.as_ref()?);
+        Some(
+            conn.prepare_cached("INSERT OR IGNORE INTO code (fingerprint, record) VALUES (?1, ?2)")
+                .and_then(|mut insert| insert.execute(params![fingerprint, record]))
+                .map(drop),
+        )
+    }
+
+    /// The code record of a fingerprint.
+    pub(crate) fn get_code(&self, fingerprint: &[u8]) -> rusqlite::Result<Option<Vec<u8>>> {
+        let Some(reader) = self.reader.as_ref().or(self.writer.as_ref()) else {
+            return Ok(None);
+        };
+        let conn = lock(reader);
+        let found = conn
+            .prepare_cached("SELECT record FROM code WHERE fingerprint = ?1")
+            .and_then(|mut select| {
+                select
+                    .query_row([fingerprint], |row| row.get::<_, Vec<u8>>(0))
+                    .optional()
+            });
+        match found {
+            Err(e) if is_missing_table(&e) => Ok(None),
+            found => found,
+        }
+    }
+
+    /// Notes the removal of entries, by slot, at `at`, with `cause` (JSON);
+    /// `None` when the database cannot be written.
+    pub(crate) fn note_removals(
+        &self,
+        slots: &[(&str, &str, &Key)],
+        at: SystemTime,
+        cause: &str,
+    ) -> Option<rusqlite::Result<()>> {
+        let mut conn = lock(self.writer.as_ref()?);
+        Some((|| {
+            let txn = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for (name, version, key) in slots {
+                let task = self.task_id_made(&txn, name, version)?;
+                txn.prepare_cached(
+                    "INSERT OR REPLACE INTO removals (task, key, at, cause) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![task, key.as_bytes().as_slice(), to_column(at), cause])?;
+            }
+            txn.commit()
+        })())
+    }
+
+    /// The removal noted of a slot's entry: when, and its cause (JSON).
+    pub(crate) fn removal(
+        &self,
+        name: &str,
+        version: &str,
+        key: &Key,
+    ) -> rusqlite::Result<Option<(SystemTime, String)>> {
+        let Some(reader) = self.reader.as_ref().or(self.writer.as_ref()) else {
+            return Ok(None);
+        };
+        let conn = lock(reader);
+        let Some(task) = self.task_id(&conn, name, version)? else {
+            return Ok(None);
+        };
+        let found = conn
+            .prepare_cached("SELECT at, cause FROM removals WHERE task = ?1 AND key = ?2")
+            .and_then(|mut select| {
+                select
+                    .query_row(params![task, key.as_bytes().as_slice()], |row| {
+                        Ok((from_column(row.get(0)?), row.get::<_, String>(1)?))
+                    })
+                    .optional()
+            });
+        match found {
+            Err(e) if is_missing_table(&e) => Ok(None),
+            found => found,
+        }
+    }
+
     fn apply(&self, txn: &Connection, change: &Change) -> rusqlite::Result<bool> {
         let (task, key) = match change {
             Change::Put {
@@ -682,6 +789,14 @@ fn prepare_schema(conn: &mut Connection) -> Result<(), SchemaError> {
     }
     let (application, version) = schema_marks(conn)?;
     if application == APPLICATION_ID && version == SCHEMA_VERSION {
+        let has_explaining: bool = conn.query_row(
+            "SELECT count(*) = 2 FROM sqlite_schema WHERE name IN ('code', 'removals')",
+            [],
+            |row| row.get(0),
+        )?;
+        if !has_explaining {
+            conn.execute_batch(EXPLAINING)?;
+        }
         return Ok(());
     }
     let txn = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -700,6 +815,7 @@ fn prepare_schema(conn: &mut Connection) -> Result<(), SchemaError> {
         }
     }
     txn.execute_batch(SCHEMA)?;
+    txn.execute_batch(EXPLAINING)?;
     txn.pragma_update(None, "application_id", APPLICATION_ID)?;
     txn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     txn.commit()?;
