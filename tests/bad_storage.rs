@@ -132,6 +132,8 @@ async fn entry_of_another_type_under_the_right_key() {
             payload_len: routine::codec::encoded_len(&value).unwrap(),
             run: None,
             parent: None,
+            writer: None,
+            arguments: Vec::new(),
         };
         entry::write(Vec::new(), &meta, &value).unwrap()
     })
@@ -174,6 +176,8 @@ async fn changed_body_with_same_version_warns_once_and_still_hits() {
             payload_len: routine::codec::encoded_len(&value).unwrap(),
             run: None,
             parent: None,
+            writer: None,
+            arguments: Vec::new(),
         };
         let slot = Slot {
             name: "shifted",

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cached::macros::concurrent_cached;
-use routine::entry::{HEADER_LEN, TRAILER_LEN};
+use routine::entry::{EntryMeta, HEADER_LEN, TRAILER_LEN};
 use routine::store::{DatabaseStore, Durability, FileStore};
 use routine::{Engine, Key};
 use routine_bench::memory::{current_rss, peak_rss, reset_peak_rss};
@@ -347,7 +347,8 @@ fn cold_child(mut args: impl Iterator<Item = String>) {
             };
             let read = |path: &Path| {
                 let bytes = fs::read(path).unwrap();
-                let payload = &bytes[HEADER_LEN..bytes.len() - TRAILER_LEN];
+                let start = EntryMeta::header_len(&bytes).unwrap();
+                let payload = &bytes[start..bytes.len() - TRAILER_LEN];
                 let value: Vec<f64> = routine::codec::decode_slice(payload).unwrap();
                 std::hint::black_box(value);
             };

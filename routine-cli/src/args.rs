@@ -54,7 +54,7 @@ pub(crate) enum Command {
     /// The project, its store and layout, broker and policy, and what the store holds
     Info(JsonOnly),
     /// Every routine of this program: ID, signature, fingerprint, stored results
-    Tasks(JsonOnly),
+    Tasks(TasksArgs),
     /// Run one routine with arguments given as JSON and print its result as JSON
     Run(RunArgs),
     /// Serve this program's routines to other processes through the broker
@@ -88,6 +88,16 @@ pub(crate) struct ShowRunArgs {
     /// Print a Graphviz graph: `runs show <RUN> --dot | dot -Tsvg > run.svg`
     #[arg(long)]
     pub(crate) dot: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TasksArgs {
+    /// What each routine's code fingerprint covers: its tracked items and its untracked calls
+    #[arg(long)]
+    pub(crate) code: bool,
+    /// Print JSON for scripts instead of a table
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -424,6 +434,7 @@ mod tests {
             project: "demo",
             about: "",
             version: "1.0.0",
+            commit: None,
         };
         super::command(&program, "demo").debug_assert();
     }

@@ -439,6 +439,10 @@ impl Config {
             .cache_capacity(capacity)
             .execution(self.execution)
             .on_code_change(self.on_code_change))
+        .map(|builder| match crate::program::Program::running() {
+            Some(program) => builder.program(program.project, program.version, program.commit),
+            None => builder,
+        })
     }
 
     /// Builds the engine the configuration describes, connecting to the

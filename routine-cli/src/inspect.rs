@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::args::JsonOnly;
+use crate::args::{JsonOnly, TasksArgs};
 use crate::config::Config;
 use crate::failure::Failure;
 use crate::output::{self, Table};
@@ -98,7 +98,57 @@ struct TaskRow {
     stored_bytes: u64,
 }
 
-pub(crate) fn tasks(config: &Config, args: &JsonOnly) -> Result<(), Failure> {
+/// `tasks --code`: one routine's code fingerprint and what it covers.
+#[derive(Serialize)]
+struct CodeRow {
+    id: String,
+    fingerprint: String,
+    #[serde(flatten)]
+    code: &'static routine_core::code::Code,
+}
+
+fn tasks_code(json: bool) -> Result<(), Failure> {
+    let rows: Vec<CodeRow> = sorted_tasks()
+        .into_iter()
+        .map(|task| CodeRow {
+            id: task.id().to_string(),
+            fingerprint: task.fingerprint().short(),
+            code: task.code(),
+        })
+        .collect();
+    if json {
+        return output::print_json(&rows);
+    }
+    let mut text = String::new();
+    for row in rows {
+        text.push_str(&format!("{} (code {})\n", row.id, row.fingerprint));
+        for item in &row.code.items {
+            text.push_str(&format!(
+                "  {}  {} ({}:{})\n",
+                item.digest.short(),
+                item.name,
+                item.file,
+                item.line
+            ));
+        }
+        match row.code.untracked.is_empty() {
+            true => text.push_str("  untracked calls: none\n"),
+            false => text.push_str(&format!(
+                "  untracked calls (changes there are not seen): {}\n",
+                row.code.untracked.join(", ")
+            )),
+        }
+    }
+    if text.is_empty() {
+        return output::print("this program has no routines\n");
+    }
+    output::print(&text)
+}
+
+pub(crate) fn tasks(config: &Config, args: &TasksArgs) -> Result<(), Failure> {
+    if args.code {
+        return tasks_code(args.json);
+    }
     let listings = stored_results(&*config.open_store_to_read()?)?;
     let stored = by_routine(&listings);
     let rows: Vec<TaskRow> = sorted_tasks()

@@ -78,6 +78,7 @@ where
                 .map(|n| n.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| program.project.to_owned());
+    program.set_running();
     let matches = args::command(&program, &bin).get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,

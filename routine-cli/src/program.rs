@@ -16,6 +16,23 @@ pub struct Program {
     pub about: &'static str,
     /// The crate's version.
     pub version: &'static str,
+    /// The git commit the program was built from: `ROUTINE_GIT_COMMIT` at
+    /// build time (a build script may set it), if set.
+    pub commit: Option<&'static str>,
+}
+
+/// The program `main` runs, once it runs: the engines it builds name it
+/// as the writer of their results.
+static RUNNING: std::sync::OnceLock<Program> = std::sync::OnceLock::new();
+
+impl Program {
+    pub(crate) fn set_running(self) {
+        let _ = RUNNING.set(self);
+    }
+
+    pub(crate) fn running() -> Option<Program> {
+        RUNNING.get().copied()
+    }
 }
 
 /// What `main` may return: `()`, `Result<(), E>` with a displayable `E`,

@@ -23,7 +23,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -41,6 +40,9 @@ pub enum ItemKind {
     Static,
     /// A method or associated function of a tracked `impl`.
     Method,
+    /// Another task: its body, and what its body reaches, are followed as
+    /// a tracked item's (its result is part of this task's).
+    Task,
 }
 
 /// One `#[tracked]` item, as the attribute registers it.
@@ -53,6 +55,8 @@ pub struct TrackedItem {
     line: u32,
     digest: [u8; 32],
     references: &'static [&'static str],
+    /// A task's name, for a [`ItemKind::Task`] item.
+    task: Option<&'static str>,
 }
 
 impl TrackedItem {
@@ -74,6 +78,31 @@ impl TrackedItem {
             line,
             digest,
             references,
+            task: None,
+        }
+    }
+
+    /// A task, as an item other tasks reach by calling its function.
+    pub(crate) fn of_task(
+        task: &'static str,
+        function: &'static str,
+        module_path: &'static str,
+        file: &'static str,
+        line: u32,
+        digest: [u8; 32],
+        references: &'static [&'static str],
+    ) -> TrackedItem {
+        TrackedItem {
+            task: Some(task),
+            ..TrackedItem::__new(
+                ItemKind::Task,
+                function,
+                module_path,
+                file,
+                line,
+                digest,
+                references,
+            )
         }
     }
 
@@ -93,7 +122,10 @@ impl TrackedItem {
 
     fn as_code_item(&self) -> CodeItem {
         CodeItem {
-            name: self.path(),
+            name: match self.task {
+                Some(task) => format!("task {task}"),
+                None => self.path(),
+            },
             file: self.file.to_owned(),
             line: self.line,
             digest: Fingerprint::from_bytes(self.digest),
@@ -144,9 +176,8 @@ pub struct Code {
 
 impl Code {
     /// The code of a task whose body is `body` and refers to
-    /// `references`, from the program's tracked items.
-    pub(crate) fn of(body: CodeItem, references: &[&'static str]) -> Code {
-        let index = index();
+    /// `references`, from the items of `index`.
+    pub(crate) fn of(body: CodeItem, references: &[&'static str], index: &Index) -> Code {
         let mut reached: BTreeMap<String, &'static TrackedItem> = BTreeMap::new();
         let mut untracked = BTreeSet::new();
         let mut pending: Vec<&'static str> = references.to_vec();
@@ -158,6 +189,10 @@ impl Code {
                 }
             }
             for item in matched {
+                // The task's own function, called recursively.
+                if item.task.is_some() && item.digest == *body.digest.as_bytes() {
+                    continue;
+                }
                 if reached.insert(item.path(), item).is_none() {
                     pending.extend_from_slice(item.references);
                 }
@@ -296,21 +331,19 @@ fn untracked_call(reference: &str) -> Option<String> {
     }
 }
 
-/// The program's tracked items by their last name.
-struct Index(HashMap<&'static str, Vec<&'static TrackedItem>>);
+/// Items a task may reach (the program's tracked items and tasks), by
+/// their last name.
+pub(crate) struct Index(HashMap<&'static str, Vec<&'static TrackedItem>>);
 
-fn index() -> &'static Index {
-    static INDEX: OnceLock<Index> = OnceLock::new();
-    INDEX.get_or_init(|| {
+impl Index {
+    pub(crate) fn new(items: impl Iterator<Item = &'static TrackedItem>) -> Index {
         let mut by_ident: HashMap<&'static str, Vec<&'static TrackedItem>> = HashMap::new();
-        for item in tracked_items() {
+        for item in items {
             by_ident.entry(item.ident()).or_default().push(item);
         }
         Index(by_ident)
-    })
-}
+    }
 
-impl Index {
     fn resolve(&self, reference: &str) -> Vec<&'static TrackedItem> {
         let Some((kind, path)) = reference.split_once(':') else {
             return Vec::new();
@@ -324,7 +357,7 @@ impl Index {
         };
         let fits = |item: &&&'static TrackedItem| match (kind, qualifier) {
             ("m", _) => item.kind == ItemKind::Method,
-            ("f" | "v", None) => !item.name.contains("::"),
+            ("f" | "v", None) => item.kind != ItemKind::Method,
             ("f" | "v", Some(_)) => {
                 let full = item.path();
                 full == path || full.ends_with(&format!("::{path}"))
@@ -352,11 +385,7 @@ mod tests {
             "normalize",
             "app::other",
         )));
-        let mut by_ident: HashMap<&'static str, Vec<&'static TrackedItem>> = HashMap::new();
-        for item in [&*normalize, &*apply, &*other] {
-            by_ident.entry(item.ident()).or_default().push(item);
-        }
-        let index = Index(by_ident);
+        let index = Index::new([&*normalize, &*apply, &*other].into_iter());
         let paths = |reference: &str| -> Vec<String> {
             index.resolve(reference).iter().map(|i| i.path()).collect()
         };

@@ -30,12 +30,15 @@ pub(crate) mod outcome;
 mod report;
 mod storage;
 mod triggers;
+mod writer;
 
 pub use self::report::CallReport;
+pub use self::writer::Writer;
 
 use self::cache::ResultCache;
 use self::flight::Flights;
 use self::triggers::TriggerCounters;
+use self::writer::ThisWriter;
 
 /// Default bound on the memory the in-process result cache may hold.
 pub const DEFAULT_CACHE_CAPACITY: usize = 64 * 1024 * 1024;
@@ -185,6 +188,8 @@ pub(crate) struct Inner {
     /// What tasks that leave `on_code_change` unset do with a result of
     /// other code.
     on_code_change: OnCodeChange,
+    /// This process, as the entries it stores name it.
+    writer: ThisWriter,
     /// Store failures already warned of (see `Inner::store_failed`).
     store_warnings: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -308,6 +313,7 @@ impl Engine {
             dispatcher: None,
             execution: Execution::NONE,
             on_code_change: OnCodeChange::Warn,
+            program: None,
         }
     }
 
@@ -472,9 +478,30 @@ pub struct EngineBuilder {
     dispatcher: Option<(Arc<dyn Dispatch>, Policy)>,
     execution: Execution,
     on_code_change: OnCodeChange,
+    program: Option<(String, String, Option<String>)>,
 }
 
 impl EngineBuilder {
+    /// Names the program whose results this engine stores: its name,
+    /// version and git commit (if the build knows it). `why` shows them for
+    /// each result; `#[routine::main]` sets them.
+    ///
+    /// ```
+    /// let engine = routine_core::Engine::builder(routine_core::store::MemoryStore::new())
+    ///     .program("train", "1.2.0", Some("3f2c1a9"))
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = engine;
+    /// ```
+    pub fn program(mut self, name: &str, version: &str, commit: Option<&str>) -> Self {
+        self.program = Some((
+            name.to_owned(),
+            version.to_owned(),
+            commit.map(str::to_owned),
+        ));
+        self
+    }
+
     /// What tasks that leave `on_code_change` unset in their attribute do
     /// when a stored result was computed by other code (see
     /// [`crate::code`]): [`OnCodeChange::Warn`] (the default) returns it
@@ -563,6 +590,9 @@ impl EngineBuilder {
                 dispatcher: self.dispatcher,
                 execution: self.execution,
                 on_code_change: self.on_code_change,
+                writer: ThisWriter::new(Writer::this_process(
+                    (self.program.as_ref()).map(|(n, v, c)| (n.as_str(), v.as_str(), c.as_deref())),
+                )),
             }),
         })
     }

@@ -3,9 +3,9 @@
 //! ```text
 //! offset  size  field
 //!      0     8  magic "RTNENTRY"
-//!      8     2  format version (2)
+//!      8     2  format version (3)
 //!     10     2  flags: bit 0 set when the entry records a parent call
-//!     12     4  header length (156)
+//!     12     4  header length (166 + 16·n)
 //!     16    32  key (SHA-256 of name, version, arguments)
 //!     48    32  body fingerprint of the task that produced it
 //!     80     8  created at, nanoseconds since the Unix epoch
@@ -13,13 +13,20 @@
 //!     96     8  payload length in bytes
 //!    104    16  run ID of the workflow run that computed it (zeros: none)
 //!    120    32  key of the call that awaited it (when flag bit 0 is set)
-//!    152     4  CRC-32 (IEEE) of bytes 0..152
-//!    156     n  payload: the result, encoded by `codec`
-//!  156+n     4  CRC-32 (IEEE) of the payload
+//!    152     8  the writer: which process stored it (zeros: unknown)
+//!    160     2  n, the number of argument digests
+//!    162  16·n  a digest of each argument (128 bits of its SHA-256)
+//! 162+16n    4  CRC-32 (IEEE) of the header before it
+//!      h     p  payload: the result, encoded by `codec`
+//!    h+p     4  CRC-32 (IEEE) of the payload
 //! ```
 //!
-//! Version 1 entries (a 108-byte header: the same fields up to the payload
-//! length, then the CRC at 104) are still read; they record no lineage.
+//! The writer and the argument digests explain an entry later (`why`:
+//! which arguments differ from a stored call's, which process wrote it; the
+//! store keeps what a writer ID stands for). Version 2 entries (a 156-byte
+//! header: the fields up to 152, then the CRC) and version 1 entries (a
+//! 108-byte header: the fields up to the payload length, then the CRC) are
+//! still read; version 1 records no lineage.
 //! All integers are little-endian. The payload checksum trails the payload so
 //! an entry is written in one sequential pass, however large.
 //!
@@ -40,12 +47,22 @@ use crate::key::Key;
 
 /// The first eight bytes of every entry.
 pub const MAGIC: [u8; 8] = *b"RTNENTRY";
-/// The entry format this build writes (it also reads version 1).
-pub const FORMAT_VERSION: u16 = 2;
-/// Bytes before the payload, in the format this build writes.
-pub const HEADER_LEN: usize = 156;
+/// The entry format this build writes (it also reads versions 1 and 2).
+pub const FORMAT_VERSION: u16 = 3;
+/// Bytes before the payload, in the format this build writes, for an entry
+/// of no argument digests; each digest adds [`ARGUMENT_DIGEST_LEN`].
+pub const HEADER_LEN: usize = 166;
+/// Bytes before the payload in a version 2 entry.
+pub const HEADER_LEN_V2: usize = 156;
 /// Bytes before the payload in a version 1 entry; also the shortest header.
 pub const HEADER_LEN_V1: usize = 108;
+/// Bytes of one argument's digest.
+pub const ARGUMENT_DIGEST_LEN: usize = 16;
+/// The most argument digests an entry holds (a task with more arguments
+/// keeps the first ones').
+pub const MAX_ARGUMENT_DIGESTS: usize = 255;
+/// The longest header this build reads.
+const HEADER_LEN_MAX: usize = HEADER_LEN + ARGUMENT_DIGEST_LEN * MAX_ARGUMENT_DIGESTS;
 /// Flag: the entry records the call that awaited it.
 const HAS_PARENT: u16 = 1;
 /// Bytes after the payload.
@@ -68,21 +85,54 @@ pub struct EntryMeta {
     pub run: Option<RunId>,
     /// The call that awaited it; none for a run's root call.
     pub parent: Option<Key>,
+    /// The process that stored it, if known (see [`Store::get_record`](crate::store::Store::get_record)).
+    pub writer: Option<WriterId>,
+    /// A digest of each argument of the call, in order (none in entries of
+    /// version 2 and older).
+    pub arguments: Vec<ArgumentDigest>,
+}
+
+/// Which process stored an entry: 64 bits of a digest of its host, process
+/// ID, program and start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WriterId(pub [u8; 8]);
+
+/// 128 bits of the SHA-256 of one argument's canonical form (as the key
+/// hashes it): equal arguments have equal digests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ArgumentDigest(pub [u8; ARGUMENT_DIGEST_LEN]);
+
+impl ArgumentDigest {
+    /// The digest in hex.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 impl EntryMeta {
     /// Size of the whole entry: header, payload and trailer.
     pub fn entry_len(&self) -> u64 {
-        (HEADER_LEN + TRAILER_LEN) as u64 + self.payload_len
+        (self.written_header_len() + TRAILER_LEN) as u64 + self.payload_len
     }
 
-    fn header(&self) -> [u8; HEADER_LEN] {
-        let mut out = [0u8; HEADER_LEN];
+    /// The argument digests this entry is written with.
+    fn written_arguments(&self) -> &[ArgumentDigest] {
+        &self.arguments[..self.arguments.len().min(MAX_ARGUMENT_DIGESTS)]
+    }
+
+    /// The length of the header this build writes for this entry.
+    pub fn written_header_len(&self) -> usize {
+        HEADER_LEN + ARGUMENT_DIGEST_LEN * self.written_arguments().len()
+    }
+
+    fn header(&self) -> Vec<u8> {
+        let header_len = self.written_header_len();
+        let mut out = vec![0u8; header_len];
         out[0..8].copy_from_slice(&MAGIC);
         out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         let flags = if self.parent.is_some() { HAS_PARENT } else { 0 };
         out[10..12].copy_from_slice(&flags.to_le_bytes());
-        out[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+        out[12..16].copy_from_slice(&(header_len as u32).to_le_bytes());
         out[16..48].copy_from_slice(self.key.as_bytes());
         out[48..80].copy_from_slice(self.fingerprint.as_bytes());
         out[80..88].copy_from_slice(
@@ -101,8 +151,18 @@ impl EntryMeta {
         if let Some(parent) = &self.parent {
             out[120..152].copy_from_slice(parent.as_bytes());
         }
-        let crc = crc32fast::hash(&out[..152]);
-        out[152..156].copy_from_slice(&crc.to_le_bytes());
+        if let Some(writer) = &self.writer {
+            out[152..160].copy_from_slice(&writer.0);
+        }
+        let arguments = self.written_arguments();
+        out[160..162].copy_from_slice(&(arguments.len() as u16).to_le_bytes());
+        for (i, digest) in arguments.iter().enumerate() {
+            let at = 162 + i * ARGUMENT_DIGEST_LEN;
+            out[at..at + ARGUMENT_DIGEST_LEN].copy_from_slice(&digest.0);
+        }
+        let crc_at = header_len - 4;
+        let crc = crc32fast::hash(&out[..crc_at]);
+        out[crc_at..].copy_from_slice(&crc.to_le_bytes());
         out
     }
 
@@ -122,9 +182,16 @@ impl EntryMeta {
             u16::from_le_bytes(field(start, 8)),
             u32::from_le_bytes(field(start, 12)),
         );
-        match (version, header_len as usize) {
-            (1, HEADER_LEN_V1) | (2, HEADER_LEN) => Ok(header_len as usize),
-            (1 | 2, _) => Err(EntryError::HeaderLength(header_len)),
+        let len = header_len as usize;
+        match (version, len) {
+            (1, HEADER_LEN_V1) | (2, HEADER_LEN_V2) => Ok(len),
+            (3, _)
+                if (HEADER_LEN..=HEADER_LEN_MAX).contains(&len)
+                    && (len - HEADER_LEN) % ARGUMENT_DIGEST_LEN == 0 =>
+            {
+                Ok(len)
+            }
+            (1..=3, _) => Err(EntryError::HeaderLength(header_len)),
             (other, _) => Err(EntryError::FormatVersion(other)),
         }
     }
@@ -143,7 +210,8 @@ impl EntryMeta {
             return Err(EntryError::HeaderChecksum);
         }
         let (run, parent) = match header_len {
-            HEADER_LEN => {
+            HEADER_LEN_V1 => (None, None),
+            _ => {
                 let flags = u16::from_le_bytes(field(header, 10));
                 let run = RunId::from_bytes(field(header, 104));
                 (
@@ -151,7 +219,20 @@ impl EntryMeta {
                     (flags & HAS_PARENT != 0).then(|| Key::from_bytes(field(header, 120))),
                 )
             }
-            _ => (None, None),
+        };
+        let (writer, arguments) = match header_len {
+            HEADER_LEN_V1 | HEADER_LEN_V2 => (None, Vec::new()),
+            _ => {
+                let writer = field::<8>(header, 152);
+                let count = u16::from_le_bytes(field(header, 160)) as usize;
+                if HEADER_LEN + count * ARGUMENT_DIGEST_LEN != header_len {
+                    return Err(EntryError::HeaderLength(header_len as u32));
+                }
+                let arguments = (0..count)
+                    .map(|i| ArgumentDigest(field(header, 162 + i * ARGUMENT_DIGEST_LEN)))
+                    .collect();
+                ((writer != [0; 8]).then_some(WriterId(writer)), arguments)
+            }
         };
         Ok(EntryMeta {
             key: Key::from_bytes(field(header, 16)),
@@ -161,6 +242,8 @@ impl EntryMeta {
             payload_len: u64::from_le_bytes(field(header, 96)),
             run,
             parent,
+            writer,
+            arguments,
         })
     }
 
@@ -259,9 +342,10 @@ pub fn verify(bytes: &[u8], expected: &Key) -> Result<(EntryMeta, Range<usize>),
 /// Reads and verifies the header at the start of `reader`, of either
 /// format version; returns it and its length.
 pub fn read_header(mut reader: impl Read) -> Result<(EntryMeta, usize), EntryError> {
-    let mut header = [0u8; HEADER_LEN];
-    reader.read_exact(&mut header[..HEADER_LEN_V1])?;
-    let header_len = EntryMeta::header_len(&header[..HEADER_LEN_V1])?;
+    let mut header = vec![0u8; HEADER_LEN_V1];
+    reader.read_exact(&mut header)?;
+    let header_len = EntryMeta::header_len(&header)?;
+    header.resize(header_len, 0);
     reader.read_exact(&mut header[HEADER_LEN_V1..header_len])?;
     Ok((EntryMeta::parse(&header[..header_len])?, header_len))
 }
@@ -360,8 +444,8 @@ impl<W: Write> ChecksumWriter<W> {
         buf.extend_from_slice(&meta.header());
         ChecksumWriter {
             inner,
+            unhashed: buf.len(),
             buf,
-            unhashed: HEADER_LEN,
             crc: crc32fast::Hasher::new(),
             expected_payload: meta.payload_len,
             payload_written: 0,
@@ -522,17 +606,31 @@ mod tests {
             payload_len: codec::encoded_len(value).unwrap(),
             run: Some(RunId::from_bytes([9; 16])),
             parent: Some(Key::of("parent", "1.0.0", &()).unwrap()),
+            writer: Some(WriterId([5; 8])),
+            arguments: vec![ArgumentDigest([1; 16]), ArgumentDigest([2; 16])],
         }
     }
 
     #[test]
-    fn lineage_round_trips_and_version_1_entries_are_still_read() {
+    fn lineage_round_trips_and_versions_1_and_2_are_still_read() {
         let key = Key::of("t", "1.0.0", &1u8).unwrap();
         let value = String::from("result");
         let bytes = entry_bytes(key, &value);
         let (meta, payload) = verify(&bytes, &key).unwrap();
         assert_eq!(meta, meta_for(key, &value));
-        assert_eq!(payload.start, HEADER_LEN);
+        assert_eq!(payload.start, HEADER_LEN + 2 * ARGUMENT_DIGEST_LEN);
+        let payload_bytes = &bytes[payload.start..];
+
+        // The same entry in the second format: lineage, no writer or digests.
+        let mut v2 = bytes[..HEADER_LEN_V2].to_vec();
+        v2[8..10].copy_from_slice(&2u16.to_le_bytes());
+        v2[12..16].copy_from_slice(&(HEADER_LEN_V2 as u32).to_le_bytes());
+        let crc = crc32fast::hash(&v2[..152]);
+        v2[152..156].copy_from_slice(&crc.to_le_bytes());
+        v2.extend_from_slice(payload_bytes);
+        let (second, _) = verify(&v2, &key).unwrap();
+        assert_eq!((second.run, second.parent), (meta.run, meta.parent));
+        assert_eq!((second.writer, second.arguments.len()), (None, 0));
 
         // The same entry in the first format: 108-byte header, no lineage.
         let mut v1 = bytes[..HEADER_LEN_V1].to_vec();
@@ -541,7 +639,7 @@ mod tests {
         v1[12..16].copy_from_slice(&(HEADER_LEN_V1 as u32).to_le_bytes());
         let crc = crc32fast::hash(&v1[..104]);
         v1[104..108].copy_from_slice(&crc.to_le_bytes());
-        v1.extend_from_slice(&bytes[HEADER_LEN..]);
+        v1.extend_from_slice(payload_bytes);
         let (old, payload) = verify(&v1, &key).unwrap();
         assert_eq!((old.run, old.parent), (None, None));
         assert_eq!(old.created_at, meta.created_at);

@@ -312,6 +312,8 @@ impl RunLog {
             payload_len,
             run: Some(self.id),
             parent: None,
+            writer: None,
+            arguments: Vec::new(),
         };
         let slot = Slot {
             name: RUNS,

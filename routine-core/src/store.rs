@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use crate::id::Fingerprint;
 use crate::key::Key;
 
 mod counting;
@@ -305,19 +304,20 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         Ok(KeyLock::Unsupported)
     }
 
-    /// Keeps the code record of a code fingerprint (see
-    /// [`crate::code::Code`]), written once per task by each process that
-    /// stores its results, so that a later build can name what changed.
-    /// Stores that keep no code records keep this default (changes are then
-    /// reported without names).
-    fn put_code(&self, fingerprint: &Fingerprint, record: &[u8]) -> Result<(), StoreError> {
-        let _ = (fingerprint, record);
+    /// Keeps a record that explains entries: the code a code fingerprint
+    /// stands for (see [`crate::code::Code`]), written once per task by
+    /// each process that stores its results, so that a later build can name
+    /// what changed; or the process a writer ID stands for. A record of a
+    /// kind and ID never changes, so keeping the first is enough. Stores
+    /// that keep no records keep this default (`why` then says less).
+    fn put_record(&self, kind: RecordKind, id: &[u8], record: &[u8]) -> Result<(), StoreError> {
+        let _ = (kind, id, record);
         Ok(())
     }
 
-    /// The code record of `fingerprint`, if the store keeps it.
-    fn get_code(&self, fingerprint: &Fingerprint) -> Result<Option<Vec<u8>>, StoreError> {
-        let _ = fingerprint;
+    /// The record of `kind` and `id`, if the store keeps it.
+    fn get_record(&self, kind: RecordKind, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let _ = (kind, id);
         Ok(None)
     }
 
@@ -333,6 +333,25 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     fn removal(&self, slot: &Slot<'_>) -> Result<Option<Removal>, StoreError> {
         let _ = slot;
         Ok(None)
+    }
+}
+
+/// What a record of [`Store::put_record`] explains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// The code of a code fingerprint (JSON of [`crate::code::Code`]).
+    Code,
+    /// The process of a writer ID (JSON of [`crate::engine::Writer`]).
+    Writer,
+}
+
+impl RecordKind {
+    /// Its name, as stores keep it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Code => "code",
+            RecordKind::Writer => "writer",
+        }
     }
 }
 
@@ -426,11 +445,11 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     fn try_lock(&self, slot: &Slot<'_>) -> Result<KeyLock, StoreError> {
         (**self).try_lock(slot)
     }
-    fn put_code(&self, fingerprint: &Fingerprint, record: &[u8]) -> Result<(), StoreError> {
-        (**self).put_code(fingerprint, record)
+    fn put_record(&self, kind: RecordKind, id: &[u8], record: &[u8]) -> Result<(), StoreError> {
+        (**self).put_record(kind, id, record)
     }
-    fn get_code(&self, fingerprint: &Fingerprint) -> Result<Option<Vec<u8>>, StoreError> {
-        (**self).get_code(fingerprint)
+    fn get_record(&self, kind: RecordKind, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).get_record(kind, id)
     }
     fn note_removals(&self, slots: &[Slot<'_>], cause: &RemovalCause) -> Result<(), StoreError> {
         (**self).note_removals(slots, cause)

@@ -63,6 +63,7 @@ fn wrap(
         block,
     } = function;
     let ident = &sig.ident;
+    let function_name = ident.to_string();
     let private = private_module(attr.krate.as_ref());
     let on_code_change = on_code_change(&private);
     let body_ident = hygienic("__routine_body");
@@ -289,6 +290,7 @@ fn wrap(
                 #routine_outcome.describe_stored,
                 #units_spec,
                 &[#(#references),*],
+                #function_name,
                 #on_code_change,
             );
             #private::inventory::submit! {

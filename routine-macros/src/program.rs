@@ -160,6 +160,7 @@ fn wrap(attr: MainAttr, function: ItemFn) -> TokenStream {
                     project: #project,
                     about: #about,
                     version: ::core::env!("CARGO_PKG_VERSION"),
+                    commit: ::core::option_env!("ROUTINE_GIT_COMMIT"),
                 },
                 #routine_main,
                 #exit,

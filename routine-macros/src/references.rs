@@ -25,6 +25,9 @@ use syn::visit::{self, Visit};
 /// Collects the references of the code it visits.
 pub(crate) struct References {
     found: BTreeSet<String>,
+    /// Names bound in the code (variables, closures, parameters): a call
+    /// of one is code already in the digest, not a reference.
+    locals: BTreeSet<String>,
     /// The type of the `impl` being visited, for `Self`.
     self_type: Option<String>,
 }
@@ -33,13 +36,21 @@ impl References {
     pub(crate) fn new(self_type: Option<String>) -> References {
         References {
             found: BTreeSet::new(),
+            locals: BTreeSet::new(),
             self_type,
         }
     }
 
     /// The references found, sorted and without repeats.
     pub(crate) fn into_sorted(self) -> Vec<String> {
-        self.found.into_iter().collect()
+        let locals = self.locals;
+        self.found
+            .into_iter()
+            .filter(|reference| match reference.split_once(':') {
+                Some(("f" | "v", name)) => !locals.contains(name),
+                _ => true,
+            })
+            .collect()
     }
 
     fn path(&self, path: &syn::Path) -> Option<String> {
@@ -102,6 +113,11 @@ impl<'ast> Visit<'ast> for References {
         visit::visit_expr_method_call(self, call);
     }
 
+    fn visit_pat_ident(&mut self, pat: &'ast syn::PatIdent) {
+        self.locals.insert(pat.ident.to_string());
+        visit::visit_pat_ident(self, pat);
+    }
+
     fn visit_macro(&mut self, mac: &'ast syn::Macro) {
         if let Some(last) = mac.path.segments.last() {
             self.found.insert(format!("!:{}", last.ident));
@@ -134,7 +150,7 @@ mod tests {
     fn calls_values_methods_and_macros_are_found() {
         let found = references(
             "{ let x = crate::prep::normalize(v, SCALE); let y = Self::new(x).apply(); \
-               let z = Some(helper(y)); println!(\"{}\", twice(z)); x }",
+               let z = Some(helper(y)); println!(\"{}\", twice(z)); let local = |a| a; local(x) }",
         );
         assert_eq!(
             found,
@@ -147,9 +163,6 @@ mod tests {
                 "m:apply",
                 "v:SCALE",
                 "v:v",
-                "v:x",
-                "v:y",
-                "v:z",
             ]
         );
     }

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::{ArgumentsDecoder, ArgumentsError, EncodedArguments, FromJson, ToJson};
 use crate::codec;
+use crate::entry::{ArgumentDigest, ARGUMENT_DIGEST_LEN};
 use crate::id::Fingerprint;
 use crate::key::{HashSink, Key, KeyError};
 
@@ -18,6 +19,8 @@ pub struct KeyBuilder {
     /// `None` when only the encoding is wanted (see [`KeyBuilder::encoder`]).
     sink: Option<HashSink>,
     encoded: Option<EncodedArguments>,
+    /// Each argument's digest, when asked for (see [`KeyBuilder::digests`]).
+    digests: Option<Vec<ArgumentDigest>>,
 }
 
 impl KeyBuilder {
@@ -37,6 +40,17 @@ impl KeyBuilder {
         KeyBuilder {
             sink: Some(sink),
             encoded: encode.then(EncodedArguments::default),
+            digests: None,
+        }
+    }
+
+    /// Takes a digest of each argument, hashed as the key hashes it: what
+    /// an entry records to tell later which arguments differ.
+    pub(crate) fn digests() -> KeyBuilder {
+        KeyBuilder {
+            sink: None,
+            encoded: None,
+            digests: Some(Vec::new()),
         }
     }
 
@@ -46,6 +60,7 @@ impl KeyBuilder {
         KeyBuilder {
             sink: None,
             encoded: Some(EncodedArguments::default()),
+            digests: None,
         }
     }
 
@@ -60,7 +75,15 @@ impl KeyBuilder {
                 .map_err(<KeyError as serde::ser::Error>::custom)?;
             encoded.ends.push(encoded.bytes.len());
         }
+        if let Some(digests) = &mut self.digests {
+            digests.push(argument_digest(argument)?);
+        }
         Ok(())
+    }
+
+    /// The digests of a [`digests`](KeyBuilder::digests) builder.
+    pub(crate) fn finish_digests(self) -> Vec<ArgumentDigest> {
+        self.digests.unwrap_or_default()
     }
 
     /// The key, and the encoded arguments if they were asked for.
@@ -73,6 +96,18 @@ impl KeyBuilder {
     pub(crate) fn finish_encoding(self) -> EncodedArguments {
         self.encoded.unwrap_or_default()
     }
+}
+
+/// 128 bits of the SHA-256 of an argument's canonical form.
+pub(crate) fn argument_digest<T: Serialize + ?Sized>(
+    argument: &T,
+) -> Result<ArgumentDigest, KeyError> {
+    let mut sink = HashSink::new();
+    argument.serialize(&mut sink)?;
+    let full = sink.finish();
+    let mut digest = [0u8; ARGUMENT_DIGEST_LEN];
+    digest.copy_from_slice(&full[..ARGUMENT_DIGEST_LEN]);
+    Ok(ArgumentDigest(digest))
 }
 
 /// What a task argument must be: hashable, storable, decodable on a worker.

@@ -396,7 +396,12 @@ impl<O, Out> Call<O, Out> {
         let _slots = take_slots(inner, task, &execution).await;
         inner.counters.misses.fetch_add(1, Ordering::Relaxed);
         let run_started = Instant::now();
-        let provenance = report.provenance();
+        let mut provenance = report.provenance();
+        // Each argument's digest, for `why` to tell later which differ.
+        let mut digests = KeyBuilder::digests();
+        if (body.key_of)(&args, &mut digests).is_ok() {
+            provenance.arguments = digests.finish_digests();
+        }
         let in_body = Current {
             engine: engine.clone(),
             in_routine: true,

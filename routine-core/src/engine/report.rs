@@ -178,6 +178,7 @@ impl CallGuard<'_> {
         Provenance {
             run: Some(self.run_log().id),
             parent: self.parent,
+            arguments: Vec::new(),
         }
     }
 }

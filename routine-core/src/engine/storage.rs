@@ -25,12 +25,12 @@ use super::Inner;
 use crate::blocking::blocking;
 use crate::code::Code;
 use crate::codec;
-use crate::entry::{self, EntryError, EntryMeta, HEADER_LEN, TRAILER_LEN};
+use crate::entry::{self, ArgumentDigest, EntryError, EntryMeta, HEADER_LEN, TRAILER_LEN};
 use crate::id::{Fingerprint, RunId};
 use crate::key::Key;
 use crate::lineage::RunLog;
 use crate::registry::TaskSpec;
-use crate::store::{Found, Slot, StoreError};
+use crate::store::{Found, RecordKind, Slot, StoreError};
 
 /// Entries larger than this are streamed, inside
 /// `tokio::task::block_in_place` (on a multi-threaded runtime), so that a
@@ -43,10 +43,12 @@ pub(crate) const LARGE_ENTRY: u64 = 4 * 1024 * 1024;
 const STORE_WARNINGS_KEPT: usize = 256;
 
 /// Where a result comes from: the run, and the call that awaited it.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Provenance {
     pub(crate) run: Option<RunId>,
     pub(crate) parent: Option<Key>,
+    /// A digest of each argument, to explain the entry later.
+    pub(crate) arguments: Vec<ArgumentDigest>,
 }
 
 /// A computed value on its way to the store.
@@ -200,6 +202,8 @@ impl Inner {
                 payload_len,
                 run: provenance.run,
                 parent: provenance.parent,
+                writer: Some(self.writer.id),
+                arguments: provenance.arguments,
             },
             Err(e) => {
                 let e = EntryError::Encode(e);
@@ -241,6 +245,7 @@ impl Inner {
         created_at: SystemTime,
     ) -> Result<(), String> {
         let len = entry.len();
+        let payload_start = EntryMeta::header_len(&entry).unwrap_or(HEADER_LEN);
         if let Err(e) = self
             .store
             .put_async(&slot(task, key), Arc::clone(&entry))
@@ -254,7 +259,7 @@ impl Inner {
                 *key,
                 CachedEntry {
                     bytes: entry,
-                    payload: HEADER_LEN..len - TRAILER_LEN,
+                    payload: payload_start..len - TRAILER_LEN,
                     fingerprint: task.fingerprint(),
                     created_at,
                 },
@@ -278,7 +283,7 @@ impl Inner {
         if !task.first_fingerprint_mismatch(stored) {
             return;
         }
-        let changes = match self.store.get_code(stored) {
+        let changes = match self.store.get_record(RecordKind::Code, stored.as_bytes()) {
             Ok(Some(record)) => Code::from_bytes(&record)
                 .map(|before| task.code().changes_since(&before))
                 .filter(|changes| !changes.is_empty()),
@@ -314,11 +319,13 @@ impl Inner {
     /// Gives the store the task's code record, once per task and process,
     /// so that a later build can name what changed.
     pub(crate) fn record_code(&self, task: &'static TaskSpec) {
+        self.writer.record_once(&*self.store);
         if !task.first_code_record() {
             return;
         }
         let code = task.code();
-        if let Err(e) = self.store.put_code(&code.fingerprint, &code.to_bytes()) {
+        let (id, record) = (code.fingerprint.as_bytes(), code.to_bytes());
+        if let Err(e) = self.store.put_record(RecordKind::Code, id, &record) {
             tracing::debug!(task = %task.id(), error = %e, "cannot keep the task's code record");
         }
     }

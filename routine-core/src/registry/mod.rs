@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use self::units::UnitsSpec;
 use crate::arguments::{ArgumentsDecoder, ArgumentsError, FromJson, ToJson};
-use crate::code::{Code, CodeItem, OnCodeChange};
+use crate::code::{self, Code, CodeItem, Index, OnCodeChange, TrackedItem};
 use crate::execution::Execution;
 use crate::id::{Fingerprint, RoutineId};
 use crate::invoke::Invocation;
@@ -104,6 +104,8 @@ pub struct TaskSpec {
     units: Option<UnitsSpec>,
     /// What the body refers to (see [`crate::code`]).
     references: &'static [&'static str],
+    /// The Rust name of the task's function, for calls of it to be found.
+    function: &'static str,
     /// `on_code_change` in the attribute.
     on_code_change: Option<OnCodeChange>,
     /// The code the task reaches, found at first use.
@@ -137,6 +139,7 @@ impl TaskSpec {
         describe_stored: DescribeStored,
         units: Option<UnitsSpec>,
         references: &'static [&'static str],
+        function: &'static str,
         on_code_change: Option<OnCodeChange>,
     ) -> TaskSpec {
         TaskSpec {
@@ -154,6 +157,7 @@ impl TaskSpec {
             describe_stored,
             units,
             references,
+            function,
             on_code_change,
             code: OnceLock::new(),
             code_recorded: AtomicBool::new(false),
@@ -205,7 +209,7 @@ impl TaskSpec {
                 line: self.line,
                 digest: self.fingerprint,
             };
-            Code::of(body, self.references)
+            Code::of(body, self.references, code_index())
         })
     }
 
@@ -333,6 +337,29 @@ inventory::collect!(Registered);
 /// Every task linked into this program, in no particular order.
 pub fn tasks() -> impl Iterator<Item = &'static TaskSpec> {
     inventory::iter::<Registered>.into_iter().map(|r| r.0)
+}
+
+/// The items a task's code may reach: every tracked item, and every task
+/// (by its function's name).
+fn code_index() -> &'static Index {
+    static INDEX: OnceLock<Index> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let tasks: Vec<TrackedItem> = tasks()
+            .map(|task| {
+                TrackedItem::of_task(
+                    task.name,
+                    task.function,
+                    task.module_path,
+                    task.file,
+                    task.line,
+                    *task.fingerprint.as_bytes(),
+                    task.references,
+                )
+            })
+            .collect();
+        let tasks: &'static [TrackedItem] = Box::leak(tasks.into_boxed_slice());
+        Index::new(code::tracked_items().chain(tasks))
+    })
 }
 
 /// The task with this name and version, if the program has it.

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    EntryWrite, Found, KeyLock, Listing, Removal, RemovalCause, Slot, Store, StoreError,
-    StoreFuture,
+    EntryWrite, Found, KeyLock, Listing, RecordKind, Removal, RemovalCause, Slot, Store,
+    StoreError, StoreFuture,
 };
-use crate::id::Fingerprint;
 
 /// Wraps a store and counts the reads (`get`) and writes (`create`, `put`)
 /// made through it. Clones share the counts.
@@ -89,13 +88,13 @@ impl<S: Store> Store for Counting<S> {
     fn try_lock(&self, slot: &Slot<'_>) -> Result<KeyLock, StoreError> {
         self.inner.try_lock(slot)
     }
-    fn put_code(&self, fingerprint: &Fingerprint, record: &[u8]) -> Result<(), StoreError> {
+    fn put_record(&self, kind: RecordKind, id: &[u8], record: &[u8]) -> Result<(), StoreError> {
         self.count_write();
-        self.inner.put_code(fingerprint, record)
+        self.inner.put_record(kind, id, record)
     }
-    fn get_code(&self, fingerprint: &Fingerprint) -> Result<Option<Vec<u8>>, StoreError> {
+    fn get_record(&self, kind: RecordKind, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.count_read();
-        self.inner.get_code(fingerprint)
+        self.inner.get_record(kind, id)
     }
     fn note_removals(&self, slots: &[Slot<'_>], cause: &RemovalCause) -> Result<(), StoreError> {
         self.count_write();

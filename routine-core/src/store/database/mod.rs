@@ -41,9 +41,8 @@ use self::set_aside::set_aside;
 use self::sqlite::{is_damage, Access, Change, Database, FileId, OpenError, Use};
 use super::{
     access_is_stale, check_name, check_slot, check_version, is_read_only, Durability, EntryWrite,
-    FileStore, Found, KeyLock, Listing, Removal, RemovalCause, Slot, Store, StoreError,
+    FileStore, Found, KeyLock, Listing, RecordKind, Removal, RemovalCause, Slot, Store, StoreError,
 };
-use crate::id::Fingerprint;
 use crate::key::Key;
 
 mod checkpoint;
@@ -721,16 +720,16 @@ impl Store for DatabaseStore {
 
     // Explaining records are best kept: their failures are errors for the
     // caller to log, never a reason to set the database aside.
-    fn put_code(&self, fingerprint: &Fingerprint, record: &[u8]) -> Result<(), StoreError> {
-        match self.writable()?.put_code(fingerprint.as_bytes(), record) {
+    fn put_record(&self, kind: RecordKind, id: &[u8], record: &[u8]) -> Result<(), StoreError> {
+        match self.writable()?.put_record(kind.as_str(), id, record) {
             None | Some(Ok(())) => Ok(()),
-            Some(Err(e)) => Err(self.database_error("write a code record", e)),
+            Some(Err(e)) => Err(self.database_error("write a record", e)),
         }
     }
 
-    fn get_code(&self, fingerprint: &Fingerprint) -> Result<Option<Vec<u8>>, StoreError> {
-        (self.database().get_code(fingerprint.as_bytes()))
-            .map_err(|e| self.database_error("read a code record", e))
+    fn get_record(&self, kind: RecordKind, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        (self.database().get_record(kind.as_str(), id))
+            .map_err(|e| self.database_error("read a record", e))
     }
 
     fn note_removals(&self, slots: &[Slot<'_>], cause: &RemovalCause) -> Result<(), StoreError> {

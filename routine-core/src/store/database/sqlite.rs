@@ -6,12 +6,12 @@
 //! tasks    id INTEGER PRIMARY KEY, name, version    UNIQUE (name, version)
 //! entries  task, key, created, entry                PRIMARY KEY (task, key), WITHOUT ROWID
 //! uses     task, key, used                          PRIMARY KEY (task, key), WITHOUT ROWID
-//! code     fingerprint, record                      PRIMARY KEY (fingerprint), WITHOUT ROWID
+//! records  kind, id, record                         PRIMARY KEY (kind, id), WITHOUT ROWID
 //! removals task, key, at, cause                     PRIMARY KEY (task, key), WITHOUT ROWID
 //! ```
 //!
-//! `code` and `removals` explain results (`why`): what code computed them,
-//! and why one is gone. They came after schema 1 and are made by any
+//! `records` and `removals` explain results (`why`): what code and which
+//! process computed them, and why one is gone. They came after schema 1 and are made by any
 //! writer that finds them missing, so the schema's version stays 1 and an
 //! older build reads the database as before; a database without them
 //! explains less.
@@ -61,8 +61,9 @@ const SCHEMA: &str = "
 
 /// The tables that explain results (see the module's docs).
 const EXPLAINING: &str = "
-    CREATE TABLE IF NOT EXISTS code (
-        fingerprint BLOB NOT NULL PRIMARY KEY, record BLOB NOT NULL) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS records (
+        kind TEXT NOT NULL, id BLOB NOT NULL, record BLOB NOT NULL,
+        PRIMARY KEY (kind, id)) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS removals (
         task INTEGER NOT NULL, key BLOB NOT NULL, at INTEGER NOT NULL, cause TEXT NOT NULL,
         PRIMARY KEY (task, key)) WITHOUT ROWID;
@@ -569,31 +570,34 @@ impl Database {
         })())
     }
 
-    /// Keeps a code record; `None` when the database cannot be written.
-    pub(crate) fn put_code(
+    /// Keeps a record; `None` when the database cannot be written.
+    pub(crate) fn put_record(
         &self,
-        fingerprint: &[u8],
+        kind: &str,
+        id: &[u8],
         record: &[u8],
     ) -> Option<rusqlite::Result<()>> {
         let conn = lock(self.writer.as_ref()?);
         Some(
-            conn.prepare_cached("INSERT OR IGNORE INTO code (fingerprint, record) VALUES (?1, ?2)")
-                .and_then(|mut insert| insert.execute(params![fingerprint, record]))
-                .map(drop),
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO records (kind, id, record) VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut insert| insert.execute(params![kind, id, record]))
+            .map(drop),
         )
     }
 
-    /// The code record of a fingerprint.
-    pub(crate) fn get_code(&self, fingerprint: &[u8]) -> rusqlite::Result<Option<Vec<u8>>> {
+    /// The record of a kind and ID.
+    pub(crate) fn get_record(&self, kind: &str, id: &[u8]) -> rusqlite::Result<Option<Vec<u8>>> {
         let Some(reader) = self.reader.as_ref().or(self.writer.as_ref()) else {
             return Ok(None);
         };
         let conn = lock(reader);
         let found = conn
-            .prepare_cached("SELECT record FROM code WHERE fingerprint = ?1")
+            .prepare_cached("SELECT record FROM records WHERE kind = ?1 AND id = ?2")
             .and_then(|mut select| {
                 select
-                    .query_row([fingerprint], |row| row.get::<_, Vec<u8>>(0))
+                    .query_row(params![kind, id], |row| row.get::<_, Vec<u8>>(0))
                     .optional()
             });
         match found {
@@ -790,7 +794,7 @@ fn prepare_schema(conn: &mut Connection) -> Result<(), SchemaError> {
     let (application, version) = schema_marks(conn)?;
     if application == APPLICATION_ID && version == SCHEMA_VERSION {
         let has_explaining: bool = conn.query_row(
-            "SELECT count(*) = 2 FROM sqlite_schema WHERE name IN ('code', 'removals')",
+            "SELECT count(*) = 2 FROM sqlite_schema WHERE name IN ('records', 'removals')",
             [],
             |row| row.get(0),
         )?;
