@@ -187,7 +187,7 @@ impl EntryMeta {
             (1, HEADER_LEN_V1) | (2, HEADER_LEN_V2) => Ok(len),
             (3, _)
                 if (HEADER_LEN..=HEADER_LEN_MAX).contains(&len)
-                    && (len - HEADER_LEN) % ARGUMENT_DIGEST_LEN == 0 =>
+                    && (len - HEADER_LEN).is_multiple_of(ARGUMENT_DIGEST_LEN) =>
             {
                 Ok(len)
             }
