@@ -16,7 +16,7 @@ use routine_core::entry::{self, EntryMeta};
 use routine_core::lineage;
 use routine_core::registry::{self, TaskSpec};
 use routine_core::store::gc::{self, GcPolicy};
-use routine_core::store::{Found, Listing, Slot, Store};
+use routine_core::store::{Found, Listing, RemovalCause, Slot, Store};
 
 /// Entries up to this size are read whole by `show`, value included.
 const SHOW_VALUE_MAX: u64 = 64 * 1024 * 1024;
@@ -435,6 +435,7 @@ fn rm(store: &dyn Store, args: &RmArgs) -> Result<(), Failure> {
     let targets = rm_targets(store, &args.target)?;
     let mut removed_bytes = 0;
     let mut removed = Vec::new();
+    let mut noted = Vec::new();
     for listing in &targets {
         let slot = Slot {
             name: &listing.name,
@@ -444,6 +445,13 @@ fn rm(store: &dyn Store, args: &RmArgs) -> Result<(), Failure> {
         if args.dry_run || store.remove(&slot)? {
             removed_bytes += listing.size;
             removed.push(Row::of(listing, now));
+            noted.push(slot);
+        }
+    }
+    if !args.dry_run && !noted.is_empty() {
+        // For `why`: the results are gone either way.
+        if let Err(e) = store.note_removals(&noted, &RemovalCause::Removed) {
+            tracing::warn!(error = %e, "cannot note the removals in the store");
         }
     }
     let removal = Removal {

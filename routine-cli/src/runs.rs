@@ -298,6 +298,7 @@ mod tests {
                 duration_us: 10,
                 process: "gpu-1:42".into(),
                 attempts,
+                miss: None,
             },
             children: Vec::new(),
             on_worker,

@@ -72,6 +72,35 @@ pub struct CallRecord {
     /// Attempts its body took (see `retries`); 1 for a call that did not
     /// run its body here.
     pub attempts: u32,
+    /// What its lookup found, for a call that did not hit: the start of
+    /// its explanation (`runs why`).
+    pub miss: Option<Miss>,
+}
+
+/// What a call's lookup found when it missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Miss {
+    /// No result under its key.
+    Absent,
+    /// A result that had outlived the task's `ttl`.
+    Expired,
+    /// A result that did not verify or decode.
+    Corrupt,
+    /// The store could not be read.
+    Unreadable,
+}
+
+impl Miss {
+    /// A word for tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Miss::Absent => "absent",
+            Miss::Expired => "expired",
+            Miss::Corrupt => "corrupt",
+            Miss::Unreadable => "unreadable",
+        }
+    }
 }
 
 /// One unit of a multi-unit call (see [`crate::unit`]), as its process
@@ -102,6 +131,7 @@ pub(crate) struct Ended {
     pub(crate) started: Instant,
     pub(crate) duration: Duration,
     pub(crate) attempts: u32,
+    pub(crate) miss: Option<Miss>,
 }
 
 /// What one process stored about a run.
@@ -118,8 +148,9 @@ struct RunRecord {
 /// The layout of the run records this build writes, kept in the first byte
 /// of their entry's fingerprint field (a run record has no task body to
 /// fingerprint); records of the first layout have zeros there, of the
-/// second (before multi-unit tasks) a 2.
-const RECORD_LAYOUT: u8 = 3;
+/// second (before multi-unit tasks) a 2, of the third (before misses were
+/// recorded) a 3.
+const RECORD_LAYOUT: u8 = 4;
 
 /// The fingerprint field of a run record's entry: its layout.
 fn layout_mark() -> Fingerprint {
@@ -134,9 +165,63 @@ fn decode_record(payload: &[u8], mark: &Fingerprint) -> Result<RunRecord, Lineag
     let decoded = match mark.as_bytes()[0] {
         0 => entry::decode_payload::<RunRecordV1>(payload).map(RunRecord::from),
         2 => entry::decode_payload::<RunRecordV2>(payload).map(RunRecord::from),
+        3 => entry::decode_payload::<RunRecordV3>(payload).map(RunRecord::from),
         _ => entry::decode_payload::<RunRecord>(payload),
     };
     decoded.map_err(|e| LineageError::Encode(e.to_string()))
+}
+
+/// A run record as builds before misses were recorded stored it. Still
+/// read.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct RunRecordV3 {
+    run: RunId,
+    started_unix_us: u64,
+    calls: Vec<CallRecordV3>,
+    units: Vec<UnitRecord>,
+}
+
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct CallRecordV3 {
+    name: String,
+    version: String,
+    key: Key,
+    parent: Option<Key>,
+    outcome: CallOutcome,
+    started_us: u64,
+    duration_us: u64,
+    process: String,
+    attempts: u32,
+}
+
+impl From<CallRecordV3> for CallRecord {
+    fn from(c: CallRecordV3) -> CallRecord {
+        CallRecord {
+            name: c.name,
+            version: c.version,
+            key: c.key,
+            parent: c.parent,
+            outcome: c.outcome,
+            started_us: c.started_us,
+            duration_us: c.duration_us,
+            process: c.process,
+            attempts: c.attempts,
+            miss: None,
+        }
+    }
+}
+
+impl From<RunRecordV3> for RunRecord {
+    fn from(old: RunRecordV3) -> RunRecord {
+        RunRecord {
+            run: old.run,
+            started_unix_us: old.started_unix_us,
+            calls: old.calls.into_iter().map(CallRecord::from).collect(),
+            units: old.units,
+        }
+    }
 }
 
 /// A run record as builds before multi-unit tasks stored it: no units.
@@ -146,7 +231,7 @@ fn decode_record(payload: &[u8], mark: &Fingerprint) -> Result<RunRecord, Lineag
 struct RunRecordV2 {
     run: RunId,
     started_unix_us: u64,
-    calls: Vec<CallRecord>,
+    calls: Vec<CallRecordV3>,
 }
 
 impl From<RunRecordV2> for RunRecord {
@@ -154,7 +239,7 @@ impl From<RunRecordV2> for RunRecord {
         RunRecord {
             run: old.run,
             started_unix_us: old.started_unix_us,
-            calls: old.calls,
+            calls: old.calls.into_iter().map(CallRecord::from).collect(),
             units: Vec::new(),
         }
     }
@@ -201,6 +286,7 @@ impl From<RunRecordV1> for RunRecord {
                     duration_us: c.duration_us,
                     process: c.process,
                     attempts: 1,
+                    miss: None,
                 })
                 .collect(),
             units: Vec::new(),
@@ -267,6 +353,7 @@ impl RunLog {
             duration_us: micros(ended.duration),
             process: process_name().to_owned(),
             attempts: ended.attempts,
+            miss: ended.miss,
         };
         self.calls
             .lock()
@@ -642,6 +729,7 @@ mod tests {
             duration_us: 10,
             process: "p".into(),
             attempts: 1,
+            miss: None,
         }
     }
 
@@ -677,18 +765,40 @@ mod tests {
         assert_eq!(read.calls[0].attempts, 3);
         assert!(decode_record(b"junk", &layout_mark()).is_err());
 
-        // The second layout: no units.
+        // The second layout: no units; the third: no misses.
+        let call = |c: &CallRecord| CallRecordV3 {
+            name: c.name.clone(),
+            version: c.version.clone(),
+            key: c.key,
+            parent: c.parent,
+            outcome: c.outcome,
+            started_us: c.started_us,
+            duration_us: c.duration_us,
+            process: c.process.clone(),
+            attempts: c.attempts,
+        };
         let second = RunRecordV2 {
             run: read.run,
             started_unix_us: read.started_unix_us,
-            calls: read.calls.clone(),
+            calls: read.calls.iter().map(call).collect(),
         };
         let mut payload = Vec::new();
         crate::codec::encode_into(&mut payload, &second).unwrap();
         let mut mark = [0; 32];
         mark[0] = 2;
-        let read = decode_record(&payload, &Fingerprint::from_bytes(mark)).unwrap();
-        assert_eq!((read.calls.len(), read.units.len()), (1, 0));
+        let second = decode_record(&payload, &Fingerprint::from_bytes(mark)).unwrap();
+        assert_eq!((second.calls.len(), second.units.len()), (1, 0));
+        let third = RunRecordV3 {
+            run: read.run,
+            started_unix_us: read.started_unix_us,
+            calls: read.calls.iter().map(call).collect(),
+            units: Vec::new(),
+        };
+        let mut payload = Vec::new();
+        crate::codec::encode_into(&mut payload, &third).unwrap();
+        mark[0] = 3;
+        let third = decode_record(&payload, &Fingerprint::from_bytes(mark)).unwrap();
+        assert_eq!((third.calls[0].attempts, third.calls[0].miss), (3, None));
     }
 
     #[test]

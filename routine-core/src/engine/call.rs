@@ -36,6 +36,7 @@ use crate::execution::Execution;
 use crate::id::CallOutcome;
 use crate::invoke::{panic_message, panic_text};
 use crate::key::{Key, KeyError};
+use crate::lineage::Miss;
 use crate::registry::TaskSpec;
 use crate::slot::SlotLease;
 use crate::store::{Found, KeyLock, Slot};
@@ -176,6 +177,7 @@ impl Engine {
             }),
             run_closed: false,
             attempts: 1,
+            miss: None,
         };
         let call = Call {
             task,
@@ -242,12 +244,17 @@ impl<O, Out> Call<O, Out> {
         loop {
             let finished_before = inner.flights.finished();
             let found = match std::mem::take(&mut self.trust_callers_lookup) {
-                true => (codec.cached)(inner, task, &key),
+                true => (codec.cached)(inner, task, &key).ok_or(Miss::Absent),
                 false => lookup(inner, codec, task, &key).await,
             };
-            if let Some(outcome) = found {
-                report.hit(codec, &outcome);
-                return outcome;
+            match found {
+                Ok(outcome) => {
+                    report.hit(codec, &outcome);
+                    return outcome;
+                }
+                Err(miss) => {
+                    report.miss.get_or_insert(miss);
+                }
             }
             if !report.waiting {
                 report.waiting = true;
@@ -266,7 +273,7 @@ impl<O, Out> Call<O, Out> {
             // A flight that landed after our lookup may have stored this
             // very result; only then is a second lookup worth its cost.
             if inner.flights.finished() != finished_before {
-                if let Some(outcome) = lookup(inner, codec, task, &key).await {
+                if let Ok(outcome) = lookup(inner, codec, task, &key).await {
                     report.hit(codec, &outcome);
                     return outcome;
                 }
@@ -286,7 +293,7 @@ impl<O, Out> Call<O, Out> {
             // is waited for, and then the result it stored read.
             let (key_lock, waited) = self.lock_key(inner).await;
             if waited {
-                if let Some(outcome) = lookup(inner, codec, task, &key).await {
+                if let Ok(outcome) = lookup(inner, codec, task, &key).await {
                     report.hit(codec, &outcome);
                     return outcome;
                 }
@@ -352,11 +359,11 @@ impl<O, Out> Call<O, Out> {
                 // A small result comes back with the reply: decoded (and
                 // verified) from it, without a read of the store.
                 let carried = entry.and_then(|entry| {
-                    (self.codec.decode)(inner, task, &key, Found::Bytes(Arc::new(entry)))
+                    (self.codec.decode)(inner, task, &key, Found::Bytes(Arc::new(entry))).ok()
                 });
                 let read = match carried {
                     Some(outcome) => Some(outcome),
-                    None => lookup(inner, self.codec, task, &key).await,
+                    None => lookup(inner, self.codec, task, &key).await.ok(),
                 };
                 let Some(outcome) = read else {
                     // Running it here would hide a cluster whose workers
@@ -657,12 +664,15 @@ async fn lookup<O, Out>(
     codec: &OutcomeCodec<O, Out>,
     task: &'static TaskSpec,
     key: &Key,
-) -> Option<O> {
+) -> Result<O, Miss> {
     if let Some(hit) = (codec.cached)(inner, task, key) {
-        return Some(hit);
+        return Ok(hit);
     }
-    let found = inner.read(task, key).await?;
-    (codec.decode)(inner, task, key, found)
+    match inner.read(task, key).await {
+        Ok(Some(found)) => (codec.decode)(inner, task, key, found),
+        Ok(None) => Err(Miss::Absent),
+        Err(()) => Err(Miss::Unreadable),
+    }
 }
 
 /// Awaits `future`, catching a panic raised while polling it.

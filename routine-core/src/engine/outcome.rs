@@ -14,6 +14,7 @@ use crate::codec;
 use crate::entry;
 use crate::invoke::Finished;
 use crate::key::Key;
+use crate::lineage::Miss;
 use crate::registry::TaskSpec;
 use crate::store::Found;
 
@@ -84,7 +85,7 @@ pub struct OutcomeCodec<O, Out> {
     /// The outcome from the in-process cache.
     pub(crate) cached: fn(&Inner, &'static TaskSpec, &Key) -> Option<O>,
     /// The outcome from what the store found.
-    pub(crate) decode: fn(&Inner, &'static TaskSpec, &Key, Found) -> Option<O>,
+    pub(crate) decode: fn(&Inner, &'static TaskSpec, &Key, Found) -> Result<O, Miss>,
     /// The entry to store, or `None` for an outcome that is not stored (an
     /// `Err`).
     pub(crate) encode:
@@ -137,7 +138,9 @@ impl<O, Out> OutcomeCodec<O, Out> {
 pub const fn outcome_codec<O: Outcome>() -> OutcomeCodec<O, O::Output> {
     OutcomeCodec {
         cached: |inner, task, key| inner.cached(task, key).map(O::from_stored),
-        decode: |inner, task, key, found| inner.decode_found(task, key, found).map(O::from_stored),
+        decode: |inner, task, key, found| {
+            (inner.decode_found(task, key, found)).map(O::from_stored)
+        },
         encode: encode_outcome::<O>,
         into_output: O::into_output,
         output_json: output_json::<O>,

@@ -12,6 +12,7 @@ use super::storage::Provenance;
 use super::Engine;
 use crate::id::{CallOutcome, RunId};
 use crate::key::Key;
+use crate::lineage::Miss;
 use crate::lineage::{Ended, RunLog};
 use crate::registry::TaskSpec;
 use crate::trigger::{Occurrence, TriggerSpec};
@@ -69,6 +70,8 @@ pub(super) struct CallGuard<'a> {
     pub(super) run_closed: bool,
     /// Attempts its body took here.
     pub(super) attempts: u32,
+    /// What the call's first lookup found, if it missed.
+    pub(super) miss: Option<Miss>,
 }
 
 /// The triggers bound to a task, and what they will be given.
@@ -169,6 +172,7 @@ impl CallGuard<'_> {
             started: self.started,
             duration: self.started.elapsed(),
             attempts: self.attempts,
+            miss: self.miss,
         };
         log.record(self.task, self.key, self.parent, ended);
         self.started_run.then(|| Arc::clone(log))

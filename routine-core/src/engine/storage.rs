@@ -28,9 +28,9 @@ use crate::codec;
 use crate::entry::{self, ArgumentDigest, EntryError, EntryMeta, HEADER_LEN, TRAILER_LEN};
 use crate::id::{Fingerprint, RunId};
 use crate::key::Key;
-use crate::lineage::RunLog;
+use crate::lineage::{Miss, RunLog};
 use crate::registry::TaskSpec;
-use crate::store::{Found, RecordKind, Slot, StoreError};
+use crate::store::{Found, RecordKind, RemovalCause, Slot, StoreError};
 
 /// Entries larger than this are streamed, inside
 /// `tokio::task::block_in_place` (on a multi-threaded runtime), so that a
@@ -110,12 +110,16 @@ impl Inner {
 
     /// The entry the store holds for `key`; a failure of the store is a
     /// miss, logged and counted.
-    pub(crate) async fn read(&self, task: &'static TaskSpec, key: &Key) -> Option<Found> {
+    pub(crate) async fn read(
+        &self,
+        task: &'static TaskSpec,
+        key: &Key,
+    ) -> Result<Option<Found>, ()> {
         match self.store.get_async(&slot(task, key)).await {
-            Ok(found) => found,
+            Ok(found) => Ok(found),
             Err(e) => {
                 self.store_failed(task, key, "read", &e);
-                None
+                Err(())
             }
         }
     }
@@ -128,7 +132,7 @@ impl Inner {
         task: &'static TaskSpec,
         key: &Key,
         found: Found,
-    ) -> Option<T> {
+    ) -> Result<T, Miss> {
         match found {
             Found::Bytes(bytes) => {
                 let decoded = entry::verify(&bytes, key).and_then(|(meta, payload)| {
@@ -142,7 +146,7 @@ impl Inner {
                     )))
                 });
                 match decoded {
-                    Ok(None) => None,
+                    Ok(None) => Err(Miss::Expired),
                     Ok(Some((value, meta, payload))) => {
                         self.check_fingerprint(task, &meta.fingerprint);
                         self.cache.insert(
@@ -154,28 +158,28 @@ impl Inner {
                                 created_at: meta.created_at,
                             },
                         );
-                        Some(value)
+                        Ok(value)
                     }
                     Err(e) => {
                         self.corrupt(task, key, &e);
-                        None
+                        Err(Miss::Corrupt)
                     }
                 }
             }
             Found::Stream { reader, len } => {
                 match large_io(len, || entry::read(reader, len, key)) {
-                    Ok((meta, _)) if outlived(task, meta.created_at) => None,
+                    Ok((meta, _)) if outlived(task, meta.created_at) => Err(Miss::Expired),
                     Ok((meta, value)) => {
                         self.check_fingerprint(task, &meta.fingerprint);
-                        Some(value)
+                        Ok(value)
                     }
                     Err(EntryError::Io(e)) => {
                         self.store_failed(task, key, "read", &e);
-                        None
+                        Err(Miss::Unreadable)
                     }
                     Err(e) => {
                         self.corrupt(task, key, &e);
-                        None
+                        Err(Miss::Corrupt)
                     }
                 }
             }
@@ -334,6 +338,13 @@ impl Inner {
         self.counters
             .corrupt_entries
             .fetch_add(1, Ordering::Relaxed);
+        // For `why`, until the recomputed result replaces it.
+        let cause = RemovalCause::Corrupt {
+            error: error.to_string(),
+        };
+        if let Err(e) = self.store.note_removals(&[slot(task, key)], &cause) {
+            tracing::debug!(error = %e, "cannot note a corrupt entry in the store");
+        }
         tracing::warn!(task = task.name(), version = task.version(), key = %key.short(), error = %error,
             "stored entry is unusable; recomputing it");
     }

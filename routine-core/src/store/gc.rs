@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{Listing, Slot, Store, StoreError};
+use super::{Listing, RemovalCause, Slot, Store, StoreError};
 
 /// What to collect.
 #[derive(Debug, Clone, Copy, Default)]
@@ -132,31 +132,50 @@ pub fn plan(
     out
 }
 
-/// Removes what `plan` chose; returns the bytes freed. An entry already
-/// gone (removed by another process) is not an error.
+/// Removes what `plan` chose, noting each removal and its reason in the
+/// store (for `why`); returns the bytes freed. An entry already gone
+/// (removed by another process) is not an error.
 pub fn apply(store: &dyn Store, plan: &GcPlan) -> Result<u64, StoreError> {
     // In slot order, so that each batch touches one stretch of a database
     // (a B-tree page is rewritten once, not once per batch).
-    let mut order: Vec<&Listing> = plan.remove.iter().map(|(listing, _)| listing).collect();
-    order.sort_unstable_by(|a, b| (&a.name, &a.version, a.key).cmp(&(&b.name, &b.version, b.key)));
+    let mut order: Vec<&(Listing, Reason)> = plan.remove.iter().collect();
+    order.sort_unstable_by(|(a, _), (b, _)| {
+        (&a.name, &a.version, a.key).cmp(&(&b.name, &b.version, b.key))
+    });
     let mut freed = 0;
     for batch in order.chunks(REMOVE_BATCH) {
-        let slots: Vec<Slot<'_>> = batch
-            .iter()
-            .map(|listing| Slot {
-                name: &listing.name,
-                version: &listing.version,
-                key: &listing.key,
-            })
-            .collect();
+        let slots: Vec<Slot<'_>> = batch.iter().map(|(listing, _)| slot_of(listing)).collect();
         let removed = store.remove_many(&slots)?;
-        for (listing, removed) in batch.iter().zip(removed) {
-            if removed {
-                freed += listing.size;
+        let mut noted: Vec<(Reason, Vec<Slot<'_>>)> = Vec::new();
+        for ((listing, reason), removed) in batch.iter().zip(removed) {
+            if !removed {
+                continue;
+            }
+            freed += listing.size;
+            match noted.iter_mut().find(|(r, _)| r == reason) {
+                Some((_, slots)) => slots.push(slot_of(listing)),
+                None => noted.push((*reason, vec![slot_of(listing)])),
+            }
+        }
+        for (reason, slots) in noted {
+            let cause = RemovalCause::Collected {
+                reason: reason.as_str().to_owned(),
+            };
+            // The results are gone either way; only `why` loses the note.
+            if let Err(e) = store.note_removals(&slots, &cause) {
+                tracing::warn!(error = %e, "cannot note the removals of `cache gc` in the store");
             }
         }
     }
     Ok(freed)
+}
+
+fn slot_of(listing: &Listing) -> Slot<'_> {
+    Slot {
+        name: &listing.name,
+        version: &listing.version,
+        key: &listing.key,
+    }
 }
 
 /// Entries [`apply`] hands the store at once: a database removes each
