@@ -57,6 +57,8 @@ pub(crate) enum Command {
     Tasks(TasksArgs),
     /// Run one routine with arguments given as JSON and print its result as JSON
     Run(RunArgs),
+    /// Whether a call would be answered from storage or run, and why
+    Why(WhyArgs),
     /// Serve this program's routines to other processes through the broker
     Worker(WorkerArgs),
     /// The workers connected to the broker: state, current routine, last heartbeat
@@ -75,6 +77,18 @@ pub(crate) enum RunsCommand {
     Ls(JsonOnly),
     /// The call tree of one run: each call's routine, short key, duration and outcome
     Show(ShowRunArgs),
+    /// Why each call of a run that was not answered from storage ran
+    Why(WhyRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WhyRunArgs {
+    /// The run's ID, or its first hex digits (at least 4)
+    #[arg(value_name = "RUN", value_parser = hex_prefix)]
+    pub(crate) run: String,
+    /// Print JSON for scripts instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +132,15 @@ pub(crate) struct RunArgs {
     /// All arguments as one JSON object; --arg entries override its fields
     #[arg(long, value_name = "JSON")]
     pub(crate) args_json: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WhyArgs {
+    #[command(flatten)]
+    pub(crate) call: RunArgs,
+    /// Print JSON for scripts instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]

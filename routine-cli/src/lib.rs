@@ -7,10 +7,11 @@
 //! train info                 project, store, broker, policy, what is stored
 //! train tasks                every routine: ID, signature, fingerprint, results
 //! train run fit --arg epochs=300 --args-json '{"data": ..}'
+//! train why fit --arg epochs=300   would it hit or run, and why
 //! train worker               serves routines through the broker
 //! train status               the broker's workers
 //! train cache ls|show|rm|gc|stats
-//! train runs ls|show
+//! train runs ls|show|why
 //! ```
 //!
 //! Exit codes: 0 success, 1 the routine (or `main`) failed, 2 usage or
@@ -29,7 +30,8 @@
 //! | `run` | `run`: a routine from JSON arguments |
 //! | `cache` | `cache ls`, `show`, `rm`, `gc`, `stats` |
 //! | `cluster` | `worker` and `status` |
-//! | `runs` | `runs ls` and `runs show`: lineage |
+//! | `runs` | `runs ls`, `runs show` and `runs why`: lineage |
+//! | `why` | `why` and `runs why`: why a call hits or runs |
 
 #![warn(missing_docs)]
 
@@ -55,6 +57,7 @@ mod progress;
 mod routines;
 mod run;
 mod runs;
+mod why;
 
 pub use crate::program::{MainOutput, Program};
 
@@ -164,6 +167,7 @@ async fn dispatch(command: Command, config: &Config, ui: Ui) -> Result<(), Failu
         Command::Info(args) => inspect::info(config, &args),
         Command::Tasks(args) => inspect::tasks(config, &args),
         Command::Run(args) => run::run(config, &args, ui).await,
+        Command::Why(args) => why::why(config, &args),
         Command::Worker(_) => cluster::worker(config, ui).await,
         Command::Status(args) => cluster::status(config, &args).await,
         Command::Cache(command) => cache::cache(config, command),

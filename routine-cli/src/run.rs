@@ -85,14 +85,14 @@ pub(crate) async fn run(config: &Config, args: &RunArgs, ui: Ui) -> Result<(), F
 }
 
 /// The arguments given on the command line.
-struct Given {
+pub(crate) struct Given {
     /// As one JSON object: `--args-json`, then each `--arg`.
-    object: Map<String, Value>,
+    pub(crate) object: Map<String, Value>,
     /// The text of each `--arg` as written.
     written: HashMap<String, String>,
 }
 
-fn arguments(args: &RunArgs) -> Result<Given, Failure> {
+pub(crate) fn arguments(args: &RunArgs) -> Result<Given, Failure> {
     let mut written = HashMap::new();
     let mut object = match &args.args_json {
         None => Map::new(),
@@ -138,7 +138,7 @@ fn kind(value: &Value) -> &'static str {
 }
 
 /// Encodes each of the task's arguments from the object, in order.
-fn encode_arguments(task: &TaskSpec, given: &Given) -> Result<Vec<u8>, Failure> {
+pub(crate) fn encode_arguments(task: &TaskSpec, given: &Given) -> Result<Vec<u8>, Failure> {
     let (object, written) = (&given.object, &given.written);
     let parameters = task.parameters();
     if let Some(unknown) = object

@@ -28,6 +28,10 @@ pub(crate) fn runs(config: &Config, command: RunsCommand) -> Result<(), Failure>
     match command {
         RunsCommand::Ls(args) => ls(&*store, args.json),
         RunsCommand::Show(args) => show(&*store, &args),
+        RunsCommand::Why(args) => {
+            let run = find_run(&*store, &args.run)?;
+            crate::why::run(&*store, run, args.json)
+        }
     }
 }
 

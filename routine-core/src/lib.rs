@@ -26,6 +26,7 @@
 //! | [`slot`] | a worker's slots, lent to the requests it runs | — |
 //! | [`dispatch`] | the seam to a cluster: policy and the `Dispatch` trait | id, key, registry |
 //! | [`engine`] | the runtime: scope, lookup, single-flight, storing | all of the above |
+//! | [`explain`] | why a call hits or runs, from the store alone (`why`) | code, entry, engine, store |
 //! | [`unit`](mod@unit) | multi-unit tasks: the unit handle, gangs in process and on workers | engine, dispatch, mailbox, registry, lineage |
 #![warn(missing_docs)]
 
@@ -38,6 +39,7 @@ pub mod engine;
 pub mod entry;
 mod error;
 pub mod execution;
+pub mod explain;
 pub mod id;
 pub mod invoke;
 pub mod key;

@@ -233,6 +233,7 @@ fn wrap(
                     #parameter_types,
                     #routine_arguments.#indices.from_json,
                     #routine_arguments.#indices.to_json,
+                    #routine_arguments.#indices.add_encoded,
                 ),)*
             ];
 

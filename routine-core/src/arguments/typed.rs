@@ -132,7 +132,13 @@ pub struct ArgumentCodec<T> {
     pub from_json: FromJson,
     /// Decodes the next argument as JSON, as a trigger is given it.
     pub to_json: ToJson,
+    /// Decodes the next argument and adds it to a key, as `why` computes
+    /// the key of a call given on the command line.
+    pub add_encoded: AddEncoded,
 }
+
+/// Decodes the next argument and adds it to a key.
+pub type AddEncoded = fn(&mut ArgumentsDecoder<'_>, &mut KeyBuilder) -> Result<(), ArgumentsError>;
 
 /// The codec of one argument type.
 #[doc(hidden)]
@@ -142,7 +148,21 @@ pub const fn argument<T: TaskArgument>() -> ArgumentCodec<T> {
         decode: decode_argument::<T>,
         from_json: argument_from_json::<T>,
         to_json: argument_to_json::<T>,
+        add_encoded: add_encoded_argument::<T>,
     }
+}
+
+fn add_encoded_argument<T: TaskArgument>(
+    decoder: &mut ArgumentsDecoder<'_>,
+    key: &mut KeyBuilder,
+) -> Result<(), ArgumentsError> {
+    let position = decoder.position;
+    let value: T = decoder.argument()?;
+    key.add(&value).map_err(|e| ArgumentsError {
+        position,
+        type_name: std::any::type_name::<T>(),
+        reason: format!("cannot be hashed: {e}"),
+    })
 }
 
 fn argument_to_json<T: TaskArgument>(

@@ -12,7 +12,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use self::units::UnitsSpec;
+use crate::arguments::typed::{AddEncoded, KeyBuilder};
 use crate::arguments::{ArgumentsDecoder, ArgumentsError, FromJson, ToJson};
+use crate::entry::ArgumentDigest;
+use crate::key::Key;
 use crate::code::{self, Code, CodeItem, Index, OnCodeChange, TrackedItem};
 use crate::execution::Execution;
 use crate::id::{Fingerprint, RoutineId};
@@ -38,6 +41,7 @@ pub struct Parameter {
     type_name: &'static str,
     from_json: FromJson,
     to_json: ToJson,
+    add_encoded: AddEncoded,
 }
 
 impl Parameter {
@@ -47,12 +51,14 @@ impl Parameter {
         type_name: &'static str,
         from_json: FromJson,
         to_json: ToJson,
+        add_encoded: AddEncoded,
     ) -> Self {
         Parameter {
             name,
             type_name,
             from_json,
             to_json,
+            add_encoded,
         }
     }
 
@@ -293,6 +299,27 @@ impl TaskSpec {
         json: bool,
     ) -> Result<Invocation, ArgumentsError> {
         (self.invoke)(encoded_arguments, json)
+    }
+
+    /// The key of a call from its encoded arguments (as
+    /// [`TaskSpec::invoke`] takes them), covering `code` when given (a task
+    /// whose policy is `on_code_change = "rerun"`), and each argument's
+    /// digest: what `why` looks up.
+    pub fn key_of_encoded(
+        &self,
+        encoded_arguments: &[u8],
+        code: Option<&Fingerprint>,
+    ) -> Result<(Key, Vec<ArgumentDigest>), ArgumentsError> {
+        let mut key = KeyBuilder::new(self.name, self.version, code, false);
+        let mut digests = KeyBuilder::digests();
+        for builder in [&mut key, &mut digests] {
+            let mut decoder = ArgumentsDecoder::new(encoded_arguments);
+            for parameter in self.parameters {
+                (parameter.add_encoded)(&mut decoder, builder)?;
+            }
+            decoder.finish()?;
+        }
+        Ok((key.finish().0, digests.finish_digests()))
     }
 
     /// A stored result's payload (see [`crate::entry`]) as JSON, decoded with

@@ -1,0 +1,360 @@
+//! Why a call would hit or run, and why one ran: from the store alone.
+//!
+//! ```text
+//! a valid entry under the call's key        hit: who wrote it, when, ttl left, code since
+//! an entry there that does not verify       run: corrupt
+//! an entry there past the task's ttl        run: expired
+//! a removal noted for the key               run: removed (cache rm, cache gc and why, corrupt)
+//! the same arguments stored, other code     run: code changed (on_code_change = "rerun")
+//! the same arguments stored, same code      run: the on_code_change policy changed
+//! other calls of this version stored        run: new arguments (the nearest call, what differs)
+//! calls of other versions stored            run: version changed
+//! nothing stored for the task               run: never run
+//! ```
+//!
+//! Entries record a digest of each argument and their writer (see
+//! [`crate::entry`]); the store keeps what a writer and a code fingerprint
+//! stand for, and notes removals ([`Store::note_removals`]). A store that
+//! keeps no notes (memory, an object store) explains less: a removed result
+//! looks like new arguments. At most [`COMPARED`] of the newest stored calls
+//! of the version are compared with the call.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::code::{Code, CodeChange};
+use crate::engine::Writer;
+use crate::entry::{self, ArgumentDigest, EntryMeta};
+use crate::id::Fingerprint;
+use crate::key::Key;
+use crate::store::{Found, Listing, RecordKind, RemovalCause, Slot, Store, StoreError};
+
+/// The newest stored calls of a task version `explain` compares a call with.
+pub const COMPARED: usize = 1000;
+
+/// The call to explain.
+#[derive(Debug, Clone)]
+pub struct Subject<'a> {
+    /// The task's name and version.
+    pub name: &'a str,
+    /// Its version.
+    pub version: &'a str,
+    /// The call's key.
+    pub key: Key,
+    /// A digest of each argument.
+    pub arguments: Vec<ArgumentDigest>,
+    /// The arguments' names, in order (`argument N` where unknown).
+    pub names: Vec<String>,
+    /// The code of this build, when the program has the task: to name what
+    /// changed.
+    pub code: Option<&'a Code>,
+    /// The task's `ttl`.
+    pub ttl: Option<Duration>,
+    /// Explain the call as of this time (a past run's call): entries and
+    /// notes made since are not looked at, and its own entry is not a hit.
+    pub as_of: Option<SystemTime>,
+}
+
+/// Why a call hits or runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Explanation {
+    /// The stored result is returned.
+    Hit {
+        /// Who wrote it and when.
+        written: Written,
+        /// Seconds until it expires, under the task's `ttl`.
+        ttl_left_secs: Option<u64>,
+        /// Whether the code changed since it was written.
+        code: CodeSince,
+    },
+    /// The body runs.
+    Run {
+        /// The decisive reason.
+        #[serde(flatten)]
+        reason: Reason,
+    },
+}
+
+/// Why a call runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Reason {
+    /// Nothing is stored for the task, at any version.
+    NeverRun,
+    /// Calls of this version are stored, none with these arguments.
+    NewArguments {
+        /// The stored call with the most arguments in common, if any was
+        /// compared (entries written before routine recorded arguments are
+        /// not).
+        nearest: Option<Nearest>,
+    },
+    /// Results of other versions are stored, none of this one.
+    VersionChanged {
+        /// The versions stored.
+        stored_versions: Vec<String>,
+        /// The version holding a call with these same arguments, if any.
+        same_arguments_in: Option<String>,
+    },
+    /// The same arguments are stored, computed by other code (a task whose
+    /// key covers its code: `on_code_change = "rerun"`).
+    CodeChanged {
+        /// The stored call.
+        stored: Written,
+        /// What changed, when the store kept the older code's record.
+        changes: Option<Vec<CodeChange>>,
+    },
+    /// The same arguments are stored under another key, by the same code:
+    /// stored under the other `on_code_change` policy (only `rerun` puts
+    /// the code in the key).
+    PolicyChanged {
+        /// The stored call.
+        stored: Written,
+    },
+    /// The result was removed.
+    Removed {
+        /// When, in seconds since the Unix epoch.
+        at_unix: u64,
+        /// By what.
+        cause: RemovalCause,
+    },
+    /// The result outlived the task's `ttl`.
+    Expired {
+        /// Who wrote it and when.
+        written: Written,
+        /// The task's `ttl`, in seconds.
+        ttl_secs: u64,
+    },
+    /// The stored entry is damaged.
+    Corrupt {
+        /// What is wrong with it.
+        error: String,
+    },
+}
+
+/// The stored call nearest to the one explained.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Nearest {
+    /// Its key.
+    pub key: String,
+    /// Who wrote it and when.
+    pub written: Written,
+    /// The arguments that differ, by name.
+    pub differing: Vec<String>,
+}
+
+/// Who wrote a stored result, and when.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Written {
+    /// When, in seconds since the Unix epoch.
+    pub at_unix: u64,
+    /// The run that computed it (its ID in hex).
+    pub run: Option<String>,
+    /// The process, if the store keeps its record.
+    pub writer: Option<Writer>,
+    /// How long the body ran, in microseconds.
+    pub run_time_us: u64,
+    /// The code fingerprint that computed it.
+    pub code: String,
+}
+
+/// Whether the code changed since a result was written.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum CodeSince {
+    /// The same code fingerprint (or this program lacks the task).
+    Same,
+    /// Another; what changed, when the store kept the older code's record.
+    Changed {
+        /// The changes.
+        changes: Option<Vec<CodeChange>>,
+    },
+}
+
+/// Explains `call` from what `store` holds.
+pub fn explain(store: &dyn Store, call: &Subject<'_>) -> Result<Explanation, StoreError> {
+    let slot = Slot {
+        name: call.name,
+        version: call.version,
+        key: &call.key,
+    };
+    if call.as_of.is_none() {
+        if let Some(found) = store.peek(&slot)? {
+            return Ok(own_entry(store, call, found));
+        }
+    }
+    if let Some(removal) = store.removal(&slot)? {
+        if call.as_of.is_none_or(|as_of| removal.at < as_of) {
+            return Ok(Explanation::Run {
+                reason: Reason::Removed {
+                    at_unix: unix_secs(removal.at),
+                    cause: removal.cause,
+                },
+            });
+        }
+    }
+    let before = |listing: &Listing| call.as_of.is_none_or(|as_of| listing.created < as_of);
+    let mut listings: Vec<Listing> = store.list(Some(call.name), None)?;
+    listings.retain(|l| before(l) && l.key != call.key);
+    let (mut same_version, other_versions): (Vec<Listing>, Vec<Listing>) =
+        listings.into_iter().partition(|l| &*l.version == call.version);
+    if same_version.is_empty() {
+        if other_versions.is_empty() {
+            return Ok(Explanation::Run {
+                reason: Reason::NeverRun,
+            });
+        }
+        let mut stored_versions: Vec<String> =
+            other_versions.iter().map(|l| l.version.to_string()).collect();
+        stored_versions.dedup();
+        let same_arguments_in = newest(other_versions, COMPARED)
+            .iter()
+            .find(|l| peek_meta(store, l).is_some_and(|m| m.arguments == call.arguments))
+            .map(|l| l.version.to_string());
+        return Ok(Explanation::Run {
+            reason: Reason::VersionChanged {
+                stored_versions,
+                same_arguments_in,
+            },
+        });
+    }
+    same_version = newest(same_version, COMPARED);
+    let mut nearest: Option<(usize, Listing, EntryMeta)> = None;
+    for listing in same_version {
+        let Some(meta) = peek_meta(store, &listing) else {
+            continue;
+        };
+        if !meta.arguments.is_empty() && meta.arguments == call.arguments {
+            if call.code.is_some_and(|code| code.fingerprint == meta.fingerprint) {
+                return Ok(Explanation::Run {
+                    reason: Reason::PolicyChanged {
+                        stored: written(store, &meta),
+                    },
+                });
+            }
+            return Ok(Explanation::Run {
+                reason: Reason::CodeChanged {
+                    stored: written(store, &meta),
+                    changes: changes(store, call.code, &meta.fingerprint),
+                },
+            });
+        }
+        // An entry of an older format records no arguments to compare.
+        if meta.arguments.is_empty() {
+            continue;
+        }
+        let common = (meta.arguments.iter().zip(&call.arguments))
+            .filter(|(a, b)| a == b)
+            .count();
+        // Listings are newest first: the newest of the nearest wins.
+        if nearest.as_ref().is_none_or(|(best, _, _)| common > *best) {
+            nearest = Some((common, listing, meta));
+        }
+    }
+    let nearest = nearest.map(|(_, listing, meta)| Nearest {
+        key: listing.key.to_hex(),
+        differing: differing(call, &meta.arguments),
+        written: written(store, &meta),
+    });
+    Ok(Explanation::Run {
+        reason: Reason::NewArguments { nearest },
+    })
+}
+
+/// The call's own entry: a hit, unless it is damaged or expired.
+fn own_entry(store: &dyn Store, call: &Subject<'_>, found: Found) -> Explanation {
+    let verified = found
+        .into_bytes()
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| {
+            entry::verify(&bytes, &call.key)
+                .map(|(meta, _)| meta)
+                .map_err(|e| e.to_string())
+        });
+    let meta = match verified {
+        Ok(meta) => meta,
+        Err(error) => {
+            return Explanation::Run {
+                reason: Reason::Corrupt { error },
+            }
+        }
+    };
+    let age = SystemTime::now()
+        .duration_since(meta.created_at)
+        .unwrap_or_default();
+    if let Some(ttl) = call.ttl {
+        if age >= ttl {
+            return Explanation::Run {
+                reason: Reason::Expired {
+                    written: written(store, &meta),
+                    ttl_secs: ttl.as_secs(),
+                },
+            };
+        }
+    }
+    let code = match call.code {
+        Some(code) if code.fingerprint != meta.fingerprint => CodeSince::Changed {
+            changes: changes(store, Some(code), &meta.fingerprint),
+        },
+        _ => CodeSince::Same,
+    };
+    Explanation::Hit {
+        written: written(store, &meta),
+        ttl_left_secs: call.ttl.map(|ttl| (ttl - age).as_secs()),
+        code,
+    }
+}
+
+/// What changed from the code `stored` stands for to `code`.
+fn changes(store: &dyn Store, code: Option<&Code>, stored: &Fingerprint) -> Option<Vec<CodeChange>> {
+    let code = code?;
+    let record = store.get_record(RecordKind::Code, stored.as_bytes()).ok()??;
+    Some(code.changes_since(&Code::from_bytes(&record)?))
+}
+
+/// The names of the arguments whose digests differ from `stored`'s.
+fn differing(call: &Subject<'_>, stored: &[ArgumentDigest]) -> Vec<String> {
+    (call.arguments.iter().enumerate())
+        .filter(|(i, digest)| stored.get(*i) != Some(digest))
+        .map(|(i, _)| argument_name(call, i))
+        .collect()
+}
+
+fn argument_name(call: &Subject<'_>, index: usize) -> String {
+    (call.names.get(index).cloned()).unwrap_or_else(|| format!("argument {}", index + 1))
+}
+
+fn written(store: &dyn Store, meta: &EntryMeta) -> Written {
+    Written {
+        at_unix: unix_secs(meta.created_at),
+        run: meta.run.map(|run| run.to_string()),
+        writer: meta.writer.and_then(|id| Writer::of(store, id)),
+        run_time_us: u64::try_from(meta.run_time.as_micros()).unwrap_or(u64::MAX),
+        code: meta.fingerprint.short(),
+    }
+}
+
+/// The header of a listed entry, if it can be read.
+fn peek_meta(store: &dyn Store, listing: &Listing) -> Option<EntryMeta> {
+    let slot = Slot {
+        name: &listing.name,
+        version: &listing.version,
+        key: &listing.key,
+    };
+    match store.peek(&slot).ok()?? {
+        Found::Bytes(bytes) => EntryMeta::parse(&bytes).ok(),
+        Found::Stream { reader, .. } => entry::read_header(reader).ok().map(|(meta, _)| meta),
+    }
+}
+
+/// At most `n` listings, newest first.
+fn newest(mut listings: Vec<Listing>, n: usize) -> Vec<Listing> {
+    listings.sort_by(|a, b| b.created.cmp(&a.created));
+    listings.truncate(n);
+    listings
+}
+
+fn unix_secs(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
