@@ -122,8 +122,22 @@ pub struct Config {
     pub on_code_change: OnCodeChange,
     /// The configuration file read, if any.
     pub file: Option<PathBuf>,
+    /// The program whose engines this configuration builds, named as the
+    /// writer of their results (`why`); `#[routine::main]` sets it.
+    pub program: Option<ProgramIdentity>,
     /// Where `store`, `broker` and `policy` came from.
     pub origins: Origins,
+}
+
+/// A program as the results it stores name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramIdentity {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// The git commit it was built from, if the build knew it.
+    pub commit: Option<String>,
 }
 
 /// Where the settings `info` shows came from.
@@ -278,6 +292,7 @@ impl Config {
             execution: Execution::NONE,
             on_code_change: OnCodeChange::Warn,
             file: file_path,
+            program: None,
             origins: Origins {
                 store: Origin::Default,
                 broker: Origin::Default,
@@ -439,8 +454,8 @@ impl Config {
             .cache_capacity(capacity)
             .execution(self.execution)
             .on_code_change(self.on_code_change))
-        .map(|builder| match crate::program::Program::running() {
-            Some(program) => builder.program(program.project, program.version, program.commit),
+        .map(|builder| match &self.program {
+            Some(p) => builder.program(&p.name, &p.version, p.commit.as_deref()),
             None => builder,
         })
     }

@@ -41,7 +41,7 @@ use std::process::ExitCode;
 
 use clap::FromArgMatches;
 
-use crate::config::{Config, Overrides};
+use crate::config::{Config, Overrides, ProgramIdentity};
 
 mod args;
 mod cache;
@@ -81,7 +81,6 @@ where
                 .map(|n| n.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| program.project.to_owned());
-    program.set_running();
     let matches = args::command(&program, &bin).get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
@@ -106,10 +105,16 @@ where
         task_timeout: cli.global.task_timeout.clone(),
         task_retries: cli.global.task_retries.clone(),
     };
-    let config = match Config::load(program.project, &overrides) {
+    let mut config = match Config::load(program.project, &overrides) {
         Ok(config) => config,
         Err(e) => return report(Failure::from(e)),
     };
+    // The engines name the program as the writer of their results.
+    config.program = Some(ProgramIdentity {
+        name: program.project.to_owned(),
+        version: program.version.to_owned(),
+        commit: program.commit.map(str::to_owned),
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -21,20 +21,6 @@ pub struct Program {
     pub commit: Option<&'static str>,
 }
 
-/// The program `main` runs, once it runs: the engines it builds name it
-/// as the writer of their results.
-static RUNNING: std::sync::OnceLock<Program> = std::sync::OnceLock::new();
-
-impl Program {
-    pub(crate) fn set_running(self) {
-        let _ = RUNNING.set(self);
-    }
-
-    pub(crate) fn running() -> Option<Program> {
-        RUNNING.get().copied()
-    }
-}
-
 /// What `main` may return: `()`, `Result<(), E>` with a displayable `E`,
 /// or an [`ExitCode`].
 #[diagnostic::on_unimplemented(

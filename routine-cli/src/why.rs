@@ -42,7 +42,11 @@ pub(crate) fn why(config: &Config, args: &WhyArgs) -> Result<(), Failure> {
         .key_of_encoded(&encoded, key_code)
         .map_err(|e| Failure::usage(format!("cannot hash the arguments: {e}")))?;
     let store = config.open_store_to_read()?;
-    let names: Vec<String> = task.parameters().iter().map(|p| p.name().to_owned()).collect();
+    let names: Vec<String> = task
+        .parameters()
+        .iter()
+        .map(|p| p.name().to_owned())
+        .collect();
     let subject = Subject {
         name: task.name(),
         version: task.version(),
@@ -160,7 +164,9 @@ pub(crate) fn run(store: &dyn Store, run: RunId, json: bool) -> Result<(), Failu
                 .unwrap_or_default(),
         ));
         match (&row.explanation, &row.unexplained) {
-            (Some(explanation), _) => text.push_str(&describe(explanation, &|name| name.to_owned())),
+            (Some(explanation), _) => {
+                text.push_str(&describe(explanation, &|name| name.to_owned()))
+            }
             (None, Some(why)) => text.push_str(&format!("  not explained: {why}\n")),
             (None, None) => {}
         }
@@ -260,7 +266,11 @@ fn describe(explanation: &Explanation, argument: &dyn Fn(&str) -> String) -> Str
 /// `written 2h ago by host:42 (train 0.1.0, commit 3f2c1a9) in run 1a2b…, body 1.2 s, code 4f…`.
 fn by(written: &Written, now: SystemTime) -> String {
     let at = UNIX_EPOCH + Duration::from_secs(written.at_unix);
-    let mut text = format!("written {} ({})", output::age(at, now), output::timestamp(at));
+    let mut text = format!(
+        "written {} ({})",
+        output::age(at, now),
+        output::timestamp(at)
+    );
     if let Some(writer) = &written.writer {
         text.push_str(&format!(" by {}", writer.process));
         let program = match (&writer.program, &writer.version) {
@@ -269,7 +279,9 @@ fn by(written: &Written, now: SystemTime) -> String {
             _ => None,
         };
         match (program, &writer.commit) {
-            (Some(program), Some(commit)) => text.push_str(&format!(" ({program}, commit {commit})")),
+            (Some(program), Some(commit)) => {
+                text.push_str(&format!(" ({program}, commit {commit})"))
+            }
             (Some(program), None) => text.push_str(&format!(" ({program})")),
             _ => {}
         }
@@ -288,6 +300,7 @@ fn by(written: &Written, now: SystemTime) -> String {
 fn changes_text(changes: Option<&[routine_core::code::CodeChange]>) -> String {
     match changes {
         Some(changes) => changes.iter().map(|c| format!("    {c}\n")).collect(),
-        None => "    (the store keeps no record of the older code: what changed cannot be named)\n".into(),
+        None => "    (the store keeps no record of the older code: what changed cannot be named)\n"
+            .into(),
     }
 }

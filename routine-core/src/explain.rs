@@ -197,16 +197,19 @@ pub fn explain(store: &dyn Store, call: &Subject<'_>) -> Result<Explanation, Sto
     let before = |listing: &Listing| call.as_of.is_none_or(|as_of| listing.created < as_of);
     let mut listings: Vec<Listing> = store.list(Some(call.name), None)?;
     listings.retain(|l| before(l) && l.key != call.key);
-    let (mut same_version, other_versions): (Vec<Listing>, Vec<Listing>) =
-        listings.into_iter().partition(|l| &*l.version == call.version);
+    let (mut same_version, other_versions): (Vec<Listing>, Vec<Listing>) = listings
+        .into_iter()
+        .partition(|l| &*l.version == call.version);
     if same_version.is_empty() {
         if other_versions.is_empty() {
             return Ok(Explanation::Run {
                 reason: Reason::NeverRun,
             });
         }
-        let mut stored_versions: Vec<String> =
-            other_versions.iter().map(|l| l.version.to_string()).collect();
+        let mut stored_versions: Vec<String> = other_versions
+            .iter()
+            .map(|l| l.version.to_string())
+            .collect();
         stored_versions.dedup();
         let same_arguments_in = newest(other_versions, COMPARED)
             .iter()
@@ -226,7 +229,10 @@ pub fn explain(store: &dyn Store, call: &Subject<'_>) -> Result<Explanation, Sto
             continue;
         };
         if !meta.arguments.is_empty() && meta.arguments == call.arguments {
-            if call.code.is_some_and(|code| code.fingerprint == meta.fingerprint) {
+            if call
+                .code
+                .is_some_and(|code| code.fingerprint == meta.fingerprint)
+            {
                 return Ok(Explanation::Run {
                     reason: Reason::PolicyChanged {
                         stored: written(store, &meta),
@@ -307,9 +313,15 @@ fn own_entry(store: &dyn Store, call: &Subject<'_>, found: Found) -> Explanation
 }
 
 /// What changed from the code `stored` stands for to `code`.
-fn changes(store: &dyn Store, code: Option<&Code>, stored: &Fingerprint) -> Option<Vec<CodeChange>> {
+fn changes(
+    store: &dyn Store,
+    code: Option<&Code>,
+    stored: &Fingerprint,
+) -> Option<Vec<CodeChange>> {
     let code = code?;
-    let record = store.get_record(RecordKind::Code, stored.as_bytes()).ok()??;
+    let record = store
+        .get_record(RecordKind::Code, stored.as_bytes())
+        .ok()??;
     Some(code.changes_since(&Code::from_bytes(&record)?))
 }
 
@@ -350,7 +362,7 @@ fn peek_meta(store: &dyn Store, listing: &Listing) -> Option<EntryMeta> {
 
 /// At most `n` listings, newest first.
 fn newest(mut listings: Vec<Listing>, n: usize) -> Vec<Listing> {
-    listings.sort_by(|a, b| b.created.cmp(&a.created));
+    listings.sort_by_key(|listing| std::cmp::Reverse(listing.created));
     listings.truncate(n);
     listings
 }

@@ -91,9 +91,15 @@ impl Serialize for Fingerprint {
 impl<'de> Deserialize<'de> for Fingerprint {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Fingerprint, D::Error> {
         let text = String::deserialize(deserializer)?;
-        crate::key::Key::from_hex(&text)
-            .map(|key| Fingerprint(*key.as_bytes()))
-            .map_err(serde::de::Error::custom)
+        let bad = || serde::de::Error::custom(format!("`{text}` is not 64 hex digits"));
+        if text.len() != 64 || !text.is_ascii() {
+            return Err(bad());
+        }
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(Fingerprint(bytes))
     }
 }
 

@@ -14,12 +14,12 @@ use std::time::{Duration, SystemTime};
 use self::units::UnitsSpec;
 use crate::arguments::typed::{AddEncoded, KeyBuilder};
 use crate::arguments::{ArgumentsDecoder, ArgumentsError, FromJson, ToJson};
-use crate::entry::ArgumentDigest;
-use crate::key::Key;
 use crate::code::{self, Code, CodeItem, Index, OnCodeChange, TrackedItem};
+use crate::entry::ArgumentDigest;
 use crate::execution::Execution;
 use crate::id::{Fingerprint, RoutineId};
 use crate::invoke::Invocation;
+use crate::key::Key;
 
 pub(crate) mod trigger;
 pub mod units;
