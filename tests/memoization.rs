@@ -302,3 +302,55 @@ fn registry_lists_tasks_with_signature_and_fingerprint() {
     );
     routine::registry::check().unwrap();
 }
+
+/// A progress handle: shared, not serializable, not part of the result.
+#[derive(Default, Clone)]
+struct Progress(Option<std::sync::Arc<AtomicUsize>>);
+
+static SUMMED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[routine::task(name = "summed", version = "1.0.0", retries = 1)]
+async fn summed(xs: Vec<u64>, #[routine(skip)] progress: Progress) -> u64 {
+    SUMMED_RUNS.fetch_add(1, Ordering::SeqCst);
+    if let Some(done) = &progress.0 {
+        done.fetch_add(xs.len(), Ordering::SeqCst);
+    }
+    xs.iter().sum()
+}
+
+#[tokio::test]
+async fn a_skipped_parameter_is_not_part_of_the_key() {
+    let (_dir, engine) = local_engine();
+    let done = std::sync::Arc::new(AtomicUsize::new(0));
+    let handle = || Progress(Some(std::sync::Arc::clone(&done)));
+    engine
+        .scope(async {
+            let before = SUMMED_RUNS.load(Ordering::SeqCst);
+            assert_eq!(summed(vec![1, 2, 3], handle()).await, 6);
+            assert_eq!(done.load(Ordering::SeqCst), 3, "the body got the handle");
+            // Another handle, or none: the same call.
+            assert_eq!(summed(vec![1, 2, 3], Progress::default()).await, 6);
+            assert_eq!(summed(vec![1, 2, 3], handle()).await, 6);
+            assert_eq!(SUMMED_RUNS.load(Ordering::SeqCst), before + 1);
+            assert_eq!(summed(vec![4], handle()).await, 4);
+            assert_eq!(SUMMED_RUNS.load(Ordering::SeqCst), before + 2);
+        })
+        .await;
+    // A command line sees only the keyed parameter.
+    let task = routine::registry::find("summed", "1.0.0").unwrap();
+    let names: Vec<&str> = task.parameters().iter().map(|p| p.name()).collect();
+    assert_eq!(names, ["xs"]);
+    let mut encoded = Vec::new();
+    routine::codec::encode_into(&mut encoded, &vec![1u64, 2, 3]).unwrap();
+    let (key, digests) = task.key_of_encoded(&encoded, None).unwrap();
+    assert_eq!(digests.len(), 1);
+    let stored = routine::store::Slot {
+        name: "summed",
+        version: "1.0.0",
+        key: &key,
+    };
+    assert!(
+        engine.store().get(&stored).unwrap().is_some(),
+        "the key a command line computes is the call's"
+    );
+}

@@ -63,7 +63,9 @@ pub use crate::unit::Unit;
 /// What the macros expand to calls; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::arguments::typed::{argument, ArgumentCodec, KeyBuilder, TaskArgument};
+    pub use crate::arguments::typed::{
+        argument, skipped_argument, ArgumentCodec, KeyBuilder, TaskArgument,
+    };
     pub use crate::arguments::{ArgumentsDecoder, ArgumentsError};
     pub use crate::code::{ItemKind, OnCodeChange, TrackedItem};
     pub use crate::engine::call::{call, run_blocking};

@@ -47,6 +47,7 @@ fn wrap(
     of_units: Option<&crate::units::OfInput>,
 ) -> TokenStream {
     // A multi-unit task's fingerprint covers its units' body, as written.
+    // `#[routine(skip)]` counts: it changes what the key covers.
     let written = of_units.map_or(&function, |u| &u.written);
     let fingerprint = fingerprint::of(written);
     let references = crate::references::of_block(&written.block, None);
@@ -61,7 +62,7 @@ fn wrap(
         vis,
         sig,
         block,
-    } = function;
+    } = crate::signature::without_parameter_attributes(function);
     let ident = &sig.ident;
     let function_name = ident.to_string();
     let private = private_module(attr.krate.as_ref());
@@ -88,6 +89,21 @@ fn wrap(
     let (name, version) = (&attr.name, &attr.version);
     let names: Vec<&Ident> = signature.arguments.iter().map(|a| &a.name).collect();
     let types: Vec<&syn::Type> = signature.arguments.iter().map(|a| &a.ty).collect();
+    // The arguments the key covers (all but `#[routine(skip)]` ones): only
+    // they are hashed, encoded for workers and given on a command line.
+    let keyed: Vec<&crate::signature::Argument> =
+        signature.arguments.iter().filter(|a| !a.skip).collect();
+    let keyed_names: Vec<&Ident> = keyed.iter().map(|a| &a.name).collect();
+    let keyed_types: Vec<&syn::Type> = keyed.iter().map(|a| &a.ty).collect();
+    // In the key's closure, a skipped argument is not bound.
+    let key_patterns: Vec<TokenStream> = signature
+        .arguments
+        .iter()
+        .map(|a| match a.skip {
+            true => quote!(_),
+            false => a.name.to_token_stream(),
+        })
+        .collect();
     let output = &signature.output;
     let rendered = render_signature(ident, signature);
     // A multi-unit task says how many units run its calls.
@@ -119,9 +135,11 @@ fn wrap(
         let private = respanned(&private, output_span);
         quote_spanned!(output_span=> #private::outcome_codec::<#outcome>())
     };
-    let parameter_names = names.iter().map(|name| name.to_string());
-    let parameter_types = types.iter().map(|ty| render_tokens(ty.to_token_stream()));
-    let parameter_count = names.len();
+    let parameter_names = keyed_names.iter().map(|name| name.to_string());
+    let parameter_types = keyed_types
+        .iter()
+        .map(|ty| render_tokens(ty.to_token_stream()));
+    let parameter_count = keyed_names.len();
     let ttl = optional_duration(attr.ttl);
     let execution = {
         let e = &attr.execution;
@@ -141,11 +159,31 @@ fn wrap(
         .to_compile_error(),
         _ => quote!(),
     };
-    let argument_codecs = types.iter().map(|ty| {
+    let argument_codecs = keyed_types.iter().map(|ty| {
         let private = respanned(&private, ty.span());
         quote_spanned!(ty.span()=> #private::argument::<#ty>())
     });
-    let indices: Vec<syn::Index> = (0..names.len()).map(syn::Index::from).collect();
+    let indices: Vec<syn::Index> = (0..keyed_names.len()).map(syn::Index::from).collect();
+    // Each argument from an encoding: a keyed one decoded, a skipped one
+    // made with `Default` (a worker or a retry has no value for it).
+    let decoded_arguments: Vec<TokenStream> = {
+        let mut keyed_index = 0;
+        signature
+            .arguments
+            .iter()
+            .map(|a| {
+                let (name, ty) = (&a.name, &a.ty);
+                if a.skip {
+                    let private = respanned(&private, ty.span());
+                    quote_spanned!(ty.span()=> let #name = #private::skipped_argument::<#ty>();)
+                } else {
+                    let index = syn::Index::from(keyed_index);
+                    keyed_index += 1;
+                    quote!(let #name = (#routine_arguments.#index.decode)(&mut #routine_decoder)?;)
+                }
+            })
+            .collect()
+    };
     // A `Result` task's `Err`, described with the best of `Display`,
     // `Debug` or its type name: for workers, `run` and triggers.
     let (describe_failure, report, codec) = if signature.returns_result {
@@ -224,7 +262,7 @@ fn wrap(
 
             // Every bound on the argument and result types is checked here,
             // once.
-            const #routine_arguments: (#(#private::ArgumentCodec<#types>,)*) = (#(#argument_codecs,)*);
+            const #routine_arguments: (#(#private::ArgumentCodec<#keyed_types>,)*) = (#(#argument_codecs,)*);
             #describe_failure
             const #routine_outcome: #private::OutcomeCodec<#outcome, #output> = #codec;
             static #routine_parameters: [#private::Parameter; #parameter_count] = [
@@ -257,7 +295,7 @@ fn wrap(
                 #routine_encoded: &[u8],
             ) -> ::core::result::Result<(#(#types,)*), #private::ArgumentsError> {
                 let mut #routine_decoder = #private::ArgumentsDecoder::new(#routine_encoded);
-                #(let #names = (#routine_arguments.#indices.decode)(&mut #routine_decoder)?;)*
+                #(#decoded_arguments)*
                 #routine_decoder.finish()?;
                 ::core::result::Result::Ok((#(#names,)*))
             }
@@ -300,8 +338,8 @@ fn wrap(
             #private::call(
                 &#routine_task,
                 (#(#names,)*),
-                |(#(#names,)*): &(#(#types,)*), #routine_key: &mut #private::KeyBuilder| {
-                    #((#routine_arguments.#indices.add)(#names, #routine_key)?;)*
+                |(#(#key_patterns,)*): &(#(#types,)*), #routine_key: &mut #private::KeyBuilder| {
+                    #((#routine_arguments.#indices.add)(#keyed_names, #routine_key)?;)*
                     ::core::result::Result::Ok(())
                 },
                 &#routine_outcome,

@@ -7,7 +7,7 @@
 //! function itself is wrong, it is emitted as written with the errors.
 
 use proc_macro2::{Group, Ident, Span, TokenStream, TokenTree};
-use quote::quote;
+use quote::{quote, ToTokens};
 use syn::ItemFn;
 
 use crate::attr::combine;
@@ -39,7 +39,13 @@ pub(crate) fn expand_function<A, S>(
         (attr, Err(shape)) => {
             let mut errors = attr.err();
             combine(&mut errors, shape);
-            with_original(item, errors.expect("the shape failed"))
+            // Without the parameters' `#[routine(..)]`, which only the
+            // macro reads: the compiler would report them too.
+            let function = crate::signature::without_parameter_attributes(function);
+            with_original(
+                function.into_token_stream(),
+                errors.expect("the shape failed"),
+            )
         }
     }
 }

@@ -14,6 +14,8 @@ use crate::attr::combine;
 pub(crate) struct Argument {
     pub(crate) name: Ident,
     pub(crate) ty: Type,
+    /// `#[routine(skip)]`: kept out of the key.
+    pub(crate) skip: bool,
 }
 
 /// The checked signature.
@@ -63,6 +65,7 @@ impl TaskSignature {
         }
 
         let mut arguments = Vec::new();
+        let mut option_errors = Vec::new();
         for input in &sig.inputs {
             match input {
                 FnArg::Receiver(receiver) => fail(
@@ -70,16 +73,25 @@ impl TaskSignature {
                     "a task cannot take `self`: it is a free function of its arguments, so that it can be keyed and run anywhere; pass the value as an ordinary argument",
                 ),
                 FnArg::Typed(typed) => {
+                    let skip = match skipped(&typed.attrs) {
+                        Ok(skip) => skip,
+                        Err(error) => {
+                            option_errors.push(error);
+                            false
+                        }
+                    };
                     match &*typed.pat {
                         Pat::Ident(pat) if pat.by_ref.is_none() && pat.subpat.is_none() => {
-                            arguments.push(Argument { name: pat.ident.clone(), ty: (*typed.ty).clone() });
+                            arguments.push(Argument { name: pat.ident.clone(), ty: (*typed.ty).clone(), skip });
                         }
                         other => fail(
                 &other,
                             "a task argument must be a plain name such as `data: Data`: patterns are not supported here; destructure inside the body instead",
                         ),
                     }
-                    check_owned(&typed.ty, "argument", &mut fail);
+                    if !skip {
+                        check_owned(&typed.ty, "argument", &mut fail);
+                    }
                 }
             }
         }
@@ -92,6 +104,9 @@ impl TaskSignature {
             }
         };
         let returns_result = is_result(&output);
+        for error in option_errors {
+            combine(&mut errors, error);
+        }
         match errors {
             Some(errors) => Err(errors),
             None => Ok(TaskSignature {
@@ -102,6 +117,36 @@ impl TaskSignature {
             }),
         }
     }
+}
+
+/// Whether a parameter's attributes hold `#[routine(skip)]`; any other
+/// `#[routine(..)]` is an error at its token.
+fn skipped(attrs: &[syn::Attribute]) -> syn::Result<bool> {
+    let mut skip = false;
+    for attr in attrs.iter().filter(|a| a.path().is_ident("routine")) {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("skip") {
+                skip = true;
+                Ok(())
+            } else {
+                Err(meta.error(
+                    "unknown parameter option: `#[routine(skip)]` is the only one (it keeps the parameter out of the key)",
+                ))
+            }
+        })?;
+    }
+    Ok(skip)
+}
+
+/// The function with its parameters' `#[routine(..)]` attributes removed,
+/// which only this macro reads.
+pub(crate) fn without_parameter_attributes(mut item: ItemFn) -> ItemFn {
+    for input in &mut item.sig.inputs {
+        if let FnArg::Typed(typed) = input {
+            typed.attrs.retain(|a| !a.path().is_ident("routine"));
+        }
+    }
+    item
 }
 
 /// Rejects borrowed and opaque types anywhere inside `ty`: a task's values

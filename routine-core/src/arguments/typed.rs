@@ -120,6 +120,24 @@ pub trait TaskArgument: Serialize + DeserializeOwned + Send + 'static {}
 
 impl<T: Serialize + DeserializeOwned + Send + 'static> TaskArgument for T {}
 
+/// What a `#[routine(skip)]` argument must be: a call rebuilt from its
+/// encoding (on a worker, for a retry, from a command line) has no value for
+/// it, and makes one with `Default`.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a skipped task argument",
+    note = "a `#[routine(skip)]` argument is not sent to workers nor kept for retries: they make it with `Default::default()`, so its type must implement `Default` (an `Option<T>` does)"
+)]
+pub trait SkippedArgument: Default + 'static {}
+
+impl<T: Default + 'static> SkippedArgument for T {}
+
+/// The value of a skipped argument for a call rebuilt from its encoding.
+#[doc(hidden)]
+pub fn skipped_argument<T: SkippedArgument>() -> T {
+    T::default()
+}
+
 /// How to hash, encode and decode one argument type; built by [`argument`]
 /// where the bounds on the type are checked, used without bounds elsewhere.
 #[doc(hidden)]
