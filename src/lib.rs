@@ -100,6 +100,14 @@ mod docs_distributed {}
 mod docs_execution {}
 
 #[cfg(doctest)]
+#[doc = include_str!("../docs/fingerprint.md")]
+mod docs_fingerprint {}
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/versioning.md")]
+mod docs_versioning {}
+
+#[cfg(doctest)]
 #[doc = include_str!("../docs/limits.md")]
 mod docs_limits {}
 

@@ -189,8 +189,9 @@ impl Code {
                 }
             }
             for item in matched {
-                // The task's own function, called recursively.
-                if item.task.is_some() && item.digest == *body.digest.as_bytes() {
+                // The task's own function, called recursively: its body
+                // is the first item already.
+                if item.as_code_item().name == body.name {
                     continue;
                 }
                 if reached.insert(item.path(), item).is_none() {
