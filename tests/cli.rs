@@ -1841,11 +1841,19 @@ fn shape(line: &str) -> String {
             continue;
         }
         let hex = bare.len() >= 8 && bare.chars().all(|c| c.is_ascii_hexdigit());
+        // `host:pid`, as `why` names the process that wrote a result.
+        let process = bare.rsplit_once(':').is_some_and(|(host, pid)| {
+            !host.is_empty()
+                && !host.contains('/')
+                && !pid.is_empty()
+                && pid.chars().all(|c| c.is_ascii_digit())
+        });
         let timestamp = bare.len() >= 20 && bare.ends_with('Z') && bare.contains('T');
         let size_follows = ["B", "KiB", "MiB", "GiB"].contains(&next.as_str());
         let float = number && (bare.contains('.') || bare.contains('e')) && !size_follows;
         out.push(match () {
             _ if hex => replaced("<hex>"),
+            _ if process => replaced("<process>"),
             _ if timestamp => replaced("<timestamp>"),
             _ if float => replaced("<x>"),
             _ => word.to_owned(),
@@ -1866,6 +1874,7 @@ fn shape_keeps_what_the_docs_promise_and_drops_what_varies() {
         "run <hex>: x@0.1.0, started <timestamp>, took <time>; 8 computed"
     );
     assert_eq!(shape("      -0.43832989989928106,"), "<x>,");
+    assert_eq!(shape("by gpu-1:28400 (train"), "by <process> (train");
     assert_eq!(
         shape("removed 1 result (156.4 KiB); kept 8 results (3.7 KiB)"),
         "removed 1 result (156.4 KiB); kept 8 results (3.7 KiB)"

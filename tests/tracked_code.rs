@@ -119,6 +119,13 @@ fn try_run(program: &Path, store: &Path, env: &[(&str, &str)], args: &[&str]) ->
     }
 }
 
+/// A folder of the test's own: the crate's and the store's in it.
+fn folders() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    let (dir, store) = (work.path().join("demo"), work.path().join("store"));
+    (work, dir, store)
+}
+
 /// The line of `text` in the crate's file `file`.
 fn line_of(dir: &Path, file: &str, text: &str) -> usize {
     let source = fs::read_to_string(dir.join(file)).unwrap();
@@ -131,9 +138,7 @@ fn line_of(dir: &Path, file: &str, text: &str) -> usize {
 #[test]
 fn changed_tracked_code_is_seen_named_and_explained() {
     let _building = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
-    let work = tempfile::tempdir().unwrap();
-    let (dir, store) = (work.path().join("demo"), work.path().join("store"));
-
+    let (_work, dir, store) = folders();
     let program = build(&dir, &FIRST);
     let first = run(&program, &store, &[], &[]);
     assert_eq!(first.stdout.trim(), "scaled=2 deep=22 method=3 plain=2");
@@ -311,8 +316,7 @@ fn reason(why: &Value) -> (&str, &str) {
 #[test]
 fn why_explains_each_reason_a_call_runs_or_hits() {
     let _building = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
-    let work = tempfile::tempdir().unwrap();
-    let (dir, store) = (work.path().join("demo"), work.path().join("store"));
+    let (work, dir, store) = folders();
     let program = build(&dir, &FIRST);
 
     // Never run, then a hit naming the run that wrote it.

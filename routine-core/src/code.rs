@@ -82,27 +82,14 @@ impl TrackedItem {
         }
     }
 
-    /// A task, as an item other tasks reach by calling its function.
-    pub(crate) fn of_task(
-        task: &'static str,
-        function: &'static str,
-        module_path: &'static str,
-        file: &'static str,
-        line: u32,
-        digest: [u8; 32],
-        references: &'static [&'static str],
-    ) -> TrackedItem {
+    /// A task, as an item other tasks reach by calling its function:
+    /// `item` names the function, and carries the body's digest and
+    /// references.
+    pub(crate) fn of_task(task: &'static str, item: TrackedItem) -> TrackedItem {
         TrackedItem {
+            kind: ItemKind::Task,
             task: Some(task),
-            ..TrackedItem::__new(
-                ItemKind::Task,
-                function,
-                module_path,
-                file,
-                line,
-                digest,
-                references,
-            )
+            ..item
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use self::units::UnitsSpec;
 use crate::arguments::typed::{AddEncoded, KeyBuilder};
 use crate::arguments::{ArgumentsDecoder, ArgumentsError, FromJson, ToJson};
-use crate::code::{self, Code, CodeItem, Index, OnCodeChange, TrackedItem};
+use crate::code::{self, Code, CodeItem, Index, ItemKind, OnCodeChange, TrackedItem};
 use crate::entry::ArgumentDigest;
 use crate::execution::Execution;
 use crate::id::{Fingerprint, RoutineId};
@@ -373,15 +373,16 @@ fn code_index() -> &'static Index {
     INDEX.get_or_init(|| {
         let tasks: Vec<TrackedItem> = tasks()
             .map(|task| {
-                TrackedItem::of_task(
-                    task.name,
+                let function = TrackedItem::__new(
+                    ItemKind::Task,
                     task.function,
                     task.module_path,
                     task.file,
                     task.line,
                     *task.fingerprint.as_bytes(),
                     task.references,
-                )
+                );
+                TrackedItem::of_task(task.name, function)
             })
             .collect();
         let tasks: &'static [TrackedItem] = Box::leak(tasks.into_boxed_slice());
