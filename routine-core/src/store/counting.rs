@@ -11,7 +11,10 @@ use super::{
 };
 
 /// Wraps a store and counts the reads (`get`) and writes (`create`, `put`)
-/// made through it. Clones share the counts.
+/// of entries made through it, and apart from them the requests about the
+/// records that explain entries (`put_record`, `get_record`,
+/// `note_removals`, `removal`), which stores that keep none answer without a
+/// round trip. Clones share the counts.
 ///
 /// ```
 /// use routine_core::store::{Counting, MemoryStore, Slot, Store};
@@ -26,7 +29,8 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct Counting<S> {
     inner: S,
-    counts: Arc<[AtomicU64; 2]>,
+    /// Entry reads, entry writes, record requests.
+    counts: Arc<[AtomicU64; 3]>,
 }
 
 impl<S: Store> Counting<S> {
@@ -44,6 +48,15 @@ impl<S: Store> Counting<S> {
             self.counts[0].load(Ordering::Relaxed),
             self.counts[1].load(Ordering::Relaxed),
         )
+    }
+
+    /// Requests about explaining records so far.
+    pub fn record_requests(&self) -> u64 {
+        self.counts[2].load(Ordering::Relaxed)
+    }
+
+    fn count_record(&self) {
+        self.counts[2].fetch_add(1, Ordering::Relaxed);
     }
 
     fn count_read(&self) {
@@ -89,19 +102,19 @@ impl<S: Store> Store for Counting<S> {
         self.inner.try_lock(slot)
     }
     fn put_record(&self, kind: RecordKind, id: &[u8], record: &[u8]) -> Result<(), StoreError> {
-        self.count_write();
+        self.count_record();
         self.inner.put_record(kind, id, record)
     }
     fn get_record(&self, kind: RecordKind, id: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.count_read();
+        self.count_record();
         self.inner.get_record(kind, id)
     }
     fn note_removals(&self, slots: &[Slot<'_>], cause: &RemovalCause) -> Result<(), StoreError> {
-        self.count_write();
+        self.count_record();
         self.inner.note_removals(slots, cause)
     }
     fn removal(&self, slot: &Slot<'_>) -> Result<Option<Removal>, StoreError> {
-        self.count_read();
+        self.count_record();
         self.inner.removal(slot)
     }
 }
