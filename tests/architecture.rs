@@ -8,11 +8,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-const CRATES: [&str; 4] = [
+const CRATES: [&str; 5] = [
     "routine-core",
     "routine-distributed",
     "routine-cli",
     "routine-macros",
+    "routine-ui",
 ];
 
 fn workspace() -> PathBuf {
@@ -182,7 +183,7 @@ fn the_core_depends_on_no_broker_object_store_or_command_line() {
         .lines()
         .filter_map(|line| line.split_once('=').map(|(name, _)| name.trim()))
         .collect();
-    for forbidden in ["redis", "object_store", "clap", "indicatif", "toml"] {
+    for forbidden in ["redis", "object_store", "clap", "indicatif", "toml", "axum", "maud"] {
         assert!(
             !dependencies.contains(&forbidden),
             "routine-core depends on {forbidden}"

@@ -9,41 +9,13 @@ mod common;
 use std::fs::{File, FileTimes};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-/// The examples' binaries, built with this test's features (a no-op when
-/// they are fresh).
+/// The examples' binaries, built with this test's features.
 fn example(name: &str) -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let dir = BUILT.get_or_init(|| {
-        let mut build = Command::new(env!("CARGO"));
-        build
-            .args([
-                "build",
-                "--quiet",
-                "--example",
-                "train",
-                "--example",
-                "quotes",
-                "--example",
-                "data_parallel",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if cfg!(feature = "distributed") {
-            build.args(["--features", "distributed"]);
-        }
-        let status = build
-            .status()
-            .expect("cannot run cargo to build the examples");
-        assert!(status.success(), "building the examples failed");
-        // target/debug/deps/cli-<hash> -> target/debug/examples
-        let exe = std::env::current_exe().unwrap();
-        exe.parent().unwrap().parent().unwrap().join("examples")
-    });
-    dir.join(name)
+    common::example(name)
 }
 
 /// What a run printed and how it ended.

@@ -61,6 +61,9 @@ pub(crate) enum Command {
     Why(WhyArgs),
     /// Serve this program's routines to other processes through the broker
     Worker(WorkerArgs),
+    /// Serve a read-only web view of the store: runs, calls, tasks, metrics
+    #[cfg(feature = "ui")]
+    Ui(UiArgs),
     /// The workers connected to the broker: state, current routine, last heartbeat
     Status(JsonOnly),
     /// Inspect and clean stored results
@@ -141,6 +144,17 @@ pub(crate) struct WhyArgs {
     /// Print JSON for scripts instead of text
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[cfg(feature = "ui")]
+#[derive(Debug, Args)]
+pub(crate) struct UiArgs {
+    /// Where to listen; an address other than loopback needs a token
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8765")]
+    pub(crate) bind: std::net::SocketAddr,
+    /// The token every request must carry (Authorization: Bearer, or ?token= once) [env: ROUTINE_UI_TOKEN]
+    #[arg(long, value_name = "TOKEN")]
+    pub(crate) token: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -32,6 +32,7 @@
 //! | `cluster` | `worker` and `status` |
 //! | `runs` | `runs ls`, `runs show` and `runs why`: lineage |
 //! | `why` | `why` and `runs why`: why a call hits or runs |
+//! | `web` | `ui`: the web view of routine-ui (feature `ui`) |
 
 #![warn(missing_docs)]
 
@@ -57,6 +58,8 @@ mod progress;
 mod routines;
 mod run;
 mod runs;
+#[cfg(feature = "ui")]
+mod web;
 mod why;
 
 pub use crate::program::{MainOutput, Program};
@@ -177,6 +180,8 @@ async fn dispatch(command: Command, config: &Config, ui: Ui) -> Result<(), Failu
         Command::Status(args) => cluster::status(config, &args).await,
         Command::Cache(command) => cache::cache(config, command),
         Command::Runs(command) => runs::runs(config, command),
+        #[cfg(feature = "ui")]
+        Command::Ui(args) => web::ui(config, args).await,
     }
 }
 

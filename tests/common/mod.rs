@@ -133,3 +133,42 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The examples' binaries, built with this test's features (`distributed`,
+/// `ui`), so that every test of one run uses the same build (a no-op when
+/// they are fresh).
+pub fn example(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .args([
+                "build",
+                "--quiet",
+                "--example",
+                "train",
+                "--example",
+                "quotes",
+            ])
+            .args(["--example", "data_parallel"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        let features: Vec<&str> = [
+            cfg!(feature = "distributed").then_some("distributed"),
+            cfg!(feature = "ui").then_some("ui"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !features.is_empty() {
+            build.args(["--features", &features.join(",")]);
+        }
+        let status = build
+            .status()
+            .expect("cannot run cargo to build the examples");
+        assert!(status.success(), "building the examples failed");
+        // target/debug/deps/<test>-<hash> -> target/debug/examples
+        let exe = std::env::current_exe().unwrap();
+        exe.parent().unwrap().parent().unwrap().join("examples")
+    });
+    dir.join(name)
+}

@@ -1,0 +1,119 @@
+//! The web view of a routine store: runs, one run's calls, one call (its
+//! value, who wrote it, why it would hit or run), tasks, and Prometheus
+//! metrics, server-rendered and read-only. A program's `ui` subcommand
+//! (feature `ui` of routine-engine) serves it.
+//!
+//! ```no_run
+//! # async fn example(store: std::sync::Arc<dyn routine_core::store::Store>) -> Result<(), routine_ui::UiError> {
+//! let settings = routine_ui::Settings::new("127.0.0.1:8765".parse().unwrap(), None)?;
+//! routine_ui::serve(store, settings, std::future::pending()).await
+//! # }
+//! ```
+//!
+//! | module | concern |
+//! |---|---|
+//! | `access` | who may read: loopback, or a token on every request |
+//! | `pages` | the pages, as HTML |
+//! | `metrics` | `/metrics` in Prometheus' text format |
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+
+use routine_core::store::Store;
+
+mod access;
+mod metrics;
+mod pages;
+
+/// Where the view listens, and the token it asks for.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    bind: SocketAddr,
+    token: Option<String>,
+}
+
+impl Settings {
+    /// Checked settings: a non-loopback address needs a token (anyone who
+    /// can reach the port could read every stored argument and result).
+    ///
+    /// ```
+    /// use routine_ui::Settings;
+    /// assert!(Settings::new("127.0.0.1:8765".parse().unwrap(), None).is_ok());
+    /// assert!(Settings::new("0.0.0.0:8765".parse().unwrap(), None).is_err());
+    /// assert!(Settings::new("0.0.0.0:8765".parse().unwrap(), Some("s3cret".into())).is_ok());
+    /// ```
+    pub fn new(bind: SocketAddr, token: Option<String>) -> Result<Settings, UiError> {
+        let token = token.filter(|t| !t.is_empty());
+        if !bind.ip().is_loopback() && token.is_none() {
+            return Err(UiError::TokenRequired(bind));
+        }
+        Ok(Settings { bind, token })
+    }
+}
+
+/// The view cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum UiError {
+    /// A non-loopback address without a token.
+    #[error(
+        "`{0}` is not a loopback address: serving the store there needs a token \
+         (--token or ROUTINE_UI_TOKEN), which every request must then carry"
+    )]
+    TokenRequired(SocketAddr),
+    /// The address cannot be listened on.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server stopped with an error.
+    #[error("the web view stopped: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// What every page reads from.
+#[derive(Clone)]
+pub(crate) struct View {
+    pub(crate) store: Arc<dyn Store>,
+}
+
+/// Serves the view of `store` until `shutdown` resolves. The address it
+/// listens on is logged (and, for port 0, chosen by the system).
+pub async fn serve(
+    store: Arc<dyn Store>,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), UiError> {
+    let listener = tokio::net::TcpListener::bind(settings.bind)
+        .await
+        .map_err(|source| UiError::Bind {
+            addr: settings.bind,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(UiError::Serve)?;
+    tracing::info!(%addr, "serving the web view");
+    eprintln!("serving the store's web view on http://{addr}/");
+    let view = View { store };
+    let app = Router::new()
+        .route("/", get(pages::runs))
+        .route("/runs/{id}", get(pages::run))
+        .route("/calls/{name}/{version}/{key}", get(pages::call))
+        .route("/tasks", get(pages::tasks))
+        .route("/metrics", get(metrics::metrics))
+        .fallback(pages::not_found)
+        .with_state(view)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(settings.token),
+            access::check,
+        ));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(UiError::Serve)
+}

@@ -1,0 +1,435 @@
+//! The pages, as HTML (maud escapes every value it is given: task names,
+//! arguments and results are user data).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use maud::{html, Markup, DOCTYPE};
+use serde::Deserialize;
+
+use routine_core::entry::{self, EntryMeta};
+use routine_core::explain::{self, CodeSince, Explanation, Subject};
+use routine_core::lineage::{self, RunSummary};
+use routine_core::registry;
+use routine_core::store::{Found, Slot, Store};
+use routine_core::{Key, RunId};
+
+use crate::View;
+
+/// Runs on one page of `/`.
+const PAGE: usize = 50;
+/// The most of a value `/calls/..` shows, in bytes of JSON.
+const PREVIEW: usize = 4096;
+
+type Page = Result<Html<String>, Response>;
+
+/// Runs `read` on the blocking pool: stores answer synchronously.
+async fn reading<T: Send + 'static>(
+    view: &View,
+    read: impl FnOnce(&dyn Store) -> Result<T, String> + Send + 'static,
+) -> Result<T, Response> {
+    let store = view.store.clone();
+    match tokio::task::spawn_blocking(move || read(&*store)).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(message)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, &message)),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
+    }
+}
+
+fn layout(title: &str, body: Markup) -> Html<String> {
+    Html(
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    title { (title) " · routine" }
+                    style { (CSS) }
+                }
+                body {
+                    nav { a href="/" { "Runs" } " " a href="/tasks" { "Tasks" } " " a href="/metrics" { "Metrics" } }
+                    h1 { (title) }
+                    (body)
+                }
+            }
+        }
+        .into_string(),
+    )
+}
+
+const CSS: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
+table{border-collapse:collapse}td,th{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:left}\
+nav a{margin-right:1em}code,pre{font-family:ui-monospace,monospace}pre{background:#f6f6f6;padding:.6em;overflow:auto}\
+.failed,.panicked,.timed_out{color:#b00}.computed{color:#060}";
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, layout("Error", html! { p { (message) } })).into_response()
+}
+
+pub(crate) async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such page")
+}
+
+/// `/`: runs, newest first, filtered and paginated.
+#[derive(Deserialize, Default)]
+pub(crate) struct RunsQuery {
+    page: Option<usize>,
+    task: Option<String>,
+    outcome: Option<String>,
+    since: Option<String>,
+}
+
+pub(crate) async fn runs(State(view): State<View>, Query(query): Query<RunsQuery>) -> Page {
+    let since = match query.since.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(window) => Some(SystemTime::now() - window),
+            Err(e) => return Err(error(StatusCode::BAD_REQUEST, &format!("since: {e}"))),
+        },
+    };
+    let failed_only = match query.outcome.as_deref().unwrap_or("") {
+        "" | "any" => false,
+        "failed" => true,
+        other => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                &format!("outcome `{other}`: use `failed` or `any`"),
+            ))
+        }
+    };
+    let all = reading(&view, |store| {
+        lineage::runs(store).map_err(|e| e.to_string())
+    })
+    .await?;
+    let task = query.task.clone().filter(|t| !t.is_empty());
+    let selected: Vec<&RunSummary> = all
+        .iter()
+        .filter(|run| {
+            task.as_ref()
+                .is_none_or(|t| run.root.split('@').next() == Some(t))
+        })
+        .filter(|run| !failed_only || run.failed > 0)
+        .filter(|run| since.is_none_or(|since| run.started >= since))
+        .collect();
+    let page = query.page.unwrap_or(1).max(1);
+    let shown: Vec<&&RunSummary> = selected.iter().skip((page - 1) * PAGE).take(PAGE).collect();
+    let now = SystemTime::now();
+    let link = |page: usize| {
+        format!(
+            "/?page={page}&task={}&outcome={}&since={}",
+            task.as_deref().unwrap_or(""),
+            query.outcome.as_deref().unwrap_or(""),
+            query.since.as_deref().unwrap_or("")
+        )
+    };
+    Ok(layout(
+        "Runs",
+        html! {
+            form method="get" action="/" {
+                label { "task " input name="task" value=(task.as_deref().unwrap_or("")); }
+                " "
+                label { "outcome " select name="outcome" {
+                    option value="any" { "any" }
+                    option value="failed" selected[failed_only] { "failed" }
+                } }
+                " "
+                label { "since " input name="since" placeholder="1h" value=(query.since.as_deref().unwrap_or("")); }
+                " " button { "Filter" }
+            }
+            p { (selected.len()) " runs" }
+            table {
+                tr { th { "run" } th { "root" } th { "started" } th { "took" } th { "computed" } th { "from storage" } th { "failed" } }
+                @for run in &shown {
+                    tr {
+                        td { a href={ "/runs/" (run.id) } { code { (run.id.short()) } } }
+                        td { (run.root) }
+                        td { (age(run.started, now)) }
+                        td { (duration(run.duration)) }
+                        td { (run.computed) }
+                        td { (run.from_storage) }
+                        td class=[(run.failed > 0).then_some("failed")] { (run.failed) }
+                    }
+                }
+            }
+            p {
+                @if page > 1 { a href=(link(page - 1)) { "newer" } " " }
+                @if page * PAGE < selected.len() { a href=(link(page + 1)) { "older" } }
+            }
+        },
+    ))
+}
+
+/// `/runs/<id>`: the run's calls, in call-tree order.
+pub(crate) async fn run(State(view): State<View>, Path(id): Path<String>) -> Page {
+    let id: RunId = id
+        .parse()
+        .map_err(|e: routine_core::id::RunIdError| error(StatusCode::NOT_FOUND, &e.to_string()))?;
+    let tree = reading(&view, move |store| {
+        lineage::run_tree(store, id).map_err(|e| e.to_string())
+    })
+    .await?;
+    let mut order: Vec<(usize, usize)> = Vec::new();
+    let mut pending: Vec<(usize, usize)> = tree.roots().into_iter().rev().map(|i| (i, 0)).collect();
+    while let Some((index, depth)) = pending.pop() {
+        order.push((index, depth));
+        for child in tree.calls[index].children.iter().rev() {
+            pending.push((*child, depth + 1));
+        }
+    }
+    let mut groups: BTreeMap<String, BTreeMap<&'static str, usize>> = BTreeMap::new();
+    for node in &tree.calls {
+        let routine = format!("{}@{}", node.call.name, node.call.version);
+        *groups
+            .entry(routine)
+            .or_default()
+            .entry(node.call.outcome.as_str())
+            .or_default() += 1;
+    }
+    Ok(layout(
+        &format!("Run {}", id.short()),
+        html! {
+            p { "started " (timestamp(tree.started)) ", " (tree.calls.len()) " calls" }
+            h2 { "By task" }
+            table {
+                tr { th { "task" } th { "calls by outcome" } }
+                @for (routine, outcomes) in &groups {
+                    tr { td { (routine) } td {
+                        @for (outcome, n) in outcomes { span class=(outcome) { (n) " " (outcome) } " " }
+                    } }
+                }
+            }
+            h2 { "Calls" }
+            table {
+                tr { th { "call" } th { "key" } th { "outcome" } th { "took" } th { "where" } th { "attempts" } th { "lookup" } }
+                @for (index, depth) in &order {
+                    @let call = &tree.calls[*index].call;
+                    tr {
+                        td { (("· ").repeat(*depth)) (call.name) "@" (call.version) }
+                        td { a href={ "/calls/" (call.name) "/" (call.version) "/" (call.key.to_hex()) } { code { (call.key.short()) } } }
+                        td class=(call.outcome.as_str()) { (call.outcome.as_str()) }
+                        td { (duration(Duration::from_micros(call.duration_us))) }
+                        td { (call.process) }
+                        td { (call.attempts) }
+                        td { (call.miss.map_or("", |m| m.as_str())) }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// `/calls/<name>/<version>/<key>`: one stored call.
+pub(crate) async fn call(
+    State(view): State<View>,
+    Path((name, version, key)): Path<(String, String, String)>,
+) -> Page {
+    let key = Key::from_hex(&key).map_err(|e| error(StatusCode::NOT_FOUND, &e.to_string()))?;
+    let (n, v) = (name.clone(), version.clone());
+    let (meta, value, explanation) = reading(&view, move |store| {
+        let slot = Slot {
+            name: &n,
+            version: &v,
+            key: &key,
+        };
+        let task = registry::find(&n, &v);
+        let found = store.peek(&slot).map_err(|e| e.to_string())?;
+        let (meta, value) = match found {
+            None => (None, None),
+            Some(found) => described(found, &key, task),
+        };
+        let subject = Subject {
+            name: &n,
+            version: &v,
+            key,
+            arguments: meta
+                .as_ref()
+                .map(|m: &EntryMeta| m.arguments.clone())
+                .unwrap_or_default(),
+            names: task.map_or_else(Vec::new, |t| {
+                t.parameters().iter().map(|p| p.name().to_owned()).collect()
+            }),
+            code: task.map(|t| t.code()),
+            ttl: task.and_then(|t| t.ttl()),
+            as_of: None,
+        };
+        let explanation = explain::explain(store, &subject).map_err(|e| e.to_string())?;
+        Ok((meta, value, explanation))
+    })
+    .await?;
+    let now = SystemTime::now();
+    Ok(layout(
+        &format!("{name}@{version}"),
+        html! {
+            p { "key " code { (key.to_hex()) } }
+            @if let Some(meta) = &meta {
+                table {
+                    tr { th { "computed" } td { (timestamp(meta.created_at)) " (" (age(meta.created_at, now)) ")" } }
+                    tr { th { "body ran" } td { (duration(meta.run_time)) } }
+                    tr { th { "size" } td { (meta.payload_len) " bytes" } }
+                    tr { th { "code" } td { code { (meta.fingerprint.short()) } } }
+                    @if let Some(run) = meta.run { tr { th { "run" } td { a href={ "/runs/" (run) } { code { (run.short()) } } } } }
+                    @if let Some(parent) = meta.parent { tr { th { "awaited by" } td { code { (parent.short()) } } } }
+                }
+            } @else {
+                p { "No result is stored under this key." }
+            }
+            h2 { "Would a call hit or run" }
+            (explanation_html(&explanation))
+            @if let Some(value) = &value {
+                h2 { "Value" }
+                pre { (value) }
+            }
+        },
+    ))
+}
+
+/// An entry's header, and its value as JSON (a preview), when this program
+/// has the task to decode it.
+fn described(
+    found: Found,
+    key: &Key,
+    task: Option<&'static registry::TaskSpec>,
+) -> (Option<EntryMeta>, Option<String>) {
+    let Ok(bytes) = found.into_bytes() else {
+        return (None, None);
+    };
+    match entry::verify(&bytes, key) {
+        Ok((meta, payload)) => {
+            let value = task.map(|task| match task.describe_stored(&bytes[payload]) {
+                Ok(json) => {
+                    let mut text = serde_json::to_string_pretty(&json).unwrap_or_default();
+                    if text.len() > PREVIEW {
+                        let mut cut = PREVIEW;
+                        while !text.is_char_boundary(cut) {
+                            cut -= 1;
+                        }
+                        text.truncate(cut);
+                        text.push_str("\n… (cut: the whole value is larger)");
+                    }
+                    text
+                }
+                Err(e) => format!("(does not decode as this build's result type: {e})"),
+            });
+            (Some(meta), value)
+        }
+        Err(e) => (
+            EntryMeta::parse(&bytes).ok(),
+            Some(format!("(damaged: {e})")),
+        ),
+    }
+}
+
+fn explanation_html(explanation: &Explanation) -> Markup {
+    match explanation {
+        Explanation::Hit {
+            written,
+            ttl_left_secs,
+            code,
+        } => html! {
+            p { "Hits: written by " (written.writer.as_ref().map_or("an unknown process".to_owned(), |w| {
+                format!("{} ({} {})", w.process, w.program.as_deref().unwrap_or("?"), w.version.as_deref().unwrap_or("?"))
+            })) "." }
+            @if let Some(left) = ttl_left_secs { p { "Expires in " (left) " s." } }
+            @match code {
+                CodeSince::Same => p { "The code has not changed since." },
+                CodeSince::Changed { changes } => {
+                    p { "The code changed since:" }
+                    ul { @for change in changes.iter().flatten() { li { (change) } } }
+                }
+            }
+        },
+        Explanation::Run { reason } => html! {
+            p { "Runs: " code { (serde_json::to_string(reason).unwrap_or_default()) } }
+        },
+    }
+}
+
+/// `/tasks`: every task and version with stored results, and this
+/// program's tasks.
+pub(crate) async fn tasks(State(view): State<View>) -> Page {
+    let listings = reading(&view, |store| {
+        store.list(None, None).map_err(|e| e.to_string())
+    })
+    .await?;
+    let now = SystemTime::now();
+    struct Row {
+        results: usize,
+        bytes: u64,
+        newest: Option<SystemTime>,
+        expired: usize,
+    }
+    let mut rows: BTreeMap<(String, String), Row> = BTreeMap::new();
+    for task in registry::tasks() {
+        rows.entry((task.name().to_owned(), task.version().to_owned()))
+            .or_insert(Row {
+                results: 0,
+                bytes: 0,
+                newest: None,
+                expired: 0,
+            });
+    }
+    for listing in listings.iter().filter(|l| !l.name.starts_with("routine.")) {
+        let row = rows
+            .entry((listing.name.to_string(), listing.version.to_string()))
+            .or_insert(Row {
+                results: 0,
+                bytes: 0,
+                newest: None,
+                expired: 0,
+            });
+        row.results += 1;
+        row.bytes += listing.size;
+        row.newest = row.newest.max(Some(listing.created));
+        if registry::find(&listing.name, &listing.version)
+            .is_some_and(|t| t.expired(listing.created, now))
+        {
+            row.expired += 1;
+        }
+    }
+    Ok(layout(
+        "Tasks",
+        html! {
+            table {
+                tr { th { "task" } th { "in this program" } th { "ttl" } th { "results" } th { "bytes" } th { "newest" } th { "expired (cache gc removes)" } }
+                @for ((name, version), row) in &rows {
+                    @let task = registry::find(name, version);
+                    tr {
+                        td { (name) "@" (version) }
+                        td { (if task.is_some() { "yes" } else { "no" }) }
+                        td { (task.and_then(|t| t.ttl()).map_or("-".to_owned(), |t| humantime::format_duration(t).to_string())) }
+                        td { (row.results) }
+                        td { (row.bytes) }
+                        td { (row.newest.map_or("-".to_owned(), |at| age(at, now))) }
+                        td { (row.expired) }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+fn age(at: SystemTime, now: SystemTime) -> String {
+    let secs = now.duration_since(at).unwrap_or_default().as_secs();
+    match secs {
+        0..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86_400 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
+fn duration(duration: Duration) -> String {
+    let micros = duration.as_micros();
+    match micros {
+        0..1000 => format!("{micros} us"),
+        1000..1_000_000 => format!("{:.1} ms", micros as f64 / 1e3),
+        _ => format!("{:.2} s", duration.as_secs_f64()),
+    }
+}
+
+fn timestamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}

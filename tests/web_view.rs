@@ -1,0 +1,189 @@
+//! The `ui` subcommand (feature `ui`), used over HTTP as a browser would:
+//! the train example fills a store, `train ui` serves it, and the pages are
+//! read back. The access rules: loopback needs no token; any other address
+//! needs one (exit 2 without), and every request must then carry it.
+#![cfg(feature = "ui")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `train ui` process, stopped when dropped.
+struct Served {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn train(dir: &Path) -> Command {
+    let mut command = Command::new(common::example("train"));
+    command.current_dir(dir);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("ROUTINE_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+fn serve(dir: &Path, args: &[&str]) -> Served {
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let child = train(dir)
+        .args(["ui", "--bind", &bind])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let served = Served { child, port };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "`train ui` did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    served
+}
+
+/// A GET of `path`: the status and the whole response (headers and body).
+fn get(served: &Served, path: &str, headers: &[&str]) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", served.port)).unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for header in headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
+#[test]
+fn the_pages_show_the_runs_their_calls_and_one_call() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(train(dir.path()).output().unwrap().status.success());
+    let served = serve(dir.path(), &[]);
+
+    let (status, runs) = get(&served, "/", &[]);
+    assert_eq!(status, 200, "{runs}");
+    assert!(runs.contains("train-and-pick@0.1.0"), "{runs}");
+    let run = runs
+        .split("href=\"/runs/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no run link in {runs}"))
+        .to_owned();
+
+    let (status, page) = get(&served, &format!("/runs/{run}"), &[]);
+    assert_eq!(status, 200, "{page}");
+    for task in [
+        "prepare-data@0.1.0",
+        "train@0.0.1",
+        "fit@0.0.1",
+        "pick-best@0.1.0",
+    ] {
+        assert!(page.contains(task), "{task} not in {page}");
+    }
+    assert!(page.contains("4 computed"), "the fits grouped: {page}");
+    let call = page
+        .split("href=\"/calls/fit/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no call link in {page}"))
+        .to_owned();
+    let (status, page) = get(&served, &format!("/calls/fit/{call}"), &[]);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Hits: written by"), "{page}");
+    assert!(
+        page.contains("&quot;loss&quot;") || page.contains("\"loss\""),
+        "the value: {page}"
+    );
+
+    let (status, tasks) = get(&served, "/tasks", &[]);
+    assert_eq!(status, 200);
+    assert!(tasks.contains("fit@0.0.1"), "{tasks}");
+    let (status, metrics) = get(&served, "/metrics", &[]);
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("routine_stored_results{task=\"fit\",version=\"0.0.1\"} 4"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("routine_recorded_runs 1"), "{metrics}");
+
+    // Filters: no run failed.
+    let (_, failed) = get(&served, "/?outcome=failed", &[]);
+    assert!(failed.contains("<p>0 runs</p>"), "{failed}");
+    let (status, _) = get(&served, "/?outcome=sometimes", &[]);
+    assert_eq!(status, 400);
+}
+
+#[test]
+fn user_data_is_shown_as_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = serve(dir.path(), &[]);
+    let script = "%3Cscript%3Ealert(1)%3C%2Fscript%3E";
+    let key = "0".repeat(64);
+    for path in [
+        format!("/?task={script}"),
+        format!("/calls/{script}/1.0.0/{key}"),
+    ] {
+        let (_, page) = get(&served, &path, &[]);
+        assert!(!page.contains("<script>"), "{path}: {page}");
+        assert!(page.contains("&lt;script&gt;"), "{path}: {page}");
+    }
+}
+
+#[test]
+fn a_token_is_needed_off_loopback_and_checked_on_every_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = train(dir.path())
+        .args(["ui", "--bind", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("needs a token"), "{stderr}");
+
+    let served = serve(dir.path(), &["--token", "s3cret"]);
+    assert_eq!(get(&served, "/", &[]).0, 401);
+    assert_eq!(
+        get(&served, "/metrics", &["Authorization: Bearer wrong"]).0,
+        401
+    );
+    assert_eq!(get(&served, "/", &["Authorization: Bearer s3cret"]).0, 200);
+    let (status, response) = get(&served, "/tasks?token=s3cret", &[]);
+    assert_eq!(status, 200);
+    assert!(
+        response.contains("routine_ui_token=s3cret"),
+        "the token becomes a cookie: {response}"
+    );
+    assert_eq!(
+        get(&served, "/tasks", &["Cookie: routine_ui_token=s3cret"]).0,
+        200
+    );
+}
