@@ -183,7 +183,15 @@ fn the_core_depends_on_no_broker_object_store_or_command_line() {
         .lines()
         .filter_map(|line| line.split_once('=').map(|(name, _)| name.trim()))
         .collect();
-    for forbidden in ["redis", "object_store", "clap", "indicatif", "toml", "axum", "maud"] {
+    for forbidden in [
+        "redis",
+        "object_store",
+        "clap",
+        "indicatif",
+        "toml",
+        "axum",
+        "maud",
+    ] {
         assert!(
             !dependencies.contains(&forbidden),
             "routine-core depends on {forbidden}"

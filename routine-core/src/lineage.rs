@@ -460,19 +460,51 @@ pub struct RunSummary {
 
 /// Every run recorded in `store`, newest first.
 pub fn runs(store: &dyn Store) -> Result<Vec<RunSummary>, LineageError> {
-    // One listing of every record, grouped by run: not one more per run.
-    let mut by_run: BTreeMap<std::sync::Arc<str>, Vec<Key>> = BTreeMap::new();
-    for listing in store.list(Some(RUNS), None)? {
-        by_run.entry(listing.version).or_default().push(listing.key);
-    }
     let mut out = Vec::new();
-    for (version, parts) in &by_run {
-        let Ok(id) = version.parse::<RunId>() else {
-            continue;
-        };
-        out.push(read_tree(store, id, parts)?.summary());
+    for run in recorded_runs(store)? {
+        out.push(run.summary(store)?);
     }
     out.sort_by_key(|run| std::cmp::Reverse(run.started));
+    Ok(out)
+}
+
+/// A run whose records the store holds, known from the listing alone.
+#[derive(Debug, Clone)]
+pub struct RecordedRun {
+    /// The run.
+    pub id: RunId,
+    /// When its last record was stored.
+    pub stored: SystemTime,
+    parts: Vec<Key>,
+}
+
+impl RecordedRun {
+    /// Its summary, from its records (one read per process that took part).
+    pub fn summary(&self, store: &dyn Store) -> Result<RunSummary, LineageError> {
+        Ok(read_tree(store, self.id, &self.parts)?.summary())
+    }
+}
+
+/// The runs the store holds records of, the most recently stored first,
+/// from one listing: no record is read, so a page of runs reads only its
+/// own.
+pub fn recorded_runs(store: &dyn Store) -> Result<Vec<RecordedRun>, LineageError> {
+    let mut by_run: BTreeMap<std::sync::Arc<str>, (SystemTime, Vec<Key>)> = BTreeMap::new();
+    for listing in store.list(Some(RUNS), None)? {
+        let run = by_run
+            .entry(listing.version)
+            .or_insert((UNIX_EPOCH, Vec::new()));
+        run.0 = run.0.max(listing.created);
+        run.1.push(listing.key);
+    }
+    let mut out: Vec<RecordedRun> = by_run
+        .into_iter()
+        .filter_map(|(version, (stored, parts))| {
+            let id = version.parse::<RunId>().ok()?;
+            Some(RecordedRun { id, stored, parts })
+        })
+        .collect();
+    out.sort_by_key(|run| std::cmp::Reverse(run.stored));
     Ok(out)
 }
 

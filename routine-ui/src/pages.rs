@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use routine_core::entry::{self, EntryMeta};
 use routine_core::explain::{self, CodeSince, Explanation, Subject};
-use routine_core::lineage::{self, RunSummary};
+use routine_core::lineage;
 use routine_core::registry;
 use routine_core::store::{Found, Slot, Store};
 use routine_core::{Key, RunId};
@@ -100,22 +100,47 @@ pub(crate) async fn runs(State(view): State<View>, Query(query): Query<RunsQuery
             ))
         }
     };
-    let all = reading(&view, |store| {
-        lineage::runs(store).map_err(|e| e.to_string())
+    let task = query.task.clone().filter(|t| !t.is_empty());
+    let page = query.page.unwrap_or(1).max(1);
+    let wanted = task.clone();
+    // The listing says which runs there are; only the records of the runs
+    // shown (and, with a filter, of those looked at to find them) are read.
+    let (shown, more, total) = reading(&view, move |store| {
+        let mut recorded = lineage::recorded_runs(store).map_err(|e| e.to_string())?;
+        if let Some(since) = since {
+            recorded.retain(|run| run.stored >= since);
+        }
+        let filtered = wanted.is_some() || failed_only;
+        let total = (!filtered).then_some(recorded.len());
+        let mut matched = Vec::new();
+        let mut skipped = 0;
+        let mut more = false;
+        for run in &recorded {
+            if !filtered && skipped < (page - 1) * PAGE {
+                skipped += 1;
+                continue;
+            }
+            let summary = run.summary(store).map_err(|e| e.to_string())?;
+            let fits = wanted
+                .as_ref()
+                .is_none_or(|t| summary.root.split('@').next() == Some(t))
+                && (!failed_only || summary.failed > 0);
+            if !fits {
+                continue;
+            }
+            if filtered && skipped < (page - 1) * PAGE {
+                skipped += 1;
+                continue;
+            }
+            if matched.len() == PAGE {
+                more = true;
+                break;
+            }
+            matched.push(summary);
+        }
+        Ok((matched, more, total))
     })
     .await?;
-    let task = query.task.clone().filter(|t| !t.is_empty());
-    let selected: Vec<&RunSummary> = all
-        .iter()
-        .filter(|run| {
-            task.as_ref()
-                .is_none_or(|t| run.root.split('@').next() == Some(t))
-        })
-        .filter(|run| !failed_only || run.failed > 0)
-        .filter(|run| since.is_none_or(|since| run.started >= since))
-        .collect();
-    let page = query.page.unwrap_or(1).max(1);
-    let shown: Vec<&&RunSummary> = selected.iter().skip((page - 1) * PAGE).take(PAGE).collect();
     let now = SystemTime::now();
     let link = |page: usize| {
         format!(
@@ -139,7 +164,7 @@ pub(crate) async fn runs(State(view): State<View>, Query(query): Query<RunsQuery
                 label { "since " input name="since" placeholder="1h" value=(query.since.as_deref().unwrap_or("")); }
                 " " button { "Filter" }
             }
-            p { (selected.len()) " runs" }
+            @if let Some(total) = total { p { (total) " runs" } }
             table {
                 tr { th { "run" } th { "root" } th { "started" } th { "took" } th { "computed" } th { "from storage" } th { "failed" } }
                 @for run in &shown {
@@ -154,9 +179,10 @@ pub(crate) async fn runs(State(view): State<View>, Query(query): Query<RunsQuery
                     }
                 }
             }
+            @if shown.is_empty() { p { "No run fits." } }
             p {
                 @if page > 1 { a href=(link(page - 1)) { "newer" } " " }
-                @if page * PAGE < selected.len() { a href=(link(page + 1)) { "older" } }
+                @if more || total.is_some_and(|total| page * PAGE < total) { a href=(link(page + 1)) { "older" } }
             }
         },
     ))
