@@ -187,3 +187,81 @@ fn a_token_is_needed_off_loopback_and_checked_on_every_request() {
         200
     );
 }
+
+/// What arrives on `path` within `wait`: for a stream of events.
+fn read_for(served: &Served, path: &str, wait: Duration, until: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", served.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let deadline = Instant::now() + wait;
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while Instant::now() < deadline && !String::from_utf8_lossy(&seen).contains(until) {
+        if let Ok(n) = stream.read(&mut buffer) {
+            seen.extend_from_slice(&buffer[..n]);
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[cfg(feature = "distributed")]
+#[test]
+fn the_workers_page_shows_a_worker_arrive_live() {
+    let redis = std::env::var("ROUTINE_TEST_REDIS_URL").expect(
+        "ROUTINE_TEST_REDIS_URL is not set: run the tests with ./scripts/test, which starts Redis",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let namespace = format!("web-view-{}", std::process::id());
+    let env = [
+        ("ROUTINE_BROKER", redis.as_str()),
+        ("ROUTINE_NAMESPACE", namespace.as_str()),
+    ];
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let child = train(dir.path())
+        .envs(env)
+        .args(["ui", "--bind", &bind])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let served = Served { child, port };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "`train ui` did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, page) = get(&served, "/workers", &[]);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("0 workers"), "{page}");
+    assert!(page.contains("EventSource('/workers/events')"), "{page}");
+
+    // A worker starts: the event stream the page listens to shows it.
+    let mut worker = train(dir.path())
+        .envs(env)
+        .arg("worker")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let events = read_for(
+        &served,
+        "/workers/events",
+        Duration::from_secs(20),
+        "1 worker<",
+    );
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert!(events.contains("text/event-stream"), "{events}");
+    assert!(events.contains("data: <p>1 worker</p>"), "{events}");
+    assert!(
+        ["INITIALIZING", "IDLE", "WORKING"]
+            .iter()
+            .any(|state| events.contains(state)),
+        "its state: {events}"
+    );
+}

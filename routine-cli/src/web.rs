@@ -14,10 +14,72 @@ pub(crate) async fn ui(config: &Config, args: UiArgs) -> Result<(), Failure> {
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    routine_ui::serve(store, settings, stop)
+    routine_ui::serve(store, cluster(config).await?, settings, stop)
         .await
         .map_err(|e| match e {
             routine_ui::UiError::Serve(_) => Failure::failed(e.to_string()),
             _ => Failure::usage(e.to_string()),
         })
+}
+
+/// The workers the configured broker knows, for the workers page.
+#[cfg(feature = "distributed")]
+async fn cluster(
+    config: &Config,
+) -> Result<Option<std::sync::Arc<dyn routine_ui::Cluster>>, Failure> {
+    use routine_distributed::broker::{Broker, Retry};
+
+    let Some(url) = config.broker.as_deref() else {
+        return Ok(None);
+    };
+    let broker = Broker::connect(url, &config.namespace, Retry::default())
+        .await
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    Ok(Some(std::sync::Arc::new(BrokerCluster(broker))))
+}
+
+#[cfg(not(feature = "distributed"))]
+async fn cluster(_: &Config) -> Result<Option<std::sync::Arc<dyn routine_ui::Cluster>>, Failure> {
+    Ok(None)
+}
+
+#[cfg(feature = "distributed")]
+struct BrokerCluster(routine_distributed::broker::Broker);
+
+#[cfg(feature = "distributed")]
+impl routine_ui::Cluster for BrokerCluster {
+    fn snapshot(&self) -> routine_ui::Snapshot<'_> {
+        Box::pin(async move {
+            let workers = self.0.workers().await.map_err(|e| e.to_string())?;
+            let gangs = self.0.gangs().await.map_err(|e| e.to_string())?;
+            Ok(routine_ui::ClusterSnapshot {
+                workers: (workers.into_iter())
+                    .map(|w| routine_ui::WorkerRow {
+                        id: w.id,
+                        state: w.status.to_string(),
+                        routine: w.routine,
+                        last_seen: w.last_seen,
+                        serves: w.routines.len(),
+                        slots: w.slots,
+                        waiting_for_slot: w.waiting_for_slot,
+                    })
+                    .collect(),
+                gangs_running: (gangs.running.into_iter())
+                    .map(|g| routine_ui::GangRow {
+                        id: g.id,
+                        task: g.task,
+                        call: g.call,
+                        units: g.units,
+                    })
+                    .collect(),
+                gangs_waiting: (gangs.waiting.into_iter())
+                    .map(|g| routine_ui::WaitingGangRow {
+                        id: g.id,
+                        task: g.task,
+                        units: (g.least, g.most),
+                    })
+                    .collect(),
+            })
+        })
+    }
 }

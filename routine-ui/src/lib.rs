@@ -6,7 +6,7 @@
 //! ```no_run
 //! # async fn example(store: std::sync::Arc<dyn routine_core::store::Store>) -> Result<(), routine_ui::UiError> {
 //! let settings = routine_ui::Settings::new("127.0.0.1:8765".parse().unwrap(), None)?;
-//! routine_ui::serve(store, settings, std::future::pending()).await
+//! routine_ui::serve(store, None, settings, std::future::pending()).await
 //! # }
 //! ```
 //!
@@ -14,6 +14,8 @@
 //! |---|---|
 //! | `access` | who may read: loopback, or a token on every request |
 //! | `pages` | the pages, as HTML |
+//! | `cluster` | what the workers page shows, and the `Cluster` that reads it |
+//! | `workers` | `/workers`, and its live table (server-sent events) |
 //! | `metrics` | `/metrics` in Prometheus' text format |
 
 use std::future::Future;
@@ -26,8 +28,12 @@ use axum::Router;
 use routine_core::store::Store;
 
 mod access;
+mod cluster;
 mod metrics;
 mod pages;
+mod workers;
+
+pub use crate::cluster::{Cluster, ClusterSnapshot, GangRow, Snapshot, WaitingGangRow, WorkerRow};
 
 /// Where the view listens, and the token it asks for.
 #[derive(Debug, Clone)]
@@ -81,12 +87,15 @@ pub enum UiError {
 #[derive(Clone)]
 pub(crate) struct View {
     pub(crate) store: Arc<dyn Store>,
+    pub(crate) cluster: Option<Arc<dyn Cluster>>,
 }
 
-/// Serves the view of `store` until `shutdown` resolves. The address it
-/// listens on is logged (and, for port 0, chosen by the system).
+/// Serves the view of `store` (and of `cluster`'s workers, when the
+/// program has a broker) until `shutdown` resolves. The address it listens
+/// on is printed (for port 0, the one the system chose).
 pub async fn serve(
     store: Arc<dyn Store>,
+    cluster: Option<Arc<dyn Cluster>>,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), UiError> {
@@ -99,12 +108,14 @@ pub async fn serve(
     let addr = listener.local_addr().map_err(UiError::Serve)?;
     tracing::info!(%addr, "serving the web view");
     eprintln!("serving the store's web view on http://{addr}/");
-    let view = View { store };
+    let view = View { store, cluster };
     let app = Router::new()
         .route("/", get(pages::runs))
         .route("/runs/{id}", get(pages::run))
         .route("/calls/{name}/{version}/{key}", get(pages::call))
         .route("/tasks", get(pages::tasks))
+        .route("/workers", get(workers::page))
+        .route("/workers/events", get(workers::events))
         .route("/metrics", get(metrics::metrics))
         .fallback(pages::not_found)
         .with_state(view)

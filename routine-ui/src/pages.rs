@@ -39,7 +39,7 @@ async fn reading<T: Send + 'static>(
     }
 }
 
-fn layout(title: &str, body: Markup) -> Html<String> {
+pub(crate) fn layout(title: &str, body: Markup) -> Html<String> {
     Html(
         html! {
             (DOCTYPE)
@@ -50,7 +50,7 @@ fn layout(title: &str, body: Markup) -> Html<String> {
                     style { (CSS) }
                 }
                 body {
-                    nav { a href="/" { "Runs" } " " a href="/tasks" { "Tasks" } " " a href="/metrics" { "Metrics" } }
+                    nav { a href="/" { "Runs" } " " a href="/tasks" { "Tasks" } " " a href="/workers" { "Workers" } " " a href="/metrics" { "Metrics" } }
                     h1 { (title) }
                     (body)
                 }
@@ -65,7 +65,7 @@ table{border-collapse:collapse}td,th{padding:.2em .8em;border-bottom:1px solid #
 nav a{margin-right:1em}code,pre{font-family:ui-monospace,monospace}pre{background:#f6f6f6;padding:.6em;overflow:auto}\
 .failed,.panicked,.timed_out{color:#b00}.computed{color:#060}";
 
-fn error(status: StatusCode, message: &str) -> Response {
+pub(crate) fn error(status: StatusCode, message: &str) -> Response {
     (status, layout("Error", html! { p { (message) } })).into_response()
 }
 
@@ -437,7 +437,7 @@ pub(crate) async fn tasks(State(view): State<View>) -> Page {
     ))
 }
 
-fn age(at: SystemTime, now: SystemTime) -> String {
+pub(crate) fn age(at: SystemTime, now: SystemTime) -> String {
     let secs = now.duration_since(at).unwrap_or_default().as_secs();
     match secs {
         0..60 => format!("{secs}s ago"),
