@@ -110,12 +110,25 @@ fn the_pages_show_the_runs_their_calls_and_one_call() {
         assert!(page.contains(task), "{task} not in {page}");
     }
     assert!(page.contains("4 computed"), "the fits grouped: {page}");
+    // The lineage, drawn on the server: one node per task.
+    let svg = page.split("<svg").nth(1).expect("a graph");
+    for task in ["train-and-pick@0.1.0", "fit@0.0.1", "pick-best@0.1.0"] {
+        assert!(svg.contains(task), "{task} not drawn: {svg}");
+    }
     let call = page
         .split("href=\"/calls/fit/")
         .nth(1)
         .and_then(|rest| rest.split('"').next())
         .unwrap_or_else(|| panic!("no call link in {page}"))
         .to_owned();
+    let fit_key = call.rsplit('/').next().unwrap().to_owned();
+    let (status, around) = get(&served, &format!("/runs/{run}?call={fit_key}"), &[]);
+    assert_eq!(status, 200, "{around}");
+    let svg = around.split("<svg").nth(1).expect("a graph");
+    assert!(
+        svg.contains(&fit_key[..12]) && svg.contains("train@0.0.1"),
+        "the call and its caller: {svg}"
+    );
     let (status, page) = get(&served, &format!("/calls/fit/{call}"), &[]);
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("Hits: written by"), "{page}");

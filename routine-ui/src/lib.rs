@@ -14,6 +14,7 @@
 //! |---|---|
 //! | `access` | who may read: loopback, or a token on every request |
 //! | `pages` | the pages, as HTML |
+//! | `graph` | a run's lineage, laid out as SVG: by task, or one call's neighbourhood |
 //! | `cluster` | what the workers page shows, and the `Cluster` that reads it |
 //! | `workers` | `/workers`, and its live table (server-sent events) |
 //! | `metrics` | `/metrics` in Prometheus' text format |
@@ -29,6 +30,7 @@ use routine_core::store::Store;
 
 mod access;
 mod cluster;
+mod graph;
 mod metrics;
 mod pages;
 mod workers;

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use maud::{html, Markup, DOCTYPE};
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde::Deserialize;
 
 use routine_core::entry::{self, EntryMeta};
@@ -188,8 +188,20 @@ pub(crate) async fn runs(State(view): State<View>, Query(query): Query<RunsQuery
     ))
 }
 
-/// `/runs/<id>`: the run's calls, in call-tree order.
-pub(crate) async fn run(State(view): State<View>, Path(id): Path<String>) -> Page {
+/// `/runs/<id>?call=<key>`: a call's neighbourhood drawn instead of the
+/// run's groups.
+#[derive(Deserialize, Default)]
+pub(crate) struct RunQuery {
+    call: Option<String>,
+}
+
+/// `/runs/<id>`: the run's lineage, grouped by task, and its calls in
+/// call-tree order.
+pub(crate) async fn run(
+    State(view): State<View>,
+    Path(id): Path<String>,
+    Query(query): Query<RunQuery>,
+) -> Page {
     let id: RunId = id
         .parse()
         .map_err(|e: routine_core::id::RunIdError| error(StatusCode::NOT_FOUND, &e.to_string()))?;
@@ -205,6 +217,17 @@ pub(crate) async fn run(State(view): State<View>, Path(id): Path<String>) -> Pag
             pending.push((*child, depth + 1));
         }
     }
+    let focus = match query.call.as_deref().filter(|c| !c.is_empty()) {
+        None => None,
+        Some(hex) => {
+            Some(Key::from_hex(hex).map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string()))?)
+        }
+    };
+    let drawn = match &focus {
+        None => crate::graph::grouped(&tree),
+        Some(key) => crate::graph::neighbourhood(&tree, key),
+    }
+    .map_err(|e| error(StatusCode::NOT_FOUND, &e))?;
     let mut groups: BTreeMap<String, BTreeMap<&'static str, usize>> = BTreeMap::new();
     for node in &tree.calls {
         let routine = format!("{}@{}", node.call.name, node.call.version);
@@ -218,6 +241,8 @@ pub(crate) async fn run(State(view): State<View>, Path(id): Path<String>) -> Pag
         &format!("Run {}", id.short()),
         html! {
             p { "started " (timestamp(tree.started)) ", " (tree.calls.len()) " calls" }
+            h2 { @if focus.is_some() { "One call, its caller and the calls it awaited " a href={ "/runs/" (id) } { "(all, by task)" } } @else { "Lineage, by task" } }
+            div class="graph" { (PreEscaped(&drawn)) }
             h2 { "By task" }
             table {
                 tr { th { "task" } th { "calls by outcome" } }
@@ -233,7 +258,7 @@ pub(crate) async fn run(State(view): State<View>, Path(id): Path<String>) -> Pag
                 @for (index, depth) in &order {
                     @let call = &tree.calls[*index].call;
                     tr {
-                        td { (("· ").repeat(*depth)) (call.name) "@" (call.version) }
+                        td { (("· ").repeat(*depth)) a href={ "/runs/" (id) "?call=" (call.key.to_hex()) } { (call.name) "@" (call.version) } }
                         td { a href={ "/calls/" (call.name) "/" (call.version) "/" (call.key.to_hex()) } { code { (call.key.short()) } } }
                         td class=(call.outcome.as_str()) { (call.outcome.as_str()) }
                         td { (duration(Duration::from_micros(call.duration_us))) }
