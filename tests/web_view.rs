@@ -278,3 +278,56 @@ fn the_workers_page_shows_a_worker_arrive_live() {
         "its state: {events}"
     );
 }
+
+/// A step that fails, with markup in its error.
+#[routine::task(name = "web-step", version = "1.0.0")]
+async fn step(x: u32) -> Result<u32, String> {
+    Err(format!("<b>bad</b> input {x}"))
+}
+
+/// A workflow that handles its step's failure: one run of two calls.
+#[routine::task(name = "web-careful", version = "1.0.0")]
+async fn careful(x: u32) -> String {
+    match step(x).await {
+        Ok(y) => y.to_string(),
+        Err(e) => format!("handled: {e}"),
+    }
+}
+
+#[test]
+fn a_failed_calls_page_shows_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = routine::Engine::local(dir.path().join(".routine")).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(engine.scope(careful(7)));
+    drop(engine);
+    let served = serve(dir.path(), &[]);
+
+    let (_, runs) = get(&served, "/", &[]);
+    let run = runs
+        .split("href=\"/runs/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no run link in {runs}"))
+        .to_owned();
+    let (status, page) = get(&served, &format!("/runs/{run}"), &[]);
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("&lt;b&gt;bad&lt;/b&gt; input 7"),
+        "the error, as text: {page}"
+    );
+    let call = page
+        .split("href=\"/calls/web-step/")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no link to the failed call in {page}"))
+        .replace("&amp;", "&");
+    let (status, page) = get(&served, &format!("/calls/web-step/{call}"), &[]);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("class=\"failed\">failed"), "{page}");
+    assert!(page.contains("&lt;b&gt;bad&lt;/b&gt; input 7"), "{page}");
+    assert!(!page.contains("<b>bad"), "{page}");
+}

@@ -303,6 +303,7 @@ mod tests {
                 process: "gpu-1:42".into(),
                 attempts,
                 miss: None,
+                error: None,
             },
             children: Vec::new(),
             on_worker,

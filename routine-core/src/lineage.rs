@@ -75,6 +75,9 @@ pub struct CallRecord {
     /// What its lookup found, for a call that did not hit: the start of
     /// its explanation (`runs why`).
     pub miss: Option<Miss>,
+    /// Why it failed, for a call that did: its `Err`, panic or timeout, as
+    /// a message.
+    pub error: Option<String>,
 }
 
 /// What a call's lookup found when it missed.
@@ -132,6 +135,7 @@ pub(crate) struct Ended {
     pub(crate) duration: Duration,
     pub(crate) attempts: u32,
     pub(crate) miss: Option<Miss>,
+    pub(crate) error: Option<String>,
 }
 
 /// What one process stored about a run.
@@ -209,6 +213,7 @@ impl From<CallRecordV3> for CallRecord {
             process: c.process,
             attempts: c.attempts,
             miss: None,
+            error: None,
         }
     }
 }
@@ -287,6 +292,7 @@ impl From<RunRecordV1> for RunRecord {
                     process: c.process,
                     attempts: 1,
                     miss: None,
+                    error: None,
                 })
                 .collect(),
             units: Vec::new(),
@@ -354,6 +360,7 @@ impl RunLog {
             process: process_name().to_owned(),
             attempts: ended.attempts,
             miss: ended.miss,
+            error: ended.error,
         };
         self.calls
             .lock()
@@ -762,6 +769,7 @@ mod tests {
             process: "p".into(),
             attempts: 1,
             miss: None,
+            error: None,
         }
     }
 

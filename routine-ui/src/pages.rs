@@ -254,17 +254,18 @@ pub(crate) async fn run(
             }
             h2 { "Calls" }
             table {
-                tr { th { "call" } th { "key" } th { "outcome" } th { "took" } th { "where" } th { "attempts" } th { "lookup" } }
+                tr { th { "call" } th { "key" } th { "outcome" } th { "took" } th { "where" } th { "attempts" } th { "lookup" } th { "error" } }
                 @for (index, depth) in &order {
                     @let call = &tree.calls[*index].call;
                     tr {
                         td { (("· ").repeat(*depth)) a href={ "/runs/" (id) "?call=" (call.key.to_hex()) } { (call.name) "@" (call.version) } }
-                        td { a href={ "/calls/" (call.name) "/" (call.version) "/" (call.key.to_hex()) } { code { (call.key.short()) } } }
+                        td { a href={ "/calls/" (call.name) "/" (call.version) "/" (call.key.to_hex()) "?run=" (id) } { code { (call.key.short()) } } }
                         td class=(call.outcome.as_str()) { (call.outcome.as_str()) }
                         td { (duration(Duration::from_micros(call.duration_us))) }
                         td { (call.process) }
                         td { (call.attempts) }
                         td { (call.miss.map_or("", |m| m.as_str())) }
+                        td class="failed" { (call.error.as_deref().map(cut).unwrap_or_default()) }
                     }
                 }
             }
@@ -272,14 +273,36 @@ pub(crate) async fn run(
     ))
 }
 
-/// `/calls/<name>/<version>/<key>`: one stored call.
+/// `/calls/..?run=<id>`: the run to show the call's record of.
+#[derive(Deserialize, Default)]
+pub(crate) struct CallQuery {
+    run: Option<String>,
+}
+
+/// A message cut to fit a table cell.
+fn cut(text: &str) -> String {
+    match text.char_indices().nth(200) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+/// `/calls/<name>/<version>/<key>`: one call: its stored result, if any,
+/// and its record in a run (`?run=`, or the run that stored the result).
 pub(crate) async fn call(
     State(view): State<View>,
     Path((name, version, key)): Path<(String, String, String)>,
+    Query(query): Query<CallQuery>,
 ) -> Page {
     let key = Key::from_hex(&key).map_err(|e| error(StatusCode::NOT_FOUND, &e.to_string()))?;
+    let run: Option<RunId> = match query.run.as_deref().filter(|r| !r.is_empty()) {
+        None => None,
+        Some(text) => Some(text.parse().map_err(|e: routine_core::id::RunIdError| {
+            error(StatusCode::BAD_REQUEST, &e.to_string())
+        })?),
+    };
     let (n, v) = (name.clone(), version.clone());
-    let (meta, value, explanation) = reading(&view, move |store| {
+    let (meta, value, explanation, record) = reading(&view, move |store| {
         let slot = Slot {
             name: &n,
             version: &v,
@@ -307,7 +330,13 @@ pub(crate) async fn call(
             as_of: None,
         };
         let explanation = explain::explain(store, &subject).map_err(|e| e.to_string())?;
-        Ok((meta, value, explanation))
+        // Where, how and how often it ran: the record of its run.
+        let record = run
+            .or(meta.as_ref().and_then(|m| m.run))
+            .and_then(|run| lineage::run_tree(store, run).ok())
+            .and_then(|tree| tree.calls.into_iter().find(|node| node.call.key == key))
+            .map(|node| node.call);
+        Ok((meta, value, explanation, record))
     })
     .await?;
     let now = SystemTime::now();
@@ -315,7 +344,19 @@ pub(crate) async fn call(
         &format!("{name}@{version}"),
         html! {
             p { "key " code { (key.to_hex()) } }
+            @if let Some(call) = &record {
+                h2 { "In its run" }
+                table {
+                    tr { th { "outcome" } td class=(call.outcome.as_str()) { (call.outcome.as_str()) } }
+                    tr { th { "took" } td { (duration(Duration::from_micros(call.duration_us))) } }
+                    tr { th { "where" } td { (call.process) } }
+                    tr { th { "attempts" } td { (call.attempts) } }
+                    @if let Some(miss) = call.miss { tr { th { "lookup found" } td { (miss.as_str()) } } }
+                    @if let Some(error) = &call.error { tr { th { "error" } td class="failed" { pre { (error) } } } }
+                }
+            }
             @if let Some(meta) = &meta {
+                h2 { "Stored result" }
                 table {
                     tr { th { "computed" } td { (timestamp(meta.created_at)) " (" (age(meta.created_at, now)) ")" } }
                     tr { th { "body ran" } td { (duration(meta.run_time)) } }

@@ -178,6 +178,7 @@ impl Engine {
             run_closed: false,
             attempts: 1,
             miss: None,
+            error: None,
         };
         let call = Call {
             task,
@@ -344,6 +345,7 @@ impl<O, Out> Call<O, Out> {
                 // An `Err` whose type crosses the wire is the caller's, as
                 // if the body had run here; anything else is a panic here.
                 let typed = error.and_then(|error| (self.codec.decode_error)(&error));
+                report.error = Some(format!("on worker {worker}: {message}"));
                 let Some(outcome) = typed else {
                     failure::raise(format!(
                         "task `{}` failed on worker {worker}: {message}",
@@ -426,6 +428,7 @@ impl<O, Out> Call<O, Out> {
                 // The run's record is stored before the panic goes on to
                 // the caller, which may be the run's root.
                 report.outcome = Some(ended);
+                report.error = Some(panic_text(&*panic).to_owned());
                 if let Some(run) = report.close_run(ended) {
                     inner.store_run(&run, &key).await;
                 }
@@ -445,6 +448,9 @@ impl<O, Out> Call<O, Out> {
             };
         report.outcome = Some(ended);
         report.stored = stored.is_ok();
+        if ended == CallOutcome::Failed {
+            report.error = (codec.describe_failure)(&outcome);
+        }
         if report.stored {
             inner.record_code(task);
         }

@@ -72,6 +72,8 @@ pub(super) struct CallGuard<'a> {
     pub(super) attempts: u32,
     /// What the call's first lookup found, if it missed.
     pub(super) miss: Option<Miss>,
+    /// Why it failed, if it did: its `Err`, its panic, its timeout.
+    pub(super) error: Option<String>,
 }
 
 /// The triggers bound to a task, and what they will be given.
@@ -173,6 +175,7 @@ impl CallGuard<'_> {
             duration: self.started.elapsed(),
             attempts: self.attempts,
             miss: self.miss,
+            error: self.error.take(),
         };
         log.record(self.task, self.key, self.parent, ended);
         self.started_run.then(|| Arc::clone(log))
