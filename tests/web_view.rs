@@ -121,7 +121,14 @@ fn the_pages_show_the_runs_their_calls_and_one_call() {
         .and_then(|rest| rest.split('"').next())
         .unwrap_or_else(|| panic!("no call link in {page}"))
         .to_owned();
-    let fit_key = call.rsplit('/').next().unwrap().to_owned();
+    let fit_key = call
+        .split('?')
+        .next()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
     let (status, around) = get(&served, &format!("/runs/{run}?call={fit_key}"), &[]);
     assert_eq!(status, 200, "{around}");
     let svg = around.split("<svg").nth(1).expect("a graph");
@@ -129,6 +136,7 @@ fn the_pages_show_the_runs_their_calls_and_one_call() {
         svg.contains(&fit_key[..12]) && svg.contains("train@0.0.1"),
         "the call and its caller: {svg}"
     );
+    let call = call.replace("&amp;", "&");
     let (status, page) = get(&served, &format!("/calls/fit/{call}"), &[]);
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("Hits: written by"), "{page}");
@@ -254,9 +262,11 @@ fn the_workers_page_shows_a_worker_arrive_live() {
     assert!(page.contains("EventSource('/workers/events')"), "{page}");
 
     // A worker starts: the event stream the page listens to shows it.
+    let metrics_port = free_port();
+    let metrics_bind = format!("127.0.0.1:{metrics_port}");
     let mut worker = train(dir.path())
         .envs(env)
-        .arg("worker")
+        .args(["worker", "--metrics", &metrics_bind])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -267,8 +277,31 @@ fn the_workers_page_shows_a_worker_arrive_live() {
         Duration::from_secs(20),
         "1 worker<",
     );
+    // The workflow runs its sub-calls on the worker (the same store
+    // folder): the worker's metrics count them.
+    let ran = train(dir.path()).envs(env).output().unwrap();
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let metrics = Served {
+        child: Command::new("true").spawn().unwrap(),
+        port: metrics_port,
+    };
+    let (status, text) = get(&metrics, "/metrics", &[]);
     let _ = worker.kill();
     let _ = worker.wait();
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains("routine_calls_total{task=\"tname:fit:0.0.1\",outcome=\"computed\"} 4"),
+        "{text}"
+    );
+    assert!(
+        text.contains("routine_call_seconds_count{task=\"tname:fit:0.0.1\"} 8"),
+        "{text}"
+    );
+    assert!(text.contains("routine_misses_total"), "{text}");
     assert!(events.contains("text/event-stream"), "{events}");
     assert!(events.contains("data: <p>1 worker</p>"), "{events}");
     assert!(

@@ -162,6 +162,11 @@ pub(crate) struct WorkerArgs {
     /// Routines run at once [env: ROUTINE_CONCURRENCY; default: 4]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
     pub(crate) concurrency: Option<usize>,
+    /// Serve Prometheus metrics of this worker's calls at http://ADDR:PORT/metrics
+    /// (off loopback, ROUTINE_UI_TOKEN must be set)
+    #[cfg(feature = "ui")]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub(crate) metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,7 +1,7 @@
 //! `worker` and `status`: this program as a worker, and the broker's view of
 //! the workers.
 
-use crate::args::JsonOnly;
+use crate::args::{JsonOnly, WorkerArgs};
 use crate::config::Config;
 use crate::failure::Failure;
 use crate::output::Ui;
@@ -22,13 +22,50 @@ fn not_built() -> Failure {
 }
 
 #[cfg(feature = "distributed")]
-pub(crate) async fn worker(config: &Config, ui: Ui) -> Result<(), Failure> {
+pub(crate) async fn worker(config: &Config, ui: Ui, args: &WorkerArgs) -> Result<(), Failure> {
     use routine_distributed::worker::{serve_until_signalled, WorkerConfig, WorkerError};
 
     if config.broker.is_none() {
         return Err(no_broker());
     }
-    let engine = config.engine(|builder| builder).await?;
+    #[cfg(feature = "ui")]
+    let (engine, _metrics) = {
+        let metrics = routine_ui::CallMetrics::default();
+        let settings = match args.metrics {
+            Some(bind) => Some(
+                routine_ui::Settings::new(bind, std::env::var("ROUTINE_UI_TOKEN").ok())
+                    .map_err(|e| Failure::usage(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let engine = match &settings {
+            Some(_) => {
+                config
+                    .engine(|builder| builder.on_call(metrics.observer()))
+                    .await?
+            }
+            None => config.engine(|builder| builder).await?,
+        };
+        let served = settings.map(|settings| {
+            let served = routine_ui::serve_call_metrics(
+                engine.clone(),
+                metrics,
+                settings,
+                std::future::pending(),
+            );
+            AbortOnDrop(tokio::spawn(async move {
+                if let Err(e) = served.await {
+                    tracing::error!(error = %e, "the worker's metrics are not served");
+                }
+            }))
+        });
+        (engine, served)
+    };
+    #[cfg(not(feature = "ui"))]
+    let engine = {
+        let _ = args;
+        config.engine(|builder| builder).await?
+    };
     let settings = WorkerConfig {
         concurrency: config.concurrency,
         ..WorkerConfig::default()
@@ -57,7 +94,7 @@ pub(crate) async fn worker(config: &Config, ui: Ui) -> Result<(), Failure> {
 }
 
 #[cfg(not(feature = "distributed"))]
-pub(crate) async fn worker(_: &Config, _ui: Ui) -> Result<(), Failure> {
+pub(crate) async fn worker(_: &Config, _ui: Ui, _: &WorkerArgs) -> Result<(), Failure> {
     Err(not_built())
 }
 
@@ -201,4 +238,16 @@ pub(crate) async fn status(config: &Config, args: &JsonOnly) -> Result<(), Failu
 #[cfg(not(feature = "distributed"))]
 pub(crate) async fn status(_: &Config, _: &JsonOnly) -> Result<(), Failure> {
     Err(not_built())
+}
+
+/// Stops a spawned task when dropped: the worker's metrics server ends
+/// with the worker.
+#[cfg(all(feature = "distributed", feature = "ui"))]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+#[cfg(all(feature = "distributed", feature = "ui"))]
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -176,7 +176,7 @@ async fn dispatch(command: Command, config: &Config, ui: Ui) -> Result<(), Failu
         Command::Tasks(args) => inspect::tasks(config, &args),
         Command::Run(args) => run::run(config, &args, ui).await,
         Command::Why(args) => why::why(config, &args),
-        Command::Worker(_) => cluster::worker(config, ui).await,
+        Command::Worker(args) => cluster::worker(config, ui, &args).await,
         Command::Status(args) => cluster::status(config, &args).await,
         Command::Cache(command) => cache::cache(config, command),
         Command::Runs(command) => runs::runs(config, command),

@@ -17,7 +17,8 @@
 //! | `graph` | a run's lineage, laid out as SVG: by task, or one call's neighbourhood |
 //! | `cluster` | what the workers page shows, and the `Cluster` that reads it |
 //! | `workers` | `/workers`, and its live table (server-sent events) |
-//! | `metrics` | `/metrics` in Prometheus' text format |
+//! | `metrics` | the store's `/metrics` in Prometheus' text format |
+//! | `calls` | a process's calls for Prometheus: by task and outcome, durations; a worker's `--metrics` |
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,12 +30,14 @@ use axum::Router;
 use routine_core::store::Store;
 
 mod access;
+mod calls;
 mod cluster;
 mod graph;
 mod metrics;
 mod pages;
 mod workers;
 
+pub use crate::calls::CallMetrics;
 pub use crate::cluster::{Cluster, ClusterSnapshot, GangRow, Snapshot, WaitingGangRow, WorkerRow};
 
 /// Where the view listens, and the token it asks for.
@@ -121,6 +124,47 @@ pub async fn serve(
         .route("/metrics", get(metrics::metrics))
         .fallback(pages::not_found)
         .with_state(view)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(settings.token),
+            access::check,
+        ));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(UiError::Serve)
+}
+
+/// Serves `/metrics` of one process's calls (`metrics`, fed by `engine`'s
+/// observer) on `settings`' address until `shutdown` resolves: what a
+/// worker's `--metrics ADDR:PORT` serves.
+pub async fn serve_call_metrics(
+    engine: routine_core::Engine,
+    metrics: CallMetrics,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), UiError> {
+    let listener = tokio::net::TcpListener::bind(settings.bind)
+        .await
+        .map_err(|source| UiError::Bind {
+            addr: settings.bind,
+            source,
+        })?;
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics.text(&engine);
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        )
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(settings.token),
             access::check,

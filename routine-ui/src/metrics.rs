@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use routine_core::lineage::RUNS;
 
+use crate::calls::label;
 use crate::View;
 
 pub(crate) async fn metrics(State(view): State<View>) -> Response {
@@ -64,12 +65,4 @@ pub(crate) async fn metrics(State(view): State<View>) -> Response {
     text.push_str("# TYPE routine_recorded_runs gauge\n");
     let _ = writeln!(text, "routine_recorded_runs {}", runs.len());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
-}
-
-/// A label value, escaped as the text format asks.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
