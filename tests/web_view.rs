@@ -45,9 +45,16 @@ fn train(dir: &Path) -> Command {
 }
 
 fn serve(dir: &Path, args: &[&str]) -> Served {
+    serve_with(dir, args, &[])
+}
+
+/// `train ui` in `dir`, with `args` and the environment `env`, once it
+/// listens.
+fn serve_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Served {
     let port = free_port();
     let bind = format!("127.0.0.1:{port}");
     let child = train(dir)
+        .envs(env.iter().copied())
         .args(["ui", "--bind", &bind])
         .args(args)
         .stdout(Stdio::null())
@@ -241,21 +248,7 @@ fn the_workers_page_shows_a_worker_arrive_live() {
         ("ROUTINE_BROKER", redis.as_str()),
         ("ROUTINE_NAMESPACE", namespace.as_str()),
     ];
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
-    let child = train(dir.path())
-        .envs(env)
-        .args(["ui", "--bind", &bind])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let served = Served { child, port };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "`train ui` did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let served = serve_with(dir.path(), &[], &env);
     let (status, page) = get(&served, "/workers", &[]);
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("0 workers"), "{page}");

@@ -104,15 +104,6 @@ pub async fn serve(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), UiError> {
-    let listener = tokio::net::TcpListener::bind(settings.bind)
-        .await
-        .map_err(|source| UiError::Bind {
-            addr: settings.bind,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(UiError::Serve)?;
-    tracing::info!(%addr, "serving the web view");
-    eprintln!("serving the store's web view on http://{addr}/");
     let view = View { store, cluster };
     let app = Router::new()
         .route("/", get(pages::runs))
@@ -123,15 +114,8 @@ pub async fn serve(
         .route("/workers/events", get(workers::events))
         .route("/metrics", get(metrics::metrics))
         .fallback(pages::not_found)
-        .with_state(view)
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(settings.token),
-            access::check,
-        ));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(UiError::Serve)
+        .with_state(view);
+    run(app, settings, "the store's web view", shutdown).await
 }
 
 /// Serves `/metrics` of one process's calls (`metrics`, fed by `engine`'s
@@ -143,32 +127,43 @@ pub async fn serve_call_metrics(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), UiError> {
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let text = metrics.text(&engine);
+            async move {
+                let content_type = (
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4",
+                );
+                ([content_type], text)
+            }
+        }),
+    );
+    run(app, settings, "this worker's metrics", shutdown).await
+}
+
+/// Serves `app` on `settings`' address, every request checked for the
+/// token, until `shutdown` resolves.
+async fn run(
+    app: Router,
+    settings: Settings,
+    what: &str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), UiError> {
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
         .map_err(|source| UiError::Bind {
             addr: settings.bind,
             source,
         })?;
-    let app = Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let text = metrics.text(&engine);
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4",
-                        )],
-                        text,
-                    )
-                }
-            }),
-        )
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::new(settings.token),
-            access::check,
-        ));
+    let addr = listener.local_addr().map_err(UiError::Serve)?;
+    tracing::info!(%addr, "serving {what}");
+    eprintln!("serving {what} on http://{addr}/");
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        Arc::new(settings.token),
+        access::check,
+    ));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
