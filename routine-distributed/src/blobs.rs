@@ -138,6 +138,32 @@ pub(crate) async fn take_parcel(
     Ok(bytes)
 }
 
+/// Removes the parcels of gang attempt `gang` that no unit took: an
+/// attempt that did not complete (a worker died, a unit failed, the call
+/// was dropped) may leave messages posted and never received.
+pub(crate) async fn sweep_parcels(store: &Arc<dyn Store>, gang: &str) {
+    let store = Arc::clone(store);
+    let gang = gang.to_owned();
+    let swept = blocking(move || -> Result<(), StoreError> {
+        let left = store.list(Some(PARCELS), Some(&gang))?;
+        let slots: Vec<Slot<'_>> = left
+            .iter()
+            .map(|l| Slot {
+                name: PARCELS,
+                version: &l.version,
+                key: &l.key,
+            })
+            .collect();
+        if !slots.is_empty() {
+            store.remove_many(&slots)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = swept {
+        tracing::warn!(error = %e, "cannot remove the large messages of an ended gang; `cache gc` removes them");
+    }
+}
+
 /// 32 bytes no other parcel has: the clock, the process and a counter,
 /// hashed.
 fn fresh_address() -> [u8; 32] {

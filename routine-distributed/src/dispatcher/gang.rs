@@ -73,6 +73,7 @@ impl Shared {
                 workers: Vec::new(),
                 reports: Vec::new(),
                 ended: false,
+                completed: false,
             };
             let start = GangStart {
                 gang: &attempt.gang,
@@ -105,6 +106,7 @@ impl Shared {
                 // and entries removed, units still running told to stop) in
                 // the background.
                 Followed::Completed(output) => {
+                    attempt.completed = true;
                     drop(attempt);
                     return GangOutcome::Completed { output, units };
                 }
@@ -266,6 +268,8 @@ struct Attempt<'a> {
     /// How each unit ended, by rank, once known.
     reports: Vec<Option<(UnitEnd, Duration)>>,
     ended: bool,
+    /// Whether it completed: then every message posted was taken.
+    completed: bool,
 }
 
 impl Attempt<'_> {
@@ -414,6 +418,8 @@ impl Attempt<'_> {
             tracing::warn!(gang = %self.gang, error = %e,
                 "cannot end a gang's attempt; its reservations lapse and its units are dropped within {GANG_HOLD:?}");
         }
+        // Its units are stopped: what they posted and nobody took goes.
+        crate::blobs::sweep_parcels(self.shared.uploads.store(), &self.gang).await;
     }
 
     /// What ending the attempt removes: its reservations, the live
@@ -444,6 +450,8 @@ impl Drop for Attempt<'_> {
         let (broker, gang) = (self.shared.broker.clone(), std::mem::take(&mut self.gang));
         let waiting = std::mem::take(&mut self.waiting);
         let cancelling = std::sync::Arc::clone(&self.shared.cancelling);
+        // An attempt that did not complete may leave messages no unit took.
+        let store = (!self.completed).then(|| std::sync::Arc::clone(self.shared.uploads.store()));
         cancelling.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         runtime.spawn(async move {
             let running_on: Vec<&str> = running_on.iter().map(String::as_str).collect();
@@ -452,6 +460,9 @@ impl Drop for Attempt<'_> {
             if let Err(e) = ended.await {
                 tracing::warn!(gang = %gang, error = %e,
                     "cannot stop a dropped gang's units; their workers drop them within {GANG_HOLD:?}");
+            }
+            if let Some(store) = store {
+                crate::blobs::sweep_parcels(&store, &gang).await;
             }
             cancelling.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         });
