@@ -306,6 +306,12 @@ fn why_greet(program: &Path, store: &Path, times: u32) -> Value {
     serde_json::from_str(&why.stdout).unwrap()
 }
 
+/// `why greet` of the stored call, as text.
+fn why_greet_text(program: &Path, store: &Path) -> Ran {
+    let times = ["why", "greet", "--arg", "name=ada", "--arg", "times=2"];
+    run(program, store, &[], &times)
+}
+
 fn reason(why: &Value) -> (&str, &str) {
     (
         why["verdict"].as_str().unwrap(),
@@ -334,12 +340,7 @@ fn why_explains_each_reason_a_call_runs_or_hits() {
     assert_eq!(hit["written"]["writer"]["program"], "tracked-demo");
     assert_eq!(hit["written"]["writer"]["version"], "0.3.0");
     assert!(hit["ttl_left_secs"].as_u64().unwrap() <= 3);
-    let text = run(
-        &program,
-        &store,
-        &[],
-        &["why", "greet", "--arg", "name=ada", "--arg", "times=2"],
-    );
+    let text = why_greet_text(&program, &store);
     assert!(
         text.stdout.contains(&format!("in run {}", &run_id[..12])),
         "{}",
@@ -388,12 +389,7 @@ fn why_explains_each_reason_a_call_runs_or_hits() {
         collected["cause"],
         serde_json::json!({"by": "collected", "reason": "over-size"})
     );
-    let text = run(
-        &program,
-        &store,
-        &[],
-        &["why", "greet", "--arg", "name=ada", "--arg", "times=2"],
-    );
+    let text = why_greet_text(&program, &store);
     assert!(
         text.stdout.contains("collected by `cache gc` (over-size)"),
         "{}",

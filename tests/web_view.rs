@@ -70,6 +70,16 @@ fn serve_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Served {
     served
 }
 
+/// What follows `prefix` in the first link of `page` that starts with it,
+/// unescaped as a browser would follow it.
+fn link(page: &str, prefix: &str) -> String {
+    page.split(&format!("href=\"{prefix}"))
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no link to {prefix} in {page}"))
+        .replace("&amp;", "&")
+}
+
 /// A GET of `path`: the status and the whole response (headers and body).
 fn get(served: &Served, path: &str, headers: &[&str]) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", served.port)).unwrap();
@@ -99,12 +109,7 @@ fn the_pages_show_the_runs_their_calls_and_one_call() {
     let (status, runs) = get(&served, "/", &[]);
     assert_eq!(status, 200, "{runs}");
     assert!(runs.contains("train-and-pick@0.1.0"), "{runs}");
-    let run = runs
-        .split("href=\"/runs/")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or_else(|| panic!("no run link in {runs}"))
-        .to_owned();
+    let run = link(&runs, "/runs/");
 
     let (status, page) = get(&served, &format!("/runs/{run}"), &[]);
     assert_eq!(status, 200, "{page}");
@@ -122,12 +127,7 @@ fn the_pages_show_the_runs_their_calls_and_one_call() {
     for task in ["train-and-pick@0.1.0", "fit@0.0.1", "pick-best@0.1.0"] {
         assert!(svg.contains(task), "{task} not drawn: {svg}");
     }
-    let call = page
-        .split("href=\"/calls/fit/")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or_else(|| panic!("no call link in {page}"))
-        .to_owned();
+    let call = link(&page, "/calls/fit/");
     let fit_key = call
         .split('?')
         .next()
@@ -143,7 +143,6 @@ fn the_pages_show_the_runs_their_calls_and_one_call() {
         svg.contains(&fit_key[..12]) && svg.contains("train@0.0.1"),
         "the call and its caller: {svg}"
     );
-    let call = call.replace("&amp;", "&");
     let (status, page) = get(&served, &format!("/calls/fit/{call}"), &[]);
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("Hits: written by"), "{page}");
@@ -333,24 +332,14 @@ fn a_failed_calls_page_shows_its_error() {
     let served = serve(dir.path(), &[]);
 
     let (_, runs) = get(&served, "/", &[]);
-    let run = runs
-        .split("href=\"/runs/")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or_else(|| panic!("no run link in {runs}"))
-        .to_owned();
+    let run = link(&runs, "/runs/");
     let (status, page) = get(&served, &format!("/runs/{run}"), &[]);
     assert_eq!(status, 200, "{page}");
     assert!(
         page.contains("&lt;b&gt;bad&lt;/b&gt; input 7"),
         "the error, as text: {page}"
     );
-    let call = page
-        .split("href=\"/calls/web-step/")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or_else(|| panic!("no link to the failed call in {page}"))
-        .replace("&amp;", "&");
+    let call = link(&page, "/calls/web-step/");
     let (status, page) = get(&served, &format!("/calls/web-step/{call}"), &[]);
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("class=\"failed\">failed"), "{page}");

@@ -12,12 +12,11 @@ use crate::output;
 use crate::routines::find_task;
 use crate::run::{arguments, encode_arguments};
 use routine_core::code::OnCodeChange;
-use routine_core::entry::{self, EntryMeta};
 use routine_core::explain::{self, CodeSince, Explanation, Reason, Subject, Written};
 use routine_core::lineage::{self, Miss};
 use routine_core::registry;
-use routine_core::store::{Found, Slot, Store};
-use routine_core::{CallOutcome, Key, RunId};
+use routine_core::store::{Slot, Store};
+use routine_core::{CallOutcome, RunId};
 
 /// An argument value shown in full up to this many characters of JSON;
 /// beyond, its digest.
@@ -113,7 +112,12 @@ pub(crate) fn run(store: &dyn Store, run: RunId, json: bool) -> Result<(), Failu
         }
         let started = tree.started + Duration::from_micros(call.started_us);
         let task = registry::find(&call.name, &call.version);
-        let own = own_meta(store, &call.name, &call.version, &call.key);
+        let slot = Slot {
+            name: &call.name,
+            version: &call.version,
+            key: &call.key,
+        };
+        let own = explain::stored_meta(store, &slot);
         let (explanation, unexplained) = match &own {
             Some(meta) if !meta.arguments.is_empty() => {
                 let names = task.map_or_else(Vec::new, |task| {
@@ -172,15 +176,6 @@ pub(crate) fn run(store: &dyn Store, run: RunId, json: bool) -> Result<(), Failu
         }
     }
     output::print(&text)
-}
-
-/// The header of a stored entry, if it is there and readable.
-fn own_meta(store: &dyn Store, name: &str, version: &str, key: &Key) -> Option<EntryMeta> {
-    let slot = Slot { name, version, key };
-    match store.peek(&slot).ok()?? {
-        Found::Bytes(bytes) => EntryMeta::parse(&bytes).ok(),
-        Found::Stream { reader, .. } => entry::read_header(reader).ok().map(|(meta, _)| meta),
-    }
 }
 
 /// The explanation in lines for people; `argument` shows a differing

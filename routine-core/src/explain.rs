@@ -349,12 +349,20 @@ fn written(store: &dyn Store, meta: &EntryMeta) -> Written {
 
 /// The header of a listed entry, if it can be read.
 fn peek_meta(store: &dyn Store, listing: &Listing) -> Option<EntryMeta> {
-    let slot = Slot {
-        name: &listing.name,
-        version: &listing.version,
-        key: &listing.key,
-    };
-    match store.peek(&slot).ok()?? {
+    stored_meta(
+        store,
+        &Slot {
+            name: &listing.name,
+            version: &listing.version,
+            key: &listing.key,
+        },
+    )
+}
+
+/// The header of the entry in `slot`, if there is one and it can be read
+/// (a look: no use is recorded).
+pub fn stored_meta(store: &dyn Store, slot: &Slot<'_>) -> Option<EntryMeta> {
+    match store.peek(slot).ok()?? {
         Found::Bytes(bytes) => EntryMeta::parse(&bytes).ok(),
         Found::Stream { reader, .. } => entry::read_header(reader).ok().map(|(meta, _)| meta),
     }
