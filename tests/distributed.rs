@@ -7,7 +7,7 @@
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use routine::dispatch::Policy;
 use routine::distributed::broker::{Broker, Retry};
@@ -833,12 +833,19 @@ async fn a_request_that_keeps_killing_workers_is_dead_lettered() {
         .expect("the caller hung while workers died");
     assert!(message.contains("delivered 3 times"), "{message}");
     assert!(message.contains(&format!("{ns}:dead")), "{message}");
-    let mut connection = redis::Client::open(env("ROUTINE_TEST_REDIS_URL")).unwrap();
-    let dead: u64 = redis::cmd("XLEN")
-        .arg(format!("{ns}:dead"))
-        .query(&mut connection)
+    let broker = Broker::connect(&env("ROUTINE_TEST_REDIS_URL"), &ns, Retry::default())
+        .await
         .unwrap();
-    assert_eq!(dead, 1, "one dead letter");
+    let letters = broker.dead_letters(10).await.unwrap();
+    assert_eq!(letters.len(), 1, "one dead letter: {letters:?}");
+    assert_eq!(letters[0].task, "deadly@1.0.0");
+    assert_eq!(letters[0].deliveries, 3);
+    assert_eq!(letters[0].key.len(), 64, "the call's key: {letters:?}");
+    let age = SystemTime::now().duration_since(letters[0].at).unwrap();
+    assert!(
+        age < Duration::from_secs(120),
+        "set aside just now: {age:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,6 +43,10 @@ async fn cluster(_: &Config) -> Result<Option<std::sync::Arc<dyn routine_ui::Clu
     Ok(None)
 }
 
+/// The most dead letters the workers page lists.
+#[cfg(feature = "distributed")]
+const DEAD_LETTERS_SHOWN: usize = 20;
+
 #[cfg(feature = "distributed")]
 struct BrokerCluster(routine_distributed::broker::Broker);
 
@@ -52,6 +56,8 @@ impl routine_ui::Cluster for BrokerCluster {
         Box::pin(async move {
             let workers = self.0.workers().await.map_err(|e| e.to_string())?;
             let gangs = self.0.gangs().await.map_err(|e| e.to_string())?;
+            let dead =
+                (self.0.dead_letters(DEAD_LETTERS_SHOWN).await).map_err(|e| e.to_string())?;
             Ok(routine_ui::ClusterSnapshot {
                 workers: (workers.into_iter())
                     .map(|w| routine_ui::WorkerRow {
@@ -77,6 +83,14 @@ impl routine_ui::Cluster for BrokerCluster {
                         id: g.id,
                         task: g.task,
                         units: (g.least, g.most),
+                    })
+                    .collect(),
+                dead_letters: (dead.into_iter())
+                    .map(|d| routine_ui::DeadLetterRow {
+                        at: d.at,
+                        task: d.task,
+                        key: d.key,
+                        deliveries: d.deliveries,
                     })
                     .collect(),
             })

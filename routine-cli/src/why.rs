@@ -1,7 +1,7 @@
 //! `why` and `runs why`: whether a call hits or runs, and why (see
 //! `routine_core::explain`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -12,7 +12,7 @@ use crate::output;
 use crate::routines::find_task;
 use crate::run::{arguments, encode_arguments};
 use routine_core::code::OnCodeChange;
-use routine_core::explain::{self, CodeSince, Explanation, Reason, Subject, Written};
+use routine_core::explain::{self, Explanation, Subject};
 use routine_core::lineage::{self, Miss};
 use routine_core::registry;
 use routine_core::store::{Slot, Store};
@@ -70,7 +70,7 @@ pub(crate) fn why(config: &Config, args: &WhyArgs) -> Result<(), Failure> {
         (text.len() <= VALUE_SHOWN).then_some(text)
     };
     let mut text = format!("{} (key {})\n", task.id(), key.short());
-    text.push_str(&describe(&explanation, &|name| {
+    text.push_str(&lines(&explanation, &|name| {
         let index = names.iter().position(|n| n == name);
         match (value_of(name), index.and_then(|i| digests.get(i))) {
             (Some(value), _) => format!("{name} = {value}"),
@@ -168,9 +168,7 @@ pub(crate) fn run(store: &dyn Store, run: RunId, json: bool) -> Result<(), Failu
                 .unwrap_or_default(),
         ));
         match (&row.explanation, &row.unexplained) {
-            (Some(explanation), _) => {
-                text.push_str(&describe(explanation, &|name| name.to_owned()))
-            }
+            (Some(explanation), _) => text.push_str(&lines(explanation, &|name| name.to_owned())),
             (None, Some(why)) => text.push_str(&format!("  not explained: {why}\n")),
             (None, None) => {}
         }
@@ -178,124 +176,9 @@ pub(crate) fn run(store: &dyn Store, run: RunId, json: bool) -> Result<(), Failu
     output::print(&text)
 }
 
-/// The explanation in lines for people; `argument` shows a differing
-/// argument by name (with its value when known and small).
-fn describe(explanation: &Explanation, argument: &dyn Fn(&str) -> String) -> String {
-    let now = SystemTime::now();
-    match explanation {
-        Explanation::Hit {
-            written,
-            ttl_left_secs,
-            code,
-        } => {
-            let mut text = format!("  hits: {}\n", by(written, now));
-            if let Some(left) = ttl_left_secs {
-                text.push_str(&format!("  expires in {}\n", output::span(Duration::from_secs(*left))));
-            }
-            match code {
-                CodeSince::Same => text.push_str("  code: unchanged since\n"),
-                CodeSince::Changed { changes } => {
-                    text.push_str("  code: changed since (the stored result is still returned: on_code_change = \"warn\")\n");
-                    text.push_str(&changes_text(changes.as_deref()));
-                }
-            }
-            text
-        }
-        Explanation::Run { reason } => match reason {
-            Reason::NeverRun => {
-                "  runs: nothing was stored for this task, at any version, before\n".into()
-            }
-            Reason::NewArguments { nearest: None } => {
-                "  runs: new arguments (no stored call of this version records its arguments)\n".into()
-            }
-            Reason::NewArguments {
-                nearest: Some(nearest),
-            } => {
-                let differing: Vec<String> =
-                    nearest.differing.iter().map(|name| argument(name)).collect();
-                format!(
-                    "  runs: new arguments: {} differ{} from the nearest stored call\n  nearest: key {}, {}\n",
-                    differing.join(", "),
-                    if differing.len() == 1 { "s" } else { "" },
-                    &nearest.key[..12],
-                    by(&nearest.written, now)
-                )
-            }
-            Reason::VersionChanged {
-                stored_versions,
-                same_arguments_in,
-            } => format!(
-                "  runs: a new version: results are stored for {} only{}\n",
-                stored_versions.join(", "),
-                same_arguments_in
-                    .as_ref()
-                    .map(|v| format!(" (version {v} holds these same arguments)"))
-                    .unwrap_or_default()
-            ),
-            Reason::CodeChanged { stored, changes } => format!(
-                "  runs: the code changed (on_code_change = \"rerun\"); the result of these arguments was {}\n{}",
-                by(stored, now),
-                changes_text(changes.as_deref())
-            ),
-            Reason::PolicyChanged { stored } => format!(
-                "  runs: on_code_change differs from when the result of these arguments was stored \
-                 (\"rerun\" puts the code in the key); it was {}\n",
-                by(stored, now)
-            ),
-            Reason::Removed { at_unix, cause } => format!(
-                "  runs: its result was {cause}, {}\n",
-                output::age(UNIX_EPOCH + Duration::from_secs(*at_unix), now)
-            ),
-            Reason::Expired { written, ttl_secs } => format!(
-                "  runs: its result expired (ttl {}): {}\n",
-                output::span(Duration::from_secs(*ttl_secs)),
-                by(written, now)
-            ),
-            Reason::Corrupt { error } => {
-                format!("  runs: its stored entry is damaged ({error}); it will be computed again\n")
-            }
-        },
-    }
-}
-
-/// `written 2h ago by host:42 (train 0.1.0, commit 3f2c1a9) in run 1a2b…, body 1.2 s, code 4f…`.
-fn by(written: &Written, now: SystemTime) -> String {
-    let at = UNIX_EPOCH + Duration::from_secs(written.at_unix);
-    let mut text = format!(
-        "written {} ({})",
-        output::age(at, now),
-        output::timestamp(at)
-    );
-    if let Some(writer) = &written.writer {
-        text.push_str(&format!(" by {}", writer.process));
-        let program = match (&writer.program, &writer.version) {
-            (Some(program), Some(version)) => Some(format!("{program} {version}")),
-            (Some(program), None) => Some(program.clone()),
-            _ => None,
-        };
-        match (program, &writer.commit) {
-            (Some(program), Some(commit)) => {
-                text.push_str(&format!(" ({program}, commit {commit})"))
-            }
-            (Some(program), None) => text.push_str(&format!(" ({program})")),
-            _ => {}
-        }
-    }
-    if let Some(run) = &written.run {
-        text.push_str(&format!(" in run {}", &run[..run.len().min(12)]));
-    }
-    text.push_str(&format!(
-        ", body {}, code {}",
-        output::run_time(Duration::from_micros(written.run_time_us)),
-        written.code
-    ));
-    text
-}
-
-fn changes_text(changes: Option<&[routine_core::code::CodeChange]>) -> String {
-    match changes {
-        Some(changes) => changes.iter().map(|c| format!("    {c}\n")).collect(),
-        None => "    (the store keeps no record of the older code: what changed cannot be named)\n"
-            .into(),
-    }
+/// The explanation's lines, indented under the call they explain.
+fn lines(explanation: &Explanation, argument: &dyn Fn(&str) -> String) -> String {
+    (explanation.describe(SystemTime::now(), argument).iter())
+        .map(|line| format!("  {line}\n"))
+        .collect()
 }

@@ -26,6 +26,7 @@ use serde::Serialize;
 use crate::code::{Code, CodeChange};
 use crate::engine::Writer;
 use crate::entry::{self, ArgumentDigest, EntryMeta};
+use crate::human;
 use crate::id::Fingerprint;
 use crate::key::Key;
 use crate::store::{Found, Listing, RecordKind, RemovalCause, Slot, Store, StoreError};
@@ -170,6 +171,147 @@ pub enum CodeSince {
         /// The changes.
         changes: Option<Vec<CodeChange>>,
     },
+}
+
+impl Explanation {
+    /// The explanation in lines for people (the command line's `why` and the
+    /// web view show these): the first says hit or run and why, the lines
+    /// after it, indented by two spaces, name what changed. `argument` shows
+    /// a differing argument by name (with its value when known and small).
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// use routine_core::explain::{Explanation, Reason};
+    ///
+    /// let never = Explanation::Run { reason: Reason::NeverRun };
+    /// let lines = never.describe(SystemTime::now(), &|name| name.to_owned());
+    /// assert_eq!(lines, ["runs: nothing was stored for this task, at any version, before"]);
+    /// ```
+    pub fn describe(&self, now: SystemTime, argument: &dyn Fn(&str) -> String) -> Vec<String> {
+        let mut lines = Vec::new();
+        match self {
+            Explanation::Hit {
+                written,
+                ttl_left_secs,
+                code,
+            } => {
+                lines.push(format!("hits: {}", written.describe(now)));
+                if let Some(left) = ttl_left_secs {
+                    lines.push(format!("expires in {}", human::span(Duration::from_secs(*left))));
+                }
+                match code {
+                    CodeSince::Same => lines.push("code: unchanged since".into()),
+                    CodeSince::Changed { changes } => {
+                        lines.push("code: changed since (the stored result is still returned: on_code_change = \"warn\")".into());
+                        lines.extend(changes_lines(changes.as_deref()));
+                    }
+                }
+            }
+            Explanation::Run { reason } => match reason {
+                Reason::NeverRun => {
+                    lines.push("runs: nothing was stored for this task, at any version, before".into())
+                }
+                Reason::NewArguments { nearest: None } => lines.push(
+                    "runs: new arguments (no stored call of this version records its arguments)".into(),
+                ),
+                Reason::NewArguments {
+                    nearest: Some(nearest),
+                } => {
+                    let differing: Vec<String> =
+                        nearest.differing.iter().map(|name| argument(name)).collect();
+                    lines.push(format!(
+                        "runs: new arguments: {} differ{} from the nearest stored call",
+                        differing.join(", "),
+                        if differing.len() == 1 { "s" } else { "" },
+                    ));
+                    lines.push(format!(
+                        "nearest: key {}, {}",
+                        &nearest.key[..nearest.key.len().min(12)],
+                        nearest.written.describe(now)
+                    ));
+                }
+                Reason::VersionChanged {
+                    stored_versions,
+                    same_arguments_in,
+                } => lines.push(format!(
+                    "runs: a new version: results are stored for {} only{}",
+                    stored_versions.join(", "),
+                    same_arguments_in
+                        .as_ref()
+                        .map(|v| format!(" (version {v} holds these same arguments)"))
+                        .unwrap_or_default()
+                )),
+                Reason::CodeChanged { stored, changes } => {
+                    lines.push(format!(
+                        "runs: the code changed (on_code_change = \"rerun\"); the result of these arguments was {}",
+                        stored.describe(now)
+                    ));
+                    lines.extend(changes_lines(changes.as_deref()));
+                }
+                Reason::PolicyChanged { stored } => lines.push(format!(
+                    "runs: on_code_change differs from when the result of these arguments was stored \
+                     (\"rerun\" puts the code in the key); it was {}",
+                    stored.describe(now)
+                )),
+                Reason::Removed { at_unix, cause } => lines.push(format!(
+                    "runs: its result was {cause}, {}",
+                    human::age(UNIX_EPOCH + Duration::from_secs(*at_unix), now)
+                )),
+                Reason::Expired { written, ttl_secs } => lines.push(format!(
+                    "runs: its result expired (ttl {}): {}",
+                    human::span(Duration::from_secs(*ttl_secs)),
+                    written.describe(now)
+                )),
+                Reason::Corrupt { error } => lines.push(format!(
+                    "runs: its stored entry is damaged ({error}); it will be computed again"
+                )),
+            },
+        }
+        lines
+    }
+}
+
+impl Written {
+    /// `written 2h ago (2026-11-28T21:30:02Z) by host:42 (train 0.1.0,
+    /// commit 3f2c1a9) in run 1a2b…, body 1.2 s, code 4f…`.
+    pub fn describe(&self, now: SystemTime) -> String {
+        let at = UNIX_EPOCH + Duration::from_secs(self.at_unix);
+        let mut text = format!("written {} ({})", human::age(at, now), human::timestamp(at));
+        if let Some(writer) = &self.writer {
+            text.push_str(&format!(" by {}", writer.process));
+            let program = match (&writer.program, &writer.version) {
+                (Some(program), Some(version)) => Some(format!("{program} {version}")),
+                (Some(program), None) => Some(program.clone()),
+                _ => None,
+            };
+            match (program, &writer.commit) {
+                (Some(program), Some(commit)) => {
+                    text.push_str(&format!(" ({program}, commit {commit})"))
+                }
+                (Some(program), None) => text.push_str(&format!(" ({program})")),
+                _ => {}
+            }
+        }
+        if let Some(run) = &self.run {
+            text.push_str(&format!(" in run {}", &run[..run.len().min(12)]));
+        }
+        text.push_str(&format!(
+            ", body {}, code {}",
+            human::run_time(Duration::from_micros(self.run_time_us)),
+            self.code
+        ));
+        text
+    }
+}
+
+/// The changed items, a line each, or why they cannot be named.
+fn changes_lines(changes: Option<&[CodeChange]>) -> Vec<String> {
+    match changes {
+        Some(changes) => changes.iter().map(|c| format!("  {c}")).collect(),
+        None => vec![
+            "  (the store keeps no record of the older code: what changed cannot be named)".into(),
+        ],
+    }
 }
 
 /// Explains `call` from what `store` holds.

@@ -40,6 +40,7 @@ pub mod entry;
 mod error;
 pub mod execution;
 pub mod explain;
+pub mod human;
 pub mod id;
 pub mod invoke;
 pub mod key;

@@ -15,6 +15,21 @@ pub struct ClusterSnapshot {
     pub gangs_running: Vec<GangRow>,
     /// Multi-unit calls waiting for enough free slots.
     pub gangs_waiting: Vec<WaitingGangRow>,
+    /// The newest dead letters, newest first.
+    pub dead_letters: Vec<DeadLetterRow>,
+}
+
+/// A request set aside because the workers that took it kept dying.
+#[derive(Debug, Clone)]
+pub struct DeadLetterRow {
+    /// When it was set aside.
+    pub at: SystemTime,
+    /// Its task, `name@version` (empty if unknown).
+    pub task: String,
+    /// The call's key, in hex (empty if unknown).
+    pub key: String,
+    /// How many workers it was delivered to, each of which died.
+    pub deliveries: u64,
 }
 
 /// One worker.

@@ -13,6 +13,7 @@
 //! | module | concern |
 //! |---|---|
 //! | `access` | who may read: loopback, or a token on every request |
+//! | `assets` | the vendored scripts (htmx), embedded |
 //! | `pages` | the pages, as HTML |
 //! | `graph` | a run's lineage, laid out as SVG: by task, or one call's neighbourhood |
 //! | `cluster` | what the workers page shows, and the `Cluster` that reads it |
@@ -30,6 +31,7 @@ use axum::Router;
 use routine_core::store::Store;
 
 mod access;
+mod assets;
 mod calls;
 mod cluster;
 mod graph;
@@ -38,7 +40,9 @@ mod pages;
 mod workers;
 
 pub use crate::calls::CallMetrics;
-pub use crate::cluster::{Cluster, ClusterSnapshot, GangRow, Snapshot, WaitingGangRow, WorkerRow};
+pub use crate::cluster::{
+    Cluster, ClusterSnapshot, DeadLetterRow, GangRow, Snapshot, WaitingGangRow, WorkerRow,
+};
 
 /// Where the view listens, and the token it asks for.
 #[derive(Debug, Clone)]
@@ -113,6 +117,7 @@ pub async fn serve(
         .route("/workers", get(workers::page))
         .route("/workers/events", get(workers::events))
         .route("/metrics", get(metrics::metrics))
+        .route("/assets/{name}", get(assets::asset))
         .fallback(pages::not_found)
         .with_state(view);
     run(app, settings, "the store's web view", shutdown).await

@@ -11,7 +11,8 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde::Deserialize;
 
 use routine_core::entry::{self, EntryMeta};
-use routine_core::explain::{self, CodeSince, Explanation, Subject};
+use routine_core::explain::{self, Explanation, Subject};
+use routine_core::human::{self, age, timestamp};
 use routine_core::lineage;
 use routine_core::registry;
 use routine_core::store::{Found, Slot, Store};
@@ -172,7 +173,7 @@ pub(crate) async fn runs(State(view): State<View>, Query(query): Query<RunsQuery
                         td { a href={ "/runs/" (run.id) } { code { (run.id.short()) } } }
                         td { (run.root) }
                         td { (age(run.started, now)) }
-                        td { (duration(run.duration)) }
+                        td { (human::run_time(run.duration)) }
                         td { (run.computed) }
                         td { (run.from_storage) }
                         td class=[(run.failed > 0).then_some("failed")] { (run.failed) }
@@ -261,7 +262,7 @@ pub(crate) async fn run(
                         td { (("· ").repeat(*depth)) a href={ "/runs/" (id) "?call=" (call.key.to_hex()) } { (call.name) "@" (call.version) } }
                         td { a href={ "/calls/" (call.name) "/" (call.version) "/" (call.key.to_hex()) "?run=" (id) } { code { (call.key.short()) } } }
                         td class=(call.outcome.as_str()) { (call.outcome.as_str()) }
-                        td { (duration(Duration::from_micros(call.duration_us))) }
+                        td { (human::run_time(Duration::from_micros(call.duration_us))) }
                         td { (call.process) }
                         td { (call.attempts) }
                         td { (call.miss.map_or("", |m| m.as_str())) }
@@ -348,7 +349,7 @@ pub(crate) async fn call(
                 h2 { "In its run" }
                 table {
                     tr { th { "outcome" } td class=(call.outcome.as_str()) { (call.outcome.as_str()) } }
-                    tr { th { "took" } td { (duration(Duration::from_micros(call.duration_us))) } }
+                    tr { th { "took" } td { (human::run_time(Duration::from_micros(call.duration_us))) } }
                     tr { th { "where" } td { (call.process) } }
                     tr { th { "attempts" } td { (call.attempts) } }
                     @if let Some(miss) = call.miss { tr { th { "lookup found" } td { (miss.as_str()) } } }
@@ -359,7 +360,7 @@ pub(crate) async fn call(
                 h2 { "Stored result" }
                 table {
                     tr { th { "computed" } td { (timestamp(meta.created_at)) " (" (age(meta.created_at, now)) ")" } }
-                    tr { th { "body ran" } td { (duration(meta.run_time)) } }
+                    tr { th { "body ran" } td { (human::run_time(meta.run_time)) } }
                     tr { th { "size" } td { (meta.payload_len) " bytes" } }
                     tr { th { "code" } td { code { (meta.fingerprint.short()) } } }
                     @if let Some(run) = meta.run { tr { th { "run" } td { a href={ "/runs/" (run) } { code { (run.short()) } } } } }
@@ -414,28 +415,16 @@ fn described(
     }
 }
 
+/// `why`'s lines: the verdict, then what changed (indented) as a list.
 fn explanation_html(explanation: &Explanation) -> Markup {
-    match explanation {
-        Explanation::Hit {
-            written,
-            ttl_left_secs,
-            code,
-        } => html! {
-            p { "Hits: written by " (written.writer.as_ref().map_or("an unknown process".to_owned(), |w| {
-                format!("{} ({} {})", w.process, w.program.as_deref().unwrap_or("?"), w.version.as_deref().unwrap_or("?"))
-            })) "." }
-            @if let Some(left) = ttl_left_secs { p { "Expires in " (left) " s." } }
-            @match code {
-                CodeSince::Same => p { "The code has not changed since." },
-                CodeSince::Changed { changes } => {
-                    p { "The code changed since:" }
-                    ul { @for change in changes.iter().flatten() { li { (change) } } }
-                }
-            }
-        },
-        Explanation::Run { reason } => html! {
-            p { "Runs: " code { (serde_json::to_string(reason).unwrap_or_default()) } }
-        },
+    let lines = explanation.describe(SystemTime::now(), &|name| name.to_owned());
+    let (details, verdict): (Vec<&String>, Vec<&String>) =
+        lines.iter().partition(|line| line.starts_with("  "));
+    html! {
+        @for line in verdict { p { (line) } }
+        @if !details.is_empty() {
+            ul { @for line in details { li { code { (line.trim_start()) } } } }
+        }
     }
 }
 
@@ -501,27 +490,4 @@ pub(crate) async fn tasks(State(view): State<View>) -> Page {
             }
         },
     ))
-}
-
-pub(crate) fn age(at: SystemTime, now: SystemTime) -> String {
-    let secs = now.duration_since(at).unwrap_or_default().as_secs();
-    match secs {
-        0..60 => format!("{secs}s ago"),
-        60..3600 => format!("{}m ago", secs / 60),
-        3600..86_400 => format!("{}h ago", secs / 3600),
-        _ => format!("{}d ago", secs / 86_400),
-    }
-}
-
-fn duration(duration: Duration) -> String {
-    let micros = duration.as_micros();
-    match micros {
-        0..1000 => format!("{micros} us"),
-        1000..1_000_000 => format!("{:.1} ms", micros as f64 / 1e3),
-        _ => format!("{:.2} s", duration.as_secs_f64()),
-    }
-}
-
-fn timestamp(at: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(at).to_string()
 }

@@ -1,8 +1,9 @@
-//! `/workers`: the live workers, their slots and routines, and the gangs
-//! running and waiting. The page is whole without JavaScript; with it, a
-//! few lines of script replace its table with each server-sent event of
-//! `/workers/events` (one a second), so that a worker appears, changes
-//! routine or goes without a reload.
+//! `/workers`: the live workers, their slots and routines, the gangs
+//! running and waiting, and the dead letters. The page is whole without
+//! JavaScript; with it, htmx's server-sent events extension swaps in the
+//! table each event of `/workers/events` carries (one a second, rendered
+//! and escaped here), so that a worker appears, changes routine or goes
+//! without a reload.
 
 use std::convert::Infallible;
 use std::time::{Duration, SystemTime};
@@ -11,27 +12,26 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
-use maud::{html, Markup, PreEscaped};
+use maud::{html, Markup};
 
+use crate::assets;
 use crate::cluster::ClusterSnapshot;
-use crate::pages::{age, layout};
+use routine_core::human::age;
+
+use crate::pages::layout;
 use crate::View;
 
 /// How often the live table is sent again.
 const EVERY: Duration = Duration::from_secs(1);
-
-/// Replaces `#cluster` with each event's HTML (rendered by the server, so
-/// escaped there).
-const LIVE: &str = "const s=new EventSource('/workers/events');\
-s.onmessage=e=>{document.getElementById('cluster').innerHTML=e.data};";
 
 pub(crate) async fn page(State(view): State<View>) -> Response {
     let table = table(&view).await;
     layout(
         "Workers",
         html! {
-            div id="cluster" { (table) }
-            script { (PreEscaped(LIVE)) }
+            script src=(assets::HTMX) {}
+            script src=(assets::HTMX_SSE) {}
+            div id="cluster" hx-ext="sse" sse-connect="/workers/events" sse-swap="message" { (table) }
         },
     )
     .into_response()
@@ -102,6 +102,21 @@ fn render(snapshot: &ClusterSnapshot, now: SystemTime) -> Markup {
                         td { code { (gang.id) } }
                         td { (gang.task) }
                         td { (gang.units.0) "..=" (gang.units.1) " units" }
+                    }
+                }
+            }
+        }
+        @if !snapshot.dead_letters.is_empty() {
+            h2 { "Dead letters" }
+            p { "Requests set aside because every worker that took them died; they will not run again by themselves." }
+            table {
+                tr { th { "set aside" } th { "task" } th { "call" } th { "error" } }
+                @for letter in &snapshot.dead_letters {
+                    tr {
+                        td { (age(letter.at, now)) }
+                        td { (if letter.task.is_empty() { "?" } else { &letter.task }) }
+                        td { code { (letter.key.chars().take(12).collect::<String>()) } }
+                        td class="failed" { "the worker running it died, " (letter.deliveries) " times" }
                     }
                 }
             }

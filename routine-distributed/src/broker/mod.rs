@@ -43,6 +43,7 @@ pub use self::gangs::{Gangs, RunningGang, WaitingGang};
 pub(crate) use self::messages::{
     Failure, Notice, Part, Reply, Request, UnitEntry, UnitNotice, UnitOrder,
 };
+pub use self::work::DeadLetter;
 pub(crate) use self::work::{Delivery, Heartbeat};
 
 /// The consumer group every worker joins on every work stream.

@@ -2,7 +2,7 @@
 //! group, reading and claiming requests, answering and acknowledging them,
 //! dead-lettering the ones that keep killing workers, and the heartbeat.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamAutoClaimReply, StreamReadReply};
@@ -266,10 +266,31 @@ impl Broker {
             .arg(request.map_or("", |r| r.request.as_str()))
             .arg("key")
             .arg(request.map(|r| r.key.to_hex()).unwrap_or_default())
+            .arg("task")
+            .arg(
+                request
+                    .map(|r| format!("{}@{}", r.task, r.version))
+                    .unwrap_or_default(),
+            )
             .query_async(&mut self.connection())
             .await
             .map_err(command("XADD"))?;
         Ok(())
+    }
+
+    /// The newest `count` dead letters, newest first: requests that killed
+    /// the worker running them more often than `max_deliveries` allows.
+    pub async fn dead_letters(&self, count: usize) -> Result<Vec<DeadLetter>, BrokerError> {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(self.dead_letter_stream())
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(count.max(1))
+            .query_async(&mut self.connection())
+            .await
+            .map_err(command("XREVRANGE"))?;
+        Ok(reply.ids.into_iter().map(DeadLetter::of).collect())
     }
 
     /// Acknowledges a request and deletes it from its stream.
@@ -420,4 +441,39 @@ pub(super) fn notice(reply_to: &str, request: &str, status: &str, worker: &str) 
         .arg("worker")
         .arg(worker);
     xadd
+}
+
+/// A request set aside because it killed the worker running it too often
+/// (see [`Broker::dead_letters`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// When it was set aside.
+    pub at: SystemTime,
+    /// Its task, as `name@version` (empty for a letter written before
+    /// letters named it, or for a request that could not be read).
+    pub task: String,
+    /// The call's key, in hex (empty for a request that could not be read).
+    pub key: String,
+    /// How many times it was delivered, each time to a worker that died.
+    pub deliveries: u64,
+}
+
+impl DeadLetter {
+    fn of(entry: redis::streams::StreamId) -> DeadLetter {
+        let field = |name: &str| -> String { entry.get::<String>(name).unwrap_or_default() };
+        // A stream entry's id starts with its time in milliseconds.
+        let millis = entry
+            .id
+            .split('-')
+            .next()
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .unwrap_or(0);
+        DeadLetter {
+            at: SystemTime::UNIX_EPOCH + Duration::from_millis(millis),
+            task: field("task"),
+            key: field("key"),
+            deliveries: field("deliveries").parse().unwrap_or(0),
+        }
+    }
 }
