@@ -359,4 +359,18 @@ fn a_failed_calls_page_shows_its_error() {
     assert!(page.contains("class=\"failed\">failed"), "{page}");
     assert!(page.contains("bad input &lt;b&gt;7&lt;/b&gt;"), "{page}");
     assert!(!page.contains("<b>7"), "{page}");
+    // Why it would run is worked out on demand (it lists the task's
+    // stored calls).
+    assert!(page.contains("It would run."), "{page}");
+    let separator = if call.contains('?') { '&' } else { '?' };
+    let (status, page) = get(
+        &served,
+        &format!("/calls/web-step/{call}{separator}why=true"),
+        &[],
+    );
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("runs: nothing was stored for this task"),
+        "{page}"
+    );
 }

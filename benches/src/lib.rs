@@ -73,12 +73,42 @@ pub mod scale {
     }
 }
 
+/// The web bench's tasks: a workflow of nine steps, one run each.
+pub mod web {
+    /// Steps per run.
+    pub const STEPS: u64 = 9;
+
+    /// A step: one run in a thousand has a first step that fails.
+    #[routine::task(name = "web-bench-step", version = "1.0.0")]
+    pub async fn step(n: u64, j: u64) -> Result<u64, String> {
+        if n % 1000 == 999 && j == 0 {
+            return Err(format!("run {n}: step {j} refused"));
+        }
+        Ok(n * STEPS + j)
+    }
+
+    /// A run: nine steps, their sum (a failed step counts nothing).
+    #[routine::task(name = "web-bench-run", version = "1.0.0")]
+    pub async fn run(n: u64) -> u64 {
+        let mut sum = 0;
+        for j in 0..STEPS {
+            sum += step(n, j).await.unwrap_or(0);
+        }
+        sum
+    }
+}
+
 /// The process's memory, read from `/proc/self/status` (Linux).
 pub mod memory {
     use std::fs;
 
     fn status_bytes(field: &str) -> Option<u64> {
-        let status = fs::read_to_string("/proc/self/status").ok()?;
+        process_status_bytes("self", field)
+    }
+
+    /// A field of `/proc/<process>/status` in bytes (`VmHWM:`, `VmRSS:`).
+    pub fn process_status_bytes(process: &str, field: &str) -> Option<u64> {
+        let status = fs::read_to_string(format!("/proc/{process}/status")).ok()?;
         let line = status.lines().find(|l| l.starts_with(field))?;
         let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib * 1024)

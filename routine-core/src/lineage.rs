@@ -467,52 +467,70 @@ pub struct RunSummary {
 
 /// Every run recorded in `store`, newest first.
 pub fn runs(store: &dyn Store) -> Result<Vec<RunSummary>, LineageError> {
+    // One listing of every record, then each run's records.
+    let mut by_run: BTreeMap<std::sync::Arc<str>, Vec<Key>> = BTreeMap::new();
+    for listing in store.list(Some(RUNS), None)? {
+        by_run.entry(listing.version).or_default().push(listing.key);
+    }
     let mut out = Vec::new();
-    for run in recorded_runs(store)? {
-        out.push(run.summary(store)?);
+    for (version, parts) in by_run {
+        if let Ok(id) = version.parse::<RunId>() {
+            out.push(read_tree(store, id, &parts)?.summary());
+        }
     }
     out.sort_by_key(|run| std::cmp::Reverse(run.started));
     Ok(out)
 }
 
-/// A run whose records the store holds, known from the listing alone.
+/// A run whose records the store holds, known without reading them.
 #[derive(Debug, Clone)]
 pub struct RecordedRun {
     /// The run.
     pub id: RunId,
     /// When its last record was stored.
     pub stored: SystemTime,
-    parts: Vec<Key>,
 }
 
 impl RecordedRun {
     /// Its summary, from its records (one read per process that took part).
     pub fn summary(&self, store: &dyn Store) -> Result<RunSummary, LineageError> {
-        Ok(read_tree(store, self.id, &self.parts)?.summary())
+        Ok(run_tree(store, self.id)?.summary())
     }
 }
 
-/// The runs the store holds records of, the most recently stored first,
-/// from one listing: no record is read, so a page of runs reads only its
-/// own.
-pub fn recorded_runs(store: &dyn Store) -> Result<Vec<RecordedRun>, LineageError> {
-    let mut by_run: BTreeMap<std::sync::Arc<str>, (SystemTime, Vec<Key>)> = BTreeMap::new();
-    for listing in store.list(Some(RUNS), None)? {
-        let run = by_run
-            .entry(listing.version)
-            .or_insert((UNIX_EPOCH, Vec::new()));
-        run.0 = run.0.max(listing.created);
-        run.1.push(listing.key);
-    }
-    let mut out: Vec<RecordedRun> = by_run
-        .into_iter()
-        .filter_map(|(version, (stored, parts))| {
-            let id = version.parse::<RunId>().ok()?;
-            Some(RecordedRun { id, stored, parts })
+/// A page of recorded runs (see [`recorded_runs`]).
+#[derive(Debug, Clone, Default)]
+pub struct RecordedRuns {
+    /// The runs of the page, the most recently stored first.
+    pub runs: Vec<RecordedRun>,
+    /// How many runs there are in all (stored since the time asked).
+    pub total: usize,
+}
+
+/// The runs the store holds records of, the most recently stored first:
+/// those stored at or after `since`, `take` of them after the first `skip`.
+/// No record is read (a page of runs reads only its own), and a store that
+/// keeps tallies (the database layout) does not list every run either.
+pub fn recorded_runs(
+    store: &dyn Store,
+    since: Option<SystemTime>,
+    skip: usize,
+    take: usize,
+) -> Result<RecordedRuns, LineageError> {
+    let page = store.newest_versions(RUNS, since, skip, take)?;
+    let runs = (page.versions.into_iter())
+        .filter_map(|tally| {
+            let id = tally.version.parse::<RunId>().ok()?;
+            Some(RecordedRun {
+                id,
+                stored: tally.newest,
+            })
         })
         .collect();
-    out.sort_by_key(|run| std::cmp::Reverse(run.stored));
-    Ok(out)
+    Ok(RecordedRuns {
+        runs,
+        total: page.total,
+    })
 }
 
 /// The calls of a run, from every process that took part, arranged as a

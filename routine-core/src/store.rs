@@ -118,6 +118,82 @@ pub struct Listing {
     pub accessed: SystemTime,
 }
 
+/// What a store holds of one task version: how many results, their bytes,
+/// and when the newest was written. [`Store::tallies`] answers these
+/// without listing every result where the store keeps them (the database
+/// layout does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// Task name.
+    pub name: Arc<str>,
+    /// Task version.
+    pub version: Arc<str>,
+    /// Results stored.
+    pub results: u64,
+    /// Their bytes, entries whole.
+    pub bytes: u64,
+    /// When the newest was written. (A store that keeps tallies may
+    /// still count a newest result since removed here.)
+    pub newest: SystemTime,
+}
+
+/// A page of one task's versions, most recently written first (see
+/// [`Store::newest_versions`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionsPage {
+    /// The versions of the page.
+    pub versions: Vec<Tally>,
+    /// How many versions there are in all (written since the time asked).
+    pub total: usize,
+}
+
+/// The names routine keeps its own records under (run records, the store
+/// probe): not tasks, and left out of [`Store::tallies`].
+pub const OWN_RECORDS: &str = "routine.";
+
+/// Tallies of `listings` (sorted by task, as [`Store::list`] returns them).
+pub fn tally(listings: &[Listing]) -> Vec<Tally> {
+    let mut out: Vec<Tally> = Vec::new();
+    for listing in listings {
+        match out.last_mut() {
+            Some(last) if *last.name == *listing.name && *last.version == *listing.version => {
+                last.results += 1;
+                last.bytes += listing.size;
+                last.newest = last.newest.max(listing.created);
+            }
+            _ => out.push(Tally {
+                name: Arc::clone(&listing.name),
+                version: Arc::clone(&listing.version),
+                results: 1,
+                bytes: listing.size,
+                newest: listing.created,
+            }),
+        }
+    }
+    out
+}
+
+/// The page `skip..skip + take` of `tallies`, newest first, of those
+/// written at or after `since`.
+pub fn page_of_versions(
+    mut tallies: Vec<Tally>,
+    since: Option<SystemTime>,
+    skip: usize,
+    take: usize,
+) -> VersionsPage {
+    if let Some(since) = since {
+        tallies.retain(|t| t.newest >= since);
+    }
+    tallies.sort_by(|a, b| {
+        b.newest
+            .cmp(&a.newest)
+            .then_with(|| a.version.cmp(&b.version))
+    });
+    let total = tallies.len();
+    let versions = tallies.into_iter().skip(skip).take(take).collect();
+    VersionsPage { versions, total }
+}
+
 /// How stale a recorded access time may be. A read records its time only
 /// when the recorded one is older than this, so that a hot entry costs at
 /// most one write a minute; `cache gc` keeps entries used within it for
@@ -334,6 +410,31 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         let _ = slot;
         Ok(None)
     }
+
+    /// Each task version's results, bytes and newest, sorted by task,
+    /// routine's own records ([`OWN_RECORDS`]) left out. This default lists
+    /// every result; the database layout keeps tallies as it writes and
+    /// answers without reading the results.
+    fn tallies(&self) -> Result<Vec<Tally>, StoreError> {
+        let mut tallies = tally(&self.list(None, None)?);
+        tallies.retain(|t| !t.name.starts_with(OWN_RECORDS));
+        Ok(tallies)
+    }
+
+    /// The versions of task `name`, most recently written first: those
+    /// written at or after `since`, `take` of them after the first `skip`.
+    /// (Run records are a task whose versions are runs: the web view pages
+    /// through 100,000 runs with this.)
+    fn newest_versions(
+        &self,
+        name: &str,
+        since: Option<SystemTime>,
+        skip: usize,
+        take: usize,
+    ) -> Result<VersionsPage, StoreError> {
+        let tallies = tally(&self.list(Some(name), None)?);
+        Ok(page_of_versions(tallies, since, skip, take))
+    }
 }
 
 /// What a record of [`Store::put_record`] explains.
@@ -456,6 +557,18 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     fn removal(&self, slot: &Slot<'_>) -> Result<Option<Removal>, StoreError> {
         (**self).removal(slot)
+    }
+    fn tallies(&self) -> Result<Vec<Tally>, StoreError> {
+        (**self).tallies()
+    }
+    fn newest_versions(
+        &self,
+        name: &str,
+        since: Option<SystemTime>,
+        skip: usize,
+        take: usize,
+    ) -> Result<VersionsPage, StoreError> {
+        (**self).newest_versions(name, since, skip, take)
     }
 }
 

@@ -1,7 +1,6 @@
 //! `/metrics`, in Prometheus' text format: what the store holds, per task
 //! and version, and the runs it recorded.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use axum::extract::State;
@@ -15,9 +14,15 @@ use crate::View;
 
 pub(crate) async fn metrics(State(view): State<View>) -> Response {
     let store = view.store.clone();
-    let listed = tokio::task::spawn_blocking(move || store.list(None, None)).await;
-    let listings = match listed {
-        Ok(Ok(listings)) => listings,
+    // The store's tallies, and the number of runs: nothing is listed.
+    let read = tokio::task::spawn_blocking(move || {
+        let tallies = store.tallies()?;
+        let runs = store.newest_versions(RUNS, None, 0, 0)?.total;
+        Ok::<_, routine_core::store::StoreError>((tallies, runs))
+    })
+    .await;
+    let (tallies, runs) = match read {
+        Ok(Ok(read)) => read,
         Ok(Err(e)) => {
             return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
         }
@@ -25,44 +30,33 @@ pub(crate) async fn metrics(State(view): State<View>) -> Response {
             return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
         }
     };
-    let mut per_task: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
-    let mut runs = std::collections::BTreeSet::new();
-    for listing in &listings {
-        if &*listing.name == RUNS {
-            runs.insert(listing.version.clone());
-            continue;
-        }
-        let entry = per_task
-            .entry((listing.name.to_string(), listing.version.to_string()))
-            .or_default();
-        entry.0 += 1;
-        entry.1 += listing.size;
-    }
     let mut text = String::new();
     text.push_str("# HELP routine_stored_results Results the store holds, per task and version.\n");
     text.push_str("# TYPE routine_stored_results gauge\n");
-    for ((name, version), (results, _)) in &per_task {
+    for tally in &tallies {
         let _ = writeln!(
             text,
-            "routine_stored_results{{task=\"{}\",version=\"{}\"}} {results}",
-            label(name),
-            label(version)
+            "routine_stored_results{{task=\"{}\",version=\"{}\"}} {}",
+            label(&tally.name),
+            label(&tally.version),
+            tally.results
         );
     }
     text.push_str(
         "# HELP routine_stored_bytes Bytes of the results the store holds, per task and version.\n",
     );
     text.push_str("# TYPE routine_stored_bytes gauge\n");
-    for ((name, version), (_, bytes)) in &per_task {
+    for tally in &tallies {
         let _ = writeln!(
             text,
-            "routine_stored_bytes{{task=\"{}\",version=\"{}\"}} {bytes}",
-            label(name),
-            label(version)
+            "routine_stored_bytes{{task=\"{}\",version=\"{}\"}} {}",
+            label(&tally.name),
+            label(&tally.version),
+            tally.bytes
         );
     }
     text.push_str("# HELP routine_recorded_runs Runs whose records the store holds.\n");
     text.push_str("# TYPE routine_recorded_runs gauge\n");
-    let _ = writeln!(text, "routine_recorded_runs {}", runs.len());
+    let _ = writeln!(text, "routine_recorded_runs {runs}");
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

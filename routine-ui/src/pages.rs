@@ -81,6 +81,23 @@ pub(crate) struct RunsQuery {
     task: Option<String>,
     outcome: Option<String>,
     since: Option<String>,
+    /// With a filter: how many of the newest runs earlier pages looked at.
+    from: Option<usize>,
+}
+
+/// With a filter, the most runs one page reads the records of to find
+/// those that fit; the page then links to the next ones.
+const LOOKED_AT: usize = 500;
+
+/// What one page of `/` found.
+struct RunsFound {
+    shown: Vec<lineage::RunSummary>,
+    /// Runs stored since the time asked, in all.
+    total: usize,
+    /// With a filter: where the next page starts looking, if runs are left.
+    next_from: Option<usize>,
+    /// With a filter: the runs this page looked at.
+    looked_at: std::ops::Range<usize>,
 }
 
 pub(crate) async fn runs(State(view): State<View>, Query(query): Query<RunsQuery>) -> Page {
@@ -102,55 +119,65 @@ pub(crate) async fn runs(State(view): State<View>, Query(query): Query<RunsQuery
         }
     };
     let task = query.task.clone().filter(|t| !t.is_empty());
+    let filtered = task.is_some() || failed_only;
     let page = query.page.unwrap_or(1).max(1);
+    let from = query.from.unwrap_or(0);
     let wanted = task.clone();
-    // The listing says which runs there are; only the records of the runs
-    // shown (and, with a filter, of those looked at to find them) are read.
-    let (shown, more, total) = reading(&view, move |store| {
-        let mut recorded = lineage::recorded_runs(store).map_err(|e| e.to_string())?;
-        if let Some(since) = since {
-            recorded.retain(|run| run.stored >= since);
+    // Only the records of the runs shown are read (with a filter, of at
+    // most LOOKED_AT runs looked at to find them).
+    let found = reading(&view, move |store| {
+        let text = |e: lineage::LineageError| e.to_string();
+        if !filtered {
+            let recorded =
+                lineage::recorded_runs(store, since, (page - 1) * PAGE, PAGE).map_err(text)?;
+            let shown = (recorded.runs.iter())
+                .map(|run| run.summary(store))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(text)?;
+            return Ok(RunsFound {
+                shown,
+                total: recorded.total,
+                next_from: None,
+                looked_at: 0..0,
+            });
         }
-        let filtered = wanted.is_some() || failed_only;
-        let total = (!filtered).then_some(recorded.len());
-        let mut matched = Vec::new();
-        let mut skipped = 0;
-        let mut more = false;
-        for run in &recorded {
-            if !filtered && skipped < (page - 1) * PAGE {
-                skipped += 1;
-                continue;
-            }
-            let summary = run.summary(store).map_err(|e| e.to_string())?;
+        // One page of the listing, of the runs to look at.
+        let chunk = lineage::recorded_runs(store, since, from, LOOKED_AT).map_err(text)?;
+        let total = chunk.total;
+        let mut shown = Vec::new();
+        let mut at = from;
+        for run in &chunk.runs {
+            at += 1;
+            let summary = run.summary(store).map_err(text)?;
             let fits = wanted
                 .as_ref()
                 .is_none_or(|t| summary.root.split('@').next() == Some(t))
                 && (!failed_only || summary.failed > 0);
-            if !fits {
-                continue;
+            if fits {
+                shown.push(summary);
+                if shown.len() == PAGE {
+                    break;
+                }
             }
-            if filtered && skipped < (page - 1) * PAGE {
-                skipped += 1;
-                continue;
-            }
-            if matched.len() == PAGE {
-                more = true;
-                break;
-            }
-            matched.push(summary);
         }
-        Ok((matched, more, total))
+        Ok(RunsFound {
+            shown,
+            total,
+            next_from: (at < total).then_some(at),
+            looked_at: from..at,
+        })
     })
     .await?;
     let now = SystemTime::now();
-    let link = |page: usize| {
+    let link = |page: usize, from: usize| {
         format!(
-            "/?page={page}&task={}&outcome={}&since={}",
+            "/?page={page}&from={from}&task={}&outcome={}&since={}",
             task.as_deref().unwrap_or(""),
             query.outcome.as_deref().unwrap_or(""),
             query.since.as_deref().unwrap_or("")
         )
     };
+    let shown = &found.shown;
     Ok(layout(
         "Runs",
         html! {
@@ -165,10 +192,14 @@ pub(crate) async fn runs(State(view): State<View>, Query(query): Query<RunsQuery
                 label { "since " input name="since" placeholder="1h" value=(query.since.as_deref().unwrap_or("")); }
                 " " button { "Filter" }
             }
-            @if let Some(total) = total { p { (total) " runs" } }
+            @if filtered {
+                p { (found.total) " runs; runs " (found.looked_at.start + 1) " to " (found.looked_at.end) " of them, newest first, looked at for these" }
+            } @else {
+                p { (found.total) " runs" }
+            }
             table {
                 tr { th { "run" } th { "root" } th { "started" } th { "took" } th { "computed" } th { "from storage" } th { "failed" } }
-                @for run in &shown {
+                @for run in shown {
                     tr {
                         td { a href={ "/runs/" (run.id) } { code { (run.id.short()) } } }
                         td { (run.root) }
@@ -182,8 +213,13 @@ pub(crate) async fn runs(State(view): State<View>, Query(query): Query<RunsQuery
             }
             @if shown.is_empty() { p { "No run fits." } }
             p {
-                @if page > 1 { a href=(link(page - 1)) { "newer" } " " }
-                @if more || total.is_some_and(|total| page * PAGE < total) { a href=(link(page + 1)) { "older" } }
+                @if filtered {
+                    @if from > 0 { a href=(link(1, 0)) { "newest" } " " }
+                    @if let Some(next) = found.next_from { a href=(link(page + 1, next)) { "older" } }
+                } @else {
+                    @if page > 1 { a href=(link(page - 1, 0)) { "newer" } " " }
+                    @if page * PAGE < found.total { a href=(link(page + 1, 0)) { "older" } }
+                }
             }
         },
     ))
@@ -278,6 +314,9 @@ pub(crate) async fn run(
 #[derive(Deserialize, Default)]
 pub(crate) struct CallQuery {
     run: Option<String>,
+    /// For a call with no stored result: compare it with the task's stored
+    /// calls to say why it would run (reads the task's listing: on demand).
+    why: Option<bool>,
 }
 
 /// A message cut to fit a table cell.
@@ -303,6 +342,7 @@ pub(crate) async fn call(
         })?),
     };
     let (n, v) = (name.clone(), version.clone());
+    let compare = query.why.unwrap_or(false);
     let (meta, value, explanation, record) = reading(&view, move |store| {
         let slot = Slot {
             name: &n,
@@ -330,7 +370,12 @@ pub(crate) async fn call(
             ttl: task.and_then(|t| t.ttl()),
             as_of: None,
         };
-        let explanation = explain::explain(store, &subject).map_err(|e| e.to_string())?;
+        // A hit is explained from its own entry; a miss by comparing it
+        // with the task's stored calls, which lists them: only when asked.
+        let explanation = match (&meta, compare) {
+            (None, false) => None,
+            _ => Some(explain::explain(store, &subject).map_err(|e| e.to_string())?),
+        };
         // Where, how and how often it ran: the record of its run.
         let record = run
             .or(meta.as_ref().and_then(|m| m.run))
@@ -370,7 +415,14 @@ pub(crate) async fn call(
                 p { "No result is stored under this key." }
             }
             h2 { "Would a call hit or run" }
-            (explanation_html(&explanation))
+            @match &explanation {
+                Some(explanation) => (explanation_html(explanation)),
+                None => p {
+                    "It would run. "
+                    a href={ "?why=true" @if let Some(run) = &query.run { "&run=" (run) } } { "Why" }
+                    " (compares it with the task's stored calls)"
+                },
+            }
             @if let Some(value) = &value {
                 h2 { "Value" }
                 pre { (value) }
@@ -429,18 +481,37 @@ fn explanation_html(explanation: &Explanation) -> Markup {
 }
 
 /// `/tasks`: every task and version with stored results, and this
-/// program's tasks.
+/// program's tasks. The store's tallies give results, bytes and the
+/// newest; only task versions with a `ttl` are listed, to count their
+/// expired results.
 pub(crate) async fn tasks(State(view): State<View>) -> Page {
-    let listings = reading(&view, |store| {
-        store.list(None, None).map_err(|e| e.to_string())
+    let now = SystemTime::now();
+    let tallies = reading(&view, move |store| {
+        let tallies = store.tallies().map_err(|e| e.to_string())?;
+        let mut expired = BTreeMap::new();
+        for tally in &tallies {
+            let Some(task) = registry::find(&tally.name, &tally.version) else {
+                continue;
+            };
+            if task.ttl().is_none() {
+                continue;
+            }
+            let listings =
+                (store.list(Some(&tally.name), Some(&tally.version))).map_err(|e| e.to_string())?;
+            let count = (listings.iter())
+                .filter(|l| task.expired(l.created, now))
+                .count();
+            expired.insert((tally.name.to_string(), tally.version.to_string()), count);
+        }
+        Ok((tallies, expired))
     })
     .await?;
-    let now = SystemTime::now();
+    let (tallies, expired) = tallies;
     struct Row {
-        results: usize,
+        results: u64,
         bytes: u64,
         newest: Option<SystemTime>,
-        expired: usize,
+        expired: Option<usize>,
     }
     let mut rows: BTreeMap<(String, String), Row> = BTreeMap::new();
     for task in registry::tasks() {
@@ -449,26 +520,21 @@ pub(crate) async fn tasks(State(view): State<View>) -> Page {
                 results: 0,
                 bytes: 0,
                 newest: None,
-                expired: 0,
+                expired: None,
             });
     }
-    for listing in listings.iter().filter(|l| !l.name.starts_with("routine.")) {
-        let row = rows
-            .entry((listing.name.to_string(), listing.version.to_string()))
-            .or_insert(Row {
-                results: 0,
-                bytes: 0,
-                newest: None,
-                expired: 0,
-            });
-        row.results += 1;
-        row.bytes += listing.size;
-        row.newest = row.newest.max(Some(listing.created));
-        if registry::find(&listing.name, &listing.version)
-            .is_some_and(|t| t.expired(listing.created, now))
-        {
-            row.expired += 1;
-        }
+    for tally in tallies {
+        let id = (tally.name.to_string(), tally.version.to_string());
+        let expired = expired.get(&id).copied();
+        rows.insert(
+            id,
+            Row {
+                results: tally.results,
+                bytes: tally.bytes,
+                newest: Some(tally.newest),
+                expired,
+            },
+        );
     }
     Ok(layout(
         "Tasks",
@@ -482,9 +548,9 @@ pub(crate) async fn tasks(State(view): State<View>) -> Page {
                         td { (if task.is_some() { "yes" } else { "no" }) }
                         td { (task.and_then(|t| t.ttl()).map_or("-".to_owned(), |t| humantime::format_duration(t).to_string())) }
                         td { (row.results) }
-                        td { (row.bytes) }
+                        td { (human::size(row.bytes)) }
                         td { (row.newest.map_or("-".to_owned(), |at| age(at, now))) }
-                        td { (row.expired) }
+                        td { (row.expired.map_or("-".to_owned(), |n| n.to_string())) }
                     }
                 }
             }

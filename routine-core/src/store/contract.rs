@@ -33,6 +33,7 @@ pub fn run(store: &dyn Store) {
     async_access_sees_what_sync_access_sees(store);
     concurrent_writers_publish_whole_entries(store);
     a_peek_reads_what_a_get_reads(store);
+    tallies_agree_with_the_listing(store);
 }
 
 /// A key of the check's own task.
@@ -290,4 +291,46 @@ pub fn a_peek_reads_what_a_get_reads(store: &dyn Store) {
         assert_eq!(peeked.as_deref(), Some(&bytes[..]), "peek of {len} bytes");
         assert!(store.remove(&s).unwrap());
     }
+}
+
+/// A store's tallies and pages of versions say what its listing says,
+/// through writes, a replacing write and removals.
+fn tallies_agree_with_the_listing(store: &dyn Store) {
+    let agree = |when: &str| {
+        let mut listed = crate::store::tally(&store.list(None, None).expect("list"));
+        listed.retain(|t| !t.name.starts_with(crate::store::OWN_RECORDS));
+        assert_eq!(store.tallies().expect("tallies"), listed, "{when}");
+        let all = crate::store::tally(&store.list(Some("contract-tally"), None).expect("list"));
+        for (skip, take) in [(0, 10), (1, 1), (2, 5)] {
+            assert_eq!(
+                store
+                    .newest_versions("contract-tally", None, skip, take)
+                    .expect("versions"),
+                crate::store::page_of_versions(all.clone(), None, skip, take),
+                "{when}: versions {skip}+{take}"
+            );
+        }
+    };
+    clean(store, "contract-tally");
+    agree("before");
+    for (version, n) in [("1", 1u8), ("1", 2), ("2", 3), ("3", 4)] {
+        let key = key("contract-tally", n);
+        put(
+            store,
+            &slot("contract-tally", version, &key),
+            &vec![n; 10 * n as usize],
+        );
+    }
+    agree("after four writes");
+    let replaced = key("contract-tally", 2);
+    put(store, &slot("contract-tally", "1", &replaced), b"shorter");
+    agree("after a write that replaced an entry");
+    store
+        .remove(&slot("contract-tally", "1", &key("contract-tally", 1)))
+        .expect("remove");
+    store
+        .remove(&slot("contract-tally", "3", &key("contract-tally", 4)))
+        .expect("remove");
+    agree("after removals");
+    clean(store, "contract-tally");
 }

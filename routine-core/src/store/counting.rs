@@ -3,11 +3,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::{
     EntryWrite, Found, KeyLock, Listing, RecordKind, Removal, RemovalCause, Slot, Store,
-    StoreError, StoreFuture,
+    StoreError, StoreFuture, Tally, VersionsPage,
 };
 
 /// Wraps a store and counts the reads (`get`) and writes (`create`, `put`)
@@ -86,6 +86,18 @@ impl<S: Store> Store for Counting<S> {
     }
     fn list(&self, name: Option<&str>, version: Option<&str>) -> Result<Vec<Listing>, StoreError> {
         self.inner.list(name, version)
+    }
+    fn tallies(&self) -> Result<Vec<Tally>, StoreError> {
+        self.inner.tallies()
+    }
+    fn newest_versions(
+        &self,
+        name: &str,
+        since: Option<SystemTime>,
+        skip: usize,
+        take: usize,
+    ) -> Result<VersionsPage, StoreError> {
+        self.inner.newest_versions(name, since, skip, take)
     }
     fn sweep_abandoned(&self, older_than: Duration) -> Result<u64, StoreError> {
         self.inner.sweep_abandoned(older_than)

@@ -40,8 +40,9 @@ use std::time::{Duration, Instant, SystemTime};
 use self::set_aside::set_aside;
 use self::sqlite::{is_damage, Access, Change, Database, FileId, OpenError, Use};
 use super::{
-    access_is_stale, check_name, check_slot, check_version, is_read_only, Durability, EntryWrite,
-    FileStore, Found, KeyLock, Listing, RecordKind, Removal, RemovalCause, Slot, Store, StoreError,
+    access_is_stale, check_name, check_slot, check_version, is_read_only, page_of_versions, tally,
+    Durability, EntryWrite, FileStore, Found, KeyLock, Listing, RecordKind, Removal, RemovalCause,
+    Slot, Store, StoreError, Tally, VersionsPage, OWN_RECORDS,
 };
 use crate::key::Key;
 
@@ -436,14 +437,10 @@ impl DatabaseStore {
             check_version(version)?;
         }
         self.flush_uses();
-        let select = |task: &str, task_version: &str| {
-            name.is_none_or(|name| name == task)
-                && version.is_none_or(|version| version == task_version)
-        };
         let mut out: Vec<Listing> = Vec::new();
         self.read("list", |database| {
             out.clear();
-            database.list(select, |task, task_version, listed| {
+            database.list(name, version, |task, task_version, listed| {
                 // One name and version for all of a task version's results.
                 let (name, version) = match out.last() {
                     Some(last) if *last.name == *task && *last.version == *task_version => {
@@ -745,6 +742,55 @@ impl Store for DatabaseStore {
         }
     }
 
+    fn tallies(&self) -> Result<Vec<Tally>, StoreError> {
+        let Some(mut tallies) =
+            (self.database().tallies()).map_err(|e| self.database_error("read the tallies", e))?
+        else {
+            let mut tallies = tally(&self.list(None, None)?);
+            tallies.retain(|t| !t.name.starts_with(OWN_RECORDS));
+            return Ok(tallies);
+        };
+        // Large results live in files beside the database.
+        let mut files = tally(&self.files.list(None, None)?);
+        files.retain(|t| !t.name.starts_with(OWN_RECORDS));
+        if !files.is_empty() {
+            tallies.extend(files);
+            tallies.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+            tallies.dedup_by(|later, earlier| {
+                let same = (&later.name, &later.version) == (&earlier.name, &earlier.version);
+                if same {
+                    earlier.results += later.results;
+                    earlier.bytes += later.bytes;
+                    earlier.newest = earlier.newest.max(later.newest);
+                }
+                same
+            });
+        }
+        Ok(tallies)
+    }
+
+    fn newest_versions(
+        &self,
+        name: &str,
+        since: Option<SystemTime>,
+        skip: usize,
+        take: usize,
+    ) -> Result<VersionsPage, StoreError> {
+        check_name(name)?;
+        let files = self.files.list(Some(name), None)?;
+        if files.is_empty() {
+            let found = (self.database().newest_versions(name, since, skip, take))
+                .map_err(|e| self.database_error("read the tallies", e))?;
+            if let Some(page) = found {
+                return Ok(page);
+            }
+        }
+        // Versions with large results in files, or a database without
+        // tallies: from the whole listing.
+        let tallies = tally(&self.list(Some(name), None)?);
+        Ok(page_of_versions(tallies, since, skip, take))
+    }
+
     fn removal(&self, slot: &Slot<'_>) -> Result<Option<Removal>, StoreError> {
         let found = (self.database().removal(slot.name, slot.version, slot.key))
             .map_err(|e| self.database_error("read a removal", e))?;
@@ -894,6 +940,43 @@ mod tests {
         // Every write is synced before it returns, but writes that commit
         // while a sync runs wait for the next one instead of one each.
         assert!(syncs < 160, "{syncs} syncs for 160 writes");
+    }
+
+    #[test]
+    fn a_database_made_before_tallies_gets_them_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |store: &DatabaseStore, n: u32| {
+            let key = Key::of("t", "1.0.0", &n).unwrap();
+            let slot = Slot {
+                name: "t",
+                version: "1.0.0",
+                key: &key,
+            };
+            super::super::put_whole(store, &slot, &[7; 100]).unwrap();
+        };
+        let store = DatabaseStore::open(dir.path()).unwrap();
+        for n in 0..3 {
+            put(&store, n);
+        }
+        drop(store);
+        // What an older build's database looks like: no tallies.
+        let conn =
+            rusqlite::Connection::open(dir.path().join(DATABASE).join(sqlite::FILE)).unwrap();
+        conn.execute_batch(
+            "DROP TRIGGER tally_replaced; DROP TRIGGER tally_inserted; DROP TRIGGER tally_deleted;
+             DROP TABLE tallies;",
+        )
+        .unwrap();
+        drop(conn);
+        let store = DatabaseStore::open(dir.path()).unwrap();
+        put(&store, 3);
+        let tallies = store.tallies().unwrap();
+        assert_eq!(tallies.len(), 1, "{tallies:?}");
+        assert_eq!(
+            (tallies[0].results, tallies[0].bytes),
+            (4, 400),
+            "{tallies:?}"
+        );
     }
 
     #[test]

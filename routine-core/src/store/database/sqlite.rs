@@ -29,12 +29,12 @@ use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use super::super::{from_unix_nanos, is_read_only, unix_nanos, Durability};
+use super::super::{from_unix_nanos, is_read_only, unix_nanos, Durability, Tally, VersionsPage};
 use super::checkpoint::Checkpointer;
 use crate::key::Key;
 
@@ -67,6 +67,42 @@ const EXPLAINING: &str = "
     CREATE TABLE IF NOT EXISTS removals (
         task INTEGER NOT NULL, key BLOB NOT NULL, at INTEGER NOT NULL, cause TEXT NOT NULL,
         PRIMARY KEY (task, key)) WITHOUT ROWID;
+";
+
+/// What each task version holds, kept by triggers as entries are written
+/// and removed, so that the web view's pages and `/metrics` need not read
+/// every entry: `tallies` counts results and bytes and keeps the newest
+/// write per task (a task of run records has one version per run, so
+/// `tallies_by_time` pages through runs newest first). Triggers keep them
+/// whichever build writes: an older build's writes are counted too.
+/// `INSERT OR REPLACE` does not fire delete triggers, hence the
+/// subtraction before an insert that replaces.
+const TALLIES: &str = "
+    CREATE TABLE tallies (
+        task INTEGER PRIMARY KEY, results INTEGER NOT NULL, bytes INTEGER NOT NULL,
+        newest INTEGER NOT NULL);
+    CREATE INDEX tallies_by_time ON tallies (newest);
+    CREATE TRIGGER tally_replaced BEFORE INSERT ON entries
+    WHEN EXISTS (SELECT 1 FROM entries WHERE task = NEW.task AND key = NEW.key)
+    BEGIN
+        UPDATE tallies SET results = results - 1,
+            bytes = bytes - (SELECT length(entry) FROM entries WHERE task = NEW.task AND key = NEW.key)
+        WHERE task = NEW.task;
+    END;
+    CREATE TRIGGER tally_inserted AFTER INSERT ON entries
+    BEGIN
+        INSERT INTO tallies (task, results, bytes, newest)
+        VALUES (NEW.task, 1, length(NEW.entry), NEW.created)
+        ON CONFLICT (task) DO UPDATE SET results = results + 1,
+            bytes = bytes + excluded.bytes, newest = max(newest, excluded.newest);
+    END;
+    CREATE TRIGGER tally_deleted AFTER DELETE ON entries
+    BEGIN
+        UPDATE tallies SET results = results - 1, bytes = bytes - length(OLD.entry)
+        WHERE task = OLD.task;
+    END;
+    INSERT INTO tallies (task, results, bytes, newest)
+        SELECT task, count(*), sum(length(entry)), max(created) FROM entries GROUP BY task;
 ";
 
 /// Whether `error` is a query of an explaining table an older build's
@@ -234,6 +270,17 @@ fn to_column(at: SystemTime) -> i64 {
 /// database is read, not trusted).
 fn from_column(nanos: i64) -> SystemTime {
     from_unix_nanos(u64::try_from(nanos).unwrap_or(0))
+}
+
+/// A row of `name, version, results, bytes, newest`.
+fn tally_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Tally> {
+    Ok(Tally {
+        name: Arc::from(row.get::<_, String>(0)?),
+        version: Arc::from(row.get::<_, String>(1)?),
+        results: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+        bytes: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+        newest: from_column(row.get(4)?),
+    })
 }
 
 /// Task ids by name, then version: looked up with borrowed names.
@@ -475,10 +522,14 @@ impl Database {
         Ok(row.flatten())
     }
 
-    /// The entries of the tasks `select` accepts (by name and version).
+    /// The entries of task `name` (every task for `None`) at `version`
+    /// (every version for `None`), sorted by task. The tasks are looked up
+    /// by name and version: a store of many runs holds as many task
+    /// versions, and listing one run's records reads only its own.
     pub(crate) fn list(
         &self,
-        select: impl Fn(&str, &str) -> bool,
+        name: Option<&str>,
+        version: Option<&str>,
         mut each: impl FnMut(&str, &str, Listed),
     ) -> rusqlite::Result<()> {
         let Some(reader) = self.reader.as_ref().or(self.writer.as_ref()) else {
@@ -488,18 +539,33 @@ impl Database {
         // One read transaction: the listing is one consistent state.
         conn.execute_batch("BEGIN")?;
         let listed = (|| {
-            let tasks: Vec<(i64, String, String)> = conn
-                .prepare("SELECT id, name, version FROM tasks ORDER BY name, version")?
-                .query_map([], |row| {
-                    Ok((
-                        row.get::<_, i64>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, String>(2)?,
-                    ))
-                })?
-                .filter_map(Result::ok)
-                .filter(|(_, name, version)| select(name, version))
-                .collect();
+            let row_of = |row: &rusqlite::Row<'_>| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            };
+            let tasks: Vec<(i64, String, String)> = match (name, version) {
+                (Some(name), Some(version)) => conn
+                    .prepare_cached(
+                        "SELECT id, name, version FROM tasks WHERE name = ?1 AND version = ?2",
+                    )?
+                    .query_map(params![name, version], row_of)?
+                    .collect::<rusqlite::Result<_>>()?,
+                (Some(name), None) => conn
+                    .prepare_cached(
+                        "SELECT id, name, version FROM tasks WHERE name = ?1 ORDER BY version",
+                    )?
+                    .query_map(params![name], row_of)?
+                    .collect::<rusqlite::Result<_>>()?,
+                (None, _) => conn
+                    .prepare_cached("SELECT id, name, version FROM tasks ORDER BY name, version")?
+                    .query_map([], row_of)?
+                    .filter_map(Result::ok)
+                    .filter(|(_, _, v)| version.is_none_or(|version| version == v))
+                    .collect(),
+            };
             let mut statement = conn.prepare_cached(
                 "SELECT key, length(entry), created,
                         (SELECT used FROM uses WHERE uses.task = entries.task AND uses.key = entries.key)
@@ -603,6 +669,74 @@ impl Database {
         match found {
             Err(e) if is_missing_table(&e) => Ok(None),
             found => found,
+        }
+    }
+
+    /// Each task version's tally, sorted by task; `None` for a database
+    /// made before tallies, opened read-only (the caller lists instead).
+    pub(crate) fn tallies(&self) -> rusqlite::Result<Option<Vec<Tally>>> {
+        let Some(reader) = self.reader.as_ref().or(self.writer.as_ref()) else {
+            return Ok(Some(Vec::new()));
+        };
+        let conn = lock(reader);
+        let found = conn
+            .prepare_cached(
+                "SELECT name, version, results, bytes, newest FROM tallies
+                 JOIN tasks ON tasks.id = tallies.task
+                 WHERE results > 0 AND substr(name, 1, 8) <> 'routine.' ORDER BY name, version",
+            )
+            .and_then(|mut select| {
+                select
+                    .query_map([], tally_of_row)?
+                    .collect::<rusqlite::Result<Vec<Tally>>>()
+            });
+        match found {
+            Err(e) if is_missing_table(&e) => Ok(None),
+            found => found.map(Some),
+        }
+    }
+
+    /// The versions of task `name` written at or after `since`, newest
+    /// first, `take` after `skip`; `None` as for [`Database::tallies`].
+    pub(crate) fn newest_versions(
+        &self,
+        name: &str,
+        since: Option<SystemTime>,
+        skip: usize,
+        take: usize,
+    ) -> rusqlite::Result<Option<VersionsPage>> {
+        let Some(reader) = self.reader.as_ref().or(self.writer.as_ref()) else {
+            return Ok(Some(VersionsPage::default()));
+        };
+        let since = since.map_or(i64::MIN, to_column);
+        let conn = lock(reader);
+        // One read transaction: the page and the total agree.
+        conn.execute_batch("BEGIN")?;
+        let found = (|| {
+            let versions = conn
+                .prepare_cached(
+                    "SELECT name, version, results, bytes, newest FROM tallies
+                     JOIN tasks ON tasks.id = tallies.task
+                     WHERE name = ?1 AND results > 0 AND newest >= ?2
+                     ORDER BY newest DESC, version LIMIT ?3 OFFSET ?4",
+                )?
+                .query_map(params![name, since, take as i64, skip as i64], tally_of_row)?
+                .collect::<rusqlite::Result<Vec<Tally>>>()?;
+            let total: i64 = conn
+                .prepare_cached(
+                    "SELECT count(*) FROM tallies JOIN tasks ON tasks.id = tallies.task
+                     WHERE name = ?1 AND results > 0 AND newest >= ?2",
+                )?
+                .query_row(params![name, since], |row| row.get(0))?;
+            Ok(VersionsPage {
+                versions,
+                total: usize::try_from(total).unwrap_or(0),
+            })
+        })();
+        let ended = conn.execute_batch("COMMIT");
+        match found.and_then(|page| ended.map(|()| page)) {
+            Err(e) if is_missing_table(&e) => Ok(None),
+            found => found.map(Some),
         }
     }
 
@@ -801,7 +935,7 @@ fn prepare_schema(conn: &mut Connection) -> Result<(), SchemaError> {
         if !has_explaining {
             conn.execute_batch(EXPLAINING)?;
         }
-        return Ok(());
+        return add_tallies(conn);
     }
     let txn = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (application, version) = schema_marks(&txn)?;
@@ -820,8 +954,30 @@ fn prepare_schema(conn: &mut Connection) -> Result<(), SchemaError> {
     }
     txn.execute_batch(SCHEMA)?;
     txn.execute_batch(EXPLAINING)?;
+    txn.execute_batch(TALLIES)?;
     txn.pragma_update(None, "application_id", APPLICATION_ID)?;
     txn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Adds the tallies to a database made before them, counting what it
+/// holds once (one pass over its entries), unless another process did.
+fn add_tallies(conn: &mut Connection) -> Result<(), SchemaError> {
+    let has = |conn: &Connection| -> rusqlite::Result<bool> {
+        conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'tallies'",
+            [],
+            |row| row.get(0),
+        )
+    };
+    if has(conn)? {
+        return Ok(());
+    }
+    let txn = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if !has(&txn)? {
+        txn.execute_batch(TALLIES)?;
+    }
     txn.commit()?;
     Ok(())
 }
