@@ -42,9 +42,10 @@
 //! rules, the limits of what a task may do, the store format and performance.
 
 pub use routine_core::{
-    arguments, code, codec, dispatch, engine, entry, execution, id, invoke, key, lineage, redact,
-    registry, spawn, store, trigger, unit, CallOutcome, CallReport, Completion, Engine,
-    EngineBuilder, Error, Fingerprint, Key, RoutineId, RunId, Stats, TaskSpec, Unit,
+    arguments, code, codec, dispatch, engine, entry, execution, explain, human, id, invoke, key,
+    lineage, redact, registry, spawn, store, trace, trigger, unit, CallOutcome, CallReport,
+    Completion, Engine, EngineBuilder, Error, Fingerprint, Key, RoutineId, RunId, Stats, TaskSpec,
+    Unit,
 };
 
 /// Workers, the Redis broker and object stores (feature `distributed`): the

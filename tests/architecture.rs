@@ -191,6 +191,10 @@ fn the_core_depends_on_no_broker_object_store_or_command_line() {
         "toml",
         "axum",
         "maud",
+        "opentelemetry",
+        "opentelemetry_sdk",
+        "opentelemetry-otlp",
+        "tracing-opentelemetry",
     ] {
         assert!(
             !dependencies.contains(&forbidden),

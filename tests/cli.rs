@@ -173,6 +173,33 @@ fn main_runs_in_an_engine_scope_and_the_second_run_comes_from_storage() {
     assert!(!project.store().join("fit").exists());
 }
 
+/// An endpoint set for a program that cannot export is said, not ignored.
+#[cfg(not(feature = "telemetry"))]
+#[test]
+fn an_otlp_endpoint_without_the_telemetry_feature_is_warned_about() {
+    let project = Project::new().env("ROUTINE_OTLP_ENDPOINT", "http://127.0.0.1:4318");
+    let ran = project.run("train", &[]).ok();
+    assert!(
+        ran.stderr
+            .contains("built without routine's `telemetry` feature"),
+        "{}",
+        ran.stderr
+    );
+}
+
+/// A bad endpoint is refused, naming the setting.
+#[test]
+fn a_bad_otlp_endpoint_exits_2() {
+    let project = Project::new().env("ROUTINE_OTLP_ENDPOINT", "collector:4318");
+    let ran = project.run("train", &[]);
+    assert_eq!(ran.code, 2, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("telemetry.otlp_endpoint"),
+        "{}",
+        ran.stderr
+    );
+}
+
 #[test]
 fn every_subcommand_has_help_with_examples() {
     let project = Project::new();

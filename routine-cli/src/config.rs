@@ -30,6 +30,9 @@
 //! backoff = "5s"
 //! concurrency = 8
 //! on_code_change = "warn"         # or "rerun": changed code is a miss
+//!
+//! [telemetry]                     # feature `telemetry`
+//! otlp_endpoint = "http://127.0.0.1:4318"   # export spans over OTLP/HTTP
 //! ```
 //!
 //! ```
@@ -120,6 +123,10 @@ pub struct Config {
     /// What tasks that leave `on_code_change` unset do with a result of
     /// other code (`[tasks] on_code_change`, `ROUTINE_ON_CODE_CHANGE`).
     pub on_code_change: OnCodeChange,
+    /// Where spans are exported over OTLP/HTTP (`[telemetry]
+    /// otlp_endpoint`, `ROUTINE_OTLP_ENDPOINT`): the collector's base URL,
+    /// to which `/v1/traces` is added. Needs the `telemetry` feature.
+    pub otlp_endpoint: Option<String>,
     /// The configuration file read, if any.
     pub file: Option<PathBuf>,
     /// The program whose engines this configuration builds, named as the
@@ -188,6 +195,15 @@ struct FileLayer {
     worker: WorkerLayer,
     #[serde(default)]
     tasks: TasksLayer,
+    #[serde(default)]
+    telemetry: TelemetryLayer,
+}
+
+/// `[telemetry]`: where spans go.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TelemetryLayer {
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -291,6 +307,7 @@ impl Config {
             concurrency: 4,
             execution: Execution::NONE,
             on_code_change: OnCodeChange::Warn,
+            otlp_endpoint: None,
             file: file_path,
             program: None,
             origins: Origins {
@@ -324,6 +341,7 @@ impl Config {
                 task_backoff: file.tasks.backoff,
                 task_concurrency: file.tasks.concurrency.map(|n| n.to_string()),
                 on_code_change: file.tasks.on_code_change,
+                otlp_endpoint: file.telemetry.otlp_endpoint,
             },
             Layer {
                 origin: Origin::Environment,
@@ -344,6 +362,7 @@ impl Config {
                 task_backoff: env("ROUTINE_TASK_BACKOFF"),
                 task_concurrency: env("ROUTINE_TASK_CONCURRENCY"),
                 on_code_change: env("ROUTINE_ON_CODE_CHANGE"),
+                otlp_endpoint: env("ROUTINE_OTLP_ENDPOINT"),
             },
             Layer {
                 origin: Origin::Flag,
@@ -364,6 +383,7 @@ impl Config {
                 task_backoff: None,
                 task_concurrency: None,
                 on_code_change: None,
+                otlp_endpoint: None,
             },
         ];
         for layer in layers {
@@ -520,6 +540,7 @@ struct Layer<'a> {
     task_backoff: Option<String>,
     task_concurrency: Option<String>,
     on_code_change: Option<String>,
+    otlp_endpoint: Option<String>,
 }
 
 impl Layer<'_> {
@@ -600,6 +621,22 @@ impl Layer<'_> {
                 .trim()
                 .parse()
                 .map_err(|m| invalid("tasks.on_code_change", m))?;
+        }
+        if let Some(endpoint) = self.otlp_endpoint {
+            // An empty value turns off an endpoint set by a lower layer.
+            let endpoint = endpoint.trim();
+            config.otlp_endpoint = match endpoint {
+                "" => None,
+                url if url.starts_with("http://") || url.starts_with("https://") => {
+                    Some(url.trim_end_matches('/').to_owned())
+                }
+                other => {
+                    return Err(invalid(
+                        "telemetry.otlp_endpoint",
+                        format!("`{other}` is not an http:// or https:// URL of an OTLP collector"),
+                    ))
+                }
+            };
         }
         let execution = &mut config.execution;
         if let Some(timeout) = self.task_timeout {
@@ -758,6 +795,11 @@ mod tests {
                 "sometimes",
                 "tasks.on_code_change",
             ),
+            (
+                "ROUTINE_OTLP_ENDPOINT",
+                "127.0.0.1:4318",
+                "telemetry.otlp_endpoint",
+            ),
         ] {
             let error = load(dir.path(), &[(name, value)], Overrides::default()).unwrap_err();
             let text = error.to_string();
@@ -766,6 +808,31 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn the_otlp_endpoint_comes_from_the_file_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("routine.toml"),
+            "[telemetry]\notlp_endpoint = 'http://collector:4318/'\n",
+        )
+        .unwrap();
+        let config = load(dir.path(), &[], Overrides::default()).unwrap();
+        assert_eq!(
+            config.otlp_endpoint.as_deref(),
+            Some("http://collector:4318")
+        );
+        let off = load(
+            dir.path(),
+            &[("ROUTINE_OTLP_ENDPOINT", "")],
+            Overrides::default(),
+        );
+        assert_eq!(
+            off.unwrap().otlp_endpoint,
+            None,
+            "an empty value turns it off"
+        );
     }
 
     #[test]

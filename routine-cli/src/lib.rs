@@ -58,6 +58,8 @@ mod progress;
 mod routines;
 mod run;
 mod runs;
+#[cfg(feature = "telemetry")]
+mod telemetry;
 #[cfg(feature = "ui")]
 mod web;
 mod why;
@@ -93,7 +95,6 @@ where
         progress: !cli.global.quiet && std::io::stderr().is_terminal(),
         quiet: cli.global.quiet,
     };
-    init_logging(cli.global.verbose, cli.global.quiet);
     failed_calls::quiet_their_panics();
 
     let overrides = Overrides {
@@ -111,6 +112,11 @@ where
     let mut config = match Config::load(program.project, &overrides) {
         Ok(config) => config,
         Err(e) => return report(Failure::from(e)),
+    };
+    // Spans are exported until this is dropped, at the end of `main`.
+    let _exporting = match init_logging(cli.global.verbose, cli.global.quiet, &config) {
+        Ok(exporting) => exporting,
+        Err(failure) => return report(failure),
     };
     // The engines name the program as the writer of their results.
     config.program = Some(ProgramIdentity {
@@ -187,8 +193,10 @@ async fn dispatch(command: Command, config: &Config, ui: Ui) -> Result<(), Failu
 
 /// Logs go to standard error through `tracing-subscriber`: `-v` (info),
 /// `-vv` (debug), `-vvv` (trace), else `RUST_LOG` (`target=level,..`), else
-/// warnings; `--quiet` keeps errors only.
-fn init_logging(verbose: u8, quiet: bool) {
+/// warnings; `--quiet` keeps errors only. With the `telemetry` feature and
+/// an OTLP endpoint configured, spans are exported there too (what the
+/// returned value flushes when dropped).
+fn init_logging(verbose: u8, quiet: bool, config: &Config) -> Result<Exporting, Failure> {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
 
@@ -207,8 +215,35 @@ fn init_logging(verbose: u8, quiet: bool) {
         .with_writer(progress::LogWriter::default)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
-    // A program that set its own subscriber keeps it.
-    let _ = tracing_subscriber::registry()
-        .with(layer.with_filter(filter))
-        .try_init();
+    let registry = tracing_subscriber::registry().with(layer.with_filter(filter));
+    match config.otlp_endpoint.as_deref() {
+        #[cfg(feature = "telemetry")]
+        Some(endpoint) => {
+            // routine's spans at info and above, whatever the log level.
+            let (spans, exporting) = telemetry::layer(endpoint, &config.project)?;
+            let spans = spans.with_filter(Targets::new().with_default(LevelFilter::INFO));
+            // A program that set its own subscriber keeps it.
+            let _ = registry.with(spans).try_init();
+            Ok(Some(exporting))
+        }
+        #[cfg(not(feature = "telemetry"))]
+        Some(_) => {
+            let _ = registry.try_init();
+            eprintln!(
+                "warning: an OTLP endpoint is configured (ROUTINE_OTLP_ENDPOINT or [telemetry]), \
+                 but this program was built without routine's `telemetry` feature: no spans are exported"
+            );
+            Ok(None)
+        }
+        None => {
+            let _ = registry.try_init();
+            Ok(None)
+        }
+    }
 }
+
+/// What flushes exported spans when dropped, if any are exported.
+#[cfg(feature = "telemetry")]
+type Exporting = Option<telemetry::Exporting>;
+#[cfg(not(feature = "telemetry"))]
+type Exporting = Option<std::convert::Infallible>;

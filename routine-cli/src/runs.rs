@@ -124,6 +124,8 @@ struct ShownRun<'a> {
     run: RunRow,
     roots: Vec<usize>,
     calls: &'a [CallNode],
+    /// Its trace, when its processes exported spans (feature `telemetry`).
+    trace_id: Option<&'a str>,
 }
 
 fn show(store: &dyn Store, args: &ShowRunArgs) -> Result<(), Failure> {
@@ -135,6 +137,7 @@ fn show(store: &dyn Store, args: &ShowRunArgs) -> Result<(), Failure> {
             run: RunRow::from(&summary),
             roots: tree.roots(),
             calls: &tree.calls,
+            trace_id: tree.trace_id.as_deref(),
         });
     }
     if args.dot {
@@ -149,6 +152,9 @@ fn show(store: &dyn Store, args: &ShowRunArgs) -> Result<(), Failure> {
         summary.from_storage,
         summary.failed,
     );
+    if let Some(trace) = &tree.trace_id {
+        text.push_str(&format!("trace {trace}\n"));
+    }
     let width = tree
         .roots()
         .into_iter()
@@ -328,6 +334,7 @@ mod tests {
             id: "0123456789abcdef0123456789abcdef".parse().unwrap(),
             started: std::time::SystemTime::UNIX_EPOCH,
             calls,
+            trace_id: None,
         };
         let mut text = String::new();
         let width = label_width(&tree, 0, 0);

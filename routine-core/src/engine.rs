@@ -598,8 +598,10 @@ impl EngineBuilder {
     }
 }
 
-/// `tokio::spawn` that keeps the current engine: the spawned future runs in
-/// the same engine scope as the code that spawned it.
+/// `tokio::spawn` that keeps the current engine and span: the spawned
+/// future runs in the same engine scope as the code that spawned it, and
+/// its spans are children of the current one (a trace of a run follows
+/// its calls made in parallel).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -615,6 +617,7 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    let fut = tracing::Instrument::in_current_span(fut);
     match Current::get() {
         Some(current) => tokio::spawn(current.scope(fut)),
         None => tokio::spawn(fut),

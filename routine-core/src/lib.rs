@@ -50,6 +50,7 @@ pub mod redact;
 pub mod registry;
 pub mod slot;
 pub mod store;
+pub mod trace;
 pub mod trigger;
 pub mod unit;
 

@@ -147,14 +147,39 @@ struct RunRecord {
     calls: Vec<CallRecord>,
     /// The units of its multi-unit calls.
     units: Vec<UnitRecord>,
+    /// The trace its part belongs to, when the process exports traces
+    /// (see [`crate::trace`]).
+    trace_id: Option<String>,
+}
+
+/// A run record as builds before traces stored it. Still read.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct RunRecordV4 {
+    run: RunId,
+    started_unix_us: u64,
+    calls: Vec<CallRecord>,
+    units: Vec<UnitRecord>,
+}
+
+impl From<RunRecordV4> for RunRecord {
+    fn from(old: RunRecordV4) -> RunRecord {
+        RunRecord {
+            run: old.run,
+            started_unix_us: old.started_unix_us,
+            calls: old.calls,
+            units: old.units,
+            trace_id: None,
+        }
+    }
 }
 
 /// The layout of the run records this build writes, kept in the first byte
 /// of their entry's fingerprint field (a run record has no task body to
 /// fingerprint); records of the first layout have zeros there, of the
 /// second (before multi-unit tasks) a 2, of the third (before misses were
-/// recorded) a 3.
-const RECORD_LAYOUT: u8 = 4;
+/// recorded) a 3, of the fourth (before trace ids) a 4.
+const RECORD_LAYOUT: u8 = 5;
 
 /// The fingerprint field of a run record's entry: its layout.
 fn layout_mark() -> Fingerprint {
@@ -170,6 +195,7 @@ fn decode_record(payload: &[u8], mark: &Fingerprint) -> Result<RunRecord, Lineag
         0 => entry::decode_payload::<RunRecordV1>(payload).map(RunRecord::from),
         2 => entry::decode_payload::<RunRecordV2>(payload).map(RunRecord::from),
         3 => entry::decode_payload::<RunRecordV3>(payload).map(RunRecord::from),
+        4 => entry::decode_payload::<RunRecordV4>(payload).map(RunRecord::from),
         _ => entry::decode_payload::<RunRecord>(payload),
     };
     decoded.map_err(|e| LineageError::Encode(e.to_string()))
@@ -225,6 +251,7 @@ impl From<RunRecordV3> for RunRecord {
             started_unix_us: old.started_unix_us,
             calls: old.calls.into_iter().map(CallRecord::from).collect(),
             units: old.units,
+            trace_id: None,
         }
     }
 }
@@ -246,6 +273,7 @@ impl From<RunRecordV2> for RunRecord {
             started_unix_us: old.started_unix_us,
             calls: old.calls.into_iter().map(CallRecord::from).collect(),
             units: Vec::new(),
+            trace_id: None,
         }
     }
 }
@@ -296,6 +324,7 @@ impl From<RunRecordV1> for RunRecord {
                 })
                 .collect(),
             units: Vec::new(),
+            trace_id: None,
         }
     }
 }
@@ -308,16 +337,20 @@ pub(crate) struct RunLog {
     started_at: SystemTime,
     calls: Mutex<Vec<CallRecord>>,
     units: Mutex<Vec<UnitRecord>>,
+    trace_id: Option<String>,
 }
 
 impl RunLog {
-    pub(crate) fn new(id: RunId) -> RunLog {
+    /// A run's part in this process; `span` is the one it runs in (the
+    /// trace it belongs to is recorded).
+    pub(crate) fn new(id: RunId, span: &tracing::Span) -> RunLog {
         RunLog {
             id,
             started: Instant::now(),
             started_at: SystemTime::now(),
             calls: Mutex::new(Vec::new()),
             units: Mutex::new(Vec::new()),
+            trace_id: crate::trace::trace_id(span),
         }
     }
 
@@ -392,6 +425,7 @@ impl RunLog {
             ),
             calls,
             units,
+            trace_id: self.trace_id.clone(),
         };
         let version = self.id.to_string();
         let key = Key::of(RUNS, RECORD_KEY_SPACE, &(self.id, part))
@@ -544,6 +578,9 @@ pub struct RunTree {
     /// Every call, one per node: a call dispatched to a worker appears once,
     /// as the worker recorded it.
     pub calls: Vec<CallNode>,
+    /// The trace the run's spans belong to (32 hex digits), when its
+    /// processes export traces (feature `telemetry`): its first part's.
+    pub trace_id: Option<String>,
 }
 
 /// One call in a [`RunTree`].
@@ -719,6 +756,7 @@ fn assemble(id: RunId, mut records: Vec<RunRecord>) -> RunTree {
         id,
         started: UNIX_EPOCH + Duration::from_micros(started_unix_us),
         calls: nodes,
+        trace_id: records.iter().find_map(|r| r.trace_id.clone()),
     }
 }
 
@@ -857,6 +895,27 @@ mod tests {
         mark[0] = 3;
         let third = decode_record(&payload, &Fingerprint::from_bytes(mark)).unwrap();
         assert_eq!((third.calls[0].attempts, third.calls[0].miss), (3, None));
+        // The fourth: no trace id.
+        let fourth = RunRecordV4 {
+            run: read.run,
+            started_unix_us: read.started_unix_us,
+            calls: read.calls.clone(),
+            units: Vec::new(),
+        };
+        let mut payload = Vec::new();
+        crate::codec::encode_into(&mut payload, &fourth).unwrap();
+        mark[0] = 4;
+        let fourth = decode_record(&payload, &Fingerprint::from_bytes(mark)).unwrap();
+        assert_eq!((fourth.calls[0].attempts, fourth.trace_id), (3, None));
+        let mut traced = read.clone();
+        traced.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
+        let mut payload = Vec::new();
+        crate::codec::encode_into(&mut payload, &traced).unwrap();
+        let traced = decode_record(&payload, &layout_mark()).unwrap();
+        assert_eq!(
+            traced.trace_id.as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
     }
 
     #[test]
@@ -871,14 +930,21 @@ mod tests {
                 call("train", 1, None, CallOutcome::Computed, 0),
             ],
             units: Vec::new(),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
         };
         let worker = RunRecord {
             run: id,
             started_unix_us: 1_002,
             calls: vec![call("fit", 2, Some(1), CallOutcome::Computed, 0)],
             units: Vec::new(),
+            trace_id: None,
         };
         let tree = assemble(id, vec![worker, caller]);
+        assert_eq!(
+            tree.trace_id.as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+            "the run's trace, from the part that has one"
+        );
         assert_eq!(tree.calls.len(), 3, "the dispatched call is one node");
         let roots = tree.roots();
         assert_eq!(roots.len(), 1);

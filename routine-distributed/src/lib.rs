@@ -28,6 +28,7 @@ pub mod broker;
 pub mod dispatcher;
 pub mod object_store;
 mod store_errors;
+mod trace_context;
 pub mod worker;
 
 pub use crate::blobs::{machine_cache_folder, MACHINE_CACHE_MAX, PARCELS};

@@ -278,6 +278,7 @@ pub(crate) async fn run(
         &format!("Run {}", id.short()),
         html! {
             p { "started " (timestamp(tree.started)) ", " (tree.calls.len()) " calls" }
+            @if let Some(trace) = &tree.trace_id { p { "trace " code { (trace) } } }
             h2 { @if focus.is_some() { "One call, its caller and the calls it awaited " a href={ "/runs/" (id) } { "(all, by task)" } } @else { "Lineage, by task" } }
             div class="graph" { (PreEscaped(&drawn)) }
             h2 { "By task" }
@@ -377,11 +378,13 @@ pub(crate) async fn call(
             _ => Some(explain::explain(store, &subject).map_err(|e| e.to_string())?),
         };
         // Where, how and how often it ran: the record of its run.
-        let record = run
+        let tree = run
             .or(meta.as_ref().and_then(|m| m.run))
-            .and_then(|run| lineage::run_tree(store, run).ok())
+            .and_then(|run| lineage::run_tree(store, run).ok());
+        let trace = tree.as_ref().and_then(|tree| tree.trace_id.clone());
+        let record = tree
             .and_then(|tree| tree.calls.into_iter().find(|node| node.call.key == key))
-            .map(|node| node.call);
+            .map(|node| (node.call, trace));
         Ok((meta, value, explanation, record))
     })
     .await?;
@@ -390,7 +393,7 @@ pub(crate) async fn call(
         &format!("{name}@{version}"),
         html! {
             p { "key " code { (key.to_hex()) } }
-            @if let Some(call) = &record {
+            @if let Some((call, trace)) = &record {
                 h2 { "In its run" }
                 table {
                     tr { th { "outcome" } td class=(call.outcome.as_str()) { (call.outcome.as_str()) } }
@@ -399,6 +402,7 @@ pub(crate) async fn call(
                     tr { th { "attempts" } td { (call.attempts) } }
                     @if let Some(miss) = call.miss { tr { th { "lookup found" } td { (miss.as_str()) } } }
                     @if let Some(error) = &call.error { tr { th { "error" } td class="failed" { pre { (error) } } } }
+                    @if let Some(trace) = trace { tr { th { "trace" } td { code { (trace) } } } }
                 }
             }
             @if let Some(meta) = &meta {
@@ -406,7 +410,7 @@ pub(crate) async fn call(
                 table {
                     tr { th { "computed" } td { (timestamp(meta.created_at)) " (" (age(meta.created_at, now)) ")" } }
                     tr { th { "body ran" } td { (human::run_time(meta.run_time)) } }
-                    tr { th { "size" } td { (meta.payload_len) " bytes" } }
+                    tr { th { "size" } td { (human::size(meta.payload_len)) } }
                     tr { th { "code" } td { code { (meta.fingerprint.short()) } } }
                     @if let Some(run) = meta.run { tr { th { "run" } td { a href={ "/runs/" (run) } { code { (run.short()) } } } } }
                     @if let Some(parent) = meta.parent { tr { th { "awaited by" } td { code { (parent.short()) } } } }

@@ -155,6 +155,7 @@ pub fn example(name: &str) -> PathBuf {
         let features: Vec<&str> = [
             cfg!(feature = "distributed").then_some("distributed"),
             cfg!(feature = "ui").then_some("ui"),
+            cfg!(feature = "telemetry").then_some("telemetry"),
         ]
         .into_iter()
         .flatten()

@@ -29,7 +29,8 @@ impl Invocation {
     }
 
     async fn run(self, engine: &Engine, part_of: Option<PartOf>) -> Answer {
-        let log = part_of.map(|part| (Arc::new(RunLog::new(part.run)), part));
+        let span = tracing::Span::current();
+        let log = part_of.map(|part| (Arc::new(RunLog::new(part.run, &span)), part));
         let served = Arc::new(Served::default());
         let mut scope = Current::outside(engine.clone());
         if let Some((log, part)) = &log {
@@ -48,11 +49,14 @@ impl Invocation {
             // Serving another process: a task of its own, so that a `Send`
             // routine may use every runtime thread. Dropping the invocation
             // (a worker cancelling it for a caller that gave up) aborts it.
+            // Its spans stay children of the one it was served in.
             (Invocation::Send(run), Some(_)) => {
-                joined(AbortOnDrop(tokio::spawn(scope.scope(run)))).await
+                let run = tracing::Instrument::instrument(scope.scope(run), span);
+                joined(AbortOnDrop(tokio::spawn(run))).await
             }
             (Invocation::Local(run), Some(_)) => {
-                joined(AbortOnDrop(tokio::task::spawn_local(scope.scope(run)))).await
+                let run = tracing::Instrument::instrument(scope.scope(run), span);
+                joined(AbortOnDrop(tokio::task::spawn_local(run))).await
             }
             // The root of a run here (`run` on the command line): polled in
             // place, so that dropping it (Ctrl-C) drops the routine at once,

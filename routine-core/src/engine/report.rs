@@ -89,9 +89,10 @@ impl CallGuard<'_> {
     /// root answered from storage costs nothing.
     pub(super) fn run_log(&mut self) -> Arc<RunLog> {
         let started_run = &mut self.started_run;
+        let span = &self.span;
         let run = self.run.get_or_insert_with(|| {
             *started_run = true;
-            Arc::new(RunLog::new(RunId::new()))
+            Arc::new(RunLog::new(RunId::new(), span))
         });
         Arc::clone(run)
     }

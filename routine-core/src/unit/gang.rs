@@ -177,7 +177,7 @@ pub async fn serve_unit(
         let message = format!("`{}` is not a multi-unit task", task.id());
         return Err(failed(UnitEnd::Dropped, message));
     };
-    let log = Arc::new(RunLog::new(start.run));
+    let log = Arc::new(RunLog::new(start.run, &tracing::Span::current()));
     let call = start.call;
     // A part of the run per unit: the record's key names the call and the
     // rank.

@@ -37,7 +37,7 @@ impl Broker {
                 return redis.call('XADD', KEYS[2], '*', 'request', ARGV[1], 'key', ARGV[3],
                     'task', ARGV[4], 'version', ARGV[5], 'args', ARGV[6], 'reply', ARGV[7],
                     'run', ARGV[8], 'parent', ARGV[9], 'args_layout', ARGV[10],
-                    'notify_start', ARGV[11])
+                    'notify_start', ARGV[11], 'traceparent', ARGV[12])
             end
             if redis.call('GET', KEYS[1]) == ARGV[1] then
                 return 'sent before'
@@ -59,7 +59,8 @@ impl Broker {
             .arg(request.run.map(|r| r.to_string()).unwrap_or_default())
             .arg(request.parent.map(|k| k.to_hex()).unwrap_or_default())
             .arg(layout)
-            .arg(if request.notify_start { "1" } else { "0" });
+            .arg(if request.notify_start { "1" } else { "0" })
+            .arg(request.traceparent.as_deref().unwrap_or_default());
         let sent: Option<String> = self.query("EVAL claim-and-send", &eval).await?;
         Ok(sent.is_some())
     }

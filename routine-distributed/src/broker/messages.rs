@@ -25,6 +25,9 @@ pub(crate) struct Request {
     /// The caller keeps a deadline from the routine's start: the worker
     /// tells it when the routine starts.
     pub(crate) notify_start: bool,
+    /// The caller's trace context (W3C `traceparent`), when it exports
+    /// traces: the worker's spans of the call join its trace.
+    pub(crate) traceparent: Option<String>,
 }
 
 /// A request's encoded arguments, in order: in the message, or, for a
@@ -142,6 +145,7 @@ impl Request {
             run: field(entry, "run").and_then(|r| r.parse().ok()),
             parent: field(entry, "parent").and_then(|k| Key::from_hex(&k).ok()),
             notify_start: field(entry, "notify_start").is_some_and(|n| n == "1"),
+            traceparent: field(entry, "traceparent").filter(|t| !t.is_empty()),
         })
     }
 

@@ -225,6 +225,7 @@ impl Shared {
             run: call.run,
             parent: call.parent,
             notify_start: call.deadline.is_some(),
+            traceparent: crate::trace_context::traceparent(&tracing::Span::current()),
         };
         let (tx, mut rx) = oneshot::channel();
         let waiter = Waiter {

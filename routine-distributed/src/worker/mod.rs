@@ -578,7 +578,13 @@ impl Worker {
             });
         }
 
-        let outcome = self.execute(&request, redelivered, lease).await;
+        // The worker's spans of the call join the caller's trace.
+        let span = tracing::info_span!("routine.worker.call", routine = %routine, key = %request.key.short());
+        if let Some(traceparent) = &request.traceparent {
+            crate::trace_context::join(&span, traceparent);
+        }
+        let outcome =
+            tracing::Instrument::instrument(self.execute(&request, redelivered, lease), span).await;
         if let Err(failure) = &outcome {
             tracing::warn!(worker = %self.id, routine = %routine, error = %failure.message, "routine failed");
         }
