@@ -322,47 +322,47 @@ impl Broker {
     }
 
     /// Ends an attempt of a gang (`gang`, and its entry among the waiting
-    /// gangs, `waiting`): its reservations go, the units still
-    /// running on the live workers `running_on` are told to stop, and the
-    /// unit streams of the dead workers `dead` are deleted.
+    /// gangs, `waiting`): its reservations go, the live workers that hold
+    /// one are told to drop its units, and the unit streams of the dead
+    /// workers `dead` are deleted. The reservations are found by the gang's
+    /// name, not from what the caller knows: a call dropped after the gang
+    /// started but before the start's answer reached it leaves none.
     pub(crate) async fn end_gang(
         &self,
         (gang, waiting): (&str, &str),
-        members: &[String],
-        running_on: &[&str],
         dead: &[&str],
     ) -> Result<(), BrokerError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("HDEL")
+        const END: &str = r"
+            local slots, gangs, waiting = KEYS[1], KEYS[2], KEYS[3]
+            local streams, gang, waits = ARGV[1], ARGV[2], ARGV[3]
+            local dead = {}
+            for i = 4, #ARGV do dead[ARGV[i]] = true end
+            local needle, told = '|' .. gang .. '|', {}
+            for _, held in ipairs(redis.call('ZRANGE', slots, 0, -1)) do
+                if string.find(held, needle, 1, true) then
+                    redis.call('ZREM', slots, held)
+                    local worker = string.match(held, '^(.-)|')
+                    if worker and not dead[worker] and not told[worker] then
+                        told[worker] = true
+                        redis.call('XADD', streams .. worker, '*', 'kind', 'end', 'gang', gang)
+                    end
+                end
+            end
+            redis.call('HDEL', gangs, gang)
+            if waits ~= '' then redis.call('ZREM', waiting, waits) end
+            for worker, _ in pairs(dead) do redis.call('DEL', streams .. worker) end
+            return 0";
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(END)
+            .arg(3)
+            .arg(self.gang_slots())
             .arg(self.running_gangs())
-            .arg(gang)
-            .ignore()
-            .cmd("ZREM")
             .arg(self.waiting_gangs())
+            .arg(self.unit_stream(""))
+            .arg(gang)
             .arg(waiting)
-            .ignore();
-        if !members.is_empty() {
-            pipe.cmd("ZREM")
-                .arg(self.gang_slots())
-                .arg(members)
-                .ignore();
-        }
-        for worker in running_on {
-            pipe.cmd("XADD")
-                .arg(self.unit_stream(worker))
-                .arg("*")
-                .arg("kind")
-                .arg("end")
-                .arg("gang")
-                .arg(gang)
-                .ignore();
-        }
-        for worker in dead {
-            pipe.cmd("DEL").arg(self.unit_stream(worker)).ignore();
-        }
-        pipe.query_async::<()>(&mut self.connection())
-            .await
-            .map_err(command("ZREM gang"))
+            .arg(dead);
+        self.query::<i64>("EVAL end-gang", &eval).await.map(|_| ())
     }
 
     /// Sends a message of a gang to the worker that runs its receiver.

@@ -406,13 +406,11 @@ impl Attempt<'_> {
     async fn end(&mut self, dead: &[String]) {
         self.ended = true;
         self.shared.gangs().remove(&self.gang);
-        let (members, running_on, dead) = self.leftovers(dead);
-        let running_on: Vec<&str> = running_on.iter().map(String::as_str).collect();
         let dead: Vec<&str> = dead.iter().map(String::as_str).collect();
         if let Err(e) = self
             .shared
             .broker
-            .end_gang((&self.gang, &self.waiting), &members, &running_on, &dead)
+            .end_gang((&self.gang, &self.waiting), &dead)
             .await
         {
             tracing::warn!(gang = %self.gang, error = %e,
@@ -420,20 +418,6 @@ impl Attempt<'_> {
         }
         // Its units are stopped: what they posted and nobody took goes.
         crate::blobs::sweep_parcels(self.shared.uploads.store(), &self.gang).await;
-    }
-
-    /// What ending the attempt removes: its reservations, the live
-    /// workers with units still running, the dead workers.
-    fn leftovers(&self, dead: &[String]) -> (Vec<String>, Vec<String>, Vec<String>) {
-        let running_on: HashSet<String> = (0..self.count())
-            .filter(|&r| self.reports[r].is_none() && !dead.contains(&self.workers[r]))
-            .map(|r| self.workers[r].clone())
-            .collect();
-        (
-            self.members.clone(),
-            running_on.into_iter().collect(),
-            dead.to_vec(),
-        )
     }
 }
 
@@ -446,7 +430,6 @@ impl Drop for Attempt<'_> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (members, running_on, dead) = self.leftovers(&[]);
         let (broker, gang) = (self.shared.broker.clone(), std::mem::take(&mut self.gang));
         let waiting = std::mem::take(&mut self.waiting);
         let cancelling = std::sync::Arc::clone(&self.shared.cancelling);
@@ -454,9 +437,7 @@ impl Drop for Attempt<'_> {
         let store = (!self.completed).then(|| std::sync::Arc::clone(self.shared.uploads.store()));
         cancelling.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         runtime.spawn(async move {
-            let running_on: Vec<&str> = running_on.iter().map(String::as_str).collect();
-            let dead: Vec<&str> = dead.iter().map(String::as_str).collect();
-            let ended = broker.end_gang((&gang, &waiting), &members, &running_on, &dead);
+            let ended = broker.end_gang((&gang, &waiting), &[]);
             if let Err(e) = ended.await {
                 tracing::warn!(gang = %gang, error = %e,
                     "cannot stop a dropped gang's units; their workers drop them within {GANG_HOLD:?}");
