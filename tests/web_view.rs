@@ -295,6 +295,8 @@ fn the_workers_page_shows_a_worker_arrive_live() {
         port: metrics_port,
     };
     let (status, text) = get(&metrics, "/metrics", &[]);
+    // The view's own /metrics, with a broker: the cluster's gauges.
+    let (_, cluster) = get(&served, "/metrics", &[]);
     let _ = worker.kill();
     let _ = worker.wait();
     assert_eq!(status, 200, "{text}");
@@ -307,6 +309,11 @@ fn the_workers_page_shows_a_worker_arrive_live() {
         "{text}"
     );
     assert!(text.contains("routine_misses_total"), "{text}");
+    assert!(cluster.contains("\nroutine_workers 1\n"), "{cluster}");
+    assert!(
+        cluster.contains("routine_queue_depth{routine=\"tname:fit:0.0.1\"} 0"),
+        "every request answered: {cluster}"
+    );
     assert!(events.contains("text/event-stream"), "{events}");
     assert!(events.contains("data: <p>1 worker</p>"), "{events}");
     assert!(
@@ -359,6 +366,13 @@ fn a_failed_calls_page_shows_its_error() {
     assert!(page.contains("class=\"failed\">failed"), "{page}");
     assert!(page.contains("bad input &lt;b&gt;7&lt;/b&gt;"), "{page}");
     assert!(!page.contains("<b>7"), "{page}");
+    // Its argument, from the run's record, as text (by place: `train ui`
+    // does not have this test's tasks).
+    assert!(page.contains("argument 1"), "{page}");
+    assert!(
+        page.contains("&quot;&lt;b&gt;7&lt;/b&gt;&quot;"),
+        "the argument's value: {page}"
+    );
     // Why it would run is worked out on demand (it lists the task's
     // stored calls).
     assert!(page.contains("It would run."), "{page}");

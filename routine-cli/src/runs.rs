@@ -310,6 +310,7 @@ mod tests {
                 attempts,
                 miss: None,
                 error: None,
+                arguments: Vec::new(),
             },
             children: Vec::new(),
             on_worker,

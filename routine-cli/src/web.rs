@@ -58,6 +58,12 @@ impl routine_ui::Cluster for BrokerCluster {
             let gangs = self.0.gangs().await.map_err(|e| e.to_string())?;
             let dead =
                 (self.0.dead_letters(DEAD_LETTERS_SHOWN).await).map_err(|e| e.to_string())?;
+            let mut routines: Vec<routine_core::RoutineId> = (workers.iter())
+                .flat_map(|w| w.routines.iter().filter_map(|r| r.parse().ok()))
+                .collect();
+            routines.sort_by_key(ToString::to_string);
+            routines.dedup();
+            let queued = self.0.queued(&routines).await.map_err(|e| e.to_string())?;
             Ok(routine_ui::ClusterSnapshot {
                 workers: (workers.into_iter())
                     .map(|w| routine_ui::WorkerRow {
@@ -84,6 +90,9 @@ impl routine_ui::Cluster for BrokerCluster {
                         task: g.task,
                         units: (g.least, g.most),
                     })
+                    .collect(),
+                queued: (routines.iter().map(ToString::to_string))
+                    .zip(queued)
                     .collect(),
                 dead_letters: (dead.into_iter())
                     .map(|d| routine_ui::DeadLetterRow {

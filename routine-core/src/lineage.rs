@@ -78,6 +78,10 @@ pub struct CallRecord {
     /// Why it failed, for a call that did: its `Err`, panic or timeout, as
     /// a message.
     pub error: Option<String>,
+    /// For a call that ran its body: the start of each argument as JSON
+    /// (at most 200 bytes each), in the order of the task's parameters
+    /// (those `#[routine(skip)]` leaves out excepted).
+    pub arguments: Vec<String>,
 }
 
 /// What a call's lookup found when it missed.
@@ -136,6 +140,7 @@ pub(crate) struct Ended {
     pub(crate) attempts: u32,
     pub(crate) miss: Option<Miss>,
     pub(crate) error: Option<String>,
+    pub(crate) arguments: Vec<String>,
 }
 
 /// What one process stored about a run.
@@ -152,14 +157,31 @@ struct RunRecord {
     trace_id: Option<String>,
 }
 
-/// A run record as builds before traces stored it. Still read.
+/// A run record as builds before traces and argument previews stored it.
+/// Still read.
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(Serialize))]
 struct RunRecordV4 {
     run: RunId,
     started_unix_us: u64,
-    calls: Vec<CallRecord>,
+    calls: Vec<CallRecordV4>,
     units: Vec<UnitRecord>,
+}
+
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct CallRecordV4 {
+    name: String,
+    version: String,
+    key: Key,
+    parent: Option<Key>,
+    outcome: CallOutcome,
+    started_us: u64,
+    duration_us: u64,
+    process: String,
+    attempts: u32,
+    miss: Option<Miss>,
+    error: Option<String>,
 }
 
 impl From<RunRecordV4> for RunRecord {
@@ -167,7 +189,22 @@ impl From<RunRecordV4> for RunRecord {
         RunRecord {
             run: old.run,
             started_unix_us: old.started_unix_us,
-            calls: old.calls,
+            calls: (old.calls.into_iter())
+                .map(|c| CallRecord {
+                    name: c.name,
+                    version: c.version,
+                    key: c.key,
+                    parent: c.parent,
+                    outcome: c.outcome,
+                    started_us: c.started_us,
+                    duration_us: c.duration_us,
+                    process: c.process,
+                    attempts: c.attempts,
+                    miss: c.miss,
+                    error: c.error,
+                    arguments: Vec::new(),
+                })
+                .collect(),
             units: old.units,
             trace_id: None,
         }
@@ -178,7 +215,8 @@ impl From<RunRecordV4> for RunRecord {
 /// of their entry's fingerprint field (a run record has no task body to
 /// fingerprint); records of the first layout have zeros there, of the
 /// second (before multi-unit tasks) a 2, of the third (before misses were
-/// recorded) a 3, of the fourth (before trace ids) a 4.
+/// recorded) a 3, of the fourth (before trace ids and argument previews) a
+/// 4.
 const RECORD_LAYOUT: u8 = 5;
 
 /// The fingerprint field of a run record's entry: its layout.
@@ -240,6 +278,7 @@ impl From<CallRecordV3> for CallRecord {
             attempts: c.attempts,
             miss: None,
             error: None,
+            arguments: Vec::new(),
         }
     }
 }
@@ -321,6 +360,7 @@ impl From<RunRecordV1> for RunRecord {
                     attempts: 1,
                     miss: None,
                     error: None,
+                    arguments: Vec::new(),
                 })
                 .collect(),
             units: Vec::new(),
@@ -394,6 +434,7 @@ impl RunLog {
             attempts: ended.attempts,
             miss: ended.miss,
             error: ended.error,
+            arguments: ended.arguments,
         };
         self.calls
             .lock()
@@ -826,6 +867,7 @@ mod tests {
             attempts: 1,
             miss: None,
             error: None,
+            arguments: Vec::new(),
         }
     }
 
@@ -899,7 +941,21 @@ mod tests {
         let fourth = RunRecordV4 {
             run: read.run,
             started_unix_us: read.started_unix_us,
-            calls: read.calls.clone(),
+            calls: (read.calls.iter())
+                .map(|c| CallRecordV4 {
+                    name: c.name.clone(),
+                    version: c.version.clone(),
+                    key: c.key,
+                    parent: c.parent,
+                    outcome: c.outcome,
+                    started_us: c.started_us,
+                    duration_us: c.duration_us,
+                    process: c.process.clone(),
+                    attempts: c.attempts,
+                    miss: c.miss,
+                    error: c.error.clone(),
+                })
+                .collect(),
             units: Vec::new(),
         };
         let mut payload = Vec::new();
@@ -909,6 +965,7 @@ mod tests {
         assert_eq!((fourth.calls[0].attempts, fourth.trace_id), (3, None));
         let mut traced = read.clone();
         traced.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
+        traced.calls[0].arguments = vec!["\"a\"".into(), "3".into()];
         let mut payload = Vec::new();
         crate::codec::encode_into(&mut payload, &traced).unwrap();
         let traced = decode_record(&payload, &layout_mark()).unwrap();

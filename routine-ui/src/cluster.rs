@@ -17,6 +17,9 @@ pub struct ClusterSnapshot {
     pub gangs_waiting: Vec<WaitingGangRow>,
     /// The newest dead letters, newest first.
     pub dead_letters: Vec<DeadLetterRow>,
+    /// Each routine the workers serve, and its requests sent and not yet
+    /// answered (waiting for a worker, or running).
+    pub queued: Vec<(String, u64)>,
 }
 
 /// A request set aside because the workers that took it kept dying.

@@ -389,6 +389,9 @@ pub(crate) async fn call(
     })
     .await?;
     let now = SystemTime::now();
+    let parameter_names: Vec<&str> = registry::find(&name, &version)
+        .map(|task| task.parameters().iter().map(|p| p.name()).collect())
+        .unwrap_or_default();
     Ok(layout(
         &format!("{name}@{version}"),
         html! {
@@ -403,6 +406,13 @@ pub(crate) async fn call(
                     @if let Some(miss) = call.miss { tr { th { "lookup found" } td { (miss.as_str()) } } }
                     @if let Some(error) = &call.error { tr { th { "error" } td class="failed" { pre { (error) } } } }
                     @if let Some(trace) = trace { tr { th { "trace" } td { code { (trace) } } } }
+                    @for (i, value) in call.arguments.iter().enumerate() {
+                        tr {
+                            // By name when this program has the task, else by place.
+                            th { "argument " (parameter_names.get(i).map_or_else(|| (i + 1).to_string(), |name| name.to_string())) }
+                            td { code { (value) } }
+                        }
+                    }
                 }
             }
             @if let Some(meta) = &meta {

@@ -79,6 +79,15 @@ fn render(snapshot: &ClusterSnapshot, now: SystemTime) -> Markup {
                 }
             }
         }
+        @if !snapshot.queued.is_empty() {
+            h2 { "Requests not yet answered" }
+            table {
+                tr { th { "routine" } th { "waiting or running" } }
+                @for (routine, requests) in &snapshot.queued {
+                    tr { td { (routine) } td { (requests) } }
+                }
+            }
+        }
         @if !snapshot.gangs_running.is_empty() {
             h2 { "Gangs running" }
             table {

@@ -294,6 +294,10 @@ async fn in_a_browser_the_pages_show_runs_lineage_errors_and_live_workers() {
         call.contains("bad input <script>window.pwned=1</script>"),
         "the error, as text: {call}"
     );
+    assert!(
+        call.contains("argument 1") && call.contains("\"<script>window.pwned=1</script>\""),
+        "the argument, as text: {call}"
+    );
     let ran = client
         .execute("return window.pwned === undefined;", vec![])
         .await

@@ -21,7 +21,15 @@ pub struct KeyBuilder {
     encoded: Option<EncodedArguments>,
     /// Each argument's digest, when asked for (see [`KeyBuilder::digests`]).
     digests: Option<Vec<ArgumentDigest>>,
+    /// Each argument as JSON, cut at [`ARGUMENT_PREVIEW`] bytes, when asked
+    /// for (see [`KeyBuilder::digests`]).
+    previews: Option<Vec<String>>,
 }
+
+/// The most of an argument's JSON a run record keeps, in bytes: enough to
+/// recognise a call, never the bulk of a large argument (serialising stops
+/// there).
+pub const ARGUMENT_PREVIEW: usize = 200;
 
 impl KeyBuilder {
     /// Starts the key of a call of task `name` at `version`, covering its
@@ -41,16 +49,19 @@ impl KeyBuilder {
             sink: Some(sink),
             encoded: encode.then(EncodedArguments::default),
             digests: None,
+            previews: None,
         }
     }
 
-    /// Takes a digest of each argument, hashed as the key hashes it: what
-    /// an entry records to tell later which arguments differ.
+    /// Takes a digest of each argument, hashed as the key hashes it (what
+    /// an entry records to tell later which arguments differ), and the
+    /// start of its JSON (what a run record shows of a call that ran).
     pub(crate) fn digests() -> KeyBuilder {
         KeyBuilder {
             sink: None,
             encoded: None,
             digests: Some(Vec::new()),
+            previews: Some(Vec::new()),
         }
     }
 
@@ -61,6 +72,7 @@ impl KeyBuilder {
             sink: None,
             encoded: Some(EncodedArguments::default()),
             digests: None,
+            previews: None,
         }
     }
 
@@ -78,12 +90,19 @@ impl KeyBuilder {
         if let Some(digests) = &mut self.digests {
             digests.push(argument_digest(argument)?);
         }
+        if let Some(previews) = &mut self.previews {
+            previews.push(preview(argument));
+        }
         Ok(())
     }
 
-    /// The digests of a [`digests`](KeyBuilder::digests) builder.
-    pub(crate) fn finish_digests(self) -> Vec<ArgumentDigest> {
-        self.digests.unwrap_or_default()
+    /// The digests and previews of a [`digests`](KeyBuilder::digests)
+    /// builder.
+    pub(crate) fn finish_digests(self) -> (Vec<ArgumentDigest>, Vec<String>) {
+        (
+            self.digests.unwrap_or_default(),
+            self.previews.unwrap_or_default(),
+        )
     }
 
     /// The key, and the encoded arguments if they were asked for.
@@ -96,6 +115,38 @@ impl KeyBuilder {
     pub(crate) fn finish_encoding(self) -> EncodedArguments {
         self.encoded.unwrap_or_default()
     }
+}
+
+/// The start of `argument` as JSON: at most [`ARGUMENT_PREVIEW`] bytes,
+/// then `…`.
+fn preview<T: Serialize + ?Sized>(argument: &T) -> String {
+    /// Takes bytes up to its limit, then refuses: serialising stops.
+    struct Capped(Vec<u8>);
+    impl std::io::Write for Capped {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let room = ARGUMENT_PREVIEW - self.0.len();
+            if bytes.len() > room {
+                self.0.extend_from_slice(&bytes[..room]);
+                return Err(std::io::Error::other("the preview is full"));
+            }
+            self.0.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut capped = Capped(Vec::new());
+    let whole = serde_json::to_writer(&mut capped, argument).is_ok();
+    let mut text = String::from_utf8_lossy(&capped.0).into_owned();
+    if !whole {
+        // A character cut in two shows as U+FFFD: drop it.
+        if text.ends_with('\u{fffd}') {
+            text.pop();
+        }
+        text.push('…');
+    }
+    text
 }
 
 /// 128 bits of the SHA-256 of an argument's canonical form.
@@ -210,4 +261,23 @@ fn decode_argument<T: TaskArgument>(
     decoder: &mut ArgumentsDecoder<'_>,
 ) -> Result<T, ArgumentsError> {
     decoder.argument()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_preview_is_the_start_of_the_json() {
+        assert_eq!(preview(&("a<b", 3)), r#"["a<b",3]"#);
+        let long = "é".repeat(300);
+        let cut = preview(&long);
+        assert!(cut.ends_with('…'), "{cut}");
+        assert!(
+            cut.len() <= ARGUMENT_PREVIEW + '…'.len_utf8(),
+            "{}",
+            cut.len()
+        );
+        assert!(!cut.contains('\u{fffd}'), "{cut}");
+    }
 }

@@ -179,6 +179,7 @@ impl Engine {
             attempts: 1,
             miss: None,
             error: None,
+            arguments: Vec::new(),
         };
         let call = Call {
             task,
@@ -406,10 +407,11 @@ impl<O, Out> Call<O, Out> {
         inner.counters.misses.fetch_add(1, Ordering::Relaxed);
         let run_started = Instant::now();
         let mut provenance = report.provenance();
-        // Each argument's digest, for `why` to tell later which differ.
+        // Each argument's digest, for `why` to tell later which differ, and
+        // the start of each, for the run's record.
         let mut digests = KeyBuilder::digests();
         if (body.key_of)(&args, &mut digests).is_ok() {
-            provenance.arguments = digests.finish_digests();
+            (provenance.arguments, report.arguments) = digests.finish_digests();
         }
         let in_body = Current {
             engine: engine.clone(),

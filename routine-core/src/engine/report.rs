@@ -72,6 +72,8 @@ pub(super) struct CallGuard<'a> {
     pub(super) attempts: u32,
     /// What the call's first lookup found, if it missed.
     pub(super) miss: Option<Miss>,
+    /// The start of each argument as JSON, for a call that ran its body.
+    pub(super) arguments: Vec<String>,
     /// Why it failed, if it did: its `Err`, its panic, its timeout.
     pub(super) error: Option<String>,
 }
@@ -177,6 +179,7 @@ impl CallGuard<'_> {
             attempts: self.attempts,
             miss: self.miss,
             error: self.error.take(),
+            arguments: std::mem::take(&mut self.arguments),
         };
         log.record(self.task, self.key, self.parent, ended);
         self.started_run.then(|| Arc::clone(log))

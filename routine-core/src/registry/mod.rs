@@ -319,7 +319,7 @@ impl TaskSpec {
             }
             decoder.finish()?;
         }
-        Ok((key.finish().0, digests.finish_digests()))
+        Ok((key.finish().0, digests.finish_digests().0))
     }
 
     /// A stored result's payload (see [`crate::entry`]) as JSON, decoded with

@@ -346,6 +346,25 @@ impl Broker {
         format!("{}:cancel", self.namespace)
     }
 
+    /// How many requests each of `routines` has in its work stream: sent
+    /// and not yet answered (waiting for a worker, or running).
+    pub async fn queued(
+        &self,
+        routines: &[routine_core::RoutineId],
+    ) -> Result<Vec<u64>, BrokerError> {
+        if routines.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for routine in routines {
+            pipe.cmd("XLEN")
+                .arg(self.work_stream(&routine.name, &routine.version));
+        }
+        pipe.query_async(&mut self.connection())
+            .await
+            .map_err(command("XLEN"))
+    }
+
     /// The workers whose heartbeat has not expired.
     pub async fn workers(&self) -> Result<Vec<WorkerInfo>, BrokerError> {
         let mut connection = self.connection();
