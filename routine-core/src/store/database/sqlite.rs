@@ -72,16 +72,17 @@ const EXPLAINING: &str = "
 /// What each task version holds, kept by triggers as entries are written
 /// and removed, so that the web view's pages and `/metrics` need not read
 /// every entry: `tallies` counts results and bytes and keeps the newest
-/// write per task (a task of run records has one version per run, so
-/// `tallies_by_time` pages through runs newest first). Triggers keep them
-/// whichever build writes: an older build's writes are counted too.
-/// `INSERT OR REPLACE` does not fire delete triggers, hence the
+/// write per task (a task of run records has one version per run: the
+/// runs page pages through them by `newest`). Made, and counted once, the
+/// first time they are asked for (the web view, `/metrics`): a store
+/// nobody looks at that way pays nothing for them on its writes. Triggers
+/// keep them whichever build writes: an older build's writes are counted
+/// too. `INSERT OR REPLACE` does not fire delete triggers, hence the
 /// subtraction before an insert that replaces.
 const TALLIES: &str = "
     CREATE TABLE tallies (
         task INTEGER PRIMARY KEY, results INTEGER NOT NULL, bytes INTEGER NOT NULL,
         newest INTEGER NOT NULL);
-    CREATE INDEX tallies_by_time ON tallies (newest);
     CREATE TRIGGER tally_replaced BEFORE INSERT ON entries
     WHEN EXISTS (SELECT 1 FROM entries WHERE task = NEW.task AND key = NEW.key)
     BEGIN
@@ -690,10 +691,25 @@ impl Database {
                     .query_map([], tally_of_row)?
                     .collect::<rusqlite::Result<Vec<Tally>>>()
             });
+        // The reader may be the writer, which making the tallies locks.
+        drop(conn);
         match found {
-            Err(e) if is_missing_table(&e) => Ok(None),
+            Err(e) if is_missing_table(&e) => match self.add_tallies()? {
+                true => self.tallies(),
+                false => Ok(None),
+            },
             found => found.map(Some),
         }
+    }
+
+    /// Makes the tallies, if this database can be written: whether it now
+    /// has them.
+    fn add_tallies(&self) -> rusqlite::Result<bool> {
+        let Some(writer) = &self.writer else {
+            return Ok(false);
+        };
+        add_tallies(&mut lock(writer))?;
+        Ok(true)
     }
 
     /// The versions of task `name` written at or after `since`, newest
@@ -708,7 +724,7 @@ impl Database {
         let Some(reader) = self.reader.as_ref().or(self.writer.as_ref()) else {
             return Ok(Some(VersionsPage::default()));
         };
-        let since = since.map_or(i64::MIN, to_column);
+        let since_column = since.map_or(i64::MIN, to_column);
         let conn = lock(reader);
         // One read transaction: the page and the total agree.
         conn.execute_batch("BEGIN")?;
@@ -720,22 +736,30 @@ impl Database {
                      WHERE name = ?1 AND results > 0 AND newest >= ?2
                      ORDER BY newest DESC, version LIMIT ?3 OFFSET ?4",
                 )?
-                .query_map(params![name, since, take as i64, skip as i64], tally_of_row)?
+                .query_map(
+                    params![name, since_column, take as i64, skip as i64],
+                    tally_of_row,
+                )?
                 .collect::<rusqlite::Result<Vec<Tally>>>()?;
             let total: i64 = conn
                 .prepare_cached(
                     "SELECT count(*) FROM tallies JOIN tasks ON tasks.id = tallies.task
                      WHERE name = ?1 AND results > 0 AND newest >= ?2",
                 )?
-                .query_row(params![name, since], |row| row.get(0))?;
+                .query_row(params![name, since_column], |row| row.get(0))?;
             Ok(VersionsPage {
                 versions,
                 total: usize::try_from(total).unwrap_or(0),
             })
         })();
         let ended = conn.execute_batch("COMMIT");
+        // The reader may be the writer, which making the tallies locks.
+        drop(conn);
         match found.and_then(|page| ended.map(|()| page)) {
-            Err(e) if is_missing_table(&e) => Ok(None),
+            Err(e) if is_missing_table(&e) => match self.add_tallies()? {
+                true => self.newest_versions(name, since, skip, take),
+                false => Ok(None),
+            },
             found => found.map(Some),
         }
     }
@@ -935,7 +959,7 @@ fn prepare_schema(conn: &mut Connection) -> Result<(), SchemaError> {
         if !has_explaining {
             conn.execute_batch(EXPLAINING)?;
         }
-        return add_tallies(conn);
+        return Ok(());
     }
     let txn = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (application, version) = schema_marks(&txn)?;
@@ -954,16 +978,15 @@ fn prepare_schema(conn: &mut Connection) -> Result<(), SchemaError> {
     }
     txn.execute_batch(SCHEMA)?;
     txn.execute_batch(EXPLAINING)?;
-    txn.execute_batch(TALLIES)?;
     txn.pragma_update(None, "application_id", APPLICATION_ID)?;
     txn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     txn.commit()?;
     Ok(())
 }
 
-/// Adds the tallies to a database made before them, counting what it
-/// holds once (one pass over its entries), unless another process did.
-fn add_tallies(conn: &mut Connection) -> Result<(), SchemaError> {
+/// Adds the tallies to a database that has none, counting what it holds
+/// once (one pass over its entries), unless another process did.
+fn add_tallies(conn: &mut Connection) -> rusqlite::Result<()> {
     let has = |conn: &Connection| -> rusqlite::Result<bool> {
         conn.query_row(
             "SELECT count(*) > 0 FROM sqlite_schema WHERE name = 'tallies'",
