@@ -388,3 +388,44 @@ fn a_failed_calls_page_shows_its_error() {
         "{page}"
     );
 }
+
+#[test]
+fn the_runs_page_shows_a_new_run_without_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join(".routine");
+    fn run_careful(store: &Path, input: &str) {
+        let engine = routine::Engine::local(store).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(engine.scope(careful(input.into())));
+    }
+    run_careful(&store, "first");
+    let served = serve(dir.path(), &[]);
+    let (status, page) = get(&served, "/", &[]);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("1 run<"), "{page}");
+    assert!(
+        page.contains("sse-connect=\"/events/runs?total=1&amp;newest="),
+        "the table follows the store: {page}"
+    );
+    // A second run lands while the page's event stream is open.
+    let second = std::thread::spawn({
+        let store = store.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(500));
+            run_careful(&store, "second");
+        }
+    });
+    let events = read_for(&served, "/events/runs", Duration::from_secs(20), "2 runs<");
+    second.join().unwrap();
+    assert!(
+        events.contains("data: <p>1 run</p>"),
+        "first the page as it was: {events}"
+    );
+    assert!(
+        events.contains("data: <p>2 runs</p>"),
+        "then the new run: {events}"
+    );
+}

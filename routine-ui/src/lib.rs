@@ -111,6 +111,7 @@ pub async fn serve(
     let view = View { store, cluster };
     let app = Router::new()
         .route("/", get(pages::runs))
+        .route("/events/runs", get(pages::runs_events))
         .route("/runs/{id}", get(pages::run))
         .route("/calls/{name}/{version}/{key}", get(pages::call))
         .route("/tasks", get(pages::tasks))

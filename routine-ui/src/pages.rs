@@ -6,9 +6,12 @@ use std::time::{Duration, SystemTime};
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
+use futures_util::stream::{self, Stream};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde::Deserialize;
+use std::convert::Infallible;
 
 use routine_core::entry::{self, EntryMeta};
 use routine_core::explain::{self, Explanation, Subject};
@@ -18,6 +21,7 @@ use routine_core::registry;
 use routine_core::store::{Found, Slot, Store};
 use routine_core::{Key, RunId};
 
+use crate::assets;
 use crate::View;
 
 /// Runs on one page of `/`.
@@ -193,25 +197,22 @@ pub(crate) async fn runs(State(view): State<View>, Query(query): Query<RunsQuery
                 " " button { "Filter" }
             }
             @if filtered {
-                p { (found.total) " runs; runs " (found.looked_at.start + 1) " to " (found.looked_at.end) " of them, newest first, looked at for these" }
-            } @else {
-                p { (found.total) " runs" }
-            }
-            table {
-                tr { th { "run" } th { "root" } th { "started" } th { "took" } th { "computed" } th { "from storage" } th { "failed" } }
-                @for run in shown {
-                    tr {
-                        td { a href={ "/runs/" (run.id) } { code { (run.id.short()) } } }
-                        td { (run.root) }
-                        td { (age(run.started, now)) }
-                        td { (human::run_time(run.duration)) }
-                        td { (run.computed) }
-                        td { (run.from_storage) }
-                        td class=[(run.failed > 0).then_some("failed")] { (run.failed) }
-                    }
+                p { (runs_count(found.total)) "; runs " (found.looked_at.start + 1) " to " (found.looked_at.end) " of them, newest first, looked at for these" }
+                (runs_table(shown, now))
+            } @else if page == 1 && since.is_none() {
+                // The newest runs: the table follows the store, a new run
+                // appearing without a reload.
+                script src=(assets::HTMX) {}
+                script src=(assets::HTMX_SSE) {}
+                // What the page shows: the stream sends only what differs.
+                div id="runs" hx-ext="sse" sse-swap="message"
+                    sse-connect={ "/events/runs?total=" (found.total) @if let Some(newest) = shown.first() { "&newest=" (newest.id) } } {
+                    (newest_runs_html(found.total, shown, now))
                 }
+            } @else {
+                p { (runs_count(found.total)) }
+                (runs_table(shown, now))
             }
-            @if shown.is_empty() { p { "No run fits." } }
             p {
                 @if filtered {
                     @if from > 0 { a href=(link(1, 0)) { "newest" } " " }
@@ -224,6 +225,103 @@ pub(crate) async fn runs(State(view): State<View>, Query(query): Query<RunsQuery
         },
     ))
 }
+
+/// The runs of a page, newest first.
+fn runs_table(shown: &[lineage::RunSummary], now: SystemTime) -> Markup {
+    html! {
+        table {
+            tr { th { "run" } th { "root" } th { "started" } th { "took" } th { "computed" } th { "from storage" } th { "failed" } }
+            @for run in shown {
+                tr {
+                    td { a href={ "/runs/" (run.id) } { code { (run.id.short()) } } }
+                    td { (run.root) }
+                    td { (age(run.started, now)) }
+                    td { (human::run_time(run.duration)) }
+                    td { (run.computed) }
+                    td { (run.from_storage) }
+                    td class=[(run.failed > 0).then_some("failed")] { (run.failed) }
+                }
+            }
+        }
+        @if shown.is_empty() { p { "No run fits." } }
+    }
+}
+
+/// The count of runs and the newest of them: what `/events/runs` sends.
+fn newest_runs_html(total: usize, shown: &[lineage::RunSummary], now: SystemTime) -> Markup {
+    html! {
+        p { (runs_count(total)) }
+        (runs_table(shown, now))
+    }
+}
+
+/// `1 run`, `3 runs`.
+fn runs_count(total: usize) -> String {
+    match total {
+        1 => "1 run".to_owned(),
+        n => format!("{n} runs"),
+    }
+}
+
+/// The newest page of runs, and the count of runs.
+pub(crate) fn newest_runs(store: &dyn Store) -> Result<(usize, Vec<lineage::RunSummary>), String> {
+    let recorded = lineage::recorded_runs(store, None, 0, PAGE).map_err(|e| e.to_string())?;
+    let shown = (recorded.runs.iter())
+        .map(|run| run.summary(store))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    Ok((recorded.total, shown))
+}
+
+/// What the page that listens to `/events/runs` shows: the count of runs
+/// and the newest.
+#[derive(Deserialize, Default)]
+pub(crate) struct ShownRuns {
+    total: Option<usize>,
+    newest: Option<String>,
+}
+
+/// `/events/runs`: the newest runs again each time a run is recorded (the
+/// store is asked every [`RUNS_EVERY`] for its newest run and count), from
+/// what the page shows (`?total=&newest=`; else at once).
+pub(crate) async fn runs_events(
+    State(view): State<View>,
+    Query(shown): Query<ShownRuns>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    // What was sent last (the count and the newest run), and whether
+    // anything was.
+    type Seen = Option<(usize, Option<RunId>)>;
+    let shown: Option<Seen> = shown.total.map(|total| {
+        let newest = shown.newest.and_then(|id| id.parse::<RunId>().ok());
+        Some((total, newest))
+    });
+    let updates = stream::unfold((view, shown), |(view, mut sent)| async move {
+        loop {
+            if sent.is_some() {
+                tokio::time::sleep(RUNS_EVERY).await;
+            }
+            let latest = reading(&view, |store| {
+                let page = lineage::recorded_runs(store, None, 0, 1).map_err(|e| e.to_string())?;
+                Ok((page.total, page.runs.first().map(|run| run.id)))
+            })
+            .await
+            .ok();
+            if sent.is_some_and(|sent| sent == latest) {
+                continue;
+            }
+            sent = Some(latest);
+            let Ok((total, shown)) = reading(&view, newest_runs).await else {
+                continue;
+            };
+            let html = newest_runs_html(total, &shown, SystemTime::now()).into_string();
+            return Some((Ok(Event::default().data(html)), (view, sent)));
+        }
+    });
+    Sse::new(updates).keep_alive(KeepAlive::default())
+}
+
+/// How often `/events/runs` asks the store for its newest run.
+const RUNS_EVERY: Duration = Duration::from_secs(2);
 
 /// `/runs/<id>?call=<key>`: a call's neighbourhood drawn instead of the
 /// run's groups.
