@@ -146,6 +146,37 @@ async fn text(client: &Client) -> String {
         .unwrap()
 }
 
+/// What the workers table's first row says the worker runs (its
+/// `routine` cell), read from the page as it is now.
+async fn running(client: &Client) -> String {
+    match client
+        .find(Locator::Css(
+            "#cluster table tr:nth-child(2) td:nth-child(3)",
+        ))
+        .await
+    {
+        Ok(cell) => cell.text().await.unwrap_or_default(),
+        // Between two swaps of the table, or no worker yet.
+        Err(_) => String::new(),
+    }
+}
+
+/// Waits until the worker's routine cell holds `wanted`, reading it again
+/// every 50 ms without reloading; what it held last otherwise.
+async fn runs_routine(client: &Client, wanted: &str, within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = running(client).await;
+        if now.contains(wanted) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(now);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until the body's text holds `wanted`, reading it again every
 /// 100 ms without reloading; the last text read otherwise.
 async fn shows(client: &Client, wanted: &str, within: Duration) -> Result<(), String> {
@@ -217,13 +248,16 @@ async fn in_a_browser_the_pages_show_runs_lineage_errors_and_live_workers() {
     let caller = routine::distributed::connect(distributed_config(&namespace, &store))
         .await
         .unwrap();
+    // The routine cell, not the page: the page lists every routine the
+    // worker serves, these two among them, from the start.
+    assert!(!running(&client).await.contains("web-"), "not running yet");
     let relayed = tokio::spawn(caller.scope(relay(20)));
-    if let Err(seen) = shows(&client, "web-first", 2 * STEP).await {
-        panic!("the first step never showed: {seen}");
+    if let Err(seen) = runs_routine(&client, "web-first", 2 * STEP).await {
+        panic!("the first step never showed as running: {seen:?}");
     }
     screenshot(&client, "workers").await;
-    if let Err(seen) = shows(&client, "web-second", 3 * STEP).await {
-        panic!("the second step never showed: {seen}");
+    if let Err(seen) = runs_routine(&client, "web-second", 3 * STEP).await {
+        panic!("the second step never showed as running: {seen:?}");
     }
     let stayed = client
         .execute("return window.stayed === true;", vec![])
