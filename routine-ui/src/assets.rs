@@ -30,6 +30,7 @@ pub(crate) async fn asset(Path(name): Path<String>) -> Response {
             *text,
         )
             .into_response(),
-        None => crate::pages::error(StatusCode::NOT_FOUND, "no such asset"),
+        // Plain text: a script tag shows no page.
+        None => (StatusCode::NOT_FOUND, "no such asset\n").into_response(),
     }
 }
