@@ -28,38 +28,34 @@ pub(crate) async fn worker(config: &Config, ui: Ui, args: &WorkerArgs) -> Result
     if config.broker.is_none() {
         return Err(no_broker());
     }
+    // With `--metrics`, the worker's calls are counted and served until
+    // the worker stops (dropping `_serving` stops the server).
     #[cfg(feature = "ui")]
-    let (engine, _metrics) = {
+    let (engine, _serving) = {
+        let settings = (args.metrics)
+            .map(|bind| routine_ui::Settings::new(bind, std::env::var("ROUTINE_UI_TOKEN").ok()))
+            .transpose()
+            .map_err(|e| Failure::usage(e.to_string()))?;
         let metrics = routine_ui::CallMetrics::default();
-        let settings = match args.metrics {
-            Some(bind) => Some(
-                routine_ui::Settings::new(bind, std::env::var("ROUTINE_UI_TOKEN").ok())
-                    .map_err(|e| Failure::usage(e.to_string()))?,
-            ),
-            None => None,
-        };
-        let engine = match &settings {
-            Some(_) => {
-                config
-                    .engine(|builder| builder.on_call(metrics.observer()))
-                    .await?
-            }
-            None => config.engine(|builder| builder).await?,
-        };
-        let served = settings.map(|settings| {
-            let served = routine_ui::serve_call_metrics(
-                engine.clone(),
-                metrics,
-                settings,
-                std::future::pending(),
-            );
-            AbortOnDrop(tokio::spawn(async move {
+        let engine = config
+            .engine(|builder| match settings.is_some() {
+                true => builder.on_call(metrics.observer()),
+                false => builder,
+            })
+            .await?;
+        let serving = settings.map(|settings| {
+            let (serving, stopped) = tokio::sync::oneshot::channel::<()>();
+            let served = routine_ui::serve_call_metrics(engine.clone(), metrics, settings, async {
+                let _ = stopped.await;
+            });
+            tokio::spawn(async move {
                 if let Err(e) = served.await {
                     tracing::error!(error = %e, "the worker's metrics are not served");
                 }
-            }))
+            });
+            serving
         });
-        (engine, served)
+        (engine, serving)
     };
     #[cfg(not(feature = "ui"))]
     let engine = {
@@ -238,16 +234,4 @@ pub(crate) async fn status(config: &Config, args: &JsonOnly) -> Result<(), Failu
 #[cfg(not(feature = "distributed"))]
 pub(crate) async fn status(_: &Config, _: &JsonOnly) -> Result<(), Failure> {
     Err(not_built())
-}
-
-/// Stops a spawned task when dropped: the worker's metrics server ends
-/// with the worker.
-#[cfg(all(feature = "distributed", feature = "ui"))]
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-#[cfg(all(feature = "distributed", feature = "ui"))]
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

@@ -173,6 +173,14 @@ pub fn tally(listings: &[Listing]) -> Vec<Tally> {
     out
 }
 
+/// Tallies of the tasks among `listings`: routine's own records
+/// ([`OWN_RECORDS`]) left out.
+pub fn task_tallies(listings: &[Listing]) -> Vec<Tally> {
+    let mut tallies = tally(listings);
+    tallies.retain(|t| !t.name.starts_with(OWN_RECORDS));
+    tallies
+}
+
 /// The page `skip..skip + take` of `tallies`, newest first, of those
 /// written at or after `since`.
 pub fn page_of_versions(
@@ -416,9 +424,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// every result; the database layout keeps tallies as it writes and
     /// answers without reading the results.
     fn tallies(&self) -> Result<Vec<Tally>, StoreError> {
-        let mut tallies = tally(&self.list(None, None)?);
-        tallies.retain(|t| !t.name.starts_with(OWN_RECORDS));
-        Ok(tallies)
+        Ok(task_tallies(&self.list(None, None)?))
     }
 
     /// The versions of task `name`, most recently written first: those

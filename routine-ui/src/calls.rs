@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use routine_core::{CallReport, Engine};
 
+use crate::exposition::{family, label, single, Kind};
+
 /// Upper bounds of the duration buckets, in seconds.
 const BUCKETS: [f64; 12] = [
     0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0,
@@ -63,66 +65,67 @@ impl CallMetrics {
     pub fn text(&self, engine: &Engine) -> String {
         let stats = engine.stats();
         let mut text = String::new();
-        let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                text,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        };
-        counter(
-            "routine_hits_total",
-            "Calls answered from storage.",
-            stats.hits,
-        );
-        counter(
-            "routine_misses_total",
-            "Calls whose body ran here.",
-            stats.misses,
-        );
-        counter(
-            "routine_failures_total",
-            "Calls that failed.",
-            stats.failures,
-        );
-        counter(
-            "routine_dispatched_total",
-            "Calls run by workers for this process.",
-            stats.dispatched,
-        );
-        counter(
-            "routine_store_errors_total",
-            "Store reads and writes that failed.",
-            stats.store_errors,
-        );
-        counter(
-            "routine_corrupt_entries_total",
-            "Stored entries found unusable.",
-            stats.corrupt_entries,
-        );
-        counter(
-            "routine_retries_total",
-            "Attempts that failed and were tried again.",
-            stats.retried,
-        );
-        let mut gauge = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                text,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        };
-        gauge("routine_running_calls", "Calls in flight.", stats.running);
-        gauge(
-            "routine_waiting_for_slot",
-            "Calls waiting for a slot of their task's concurrency.",
-            stats.waiting_for_slot,
-        );
-        gauge(
-            "routine_dispatch_waiting",
-            "Calls waiting on a worker.",
-            engine.dispatch_waiting(),
-        );
+        for (name, help, value) in [
+            (
+                "routine_hits_total",
+                "Calls answered from storage.",
+                stats.hits,
+            ),
+            (
+                "routine_misses_total",
+                "Calls whose body ran here.",
+                stats.misses,
+            ),
+            (
+                "routine_failures_total",
+                "Calls that failed.",
+                stats.failures,
+            ),
+            (
+                "routine_dispatched_total",
+                "Calls run by workers for this process.",
+                stats.dispatched,
+            ),
+            (
+                "routine_store_errors_total",
+                "Store reads and writes that failed.",
+                stats.store_errors,
+            ),
+            (
+                "routine_corrupt_entries_total",
+                "Stored entries found unusable.",
+                stats.corrupt_entries,
+            ),
+            (
+                "routine_retries_total",
+                "Attempts that failed and were tried again.",
+                stats.retried,
+            ),
+        ] {
+            single(&mut text, name, Kind::Counter, help, value);
+        }
+        for (name, help, value) in [
+            ("routine_running_calls", "Calls in flight.", stats.running),
+            (
+                "routine_waiting_for_slot",
+                "Calls waiting for a slot of their task's concurrency.",
+                stats.waiting_for_slot,
+            ),
+            (
+                "routine_dispatch_waiting",
+                "Calls waiting on a worker.",
+                engine.dispatch_waiting(),
+            ),
+        ] {
+            single(&mut text, name, Kind::Gauge, help, value);
+        }
         let series = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        text.push_str("# HELP routine_calls_total Calls by task and outcome.\n# TYPE routine_calls_total counter\n");
+        family(
+            &mut text,
+            "routine_calls_total",
+            Kind::Counter,
+            "Calls by task and outcome.",
+        );
         for (task, series) in series.iter() {
             for (outcome, n) in &series.outcomes {
                 let _ = writeln!(
@@ -132,7 +135,12 @@ impl CallMetrics {
                 );
             }
         }
-        text.push_str("# HELP routine_call_seconds How long calls took, by task.\n# TYPE routine_call_seconds histogram\n");
+        family(
+            &mut text,
+            "routine_call_seconds",
+            Kind::Histogram,
+            "How long calls took, by task.",
+        );
         for (task, series) in series.iter() {
             let task = label(task);
             for (bound, count) in BUCKETS.iter().zip(series.buckets) {
@@ -159,12 +167,4 @@ impl CallMetrics {
         }
         text
     }
-}
-
-/// A label value, escaped as the text format asks.
-pub(crate) fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }

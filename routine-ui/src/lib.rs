@@ -20,6 +20,7 @@
 //! | `workers` | `/workers`, and its live table (server-sent events) |
 //! | `metrics` | the store's `/metrics` in Prometheus' text format |
 //! | `calls` | a process's calls for Prometheus: by task and outcome, durations; a worker's `--metrics` |
+//! | `exposition` | Prometheus' text format: headers, labels, content type |
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,6 +35,7 @@ mod access;
 mod assets;
 mod calls;
 mod cluster;
+mod exposition;
 mod graph;
 mod metrics;
 mod pages;
@@ -138,10 +140,7 @@ pub async fn serve_call_metrics(
         get(move || {
             let text = metrics.text(&engine);
             async move {
-                let content_type = (
-                    axum::http::header::CONTENT_TYPE,
-                    "text/plain; version=0.0.4",
-                );
+                let content_type = (axum::http::header::CONTENT_TYPE, exposition::CONTENT_TYPE);
                 ([content_type], text)
             }
         }),

@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 
 use routine_core::lineage::RUNS;
 
-use crate::calls::label;
 use crate::cluster::ClusterSnapshot;
+use crate::exposition::{family, label, single, Kind, CONTENT_TYPE};
 use crate::View;
 
 pub(crate) async fn metrics(State(view): State<View>) -> Response {
@@ -22,18 +22,20 @@ pub(crate) async fn metrics(State(view): State<View>) -> Response {
         Ok::<_, routine_core::store::StoreError>((tallies, runs))
     })
     .await;
-    let (tallies, runs) = match read {
-        Ok(Ok(read)) => read,
-        Ok(Err(e)) => {
-            return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
-        }
-        Err(e) => {
-            return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
-        }
+    let (tallies, runs) = match read
+        .map_err(|e| e.to_string())
+        .and_then(|read| read.map_err(|e| e.to_string()))
+    {
+        Ok(read) => read,
+        Err(e) => return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     };
     let mut text = String::new();
-    text.push_str("# HELP routine_stored_results Results the store holds, per task and version.\n");
-    text.push_str("# TYPE routine_stored_results gauge\n");
+    family(
+        &mut text,
+        "routine_stored_results",
+        Kind::Gauge,
+        "Results the store holds, per task and version.",
+    );
     for tally in &tallies {
         let _ = writeln!(
             text,
@@ -43,10 +45,12 @@ pub(crate) async fn metrics(State(view): State<View>) -> Response {
             tally.results
         );
     }
-    text.push_str(
-        "# HELP routine_stored_bytes Bytes of the results the store holds, per task and version.\n",
+    family(
+        &mut text,
+        "routine_stored_bytes",
+        Kind::Gauge,
+        "Bytes of the results the store holds, per task and version.",
     );
-    text.push_str("# TYPE routine_stored_bytes gauge\n");
     for tally in &tallies {
         let _ = writeln!(
             text,
@@ -56,9 +60,13 @@ pub(crate) async fn metrics(State(view): State<View>) -> Response {
             tally.bytes
         );
     }
-    text.push_str("# HELP routine_recorded_runs Runs whose records the store holds.\n");
-    text.push_str("# TYPE routine_recorded_runs gauge\n");
-    let _ = writeln!(text, "routine_recorded_runs {runs}");
+    single(
+        &mut text,
+        "routine_recorded_runs",
+        Kind::Gauge,
+        "Runs whose records the store holds.",
+        runs as u64,
+    );
     // With a broker: the cluster's queues, slots and workers.
     if let Some(cluster) = &view.cluster {
         match cluster.snapshot().await {
@@ -66,14 +74,18 @@ pub(crate) async fn metrics(State(view): State<View>) -> Response {
             Err(e) => tracing::warn!(error = %e, "/metrics: cannot read the broker"),
         }
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
 }
 
 /// The cluster's gauges: requests not yet answered per routine, workers,
 /// slots, calls waiting for a slot, gangs waiting.
 fn cluster_metrics(text: &mut String, snapshot: &ClusterSnapshot) {
-    text.push_str("# HELP routine_queue_depth Requests sent to workers and not yet answered (waiting or running), per routine.\n");
-    text.push_str("# TYPE routine_queue_depth gauge\n");
+    family(
+        text,
+        "routine_queue_depth",
+        Kind::Gauge,
+        "Requests sent to workers and not yet answered (waiting or running), per routine.",
+    );
     for (routine, requests) in &snapshot.queued {
         let _ = writeln!(
             text,
@@ -109,9 +121,6 @@ fn cluster_metrics(text: &mut String, snapshot: &ClusterSnapshot) {
             snapshot.gangs_waiting.len() as u64,
         ),
     ] {
-        let _ = writeln!(
-            text,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-        );
+        single(text, name, Kind::Gauge, help, value);
     }
 }

@@ -132,15 +132,10 @@ pub(crate) async fn runs(State(view): State<View>, Query(query): Query<RunsQuery
     let found = reading(&view, move |store| {
         let text = |e: lineage::LineageError| e.to_string();
         if !filtered {
-            let recorded =
-                lineage::recorded_runs(store, since, (page - 1) * PAGE, PAGE).map_err(text)?;
-            let shown = (recorded.runs.iter())
-                .map(|run| run.summary(store))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(text)?;
+            let (total, shown) = page_of_runs(store, since, (page - 1) * PAGE)?;
             return Ok(RunsFound {
                 shown,
-                total: recorded.total,
+                total,
                 next_from: None,
                 looked_at: 0..0,
             });
@@ -263,9 +258,14 @@ fn runs_count(total: usize) -> String {
     }
 }
 
-/// The newest page of runs, and the count of runs.
-pub(crate) fn newest_runs(store: &dyn Store) -> Result<(usize, Vec<lineage::RunSummary>), String> {
-    let recorded = lineage::recorded_runs(store, None, 0, PAGE).map_err(|e| e.to_string())?;
+/// The count of runs stored since `since`, and the summaries of [`PAGE`]
+/// of them after the newest `skip`.
+fn page_of_runs(
+    store: &dyn Store,
+    since: Option<SystemTime>,
+    skip: usize,
+) -> Result<(usize, Vec<lineage::RunSummary>), String> {
+    let recorded = lineage::recorded_runs(store, since, skip, PAGE).map_err(|e| e.to_string())?;
     let shown = (recorded.runs.iter())
         .map(|run| run.summary(store))
         .collect::<Result<Vec<_>, _>>()
@@ -288,33 +288,38 @@ pub(crate) async fn runs_events(
     State(view): State<View>,
     Query(shown): Query<ShownRuns>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    // What was sent last (the count and the newest run), and whether
-    // anything was.
-    type Seen = Option<(usize, Option<RunId>)>;
-    let shown: Option<Seen> = shown.total.map(|total| {
+    // The count of runs and the newest one, as the page shows them.
+    type Shown = (usize, Option<RunId>);
+    let shown: Option<Shown> = shown.total.map(|total| {
         let newest = shown.newest.and_then(|id| id.parse::<RunId>().ok());
-        Some((total, newest))
+        (total, newest)
     });
-    let updates = stream::unfold((view, shown), |(view, mut sent)| async move {
+    // The first look at the store is at once; the next ones wait.
+    let updates = stream::unfold((view, shown, false), |(view, mut shown, wait)| async move {
+        let mut wait = wait;
         loop {
-            if sent.is_some() {
+            if wait {
                 tokio::time::sleep(RUNS_EVERY).await;
             }
-            let latest = reading(&view, |store| {
+            wait = true;
+            let Ok(latest) = reading(&view, |store| {
                 let page = lineage::recorded_runs(store, None, 0, 1).map_err(|e| e.to_string())?;
                 Ok((page.total, page.runs.first().map(|run| run.id)))
             })
             .await
-            .ok();
-            if sent.is_some_and(|sent| sent == latest) {
-                continue;
-            }
-            sent = Some(latest);
-            let Ok((total, shown)) = reading(&view, newest_runs).await else {
+            else {
                 continue;
             };
-            let html = newest_runs_html(total, &shown, SystemTime::now()).into_string();
-            return Some((Ok(Event::default().data(html)), (view, sent)));
+            if shown == Some(latest) {
+                continue;
+            }
+            let Ok((total, runs)) = reading(&view, |store| page_of_runs(store, None, 0)).await
+            else {
+                continue;
+            };
+            shown = Some(latest);
+            let html = newest_runs_html(total, &runs, SystemTime::now()).into_string();
+            return Some((Ok(Event::default().data(html)), (view, shown, true)));
         }
     });
     Sse::new(updates).keep_alive(KeepAlive::default())

@@ -135,38 +135,32 @@ async fn screenshot(client: &Client, name: &str) {
     std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
 }
 
-/// The text of the page's body, as a person reads it.
-async fn text(client: &Client) -> String {
-    client
-        .find(Locator::Css("body"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
+/// The page's body.
+const BODY: &str = "body";
+/// The workers table's first row's `routine` cell: what the worker runs.
+const RUNNING: &str = "#cluster table tr:nth-child(2) td:nth-child(3)";
 
-/// What the workers table's first row says the worker runs (its
-/// `routine` cell), read from the page as it is now.
-async fn running(client: &Client) -> String {
-    match client
-        .find(Locator::Css(
-            "#cluster table tr:nth-child(2) td:nth-child(3)",
-        ))
-        .await
-    {
-        Ok(cell) => cell.text().await.unwrap_or_default(),
-        // Between two swaps of the table, or no worker yet.
+/// The text of what `css` selects on the page as it is now, as a person
+/// reads it; empty when nothing is there (between two swaps of a live
+/// table, or before a worker appears).
+async fn text_of(client: &Client, css: &str) -> String {
+    match client.find(Locator::Css(css)).await {
+        Ok(found) => found.text().await.unwrap_or_default(),
         Err(_) => String::new(),
     }
 }
 
-/// Waits until the worker's routine cell holds `wanted`, reading it again
-/// every 50 ms without reloading; what it held last otherwise.
-async fn runs_routine(client: &Client, wanted: &str, within: Duration) -> Result<(), String> {
+/// The text of the page's body.
+async fn text(client: &Client) -> String {
+    text_of(client, BODY).await
+}
+
+/// Waits until what `css` selects holds `wanted`, reading it again every
+/// 50 ms without reloading; what it held last otherwise.
+async fn shows(client: &Client, css: &str, wanted: &str, within: Duration) -> Result<(), String> {
     let deadline = Instant::now() + within;
     loop {
-        let now = running(client).await;
+        let now = text_of(client, css).await;
         if now.contains(wanted) {
             return Ok(());
         }
@@ -174,22 +168,6 @@ async fn runs_routine(client: &Client, wanted: &str, within: Duration) -> Result
             return Err(now);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Waits until the body's text holds `wanted`, reading it again every
-/// 100 ms without reloading; the last text read otherwise.
-async fn shows(client: &Client, wanted: &str, within: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + within;
-    loop {
-        let now = text(client).await;
-        if now.contains(wanted) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(now);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -222,7 +200,7 @@ async fn in_a_browser_the_pages_show_runs_lineage_errors_and_live_workers() {
     // The workers page, before any worker: it is then kept open, and a
     // mark set in it shows that it is never reloaded.
     client.goto(&format!("{base}/workers")).await.unwrap();
-    shows(&client, "0 workers", Duration::from_secs(10))
+    shows(&client, BODY, "0 workers", Duration::from_secs(10))
         .await
         .unwrap();
     client
@@ -239,7 +217,7 @@ async fn in_a_browser_the_pages_show_runs_lineage_errors_and_live_workers() {
             .spawn()
             .unwrap(),
     );
-    if let Err(seen) = shows(&client, "1 worker", Duration::from_secs(30)).await {
+    if let Err(seen) = shows(&client, BODY, "1 worker", Duration::from_secs(30)).await {
         panic!("the worker never appeared: {seen}");
     }
 
@@ -250,13 +228,16 @@ async fn in_a_browser_the_pages_show_runs_lineage_errors_and_live_workers() {
         .unwrap();
     // The routine cell, not the page: the page lists every routine the
     // worker serves, these two among them, from the start.
-    assert!(!running(&client).await.contains("web-"), "not running yet");
+    assert!(
+        !text_of(&client, RUNNING).await.contains("web-"),
+        "not running yet"
+    );
     let relayed = tokio::spawn(caller.scope(relay(20)));
-    if let Err(seen) = runs_routine(&client, "web-first", 2 * STEP).await {
+    if let Err(seen) = shows(&client, RUNNING, "web-first", 2 * STEP).await {
         panic!("the first step never showed as running: {seen:?}");
     }
     screenshot(&client, "workers").await;
-    if let Err(seen) = runs_routine(&client, "web-second", 3 * STEP).await {
+    if let Err(seen) = shows(&client, RUNNING, "web-second", 3 * STEP).await {
         panic!("the second step never showed as running: {seen:?}");
     }
     let stayed = client

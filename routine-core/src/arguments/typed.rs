@@ -22,7 +22,7 @@ pub struct KeyBuilder {
     /// Each argument's digest, when asked for (see [`KeyBuilder::digests`]).
     digests: Option<Vec<ArgumentDigest>>,
     /// Each argument as JSON, cut at [`ARGUMENT_PREVIEW`] bytes, when asked
-    /// for (see [`KeyBuilder::digests`]).
+    /// for (see [`KeyBuilder::digests_and_previews`]).
     previews: Option<Vec<String>>,
 }
 
@@ -53,15 +53,23 @@ impl KeyBuilder {
         }
     }
 
-    /// Takes a digest of each argument, hashed as the key hashes it (what
-    /// an entry records to tell later which arguments differ), and the
-    /// start of its JSON (what a run record shows of a call that ran).
+    /// Takes a digest of each argument, hashed as the key hashes it: what
+    /// an entry records to tell later which arguments differ.
     pub(crate) fn digests() -> KeyBuilder {
         KeyBuilder {
             sink: None,
             encoded: None,
             digests: Some(Vec::new()),
+            previews: None,
+        }
+    }
+
+    /// The digests, and the start of each argument's JSON: what a run
+    /// record shows of a call that ran its body.
+    pub(crate) fn digests_and_previews() -> KeyBuilder {
+        KeyBuilder {
             previews: Some(Vec::new()),
+            ..KeyBuilder::digests()
         }
     }
 
@@ -96,8 +104,8 @@ impl KeyBuilder {
         Ok(())
     }
 
-    /// The digests and previews of a [`digests`](KeyBuilder::digests)
-    /// builder.
+    /// The digests and previews (empty unless asked for) of a
+    /// [`digests`](KeyBuilder::digests) builder.
     pub(crate) fn finish_digests(self) -> (Vec<ArgumentDigest>, Vec<String>) {
         (
             self.digests.unwrap_or_default(),

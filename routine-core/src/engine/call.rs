@@ -409,7 +409,7 @@ impl<O, Out> Call<O, Out> {
         let mut provenance = report.provenance();
         // Each argument's digest, for `why` to tell later which differ, and
         // the start of each, for the run's record.
-        let mut digests = KeyBuilder::digests();
+        let mut digests = KeyBuilder::digests_and_previews();
         if (body.key_of)(&args, &mut digests).is_ok() {
             (provenance.arguments, report.arguments) = digests.finish_digests();
         }

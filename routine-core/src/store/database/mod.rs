@@ -41,8 +41,8 @@ use self::set_aside::set_aside;
 use self::sqlite::{is_damage, Access, Change, Database, FileId, OpenError, Use};
 use super::{
     access_is_stale, check_name, check_slot, check_version, is_read_only, page_of_versions, tally,
-    Durability, EntryWrite, FileStore, Found, KeyLock, Listing, RecordKind, Removal, RemovalCause,
-    Slot, Store, StoreError, Tally, VersionsPage, OWN_RECORDS,
+    task_tallies, Durability, EntryWrite, FileStore, Found, KeyLock, Listing, RecordKind, Removal,
+    RemovalCause, Slot, Store, StoreError, Tally, VersionsPage,
 };
 use crate::key::Key;
 
@@ -746,13 +746,10 @@ impl Store for DatabaseStore {
         let Some(mut tallies) =
             (self.database().tallies()).map_err(|e| self.database_error("read the tallies", e))?
         else {
-            let mut tallies = tally(&self.list(None, None)?);
-            tallies.retain(|t| !t.name.starts_with(OWN_RECORDS));
-            return Ok(tallies);
+            return Ok(task_tallies(&self.list(None, None)?));
         };
         // Large results live in files beside the database.
-        let mut files = tally(&self.files.list(None, None)?);
-        files.retain(|t| !t.name.starts_with(OWN_RECORDS));
+        let files = task_tallies(&self.files.list(None, None)?);
         if !files.is_empty() {
             tallies.extend(files);
             tallies.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));

@@ -674,42 +674,17 @@ impl Database {
     }
 
     /// Each task version's tally, sorted by task; `None` for a database
-    /// made before tallies, opened read-only (the caller lists instead).
+    /// without tallies that cannot be written (the caller lists instead).
     pub(crate) fn tallies(&self) -> rusqlite::Result<Option<Vec<Tally>>> {
-        let Some(reader) = self.reader.as_ref().or(self.writer.as_ref()) else {
-            return Ok(Some(Vec::new()));
-        };
-        let conn = lock(reader);
-        let found = conn
-            .prepare_cached(
+        self.reading_tallies(|conn| {
+            conn.prepare_cached(
                 "SELECT name, version, results, bytes, newest FROM tallies
                  JOIN tasks ON tasks.id = tallies.task
                  WHERE results > 0 AND substr(name, 1, 8) <> 'routine.' ORDER BY name, version",
-            )
-            .and_then(|mut select| {
-                select
-                    .query_map([], tally_of_row)?
-                    .collect::<rusqlite::Result<Vec<Tally>>>()
-            });
-        // The reader may be the writer, which making the tallies locks.
-        drop(conn);
-        match found {
-            Err(e) if is_missing_table(&e) => match self.add_tallies()? {
-                true => self.tallies(),
-                false => Ok(None),
-            },
-            found => found.map(Some),
-        }
-    }
-
-    /// Makes the tallies, if this database can be written: whether it now
-    /// has them.
-    fn add_tallies(&self) -> rusqlite::Result<bool> {
-        let Some(writer) = &self.writer else {
-            return Ok(false);
-        };
-        add_tallies(&mut lock(writer))?;
-        Ok(true)
+            )?
+            .query_map([], tally_of_row)?
+            .collect()
+        })
     }
 
     /// The versions of task `name` written at or after `since`, newest
@@ -721,45 +696,56 @@ impl Database {
         skip: usize,
         take: usize,
     ) -> rusqlite::Result<Option<VersionsPage>> {
+        let since = since.map_or(i64::MIN, to_column);
+        self.reading_tallies(|conn| {
+            // One read transaction: the page and the total agree.
+            conn.execute_batch("BEGIN")?;
+            let page = (|| {
+                let versions = conn
+                    .prepare_cached(
+                        "SELECT name, version, results, bytes, newest FROM tallies
+                         JOIN tasks ON tasks.id = tallies.task
+                         WHERE name = ?1 AND results > 0 AND newest >= ?2
+                         ORDER BY newest DESC, version LIMIT ?3 OFFSET ?4",
+                    )?
+                    .query_map(params![name, since, take as i64, skip as i64], tally_of_row)?
+                    .collect::<rusqlite::Result<Vec<Tally>>>()?;
+                let total: i64 = conn
+                    .prepare_cached(
+                        "SELECT count(*) FROM tallies JOIN tasks ON tasks.id = tallies.task
+                         WHERE name = ?1 AND results > 0 AND newest >= ?2",
+                    )?
+                    .query_row(params![name, since], |row| row.get(0))?;
+                Ok(VersionsPage {
+                    versions,
+                    total: usize::try_from(total).unwrap_or(0),
+                })
+            })();
+            let ended = conn.execute_batch("COMMIT");
+            page.and_then(|page| ended.map(|()| page))
+        })
+    }
+
+    /// `read` on the reading connection; when the tallies are not made
+    /// yet, makes them (if this database can be written) and reads again.
+    /// `None` when they are not there and cannot be made.
+    fn reading_tallies<T>(
+        &self,
+        read: impl Fn(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<Option<T>> {
         let Some(reader) = self.reader.as_ref().or(self.writer.as_ref()) else {
-            return Ok(Some(VersionsPage::default()));
+            return Ok(None);
         };
-        let since_column = since.map_or(i64::MIN, to_column);
-        let conn = lock(reader);
-        // One read transaction: the page and the total agree.
-        conn.execute_batch("BEGIN")?;
-        let found = (|| {
-            let versions = conn
-                .prepare_cached(
-                    "SELECT name, version, results, bytes, newest FROM tallies
-                     JOIN tasks ON tasks.id = tallies.task
-                     WHERE name = ?1 AND results > 0 AND newest >= ?2
-                     ORDER BY newest DESC, version LIMIT ?3 OFFSET ?4",
-                )?
-                .query_map(
-                    params![name, since_column, take as i64, skip as i64],
-                    tally_of_row,
-                )?
-                .collect::<rusqlite::Result<Vec<Tally>>>()?;
-            let total: i64 = conn
-                .prepare_cached(
-                    "SELECT count(*) FROM tallies JOIN tasks ON tasks.id = tallies.task
-                     WHERE name = ?1 AND results > 0 AND newest >= ?2",
-                )?
-                .query_row(params![name, since_column], |row| row.get(0))?;
-            Ok(VersionsPage {
-                versions,
-                total: usize::try_from(total).unwrap_or(0),
-            })
-        })();
-        let ended = conn.execute_batch("COMMIT");
         // The reader may be the writer, which making the tallies locks.
-        drop(conn);
-        match found.and_then(|page| ended.map(|()| page)) {
-            Err(e) if is_missing_table(&e) => match self.add_tallies()? {
-                true => self.newest_versions(name, since, skip, take),
-                false => Ok(None),
-            },
+        let found = read(&lock(reader));
+        match found {
+            Err(e) if is_missing_table(&e) => {
+                let Some(writer) = &self.writer else {
+                    return Ok(None);
+                };
+                add_tallies(&mut lock(writer))?;
+                read(&lock(reader)).map(Some)
+            }
             found => found.map(Some),
         }
     }
